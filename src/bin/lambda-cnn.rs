@@ -1,0 +1,311 @@
+//! `lambda-cnn`: train, evaluate and run the seed's MNIST CNN locally.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lambda_cnn::card::ModelCard;
+use lambda_cnn::data::{self, SplitKind};
+use lambda_cnn::model::Cnn;
+use lambda_cnn::predict::{image_to_pixels, predict};
+use lambda_cnn::train::{self, EpochMetrics, OptimizerKind, TrainConfig, TrainObserver};
+use serde_json::json;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SHIPPED_WEIGHTS: &str = "model-weights/mnist-cnn.safetensors";
+
+#[derive(Parser)]
+#[command(
+    name = "lambda-cnn",
+    version,
+    about = "Train, evaluate and run the seed's MNIST CNN (candle, with our own SGD and Adam)",
+    long_about = "Train, evaluate and run the seed's MNIST CNN: Conv2d(1→32, 3×3) + ReLU → MaxPool 2×2 → \
+Dense 128 + ReLU → Dense 10, trained with our own SGD or Adam.\n\n\
+The MNIST files (the four standard IDX files, raw or .gz) are read from --mnist-dir or MNIST_DIR; \
+`make data` downloads them into data/mnist. Weights are safetensors with PyTorch's names and layouts.",
+    after_help = "Examples:\n  lambda-cnn train --epochs 1 --limit 2000 --mnist-dir ../shared/mnist --out /tmp/quick.safetensors\n  \
+lambda-cnn eval --weights model-weights/mnist-cnn.safetensors --mnist-dir ../shared/mnist --json\n  \
+lambda-cnn predict --weights model-weights/mnist-cnn.safetensors digit.png"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a fresh model on MNIST, evaluate it on the 10k test images, save the weights and
+    /// a model card (NAME.json) beside them.
+    Train(TrainArgs),
+    /// Evaluate saved weights on the 10k MNIST test images.
+    Eval(EvalArgs),
+    /// Predict the digit in a PNG or JPEG image (28×28, white digit on black, as in MNIST).
+    Predict(PredictArgs),
+    /// Check that a folder holds the four MNIST files, intact (shapes and SHA-256).
+    CheckData(DataArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Folder with the four MNIST IDX files (raw or .gz).
+    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    mnist_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Adam,
+    Sgd,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Samples per optimizer step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerArg,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Momentum (SGD only; 0 is the seed's plain SGD).
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
+    /// Seeds the initial weights and the shuffling: the same seed gives the same model.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Train on the first N training samples only (for quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Where to write the weights; the model card goes beside them as NAME.json.
+    #[arg(long, default_value = "mnist-cnn.safetensors")]
+    out: PathBuf,
+    /// End with one line of JSON: test_accuracy, test_loss, epochs, seconds,
+    /// samples_per_second, weights.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The weights file (safetensors).
+    #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_WEIGHTS)]
+    weights: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// End with one line of JSON: test_accuracy, test_loss, samples.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// The weights file (safetensors).
+    #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_WEIGHTS)]
+    weights: PathBuf,
+    /// A PNG or JPEG file, or - to read the image from standard input.
+    image: PathBuf,
+}
+
+fn main() -> ExitCode {
+    lambda_cnn::runtime::init_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Predict(args) => run_predict(args),
+        Command::CheckData(args) => run_check_data(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole chain of causes: what failed and why.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_check_data(args: DataArgs) -> Result<()> {
+    let start = Instant::now();
+    let mnist = data::load(&args.mnist_dir)
+        .with_context(|| format!("MNIST in {} is not usable", args.mnist_dir.display()))?;
+    println!(
+        "MNIST in {} is intact: {} training and {} test images, checksums verified ({:.1} s)",
+        args.mnist_dir.display(),
+        mnist.train.len(),
+        mnist.test.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A bar per epoch on a terminal; plain lines (a few per epoch) otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    terminal: bool,
+    batches: usize,
+}
+
+impl TrainObserver for Progress {
+    fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        self.batches = batches;
+        if self.terminal {
+            let bar = ProgressBar::new(batches as u64).with_prefix(format!("epoch {epoch}/{epochs}"));
+            if let Ok(style) = ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} batches · loss {msg} · {per_sec} · eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(bar);
+        } else {
+            eprintln!("epoch {epoch}/{epochs}: {batches} batches");
+        }
+    }
+
+    fn batch_done(&mut self, batch: usize, loss: f32) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(batch as u64);
+            if batch % 20 == 0 {
+                bar.set_message(format!("{loss:.4}"));
+            }
+        } else if self.batches >= 4 && batch % (self.batches / 4) == 0 && batch < self.batches {
+            eprintln!("  {batch}/{} batches, loss {loss:.4}", self.batches);
+        }
+    }
+
+    fn epoch_done(&mut self, m: &EpochMetrics, epochs: usize) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!(
+            "epoch {}/{epochs}: train loss {:.4}, {:.1} s, {:.0} samples/s",
+            m.epoch, m.train_loss, m.seconds, m.samples_per_second
+        );
+    }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: match args.optimizer {
+            OptimizerArg::Adam => OptimizerKind::Adam,
+            OptimizerArg::Sgd => OptimizerKind::Sgd,
+        },
+        learning_rate: args.lr,
+        momentum: args.momentum,
+        seed: args.seed,
+        limit: args.limit,
+    };
+    config.validate()?;
+    let dir = &args.data.mnist_dir;
+    let mnist = data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
+    let mut progress = Progress {
+        bar: None,
+        terminal: std::io::stderr().is_terminal(),
+        batches: 0,
+    };
+    let (model, metrics) = train::train(&mnist.train, &mnist.test, &config, &mut progress)?;
+    let sha = model
+        .save(&args.out)
+        .with_context(|| format!("cannot save the weights to {}", args.out.display()))?;
+    let card_path = ModelCard::path_for(&args.out);
+    ModelCard::new(&config, &metrics, &args.out, &sha)
+        .write(&card_path)
+        .with_context(|| format!("cannot write the model card {}", card_path.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "test_accuracy": metrics.test_accuracy,
+                "test_loss": metrics.test_loss,
+                "epochs": metrics.epochs,
+                "seconds": metrics.seconds,
+                "samples_per_second": metrics.samples_per_second,
+                "weights": args.out,
+                "weights_sha256": sha,
+                "per_epoch": metrics.per_epoch,
+            })
+        );
+    } else {
+        println!(
+            "Test accuracy: {:.4} (loss {:.4}) after {} epochs, {:.1} s, {:.0} samples/s\nweights: {} (sha256 {sha})\ncard: {}",
+            metrics.test_accuracy,
+            metrics.test_loss,
+            metrics.epochs,
+            metrics.seconds,
+            metrics.samples_per_second,
+            args.out.display(),
+            card_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn load_weights(path: &Path) -> Result<Cnn> {
+    let (model, _) = Cnn::load(path).with_context(|| {
+        format!(
+            "cannot load the weights {} (train some with `lambda-cnn train` or `make train`)",
+            path.display()
+        )
+    })?;
+    Ok(model)
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let model = load_weights(&args.weights)?;
+    let dir = &args.data.mnist_dir;
+    let test = data::load_split(dir, SplitKind::Test)
+        .with_context(|| format!("cannot load the MNIST test set from {}", dir.display()))?;
+    let m = train::evaluate(&model, &test)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&m)?);
+    } else {
+        println!(
+            "Test accuracy: {:.4}, loss {:.4}, on {} images",
+            m.test_accuracy, m.test_loss, m.samples
+        );
+    }
+    Ok(())
+}
+
+fn run_predict(args: PredictArgs) -> Result<()> {
+    let bytes = if args.image == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the image from standard input")?;
+        if buf.is_empty() {
+            bail!("no image on standard input: pipe a PNG or JPEG in, or give a file name");
+        }
+        buf
+    } else {
+        std::fs::read(&args.image).with_context(|| format!("cannot read the image {}", args.image.display()))?
+    };
+    let pixels =
+        image_to_pixels(&bytes).with_context(|| format!("cannot use {} as input", args.image.display()))?;
+    let model = load_weights(&args.weights)?;
+    let prediction = predict(&model, &pixels)?
+        .pop()
+        .context("the model returned no prediction")?;
+    println!("{}", serde_json::to_string(&prediction)?);
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Stochastic gradient descent: θ ← θ − α·∇J(θ) (the seed's formula), with optional momentum
+//! in the form PyTorch uses: v ← μ·v + ∇J(θ); θ ← θ − α·v. With μ = 0 the two coincide.
+
+use super::{ensure_state, OptimError, Optimizer};
+
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    lr: f32,
+    momentum: f32,
+    velocity: Vec<Vec<f32>>,
+}
+
+impl Sgd {
+    pub fn new(lr: f64) -> Self {
+        Self::with_momentum(lr, 0.0)
+    }
+
+    pub fn with_momentum(lr: f64, momentum: f64) -> Self {
+        Self {
+            lr: lr as f32,
+            momentum: momentum as f32,
+            velocity: Vec::new(),
+        }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimError> {
+        if self.momentum == 0.0 {
+            // Plain SGD keeps no state, but the buffers must still pair up.
+            ensure_state(&mut Vec::new(), params, grads)?;
+            for (p, g) in params.iter_mut().zip(grads) {
+                for (p, g) in p.iter_mut().zip(g.iter()) {
+                    *p -= self.lr * g;
+                }
+            }
+            return Ok(());
+        }
+        ensure_state(&mut self.velocity, params, grads)?;
+        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.velocity) {
+            for ((p, g), v) in p.iter_mut().zip(g.iter()).zip(v.iter_mut()) {
+                *v = self.momentum * *v + g;
+                *p -= self.lr * *v;
+            }
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::test_util::{assert_close, run};
+
+    #[test]
+    fn plain_sgd_follows_the_seed_formula() {
+        // θ1 = θ0 − 0.1·g: 1 − 0.05 = 0.95; −2 + 0.1 = −1.9; then again from there.
+        let steps = run(&mut Sgd::new(0.1), &[1.0, -2.0], &[&[0.5, -1.0], &[0.2, 0.4]]);
+        assert_close(&steps[0], &[0.95, -1.9]);
+        assert_close(&steps[1], &[0.93, -1.94]);
+    }
+
+    #[test]
+    fn momentum_accumulates_velocity() {
+        // v1 = g1 = (0.5, −1); θ1 = (0.95, −1.9).
+        // v2 = 0.9·v1 + g2 = (0.45 + 0.2, −0.9 + 0.4) = (0.65, −0.5); θ2 = (0.885, −1.85).
+        let steps = run(
+            &mut Sgd::with_momentum(0.1, 0.9),
+            &[1.0, -2.0],
+            &[&[0.5, -1.0], &[0.2, 0.4]],
+        );
+        assert_close(&steps[0], &[0.95, -1.9]);
+        assert_close(&steps[1], &[0.885, -1.85]);
+    }
+
+    #[test]
+    fn mismatched_buffers_are_errors_not_panics() {
+        let mut p = vec![0.0f32; 3];
+        let err = Sgd::new(0.1).step(&mut [&mut p[..]], &[&[1.0, 2.0]]).unwrap_err();
+        assert_eq!(err, OptimError::LengthMismatch { index: 0, param: 3, grad: 2 });
+        let mut opt = Sgd::with_momentum(0.1, 0.9);
+        opt.step(&mut [&mut p[..]], &[&[1.0, 2.0, 3.0]]).unwrap();
+        let mut q = vec![0.0f32; 2];
+        let err = opt.step(&mut [&mut q[..]], &[&[1.0, 2.0]]).unwrap_err();
+        assert!(matches!(err, OptimError::ShapeChanged { before: 3, now: 2, .. }));
+    }
+}

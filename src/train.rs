@@ -1,0 +1,361 @@
+//! Training: epochs of shuffled mini-batches (deterministic for a seed), our optimizers, and
+//! evaluation on the test set. Progress goes to a [`TrainObserver`], so the CLI can draw a bar,
+//! the Lambda function can log and stop before its deadline, and tests can stay quiet.
+
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::model::{argmax, Cnn, ModelError, CLASSES};
+use crate::optim::{Adam, OptimError, Optimizer, Sgd};
+use candle_core::{Device, Tensor, D};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Sgd => "sgd",
+        })
+    }
+}
+
+/// The seed's hyper-parameters are the defaults: Adam, lr 1e-3, batch 32, 5 epochs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub learning_rate: f64,
+    /// SGD only.
+    pub momentum: f64,
+    pub seed: u64,
+    /// Train on the first `limit` training samples only.
+    pub limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 32,
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 1e-3,
+            momentum: 0.0,
+            seed: 42,
+            limit: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::InvalidConfig(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1".into());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(format!("learning rate must be a positive number, got {}", self.learning_rate));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if self.limit == Some(0) {
+            return bad("limit must be at least 1 sample".into());
+        }
+        Ok(())
+    }
+
+    fn optimizer(&self) -> Box<dyn Optimizer> {
+        match self.optimizer {
+            OptimizerKind::Adam => Box::new(Adam::new(self.learning_rate)),
+            OptimizerKind::Sgd => Box::new(Sgd::with_momentum(self.learning_rate, self.momentum)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training configuration: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("optimizer step failed: {0}")]
+    Optim(#[from] OptimError),
+    #[error("the loss became {0} at epoch {1}: training diverged; lower the learning rate")]
+    Diverged(f32, usize),
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Model(ModelError::Candle(e))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalMetrics {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainMetrics {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    /// Epochs completed (fewer than asked when training was stopped early).
+    pub epochs: usize,
+    /// Training time, evaluation excluded.
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub train_samples: usize,
+    /// False when the observer stopped training before the last epoch ended.
+    pub completed: bool,
+    pub per_epoch: Vec<EpochMetrics>,
+}
+
+/// Hooks into a training run. Every method has a do-nothing default.
+pub trait TrainObserver {
+    fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    fn batch_done(&mut self, _batch: usize, _loss: f32) {}
+    fn epoch_done(&mut self, _metrics: &EpochMetrics, _epochs: usize) {}
+    /// Asked before each batch: `true` ends training there, keeping what was learned so far.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+}
+
+/// An observer that does nothing.
+pub struct Quiet;
+impl TrainObserver for Quiet {}
+
+/// The model and its optimizer, stepping one mini-batch at a time.
+pub struct Trainer {
+    model: Cnn,
+    optimizer: Box<dyn Optimizer>,
+    /// The optimizer works on these flat copies of the parameters; they are written back into
+    /// the model's tensors after each step.
+    params: Vec<Vec<f32>>,
+}
+
+impl Trainer {
+    pub fn new(model: Cnn, optimizer: Box<dyn Optimizer>) -> Result<Self, TrainError> {
+        let params = model
+            .vars()
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            model,
+            optimizer,
+            params,
+        })
+    }
+
+    pub fn model(&self) -> &Cnn {
+        &self.model
+    }
+
+    pub fn into_model(self) -> Cnn {
+        self.model
+    }
+
+    /// One optimizer step on a mini-batch; returns the batch's mean loss.
+    pub fn step<'a>(
+        &mut self,
+        images: impl ExactSizeIterator<Item = &'a [u8]>,
+        labels: &[u8],
+    ) -> Result<f32, TrainError> {
+        let logits = self.model.forward_bytes(images)?;
+        let targets = Tensor::from_iter(labels.iter().map(|&l| l as u32), &Device::Cpu)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let grads = loss.backward()?;
+        let vars = self.model.vars();
+        let mut flat = Vec::with_capacity(vars.len());
+        for var in vars {
+            let g = grads.get(var.as_tensor()).ok_or_else(|| {
+                ModelError::Candle(candle_core::Error::Msg("a parameter got no gradient".into()))
+            })?;
+            flat.push(g.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let grad_refs: Vec<&[f32]> = flat.iter().map(Vec::as_slice).collect();
+        let mut param_refs: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
+        self.optimizer.step(&mut param_refs, &grad_refs)?;
+        for (var, p) in vars.iter().zip(&self.params) {
+            var.set(&Tensor::from_slice(p, var.shape(), &Device::Cpu)?)?;
+        }
+        Ok(loss.to_scalar::<f32>()?)
+    }
+}
+
+/// Trains a fresh model on `train` as `config` says, then evaluates it on `test`.
+pub fn train(
+    train: &Split,
+    test: &Split,
+    config: &TrainConfig,
+    observer: &mut dyn TrainObserver,
+) -> Result<(Cnn, TrainMetrics), TrainError> {
+    config.validate()?;
+    let n = config.limit.unwrap_or(usize::MAX).min(train.len());
+    let mut trainer = Trainer::new(Cnn::init(config.seed)?, config.optimizer())?;
+    // The shuffle gets its own stream, so the initial weights do not depend on it.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+    rng.set_stream(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    let batches = n.div_ceil(config.batch_size);
+    let mut per_epoch = Vec::new();
+    let mut completed = true;
+    let mut trained = 0usize;
+    let start = Instant::now();
+    'epochs: for epoch in 1..=config.epochs {
+        order.shuffle(&mut rng);
+        observer.epoch_started(epoch, config.epochs, batches);
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut seen) = (0f64, 0usize);
+        for (b, idx) in order.chunks(config.batch_size).enumerate() {
+            if observer.should_stop() {
+                completed = false;
+                break 'epochs;
+            }
+            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
+            let loss = trainer.step(idx.iter().map(|&i| train.image(i)), &labels)?;
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged(loss, epoch));
+            }
+            loss_sum += loss as f64 * idx.len() as f64;
+            seen += idx.len();
+            trained += idx.len();
+            observer.batch_done(b + 1, loss);
+        }
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            samples: seen,
+            seconds,
+            samples_per_second: seen as f64 / seconds.max(1e-9),
+        };
+        observer.epoch_done(&metrics, config.epochs);
+        per_epoch.push(metrics);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let model = trainer.into_model();
+    let eval = evaluate(&model, test)?;
+    Ok((
+        model,
+        TrainMetrics {
+            test_accuracy: eval.test_accuracy,
+            test_loss: eval.test_loss,
+            epochs: per_epoch.len(),
+            seconds,
+            samples_per_second: trained as f64 / seconds.max(1e-9),
+            train_samples: n,
+            completed,
+            per_epoch,
+        },
+    ))
+}
+
+/// Accuracy and mean cross-entropy of `model` on `split`.
+pub fn evaluate(model: &Cnn, split: &Split) -> Result<EvalMetrics, ModelError> {
+    const BATCH: usize = 1000;
+    let (mut correct, mut loss_sum) = (0usize, 0f64);
+    for start in (0..split.len()).step_by(BATCH) {
+        let end = (start + BATCH).min(split.len());
+        let logits = model.forward_bytes(split.images[start * IMAGE_PIXELS..end * IMAGE_PIXELS].chunks_exact(IMAGE_PIXELS))?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+        for (row, &label) in log_probs.iter().zip(&split.labels[start..end]) {
+            debug_assert_eq!(row.len(), CLASSES);
+            correct += usize::from(argmax(row) == label as usize);
+            loss_sum -= row[label as usize] as f64;
+        }
+    }
+    let samples = split.len();
+    Ok(EvalMetrics {
+        test_accuracy: correct as f64 / samples.max(1) as f64,
+        test_loss: loss_sum / samples.max(1) as f64,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_split(n: usize) -> Split {
+        // Two classes a linear model separates: bright top half vs bright bottom half.
+        let mut images = Vec::with_capacity(n * IMAGE_PIXELS);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 2) as u8;
+            for p in 0..IMAGE_PIXELS {
+                let top = p < IMAGE_PIXELS / 2;
+                images.push(if top == (label == 0) { 200 + (i % 50) as u8 } else { (i % 30) as u8 });
+            }
+            labels.push(label);
+        }
+        Split { images, labels }
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_before_work() {
+        let s = tiny_split(4);
+        for config in [
+            TrainConfig { epochs: 0, ..Default::default() },
+            TrainConfig { batch_size: 0, ..Default::default() },
+            TrainConfig { learning_rate: -1.0, ..Default::default() },
+            TrainConfig { learning_rate: f64::NAN, ..Default::default() },
+            TrainConfig { limit: Some(0), ..Default::default() },
+        ] {
+            assert!(matches!(train(&s, &s, &config, &mut Quiet), Err(TrainError::InvalidConfig(_))));
+        }
+    }
+
+    #[test]
+    fn same_seed_same_model_and_a_separable_task_is_learned() {
+        let s = tiny_split(64);
+        let config = TrainConfig { epochs: 2, batch_size: 8, ..Default::default() };
+        let (a, ma) = train(&s, &s, &config, &mut Quiet).unwrap();
+        let (b, _) = train(&s, &s, &config, &mut Quiet).unwrap();
+        assert_eq!(a.to_safetensors().unwrap(), b.to_safetensors().unwrap());
+        assert_eq!(ma.test_accuracy, 1.0);
+        assert_eq!(ma.epochs, 2);
+        assert!(ma.completed);
+        assert_eq!(ma.per_epoch[1].samples, 64);
+    }
+
+    #[test]
+    fn observer_can_stop_training_early() {
+        struct StopAfter(usize);
+        impl TrainObserver for StopAfter {
+            fn should_stop(&mut self) -> bool {
+                self.0 = self.0.saturating_sub(1);
+                self.0 == 0
+            }
+        }
+        let s = tiny_split(40);
+        let config = TrainConfig { epochs: 3, batch_size: 10, ..Default::default() };
+        let (_, m) = train(&s, &s, &config, &mut StopAfter(6)).unwrap();
+        assert!(!m.completed);
+        assert_eq!(m.epochs, 1, "one full epoch of 4 batches, then stopped in the second");
+    }
+}
