@@ -4,10 +4,16 @@
 //! Data flows one way: [`data`] → [`model`] → [`train`] (with [`optim`]) → weights →
 //! [`predict`].
 
-pub mod card;
 pub mod data;
-pub mod model;
 pub mod optim;
+
+#[cfg(feature = "ml")]
+pub mod card;
+#[cfg(feature = "ml")]
+pub mod model;
+#[cfg(feature = "ml")]
 pub mod predict;
+#[cfg(feature = "ml")]
 pub mod runtime;
+#[cfg(feature = "ml")]
 pub mod train;

@@ -87,12 +87,24 @@ mod tests {
     fn other_sizes_and_non_images_are_refused() {
         assert!(matches!(
             image_to_pixels(&png(30, 28)),
-            Err(InputError::NotMnistSized { width: 30, height: 28 })
+            Err(InputError::NotMnistSized {
+                width: 30,
+                height: 28
+            })
         ));
-        assert!(matches!(image_to_pixels(b"hello, world"), Err(InputError::NotAnImage(_))));
-        assert!(matches!(image_to_pixels(&[]), Err(InputError::NotAnImage(_))));
+        assert!(matches!(
+            image_to_pixels(b"hello, world"),
+            Err(InputError::NotAnImage(_))
+        ));
+        assert!(matches!(
+            image_to_pixels(&[]),
+            Err(InputError::NotAnImage(_))
+        ));
         let mut truncated = png(28, 28);
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(image_to_pixels(&truncated), Err(InputError::NotAnImage(_))));
+        assert!(matches!(
+            image_to_pixels(&truncated),
+            Err(InputError::NotAnImage(_))
+        ));
     }
 }

@@ -65,7 +65,10 @@ impl TrainConfig {
             return bad("batch size must be at least 1".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("learning rate must be a positive number, got {}", self.learning_rate));
+            return bad(format!(
+                "learning rate must be a positive number, got {}",
+                self.learning_rate
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
@@ -193,12 +196,15 @@ impl Trainer {
         let mut flat = Vec::with_capacity(vars.len());
         for var in vars {
             let g = grads.get(var.as_tensor()).ok_or_else(|| {
-                ModelError::Candle(candle_core::Error::Msg("a parameter got no gradient".into()))
+                ModelError::Candle(candle_core::Error::Msg(
+                    "a parameter got no gradient".into(),
+                ))
             })?;
             flat.push(g.flatten_all()?.to_vec1::<f32>()?);
         }
         let grad_refs: Vec<&[f32]> = flat.iter().map(Vec::as_slice).collect();
-        let mut param_refs: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
+        let mut param_refs: Vec<&mut [f32]> =
+            self.params.iter_mut().map(Vec::as_mut_slice).collect();
         self.optimizer.step(&mut param_refs, &grad_refs)?;
         for (var, p) in vars.iter().zip(&self.params) {
             var.set(&Tensor::from_slice(p, var.shape(), &Device::Cpu)?)?;
@@ -281,7 +287,9 @@ pub fn evaluate(model: &Cnn, split: &Split) -> Result<EvalMetrics, ModelError> {
     let (mut correct, mut loss_sum) = (0usize, 0f64);
     for start in (0..split.len()).step_by(BATCH) {
         let end = (start + BATCH).min(split.len());
-        let logits = model.forward_bytes(split.images[start * IMAGE_PIXELS..end * IMAGE_PIXELS].chunks_exact(IMAGE_PIXELS))?;
+        let logits = model.forward_bytes(
+            split.images[start * IMAGE_PIXELS..end * IMAGE_PIXELS].chunks_exact(IMAGE_PIXELS),
+        )?;
         let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
         for (row, &label) in log_probs.iter().zip(&split.labels[start..end]) {
             debug_assert_eq!(row.len(), CLASSES);
@@ -309,7 +317,11 @@ mod tests {
             let label = (i % 2) as u8;
             for p in 0..IMAGE_PIXELS {
                 let top = p < IMAGE_PIXELS / 2;
-                images.push(if top == (label == 0) { 200 + (i % 50) as u8 } else { (i % 30) as u8 });
+                images.push(if top == (label == 0) {
+                    200 + (i % 50) as u8
+                } else {
+                    (i % 30) as u8
+                });
             }
             labels.push(label);
         }
@@ -320,20 +332,42 @@ mod tests {
     fn invalid_configs_are_refused_before_work() {
         let s = tiny_split(4);
         for config in [
-            TrainConfig { epochs: 0, ..Default::default() },
-            TrainConfig { batch_size: 0, ..Default::default() },
-            TrainConfig { learning_rate: -1.0, ..Default::default() },
-            TrainConfig { learning_rate: f64::NAN, ..Default::default() },
-            TrainConfig { limit: Some(0), ..Default::default() },
+            TrainConfig {
+                epochs: 0,
+                ..Default::default()
+            },
+            TrainConfig {
+                batch_size: 0,
+                ..Default::default()
+            },
+            TrainConfig {
+                learning_rate: -1.0,
+                ..Default::default()
+            },
+            TrainConfig {
+                learning_rate: f64::NAN,
+                ..Default::default()
+            },
+            TrainConfig {
+                limit: Some(0),
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(train(&s, &s, &config, &mut Quiet), Err(TrainError::InvalidConfig(_))));
+            assert!(matches!(
+                train(&s, &s, &config, &mut Quiet),
+                Err(TrainError::InvalidConfig(_))
+            ));
         }
     }
 
     #[test]
     fn same_seed_same_model_and_a_separable_task_is_learned() {
         let s = tiny_split(64);
-        let config = TrainConfig { epochs: 2, batch_size: 8, ..Default::default() };
+        let config = TrainConfig {
+            epochs: 2,
+            batch_size: 8,
+            ..Default::default()
+        };
         let (a, ma) = train(&s, &s, &config, &mut Quiet).unwrap();
         let (b, _) = train(&s, &s, &config, &mut Quiet).unwrap();
         assert_eq!(a.to_safetensors().unwrap(), b.to_safetensors().unwrap());
@@ -353,9 +387,16 @@ mod tests {
             }
         }
         let s = tiny_split(40);
-        let config = TrainConfig { epochs: 3, batch_size: 10, ..Default::default() };
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 10,
+            ..Default::default()
+        };
         let (_, m) = train(&s, &s, &config, &mut StopAfter(6)).unwrap();
         assert!(!m.completed);
-        assert_eq!(m.epochs, 1, "one full epoch of 4 batches, then stopped in the second");
+        assert_eq!(
+            m.epochs, 1,
+            "one full epoch of 4 batches, then stopped in the second"
+        );
     }
 }

@@ -168,7 +168,8 @@ impl TrainObserver for Progress {
     fn epoch_started(&mut self, epoch: usize, epochs: usize, batches: usize) {
         self.batches = batches;
         if self.terminal {
-            let bar = ProgressBar::new(batches as u64).with_prefix(format!("epoch {epoch}/{epochs}"));
+            let bar =
+                ProgressBar::new(batches as u64).with_prefix(format!("epoch {epoch}/{epochs}"));
             if let Ok(style) = ProgressStyle::with_template(
                 "{prefix} [{bar:30}] {pos}/{len} batches · loss {msg} · {per_sec} · eta {eta}",
             ) {
@@ -183,10 +184,13 @@ impl TrainObserver for Progress {
     fn batch_done(&mut self, batch: usize, loss: f32) {
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
-            if batch % 20 == 0 {
+            if batch.is_multiple_of(20) {
                 bar.set_message(format!("{loss:.4}"));
             }
-        } else if self.batches >= 4 && batch % (self.batches / 4) == 0 && batch < self.batches {
+        } else if self.batches >= 4
+            && batch.is_multiple_of(self.batches / 4)
+            && batch < self.batches
+        {
             eprintln!("  {batch}/{} batches, loss {loss:.4}", self.batches);
         }
     }
@@ -217,7 +221,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
     };
     config.validate()?;
     let dir = &args.data.mnist_dir;
-    let mnist = data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
+    let mnist =
+        data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
     let mut progress = Progress {
         bar: None,
         terminal: std::io::stderr().is_terminal(),
@@ -298,10 +303,11 @@ fn run_predict(args: PredictArgs) -> Result<()> {
         }
         buf
     } else {
-        std::fs::read(&args.image).with_context(|| format!("cannot read the image {}", args.image.display()))?
+        std::fs::read(&args.image)
+            .with_context(|| format!("cannot read the image {}", args.image.display()))?
     };
-    let pixels =
-        image_to_pixels(&bytes).with_context(|| format!("cannot use {} as input", args.image.display()))?;
+    let pixels = image_to_pixels(&bytes)
+        .with_context(|| format!("cannot use {} as input", args.image.display()))?;
     let model = load_weights(&args.weights)?;
     let prediction = predict(&model, &pixels)?
         .pop()

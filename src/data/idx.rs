@@ -44,12 +44,12 @@ pub fn parse_u8(path: &Path, bytes: &[u8], ndim: u8) -> Result<IdxU8, DataError>
     }
     let dims: Vec<usize> = (0..ndim as usize).map(|d| be(4 + 4 * d) as usize).collect();
     let count = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let expected = count.and_then(|c| c.checked_add(header_len)).ok_or_else(|| {
-        DataError::BadShape {
+    let expected = count
+        .and_then(|c| c.checked_add(header_len))
+        .ok_or_else(|| DataError::BadShape {
             path: path.to_owned(),
             message: format!("dimensions {dims:?} overflow"),
-        }
-    })?;
+        })?;
     if bytes.len() != expected {
         return Err(if bytes.len() < expected {
             truncated(expected, "data")
@@ -100,10 +100,16 @@ mod tests {
     fn rejects_wrong_magic_and_wrong_rank() {
         let bytes = encode_u8(&[2], &[1, 2]);
         let err = parse_u8(p(), &bytes, 3).unwrap_err();
-        assert!(matches!(err, DataError::BadMagic { found: 0x801, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::BadMagic { found: 0x801, .. }),
+            "{err}"
+        );
         let mut bytes = encode_u8(&[2], &[1, 2]);
         bytes[2] = 0x0D; // float elements
-        assert!(matches!(parse_u8(p(), &bytes, 1), Err(DataError::BadMagic { .. })));
+        assert!(matches!(
+            parse_u8(p(), &bytes, 1),
+            Err(DataError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -116,7 +122,15 @@ mod tests {
         );
         let err = parse_u8(p(), &bytes[..bytes.len() - 1], 2).unwrap_err();
         assert!(
-            matches!(err, DataError::Truncated { expected: 18, found: 17, what: "data", .. }),
+            matches!(
+                err,
+                DataError::Truncated {
+                    expected: 18,
+                    found: 17,
+                    what: "data",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("x-idx3-ubyte"), "{err}");
@@ -126,6 +140,9 @@ mod tests {
     fn rejects_trailing_bytes() {
         let mut bytes = encode_u8(&[2], &[1, 2]);
         bytes.push(0);
-        assert!(matches!(parse_u8(p(), &bytes, 1), Err(DataError::BadShape { .. })));
+        assert!(matches!(
+            parse_u8(p(), &bytes, 1),
+            Err(DataError::BadShape { .. })
+        ));
     }
 }

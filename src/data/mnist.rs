@@ -181,16 +181,25 @@ mod tests {
     fn missing_file_names_the_file_and_the_fix() {
         let dir = tempfile::tempdir().unwrap();
         let err = load_split(dir.path(), SplitKind::Test).unwrap_err();
-        assert!(matches!(err, DataError::Missing { ref name, .. } if name == "t10k-images-idx3-ubyte"));
+        assert!(
+            matches!(err, DataError::Missing { ref name, .. } if name == "t10k-images-idx3-ubyte")
+        );
         let msg = err.to_string();
-        assert!(msg.contains("t10k-images-idx3-ubyte") && msg.contains("MNIST_DIR"), "{msg}");
+        assert!(
+            msg.contains("t10k-images-idx3-ubyte") && msg.contains("MNIST_DIR"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_magic_is_reported_for_the_file() {
         let dir = tempfile::tempdir().unwrap();
         // A labels file where the images file should be.
-        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), idx::encode_u8(&[3], &[1, 2, 3])).unwrap();
+        std::fs::write(
+            dir.path().join("t10k-images-idx3-ubyte"),
+            idx::encode_u8(&[3], &[1, 2, 3]),
+        )
+        .unwrap();
         let err = load_split(dir.path(), SplitKind::Test).unwrap_err();
         assert!(matches!(err, DataError::BadMagic { .. }), "{err}");
         assert!(err.to_string().contains("t10k-images-idx3-ubyte"));
@@ -214,7 +223,14 @@ mod tests {
         std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), &bytes[..5000]).unwrap();
         let err = read_checked(dir.path(), TEST_LABELS).unwrap_err();
         assert!(
-            matches!(err, DataError::Truncated { expected: 10_008, found: 5000, .. }),
+            matches!(
+                err,
+                DataError::Truncated {
+                    expected: 10_008,
+                    found: 5000,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -222,7 +238,10 @@ mod tests {
     #[test]
     fn wrong_count_is_a_shape_error() {
         let dir = tempfile::tempdir().unwrap();
-        write_gz(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &idx::encode_u8(&[9_999], &[0; 9_999]));
+        write_gz(
+            &dir.path().join("t10k-labels-idx1-ubyte.gz"),
+            &idx::encode_u8(&[9_999], &[0; 9_999]),
+        );
         let err = read_checked(dir.path(), TEST_LABELS).unwrap_err();
         assert!(matches!(err, DataError::BadShape { .. }), "{err}");
     }
@@ -230,7 +249,10 @@ mod tests {
     #[test]
     fn well_formed_but_different_data_fails_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        write_gz(&dir.path().join("t10k-labels-idx1-ubyte.gz"), &idx::encode_u8(&[10_000], &[3; 10_000]));
+        write_gz(
+            &dir.path().join("t10k-labels-idx1-ubyte.gz"),
+            &idx::encode_u8(&[10_000], &[3; 10_000]),
+        );
         let err = read_checked(dir.path(), TEST_LABELS).unwrap_err();
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("ff7bcfd4"), "{err}");
@@ -239,7 +261,9 @@ mod tests {
     #[test]
     fn split_truncate_keeps_images_and_labels_aligned() {
         let mut s = Split {
-            images: (0..3 * IMAGE_PIXELS).map(|i| (i / IMAGE_PIXELS) as u8).collect(),
+            images: (0..3 * IMAGE_PIXELS)
+                .map(|i| (i / IMAGE_PIXELS) as u8)
+                .collect(),
             labels: vec![0, 1, 2],
         };
         s.truncate(2);

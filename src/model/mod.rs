@@ -36,7 +36,10 @@ pub enum ModelError {
         path: Option<std::path::PathBuf>,
         message: String,
     },
-    #[error("expected {expected} pixel values ({} per image), got {got}", IMAGE_PIXELS)]
+    #[error(
+        "expected {expected} pixel values ({} per image), got {got}",
+        IMAGE_PIXELS
+    )]
     BadInput { expected: usize, got: usize },
 }
 
@@ -128,7 +131,7 @@ impl Cnn {
 
     /// Class probabilities for images given as values in [0, 1], 784 per image, row-major.
     pub fn probabilities(&self, pixels: &[f32]) -> Result<Vec<[f32; CLASSES]>, ModelError> {
-        if pixels.is_empty() || pixels.len() % IMAGE_PIXELS != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(IMAGE_PIXELS) {
             return Err(ModelError::BadInput {
                 expected: IMAGE_PIXELS * (pixels.len() / IMAGE_PIXELS).max(1),
                 got: pixels.len(),

@@ -49,7 +49,8 @@ fn reference_logits(t: &HashMap<&str, Tensor>, images: &[u8], n: usize, pool: Po
     let x = x.flatten_from(1).unwrap();
     let fc1 = Linear::new(t["fc1.weight"].clone(), Some(t["fc1.bias"].clone()));
     let fc2 = Linear::new(t["fc2.weight"].clone(), Some(t["fc2.bias"].clone()));
-    fc2.forward(&fc1.forward(&x).unwrap().relu().unwrap()).unwrap()
+    fc2.forward(&fc1.forward(&x).unwrap().relu().unwrap())
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -66,15 +67,38 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    a.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
 fn forward_matches_stock_candle_ops() {
     let model = Cnn::init(7).unwrap();
     // Non-zero biases, so their layout is exercised too.
-    model.conv_b.set(&Tensor::arange(0f32, 32., &Device::Cpu).unwrap().affine(0.01, -0.1).unwrap()).unwrap();
-    model.fc1_b.set(&Tensor::arange(0f32, 128., &Device::Cpu).unwrap().affine(0.001, -0.05).unwrap()).unwrap();
+    model
+        .conv_b
+        .set(
+            &Tensor::arange(0f32, 32., &Device::Cpu)
+                .unwrap()
+                .affine(0.01, -0.1)
+                .unwrap(),
+        )
+        .unwrap();
+    model
+        .fc1_b
+        .set(
+            &Tensor::arange(0f32, 128., &Device::Cpu)
+                .unwrap()
+                .affine(0.001, -0.05)
+                .unwrap(),
+        )
+        .unwrap();
     let n = 5;
     let images = random_images(n, 1);
     let ours = model.forward_bytes(images.chunks(IMAGE_PIXELS)).unwrap();
@@ -82,7 +106,10 @@ fn forward_matches_stock_candle_ops() {
     let reference = reference_logits(&pt, &images, n, Pool::Stock);
     assert_eq!(ours.dims(), &[n, CLASSES]);
     let diff = max_abs_diff(&ours, &reference);
-    assert!(diff < 1e-4 * max_abs(&reference).max(1.0), "max |diff| = {diff}");
+    assert!(
+        diff < 1e-4 * max_abs(&reference).max(1.0),
+        "max |diff| = {diff}"
+    );
 }
 
 #[test]
@@ -93,7 +120,10 @@ fn gradients_match_stock_candle_ops() {
     let labels = Tensor::new(&[3u32, 1, 4, 1], &Device::Cpu).unwrap();
 
     let ours = model.forward_bytes(images.chunks(IMAGE_PIXELS)).unwrap();
-    let grads = candle_nn::loss::cross_entropy(&ours, &labels).unwrap().backward().unwrap();
+    let grads = candle_nn::loss::cross_entropy(&ours, &labels)
+        .unwrap()
+        .backward()
+        .unwrap();
     let g = |v: &Var| Var::from_tensor(grads.get(v.as_tensor()).unwrap()).unwrap();
     // A model whose "weights" are our gradients converts them to PyTorch's layout.
     let our_grads = Cnn {
@@ -113,15 +143,24 @@ fn gradients_match_stock_candle_ops() {
         .into_iter()
         .map(|(name, t)| (name, Var::from_tensor(&t).unwrap()))
         .collect();
-    let pt: HashMap<_, _> = vars.iter().map(|(n, v)| (*n, v.as_tensor().clone())).collect();
+    let pt: HashMap<_, _> = vars
+        .iter()
+        .map(|(n, v)| (*n, v.as_tensor().clone()))
+        .collect();
     let reference = reference_logits(&pt, &images, n, Pool::Reshape);
-    let ref_grads = candle_nn::loss::cross_entropy(&reference, &labels).unwrap().backward().unwrap();
+    let ref_grads = candle_nn::loss::cross_entropy(&reference, &labels)
+        .unwrap()
+        .backward()
+        .unwrap();
 
     for ((name, ours), (_, var)) in our_grads.iter().zip(&vars) {
         let theirs = ref_grads.get(var.as_tensor()).unwrap();
         assert_eq!(ours.dims(), theirs.dims(), "{name}");
         let diff = max_abs_diff(ours, theirs);
-        assert!(diff <= 1e-4 * max_abs(theirs).max(1e-3), "{name}: max |diff| = {diff}");
+        assert!(
+            diff <= 1e-4 * max_abs(theirs).max(1e-3),
+            "{name}: max |diff| = {diff}"
+        );
     }
 }
 
@@ -133,10 +172,19 @@ fn save_load_round_trip_gives_identical_predictions() {
     let sha = model.save(&path).unwrap();
     let (loaded, sha2) = Cnn::load(&path).unwrap();
     assert_eq!(sha, sha2);
-    let pixels: Vec<f32> = random_images(3, 5).iter().map(|&p| p as f32 / 255.0).collect();
-    assert_eq!(model.probabilities(&pixels).unwrap(), loaded.probabilities(&pixels).unwrap());
+    let pixels: Vec<f32> = random_images(3, 5)
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect();
+    assert_eq!(
+        model.probabilities(&pixels).unwrap(),
+        loaded.probabilities(&pixels).unwrap()
+    );
     // Deterministic bytes: saving the loaded model again gives the same file.
-    assert_eq!(loaded.to_safetensors().unwrap(), std::fs::read(&path).unwrap());
+    assert_eq!(
+        loaded.to_safetensors().unwrap(),
+        std::fs::read(&path).unwrap()
+    );
 }
 
 #[test]
@@ -145,7 +193,17 @@ fn file_has_pytorch_names_and_shapes() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
-    assert_eq!(names, ["conv.bias", "conv.weight", "fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
+    assert_eq!(
+        names,
+        [
+            "conv.bias",
+            "conv.weight",
+            "fc1.bias",
+            "fc1.weight",
+            "fc2.bias",
+            "fc2.weight"
+        ]
+    );
     for (name, shape) in weights::TENSORS {
         assert_eq!(st.tensor(name).unwrap().shape(), shape, "{name}");
         assert_eq!(st.tensor(name).unwrap().dtype(), safetensors::Dtype::F32);
@@ -165,19 +223,31 @@ fn bad_weight_files_are_errors() {
         .into_iter()
         .map(|(n, t)| (n.to_owned(), t))
         .collect();
-    tensors.insert("fc2.bias".into(), Tensor::zeros(9, DType::F32, &Device::Cpu).unwrap());
+    tensors.insert(
+        "fc2.bias".into(),
+        Tensor::zeros(9, DType::F32, &Device::Cpu).unwrap(),
+    );
     let err = Cnn::from_pytorch(&tensors).err().unwrap();
     assert!(err.to_string().contains("fc2.bias"), "{err}");
     tensors.remove("conv.weight");
     let err = Cnn::from_pytorch(&tensors).err().unwrap();
-    assert!(err.to_string().contains("missing tensor conv.weight"), "{err}");
+    assert!(
+        err.to_string().contains("missing tensor conv.weight"),
+        "{err}"
+    );
 }
 
 #[test]
 fn probabilities_reject_partial_images() {
     let model = Cnn::init(1).unwrap();
-    assert!(matches!(model.probabilities(&[0.0; 783]), Err(ModelError::BadInput { .. })));
-    assert!(matches!(model.probabilities(&[]), Err(ModelError::BadInput { .. })));
+    assert!(matches!(
+        model.probabilities(&[0.0; 783]),
+        Err(ModelError::BadInput { .. })
+    ));
+    assert!(matches!(
+        model.probabilities(&[]),
+        Err(ModelError::BadInput { .. })
+    ));
     let p = model.probabilities(&[0.5; 784]).unwrap();
     assert!((p[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }
@@ -186,7 +256,6 @@ fn probabilities_reject_partial_images() {
 fn argmax_takes_the_first_of_ties() {
     assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), 1);
 }
-
 
 #[test]
 fn gradients_match_finite_differences() {
@@ -199,8 +268,19 @@ fn gradients_match_finite_differences() {
     };
     let grads = loss(&model).backward().unwrap();
     for (p, var) in model.vars().into_iter().enumerate() {
-        let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let w = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let w = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         // The entries with the largest gradients: a central difference resolves them well.
         let mut idx: Vec<usize> = (0..g.len()).collect();
         idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
@@ -208,15 +288,21 @@ fn gradients_match_finite_differences() {
             let at = |delta: f32| {
                 let mut w2 = w.clone();
                 w2[i] += delta;
-                var.set(&Tensor::from_vec(w2, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(w2, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
                 let l = loss(&model).to_scalar::<f32>().unwrap() as f64;
-                var.set(&Tensor::from_vec(w.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(w.clone(), var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
                 l
             };
             let eps = 1e-3;
             let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
             let err = (fd - g[i] as f64).abs();
-            assert!(err <= 0.05 * g[i].abs() as f64 + 1e-3, "param {p} entry {i}: autograd {} vs finite difference {fd}", g[i]);
+            assert!(
+                err <= 0.05 * g[i].abs() as f64 + 1e-3,
+                "param {p} entry {i}: autograd {} vs finite difference {fd}",
+                g[i]
+            );
         }
     }
 }

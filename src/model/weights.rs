@@ -33,11 +33,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 impl Cnn {
     /// The parameters in PyTorch's names and layouts, in the order of [`TENSORS`].
     pub fn to_pytorch(&self) -> Result<Vec<(&'static str, Tensor)>, ModelError> {
-        let conv_w = self
-            .conv_w
-            .as_tensor()
-            .t()?
-            .reshape((CHANNELS, 1, 3, 3))?;
+        let conv_w = self.conv_w.as_tensor().t()?.reshape((CHANNELS, 1, 3, 3))?;
         // Internal rows are (y, x, c); PyTorch's columns are (c, y, x).
         let fc1_w = self
             .fc1_w
@@ -60,7 +56,9 @@ impl Cnn {
     /// [`TENSORS`]).
     pub fn from_pytorch(tensors: &HashMap<String, Tensor>) -> Result<Self, ModelError> {
         let get = |name: &str, shape: &[usize]| -> Result<Tensor, ModelError> {
-            let t = tensors.get(name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| bad(format!("missing tensor {name}")))?;
             if t.dims() != shape {
                 return Err(bad(format!(
                     "tensor {name} has shape {:?}, expected {shape:?}",

@@ -75,8 +75,18 @@ impl Optimizer for Adam {
         let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let (inv_bc1, inv_bc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
         let (lr, eps) = (self.lr as f32, self.eps);
-        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            for (((p, &g), m), v) in p.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            for (((p, &g), m), v) in p
+                .iter_mut()
+                .zip(g.iter())
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+            {
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;
                 let m_hat = *m * inv_bc1;
@@ -124,9 +134,10 @@ mod tests {
     #[test]
     fn counts_steps_and_keeps_state_per_parameter() {
         let mut opt = Adam::new(1e-3);
-        let mut a = vec![1.0f32];
-        let mut b = vec![1.0f32, 1.0];
-        opt.step(&mut [&mut a[..], &mut b[..]], &[&[0.5], &[0.5, 0.0]]).unwrap();
+        let mut a = [1.0f32];
+        let mut b = [1.0f32, 1.0];
+        opt.step(&mut [&mut a[..], &mut b[..]], &[&[0.5], &[0.5, 0.0]])
+            .unwrap();
         assert_eq!(opt.steps(), 1);
         // The same gradient gives the same update in either buffer.
         assert_eq!(a[0], b[0]);

@@ -59,7 +59,11 @@ mod tests {
     #[test]
     fn plain_sgd_follows_the_seed_formula() {
         // θ1 = θ0 − 0.1·g: 1 − 0.05 = 0.95; −2 + 0.1 = −1.9; then again from there.
-        let steps = run(&mut Sgd::new(0.1), &[1.0, -2.0], &[&[0.5, -1.0], &[0.2, 0.4]]);
+        let steps = run(
+            &mut Sgd::new(0.1),
+            &[1.0, -2.0],
+            &[&[0.5, -1.0], &[0.2, 0.4]],
+        );
         assert_close(&steps[0], &[0.95, -1.9]);
         assert_close(&steps[1], &[0.93, -1.94]);
     }
@@ -79,13 +83,29 @@ mod tests {
 
     #[test]
     fn mismatched_buffers_are_errors_not_panics() {
-        let mut p = vec![0.0f32; 3];
-        let err = Sgd::new(0.1).step(&mut [&mut p[..]], &[&[1.0, 2.0]]).unwrap_err();
-        assert_eq!(err, OptimError::LengthMismatch { index: 0, param: 3, grad: 2 });
+        let mut p = [0.0f32; 3];
+        let err = Sgd::new(0.1)
+            .step(&mut [&mut p[..]], &[&[1.0, 2.0]])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            OptimError::LengthMismatch {
+                index: 0,
+                param: 3,
+                grad: 2
+            }
+        );
         let mut opt = Sgd::with_momentum(0.1, 0.9);
         opt.step(&mut [&mut p[..]], &[&[1.0, 2.0, 3.0]]).unwrap();
-        let mut q = vec![0.0f32; 2];
+        let mut q = [0.0f32; 2];
         let err = opt.step(&mut [&mut q[..]], &[&[1.0, 2.0]]).unwrap_err();
-        assert!(matches!(err, OptimError::ShapeChanged { before: 3, now: 2, .. }));
+        assert!(matches!(
+            err,
+            OptimError::ShapeChanged {
+                before: 3,
+                now: 2,
+                ..
+            }
+        ));
     }
 }

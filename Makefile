@@ -1,0 +1,59 @@
+# lambda-cnn — every entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Outside the clone, so CI and repeated runs reuse the build.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/lambda-cnn/target
+# The project's shared copy when it is there (CI, this team's machines), else `make data`'s.
+MNIST_DIR ?= $(if $(wildcard ../shared/mnist/t10k-labels-idx1-ubyte.gz),$(abspath ../shared/mnist),$(abspath data/mnist))
+export MNIST_DIR
+WEIGHTS := model-weights/mnist-cnn.safetensors
+CLI := $(CARGO_TARGET_DIR)/release/lambda-cnn
+CARGO := cargo
+MNIST_MIRRORS := https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
+MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+
+.PHONY: help run test build lint fmt data train eval clean-local
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+build: ## release-build the library, the CLI and every test (once, for all test stages)
+	$(CARGO) build --release --all-targets --locked
+
+test: build ## format and lint checks, then every unit and integration test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --all-targets --locked -- -D warnings
+	$(CARGO) test --release --locked --no-fail-fast
+
+lint: ## cargo fmt and clippy, fixing what they can
+	$(CARGO) fmt --all
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+run: build ## the main job, locally: check the data, a quick training run, the shipped model's accuracy
+	$(CLI) check-data --mnist-dir "$(MNIST_DIR)"
+	mkdir -p .local
+	$(CLI) train --epochs 1 --limit 5000 --mnist-dir "$(MNIST_DIR)" --out .local/quick.safetensors
+	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
+
+data: ## download MNIST from the public mirrors into data/mnist and verify the checksums
+	@mkdir -p data/mnist
+	@for f in $(MNIST_FILES); do \
+	  [ -s data/mnist/$$f.gz ] && continue; \
+	  for m in $(MNIST_MIRRORS); do \
+	    echo "fetching $$m/$$f.gz"; \
+	    curl -fsSL --retry 3 -o data/mnist/$$f.gz.part "$$m/$$f.gz" && mv data/mnist/$$f.gz.part data/mnist/$$f.gz && break; \
+	  done; \
+	  [ -s data/mnist/$$f.gz ] || { echo "could not download $$f.gz from any mirror ($(MNIST_MIRRORS))" >&2; exit 1; }; \
+	done
+	$(CARGO) run --release --locked --bin lambda-cnn -- check-data --mnist-dir data/mnist
+
+train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and their card
+	$(CLI) train --epochs 5 --batch-size 32 --optimizer adam --lr 0.001 --seed 42 \
+	  --mnist-dir "$(MNIST_DIR)" --out $(WEIGHTS)
+
+eval: build ## test accuracy of the shipped weights
+	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)" --json
+
+clean-local: ## forget the local state of `make run`
+	rm -rf .local

@@ -1,0 +1,74 @@
+//! `lambda-cnn train`: a short real run learns, writes weights and a card, and ends in JSON.
+
+mod common;
+use common::*;
+
+#[test]
+fn short_run_on_2000_samples_reaches_80_percent_and_saves_weights_and_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("quick.safetensors");
+    let mnist = mnist_dir();
+    let out = cli(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            "2000",
+            "--json",
+            "--mnist-dir",
+            mnist.to_str().unwrap(),
+            "--out",
+            out_path.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = last_json(&out);
+    for key in [
+        "test_accuracy",
+        "test_loss",
+        "epochs",
+        "seconds",
+        "samples_per_second",
+        "weights",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key} in {json}");
+    }
+    let acc = json["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.80,
+        "test accuracy {acc} after one epoch on 2000 samples"
+    );
+    assert_eq!(json["epochs"], 1);
+
+    // The weights load and the card names them by their SHA-256.
+    let (_, sha) = lambda_cnn::model::Cnn::load(&out_path).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("quick.json")).unwrap()).unwrap();
+    assert_eq!(card["weights_sha256"], sha.as_str());
+    assert_eq!(card["test_accuracy"].as_f64(), Some(acc));
+    assert_eq!(card["data_sha256"].as_object().unwrap().len(), 4);
+
+    // Without a terminal, progress is plain lines on stderr.
+    assert!(stderr(&out).contains("epoch 1/1"), "{}", stderr(&out));
+}
+
+#[test]
+fn refuses_invalid_hyper_parameters_before_loading_data() {
+    let out = cli(&["train", "--lr=-0.1", "--mnist-dir", "/nonexistent"], b"");
+    assert_clean_failure(&out, "learning rate must be a positive number");
+    let out = cli(
+        &["train", "--epochs", "0", "--mnist-dir", "/nonexistent"],
+        b"",
+    );
+    assert_clean_failure(&out, "epochs must be at least 1");
+}
+
+#[test]
+fn missing_data_names_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&["train", "--mnist-dir", dir.path().to_str().unwrap()], b"");
+    assert_clean_failure(&out, "train-images-idx3-ubyte not found");
+    assert!(stderr(&out).contains("MNIST_DIR"));
+}

@@ -1,0 +1,80 @@
+//! Helpers shared by the integration tests: where the data is, running the CLI, test images.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The real MNIST files: `MNIST_DIR`, or `../shared/mnist` beside the project (as in CI).
+pub fn mnist_dir() -> PathBuf {
+    std::env::var_os("MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"))
+}
+
+pub fn shipped_weights() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("model-weights/mnist-cnn.safetensors")
+}
+
+/// Runs `lambda-cnn` with `args`, feeding `stdin`, with no MNIST_DIR/MODEL_PATH inherited.
+pub fn cli(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-cnn"))
+        .args(args)
+        .env_remove("MNIST_DIR")
+        .env_remove("MODEL_PATH")
+        .env("RAYON_NUM_THREADS", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the lambda-cnn binary starts");
+    child.stdin.take().unwrap().write_all(stdin).ok();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line of stdout, parsed as the JSON object `--json` promises.
+pub fn last_json(out: &Output) -> serde_json::Value {
+    let text = stdout(out);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line {line:?} is not JSON: {e}"))
+}
+
+/// Asserts the CLI failed the way a user should see it: non-zero exit, one line on stderr
+/// starting with "error:", no panic.
+pub fn assert_clean_failure(out: &Output, expect_in_message: &str) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        err.contains(expect_in_message),
+        "{expect_in_message:?} not in: {err}"
+    );
+}
+
+/// Test digit `i` of the real test set as a 28×28 grey PNG, with its label.
+pub fn test_digit_png(i: usize) -> (Vec<u8>, u8) {
+    let test = lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test)
+        .expect("the MNIST test set loads");
+    let img = image::GrayImage::from_raw(28, 28, test.image(i).to_vec()).unwrap();
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    (png, test.labels[i])
+}
