@@ -4,8 +4,12 @@
 //! Data flows one way: [`data`] → [`model`] → [`train`] (with [`optim`]) → weights →
 //! [`predict`].
 
+#[cfg(feature = "ml")]
+pub mod api;
 pub mod data;
+pub mod metrics;
 pub mod optim;
+pub mod store;
 
 #[cfg(feature = "ml")]
 pub mod card;
@@ -13,6 +17,8 @@ pub mod card;
 pub mod model;
 #[cfg(feature = "ml")]
 pub mod predict;
+#[cfg(feature = "ml")]
+pub mod preprocess;
 #[cfg(feature = "ml")]
 pub mod runtime;
 #[cfg(feature = "ml")]

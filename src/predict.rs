@@ -13,8 +13,8 @@ pub enum InputError {
     NotAnImage(String),
     #[error("the image is {width}×{height}; the largest accepted is {max}×{max}")]
     TooLarge { width: u32, height: u32, max: u32 },
-    #[error("the image is {width}×{height}; only 28×28 images (white digit on black, as in MNIST) are accepted for now")]
-    NotMnistSized { width: u32, height: u32 },
+    #[error(transparent)]
+    Preprocess(#[from] crate::preprocess::PreprocessError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,7 +24,8 @@ pub struct Prediction {
 }
 
 /// Decodes a PNG or JPEG into the model's input: 784 values in [0, 1], row-major. A 28×28
-/// image is taken as it is (converted to grey).
+/// image is taken as it is (converted to grey), as an MNIST digit; any other size is made
+/// MNIST-like first ([`crate::preprocess`]).
 pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -42,13 +43,13 @@ pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
             max: MAX_IMAGE_SIDE,
         });
     }
-    if (width, height) != (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
-        return Err(InputError::NotMnistSized { width, height });
-    }
     let img = image::load_from_memory(bytes).map_err(|e| InputError::NotAnImage(e.to_string()))?;
     let grey = img.to_luma8();
-    debug_assert_eq!(grey.len(), IMAGE_PIXELS);
-    Ok(grey.as_raw().iter().map(|&p| p as f32 / 255.0).collect())
+    if (width, height) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
+        debug_assert_eq!(grey.len(), IMAGE_PIXELS);
+        return Ok(grey.as_raw().iter().map(|&p| p as f32 / 255.0).collect());
+    }
+    Ok(crate::preprocess::to_mnist(&grey)?)
 }
 
 /// Predicts the digit in each image of `pixels` (784 values in [0, 1] per image).
@@ -84,13 +85,19 @@ mod tests {
     }
 
     #[test]
-    fn other_sizes_and_non_images_are_refused() {
+    fn other_sizes_are_preprocessed_and_non_images_refused() {
+        assert_eq!(image_to_pixels(&png(30, 28)).unwrap().len(), IMAGE_PIXELS);
+        let blank = image::GrayImage::new(40, 40);
+        let mut bytes = Vec::new();
+        blank
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
         assert!(matches!(
-            image_to_pixels(&png(30, 28)),
-            Err(InputError::NotMnistSized {
-                width: 30,
-                height: 28
-            })
+            image_to_pixels(&bytes),
+            Err(InputError::Preprocess(_))
         ));
         assert!(matches!(
             image_to_pixels(b"hello, world"),

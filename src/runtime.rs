@@ -18,3 +18,20 @@ pub fn init_threads() -> usize {
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     n
 }
+
+/// JSON logs on stdout, one object per line (what CloudWatch Logs Insights parses), at the
+/// level in `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default info). The Lambda runtime's span
+/// carries the request id into each line.
+pub fn init_json_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -103,21 +103,27 @@ fn missing_image_file_is_a_one_line_error() {
 }
 
 #[test]
-fn wrong_image_size_is_a_one_line_error() {
-    let img = image::GrayImage::new(32, 20);
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
+fn blank_and_oversized_images_are_one_line_errors() {
+    let w = shipped_weights();
+    let png = |img: image::GrayImage| {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png
+    };
     let out = cli(
-        &[
-            "predict",
-            "--weights",
-            shipped_weights().to_str().unwrap(),
-            "-",
-        ],
-        &png,
+        &["predict", "--weights", w.to_str().unwrap(), "-"],
+        &png(image::GrayImage::new(32, 20)),
     );
-    assert_clean_failure(&out, "the image is 32×20");
+    assert_clean_failure(&out, "the image is blank");
+    let out = cli(
+        &["predict", "--weights", w.to_str().unwrap(), "-"],
+        &png(image::GrayImage::new(4097, 8)),
+    );
+    assert_clean_failure(
+        &out,
+        "the image is 4097×8; the largest accepted is 4096×4096",
+    );
 }
 
 #[test]

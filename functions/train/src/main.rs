@@ -1,0 +1,204 @@
+//! The `train` Lambda function: a direct invocation trains the seed's CNN and answers in the
+//! seed handler's shape, plus metrics. `{}` is the seed's run: 5 epochs, Adam 1e-3, batch 32.
+
+use lambda_cnn::api::train::{InvalidRequest, TrainRequest, TrainResponse};
+use lambda_cnn::card::ModelCard;
+use lambda_cnn::data::{self, Mnist};
+use lambda_cnn::metrics::{self, Unit};
+use lambda_cnn::store::{S3Uri, Store};
+use lambda_cnn::train::{self, EpochMetrics, TrainObserver};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Time kept back from the deadline for evaluating, saving and answering.
+const RESERVE: Duration = Duration::from_secs(10);
+
+/// The function's errors, each with the `errorType` a caller can branch on.
+#[derive(Debug)]
+enum FnError {
+    InvalidRequest(String),
+    DataUnavailable(String),
+    TrainingFailed(String),
+    StoreFailed(String),
+}
+
+impl From<FnError> for Diagnostic {
+    fn from(e: FnError) -> Self {
+        let (error_type, error_message) = match e {
+            FnError::InvalidRequest(m) => ("InvalidRequest", m),
+            FnError::DataUnavailable(m) => ("DataUnavailable", m),
+            FnError::TrainingFailed(m) => ("TrainingFailed", m),
+            FnError::StoreFailed(m) => ("StoreFailed", m),
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message,
+        }
+    }
+}
+
+impl From<InvalidRequest> for FnError {
+    fn from(e: InvalidRequest) -> Self {
+        FnError::InvalidRequest(e.0)
+    }
+}
+
+struct State {
+    mnist_dir: PathBuf,
+    /// Loaded on the first invocation and kept for the next ones.
+    mnist: Mutex<Option<Arc<Mnist>>>,
+    /// Where trained weights go: `MODEL_BUCKET` (+ `MODEL_PREFIX`), else the local /tmp.
+    bucket: Option<(String, String)>,
+    store: Option<Store>,
+    fn_name: String,
+}
+
+fn main() -> Result<(), lambda_runtime::Error> {
+    let exec = Instant::now();
+    lambda_cnn::runtime::init_threads();
+    lambda_cnn::runtime::init_json_logging();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let bucket = std::env::var("MODEL_BUCKET")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|b| (b, std::env::var("MODEL_PREFIX").unwrap_or_else(|_| "models".into())));
+        let store = match bucket {
+            Some(_) => Some(Store::from_env().await),
+            None => None,
+        };
+        let state = Arc::new(State {
+            mnist_dir: std::env::var_os("MNIST_DIR").map_or_else(|| PathBuf::from("data/mnist"), PathBuf::from),
+            mnist: Mutex::new(None),
+            bucket,
+            store,
+            fn_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "train".into()),
+        });
+        tracing::info!(init_ms = exec.elapsed().as_secs_f64() * 1e3, mnist_dir = %state.mnist_dir.display(), "ready");
+        lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+            let state = state.clone();
+            async move { handle(&state, event).await }
+        }))
+        .await
+    })
+}
+
+async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainResponse, FnError> {
+    let config = TrainRequest::parse(&event.payload)?.config()?;
+    let deadline = (event.context.deadline > 0).then(|| event.context.deadline());
+    tracing::info!(?config, "training");
+    let st = state.clone();
+    let (model, metrics) = tokio::task::spawn_blocking(move || {
+        let mnist = mnist(&st)?;
+        let mut observer = Observer {
+            deadline,
+            stopped_early: false,
+        };
+        train::train(&mnist.train, &mnist.test, &config, &mut observer)
+            .map_err(|e| FnError::TrainingFailed(e.to_string()))
+    })
+    .await
+    .map_err(|e| FnError::TrainingFailed(format!("the training task failed: {e}")))??;
+
+    let bytes = model
+        .to_safetensors()
+        .map_err(|e| FnError::TrainingFailed(e.to_string()))?;
+    let sha = lambda_cnn::model::weights::sha256_hex(&bytes);
+    let file_name = format!("mnist-cnn-{}.safetensors", &sha[..16]);
+    let config = TrainRequest::parse(&event.payload)?.config()?;
+    let card = ModelCard::new(&config, &metrics, std::path::Path::new(&file_name), &sha);
+    let (weights, card_uri) = match (&state.bucket, &state.store) {
+        (Some((bucket, prefix)), Some(store)) => {
+            let w = S3Uri::join(bucket, prefix, &file_name);
+            let c = S3Uri::join(bucket, prefix, &file_name.replace(".safetensors", ".json"));
+            let card_json = serde_json::to_vec_pretty(&card)
+                .map_err(|e| FnError::StoreFailed(e.to_string()))?;
+            store
+                .put(&w, bytes, "application/octet-stream")
+                .await
+                .map_err(|e| FnError::StoreFailed(e.to_string()))?;
+            store
+                .put(&c, card_json, "application/json")
+                .await
+                .map_err(|e| FnError::StoreFailed(e.to_string()))?;
+            (w.to_string(), Some(c.to_string()))
+        }
+        _ => {
+            let path = std::env::temp_dir().join(&file_name);
+            std::fs::write(&path, &bytes).map_err(|e| {
+                FnError::StoreFailed(format!("cannot write {}: {e}", path.display()))
+            })?;
+            (path.display().to_string(), None)
+        }
+    };
+    tracing::info!(test_accuracy = metrics.test_accuracy, epochs = metrics.epochs, completed = metrics.completed, seconds = metrics.seconds, weights = %weights, "trained");
+    metrics::emit(
+        &[("FunctionName", &state.fn_name)],
+        &[
+            ("TestAccuracy", Unit::None, metrics.test_accuracy),
+            ("TrainSeconds", Unit::Seconds, metrics.seconds),
+            (
+                "TrainSamplesPerSecond",
+                Unit::None,
+                metrics.samples_per_second,
+            ),
+        ],
+    );
+    Ok(TrainResponse::new(&metrics, weights, sha, card_uri))
+}
+
+fn mnist(state: &State) -> Result<Arc<Mnist>, FnError> {
+    let mut slot = state.mnist.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = slot.as_ref() {
+        return Ok(m.clone());
+    }
+    let m = Arc::new(data::load(&state.mnist_dir).map_err(|e| {
+        FnError::DataUnavailable(format!("{e} (MNIST_DIR={})", state.mnist_dir.display()))
+    })?);
+    *slot = Some(m.clone());
+    Ok(m)
+}
+
+/// Logs each epoch and stops training while there is still time to evaluate and answer.
+struct Observer {
+    deadline: Option<SystemTime>,
+    stopped_early: bool,
+}
+
+impl TrainObserver for Observer {
+    fn epoch_done(&mut self, m: &EpochMetrics, epochs: usize) {
+        tracing::info!(
+            epoch = m.epoch,
+            epochs,
+            train_loss = m.train_loss,
+            seconds = m.seconds,
+            samples_per_second = m.samples_per_second,
+            "epoch done"
+        );
+    }
+
+    fn should_stop(&mut self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left < RESERVE && !self.stopped_early {
+            tracing::warn!(
+                left_ms = left.as_millis() as u64,
+                "stopping before the deadline"
+            );
+            self.stopped_early = true;
+        }
+        self.stopped_early
+    }
+}

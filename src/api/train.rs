@@ -1,0 +1,241 @@
+//! The `train` function's event and response. The response keeps the seed handler's shape,
+//! `{"statusCode":200,"body":"\"Test accuracy: 0.99\""}`, and adds the metrics.
+
+use crate::train::{OptimizerKind, TrainConfig, TrainMetrics};
+use serde::{Deserialize, Serialize};
+
+pub const MAX_EPOCHS: usize = 50;
+pub const MAX_BATCH: usize = 4096;
+
+/// `{"epochs":5,"batch_size":32,"optimizer":"adam","learning_rate":0.001,"seed":42,"limit":null}`,
+/// every field optional; unknown fields are refused so a typo is not silently ignored.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub optimizer: Option<OptimizerKind>,
+    pub learning_rate: Option<f64>,
+    pub momentum: Option<f64>,
+    pub seed: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// What is wrong with a request, said so the caller can fix it.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+impl TrainRequest {
+    /// Parses an invocation payload.
+    pub fn parse(payload: &serde_json::Value) -> Result<Self, InvalidRequest> {
+        let payload = if payload.is_null() {
+            &serde_json::Value::Object(Default::default())
+        } else {
+            payload
+        };
+        if !payload.is_object() {
+            return Err(InvalidRequest(format!(
+                "the event must be a JSON object like {{\"epochs\":5,\"limit\":null}}, got {}",
+                kind(payload)
+            )));
+        }
+        Self::deserialize(payload).map_err(|e| {
+            InvalidRequest(format!(
+                "{e}; allowed fields: epochs (1..={MAX_EPOCHS}), batch_size (1..={MAX_BATCH}), optimizer (\"adam\" or \"sgd\"), learning_rate (> 0), momentum (0 ≤ m < 1, sgd), seed (integer ≥ 0), limit (integer ≥ 1 or null)"
+            ))
+        })
+    }
+
+    /// The training configuration, with the seed's defaults for what is missing, or what is
+    /// out of range.
+    pub fn config(&self) -> Result<TrainConfig, InvalidRequest> {
+        let d = TrainConfig::default();
+        let epochs = self.epochs.unwrap_or(d.epochs);
+        if !(1..=MAX_EPOCHS).contains(&epochs) {
+            return Err(InvalidRequest(format!(
+                "epochs is {epochs}; allowed: 1..={MAX_EPOCHS}"
+            )));
+        }
+        let batch_size = self.batch_size.unwrap_or(d.batch_size);
+        if !(1..=MAX_BATCH).contains(&batch_size) {
+            return Err(InvalidRequest(format!(
+                "batch_size is {batch_size}; allowed: 1..={MAX_BATCH}"
+            )));
+        }
+        let learning_rate = self.learning_rate.unwrap_or(d.learning_rate);
+        if !(learning_rate.is_finite() && learning_rate > 0.0) {
+            return Err(InvalidRequest(format!(
+                "learning_rate is {learning_rate}; it must be a positive number"
+            )));
+        }
+        let momentum = self.momentum.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&momentum) {
+            return Err(InvalidRequest(format!(
+                "momentum is {momentum}; allowed: 0 ≤ momentum < 1"
+            )));
+        }
+        if self.limit == Some(0) {
+            return Err(InvalidRequest(
+                "limit is 0; give at least 1 sample, or null for all".into(),
+            ));
+        }
+        Ok(TrainConfig {
+            epochs,
+            batch_size,
+            optimizer: self.optimizer.unwrap_or(d.optimizer),
+            learning_rate,
+            momentum,
+            seed: self.seed.unwrap_or(d.seed),
+            limit: self.limit,
+        })
+    }
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The metrics of `lambda-cnn train --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResponseMetrics {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub epochs: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    /// Where the weights went: an S3 URI, or a path in the function's /tmp.
+    pub weights: String,
+    pub weights_sha256: String,
+    /// The model card's S3 URI, when the weights went to S3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
+}
+
+/// The seed's response shape plus metrics and whether all epochs ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainResponse {
+    #[serde(rename = "statusCode")]
+    pub status_code: u16,
+    pub body: String,
+    pub metrics: ResponseMetrics,
+    pub completed: bool,
+}
+
+impl TrainResponse {
+    pub fn new(
+        metrics: &TrainMetrics,
+        weights: String,
+        weights_sha256: String,
+        card: Option<String>,
+    ) -> Self {
+        // The seed: json.dumps(f"Test accuracy: {test_acc:.2f}").
+        let body =
+            serde_json::Value::String(format!("Test accuracy: {:.2}", metrics.test_accuracy))
+                .to_string();
+        Self {
+            status_code: 200,
+            body,
+            metrics: ResponseMetrics {
+                test_accuracy: metrics.test_accuracy,
+                test_loss: metrics.test_loss,
+                epochs: metrics.epochs,
+                seconds: metrics.seconds,
+                samples_per_second: metrics.samples_per_second,
+                weights,
+                weights_sha256,
+                card,
+            },
+            completed: metrics.completed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<TrainConfig, InvalidRequest> {
+        TrainRequest::parse(&v)?.config()
+    }
+
+    #[test]
+    fn empty_event_is_the_seeds_run() {
+        let c = parse(json!({})).unwrap();
+        assert_eq!(
+            (c.epochs, c.batch_size, c.optimizer, c.learning_rate, c.seed),
+            (5, 32, OptimizerKind::Adam, 1e-3, 42)
+        );
+        assert_eq!(c.limit, None);
+        assert_eq!(parse(json!(null)).unwrap().epochs, 5);
+    }
+
+    #[test]
+    fn every_field_is_read() {
+        let c = parse(json!({"epochs":2,"batch_size":64,"optimizer":"sgd","learning_rate":0.1,"momentum":0.9,"seed":7,"limit":3000})).unwrap();
+        assert_eq!(
+            (c.epochs, c.batch_size, c.optimizer, c.seed, c.limit),
+            (2, 64, OptimizerKind::Sgd, 7, Some(3000))
+        );
+        assert_eq!((c.learning_rate, c.momentum), (0.1, 0.9));
+    }
+
+    #[test]
+    fn absurd_requests_say_what_is_allowed() {
+        for (event, expect) in [
+            (json!({"epochs":0}), "epochs is 0; allowed: 1..=50"),
+            (json!({"epochs":51}), "allowed: 1..=50"),
+            (
+                json!({"batch_size":5000}),
+                "batch_size is 5000; allowed: 1..=4096",
+            ),
+            (json!({"learning_rate":0}), "learning_rate is 0"),
+            (
+                json!({"learning_rate":-1e-3}),
+                "it must be a positive number",
+            ),
+            (
+                json!({"optimizer":"rmsprop"}),
+                "unknown variant `rmsprop`, expected `adam` or `sgd`",
+            ),
+            (json!({"epoch":5}), "unknown field `epoch`"),
+            (json!({"epochs":"5"}), "invalid type: string \"5\""),
+            (json!({"epochs":-1}), "invalid value: integer `-1`"),
+            (json!({"limit":0}), "limit is 0"),
+            (json!([1, 2]), "must be a JSON object"),
+            (json!("train"), "got a string"),
+        ] {
+            let err = parse(event.clone()).unwrap_err();
+            assert!(err.0.contains(expect), "{event}: {err}");
+        }
+    }
+
+    #[test]
+    fn response_keeps_the_seeds_shape() {
+        let m = TrainMetrics {
+            test_accuracy: 0.98765,
+            test_loss: 0.04,
+            epochs: 5,
+            seconds: 10.0,
+            samples_per_second: 30_000.0,
+            train_samples: 60_000,
+            completed: true,
+            per_epoch: vec![],
+        };
+        let r = serde_json::to_value(TrainResponse::new(&m, "/tmp/w".into(), "ab".into(), None))
+            .unwrap();
+        assert_eq!(r["statusCode"], 200);
+        assert_eq!(r["body"], "\"Test accuracy: 0.99\"");
+        assert_eq!(r["completed"], true);
+        assert_eq!(r["metrics"]["epochs"], 5);
+        assert!(r["metrics"].get("card").is_none());
+    }
+}

@@ -1,0 +1,136 @@
+//! Making any picture of a digit look like an MNIST digit, the way MNIST's digits were made:
+//! grey, white ink on black (inverted when the background is light), cropped to the digit,
+//! scaled to fit a 20×20 box keeping its aspect ratio, and placed in a 28×28 frame with its
+//! centre of mass at the centre.
+
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+use image::imageops::FilterType;
+use image::{GrayImage, ImageBuffer, Luma};
+
+/// The side of the box the digit is scaled to fit, as in MNIST.
+const BOX: u32 = 20;
+/// Ink below this fraction of the full range counts as background when cropping.
+const INK: f32 = 0.1;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PreprocessError {
+    #[error("the image is blank: no digit stands out from the background")]
+    Blank,
+}
+
+/// The model's 784 inputs in [0, 1] from a grey image of any size.
+pub fn to_mnist(grey: &GrayImage) -> Result<Vec<f32>, PreprocessError> {
+    let (w, h) = grey.dimensions();
+    let mut v: Vec<f32> = grey.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+
+    // The border tells the background: MNIST is light ink on a dark background.
+    let border = border_median(&v, w as usize, h as usize);
+    let (bg, flip) = if border > 0.5 {
+        (1.0 - border, true)
+    } else {
+        (border, false)
+    };
+    if flip {
+        v.iter_mut().for_each(|p| *p = 1.0 - *p);
+    }
+    let peak = v.iter().copied().fold(0.0f32, f32::max);
+    if peak - bg < 0.15 {
+        return Err(PreprocessError::Blank);
+    }
+    // Stretch so the background is 0 and the strongest ink 1.
+    v.iter_mut()
+        .for_each(|p| *p = ((*p - bg) / (peak - bg)).clamp(0.0, 1.0));
+
+    let (x0, y0, x1, y1) =
+        bounding_box(&v, w as usize, h as usize).ok_or(PreprocessError::Blank)?;
+    let (cw, ch) = ((x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
+    let crop: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_fn(cw, ch, |x, y| {
+        Luma([v[(y0 + y as usize) * w as usize + x0 + x as usize]])
+    });
+    let scale = BOX as f32 / cw.max(ch) as f32;
+    let (sw, sh) = (
+        ((cw as f32 * scale).round() as u32).clamp(1, BOX),
+        ((ch as f32 * scale).round() as u32).clamp(1, BOX),
+    );
+    // Triangle filtering averages over the source pixels each output pixel covers, which is
+    // what a large photo needs when it shrinks to 20 pixels.
+    let digit = image::imageops::resize(&crop, sw, sh, FilterType::Triangle);
+
+    let (mass, mx, my) = digit
+        .enumerate_pixels()
+        .fold((0f32, 0f32, 0f32), |(m, sx, sy), (x, y, p)| {
+            (m + p[0], sx + x as f32 * p[0], sy + y as f32 * p[0])
+        });
+    let (cx, cy) = if mass > 0.0 {
+        (mx / mass, my / mass)
+    } else {
+        (sw as f32 / 2.0, sh as f32 / 2.0)
+    };
+    let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
+    // Keep the whole digit inside the frame even when its mass is lopsided.
+    let ox = ((centre - cx).round() as i64).clamp(0, (IMAGE_SIDE as u32 - sw) as i64) as usize;
+    let oy = ((centre - cy).round() as i64).clamp(0, (IMAGE_SIDE as u32 - sh) as i64) as usize;
+
+    let mut out = vec![0.0f32; IMAGE_PIXELS];
+    for (x, y, p) in digit.enumerate_pixels() {
+        out[(oy + y as usize) * IMAGE_SIDE + ox + x as usize] = p[0].clamp(0.0, 1.0);
+    }
+    Ok(out)
+}
+
+fn border_median(v: &[f32], w: usize, h: usize) -> f32 {
+    let mut border: Vec<f32> = (0..w)
+        .flat_map(|x| [v[x], v[(h - 1) * w + x]])
+        .chain((0..h).flat_map(|y| [v[y * w], v[y * w + w - 1]]))
+        .collect();
+    border.sort_by(f32::total_cmp);
+    border[border.len() / 2]
+}
+
+fn bounding_box(v: &[f32], w: usize, h: usize) -> Option<(usize, usize, usize, usize)> {
+    let mut bbox: Option<(usize, usize, usize, usize)> = None;
+    for y in 0..h {
+        for x in 0..w {
+            if v[y * w + x] > INK {
+                bbox = Some(match bbox {
+                    None => (x, y, x, y),
+                    Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+                });
+            }
+        }
+    }
+    bbox
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dark_bar_on_white_becomes_a_centred_white_bar() {
+        // A 10×60 dark vertical bar, off-centre on a 200×100 white page.
+        let img = GrayImage::from_fn(200, 100, |x, y| {
+            Luma([if (30..40).contains(&x) && (20..80).contains(&y) {
+                10
+            } else {
+                245
+            }])
+        });
+        let out = to_mnist(&img).unwrap();
+        let at = |x: usize, y: usize| out[y * IMAGE_SIDE + x];
+        // Scaled to 20 tall, ~3 wide, centred: ink in the middle, darkness at the corners.
+        assert!(at(13, 14) > 0.9 || at(14, 14) > 0.9, "centre is ink");
+        assert_eq!(at(0, 0), 0.0);
+        assert_eq!(at(13, 2), 0.0, "above the 20-pixel box");
+        let rows_with_ink = (0..IMAGE_SIDE)
+            .filter(|&y| (0..IMAGE_SIDE).any(|x| at(x, y) > 0.5))
+            .count();
+        assert_eq!(rows_with_ink, 20);
+    }
+
+    #[test]
+    fn a_blank_image_is_refused() {
+        let img = GrayImage::from_pixel(50, 50, Luma([200]));
+        assert_eq!(to_mnist(&img), Err(PreprocessError::Blank));
+    }
+}

@@ -1,0 +1,176 @@
+//! The S3 model store: weights and cards by `s3://bucket/key` URI.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{uri:?} is not an S3 object URI ({why}); expected s3://bucket/key")]
+pub struct BadS3Uri {
+    pub uri: String,
+    pub why: &'static str,
+}
+
+impl FromStr for S3Uri {
+    type Err = BadS3Uri;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why| BadS3Uri {
+            uri: s.to_owned(),
+            why,
+        };
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("it does not start with s3://"))?;
+        let (bucket, key) = rest.split_once('/').ok_or_else(|| bad("it has no key"))?;
+        if bucket.is_empty() {
+            return Err(bad("the bucket is empty"));
+        }
+        if key.is_empty() || key.ends_with('/') {
+            return Err(bad("the key is empty or a folder"));
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl S3Uri {
+    /// `s3://bucket/prefix/name`, with the prefix's slashes tidied.
+    pub fn join(bucket: &str, prefix: &str, name: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        let key = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        Self {
+            bucket: bucket.to_owned(),
+            key,
+        }
+    }
+}
+
+#[cfg(feature = "s3")]
+pub use client::{Store, StoreError};
+
+#[cfg(feature = "s3")]
+mod client {
+    use super::S3Uri;
+    use aws_sdk_s3::error::DisplayErrorContext;
+    use aws_sdk_s3::primitives::ByteStream;
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum StoreError {
+        #[error("cannot read {uri}: {message}")]
+        Get { uri: String, message: String },
+        #[error("cannot write {uri}: {message}")]
+        Put { uri: String, message: String },
+    }
+
+    /// An S3 client from the standard AWS configuration chain (environment, profiles, the
+    /// Lambda role), honouring `AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_S3` for local emulators.
+    #[derive(Clone)]
+    pub struct Store {
+        client: aws_sdk_s3::Client,
+    }
+
+    impl Store {
+        pub async fn from_env() -> Self {
+            let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let mut config = aws_sdk_s3::config::Builder::from(&shared);
+            // Emulators on 127.0.0.1 cannot serve bucket.127.0.0.1 (virtual-host style).
+            if std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+            {
+                config = config.force_path_style(true);
+            }
+            Self {
+                client: aws_sdk_s3::Client::from_conf(config.build()),
+            }
+        }
+
+        pub async fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, StoreError> {
+            let err = |message: String| StoreError::Get {
+                uri: uri.to_string(),
+                message,
+            };
+            let out = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+            let body = out.body.collect().await.map_err(|e| err(e.to_string()))?;
+            Ok(body.into_bytes().to_vec())
+        }
+
+        pub async fn put(
+            &self,
+            uri: &S3Uri,
+            bytes: Vec<u8>,
+            content_type: &str,
+        ) -> Result<(), StoreError> {
+            self.client
+                .put_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .content_type(content_type)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| StoreError::Put {
+                    uri: uri.to_string(),
+                    message: DisplayErrorContext(&e).to_string(),
+                })?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_object_uris_and_refuses_the_rest() {
+        let u: S3Uri = "s3://models/mnist/abc.safetensors".parse().unwrap();
+        assert_eq!(
+            (u.bucket.as_str(), u.key.as_str()),
+            ("models", "mnist/abc.safetensors")
+        );
+        assert_eq!(u.to_string(), "s3://models/mnist/abc.safetensors");
+        for bad in [
+            "https://x/y",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+            "s3://b/dir/",
+        ] {
+            assert!(bad.parse::<S3Uri>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn join_tidies_the_prefix() {
+        assert_eq!(
+            S3Uri::join("b", "/models/", "w").to_string(),
+            "s3://b/models/w"
+        );
+        assert_eq!(S3Uri::join("b", "", "w").to_string(), "s3://b/w");
+    }
+}
