@@ -3,6 +3,7 @@
 
 use crate::train::{OptimizerKind, TrainConfig, TrainMetrics};
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
 
 pub const MAX_EPOCHS: usize = 50;
 pub const MAX_BATCH: usize = 4096;
@@ -158,6 +159,40 @@ impl TrainResponse {
     }
 }
 
+/// When training must stop so that evaluating, saving and answering still fit before the
+/// invocation's deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct StopAt(pub Option<SystemTime>);
+
+impl StopAt {
+    /// At most this much is kept back from the deadline.
+    pub const MAX_RESERVE: Duration = Duration::from_secs(10);
+
+    /// From the runtime's `Lambda-Runtime-Deadline-Ms` at invocation time `now`. Lambda sends
+    /// epoch milliseconds; `cargo lambda watch` sends the timeout itself (600000), so a value
+    /// too small to be a date (before 2001) is taken as milliseconds from now. The reserve is
+    /// 10 s, or a fifth of the time left when that is shorter.
+    pub fn from_deadline_ms(ms: u64, now: SystemTime) -> Self {
+        const YEAR_2001_MS: u64 = 1_000_000_000_000;
+        let deadline = match ms {
+            0 => return Self(None),
+            ms if ms < YEAR_2001_MS => now + Duration::from_millis(ms),
+            ms => SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+        };
+        let left = deadline.duration_since(now).unwrap_or_default();
+        Self(Some(deadline - Self::MAX_RESERVE.min(left / 5)))
+    }
+
+    pub fn reached(&self, now: SystemTime) -> bool {
+        self.0.is_some_and(|t| now >= t)
+    }
+
+    /// Time left until training must stop.
+    pub fn left(&self, now: SystemTime) -> Option<Duration> {
+        self.0.map(|t| t.duration_since(now).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +251,21 @@ mod tests {
             let err = parse(event.clone()).unwrap_err();
             assert!(err.0.contains(expect), "{event}: {err}");
         }
+    }
+
+    #[test]
+    fn deadline_as_lambda_sends_it_and_as_the_emulator_does() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let epoch_ms = 1_800_000_000_000 + 900_000; // 15 minutes from now, as epoch ms
+        let stop = StopAt::from_deadline_ms(epoch_ms, now);
+        assert_eq!(stop.left(now), Some(Duration::from_secs(890)));
+        let stop = StopAt::from_deadline_ms(600_000, now); // cargo lambda watch: 600 s
+        assert_eq!(stop.left(now), Some(Duration::from_secs(590)));
+        // A short timeout keeps a fifth back, not 10 s.
+        let stop = StopAt::from_deadline_ms(3_000, now);
+        assert_eq!(stop.left(now), Some(Duration::from_millis(2_400)));
+        assert!(!stop.reached(now) && stop.reached(now + Duration::from_millis(2_400)));
+        assert!(!StopAt::from_deadline_ms(0, now).reached(now + Duration::from_secs(1 << 30)));
     }
 
     #[test]

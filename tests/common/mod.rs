@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where the data is, running the CLI, test images.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,7 @@
 //! The `train` Lambda function: a direct invocation trains the seed's CNN and answers in the
 //! seed handler's shape, plus metrics. `{}` is the seed's run: 5 epochs, Adam 1e-3, batch 32.
 
-use lambda_cnn::api::train::{InvalidRequest, TrainRequest, TrainResponse};
+use lambda_cnn::api::train::{InvalidRequest, StopAt, TrainRequest, TrainResponse};
 use lambda_cnn::card::ModelCard;
 use lambda_cnn::data::{self, Mnist};
 use lambda_cnn::metrics::{self, Unit};
@@ -11,13 +11,10 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Time kept back from the deadline for evaluating, saving and answering.
-const RESERVE: Duration = Duration::from_secs(10);
 
 /// The function's errors, each with the `errorType` a caller can branch on.
 #[derive(Debug)]
@@ -93,16 +90,20 @@ fn main() -> Result<(), lambda_runtime::Error> {
 
 async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainResponse, FnError> {
     let config = TrainRequest::parse(&event.payload)?.config()?;
-    let deadline = (event.context.deadline > 0).then(|| event.context.deadline());
-    tracing::info!(?config, "training");
+    let stop_at = StopAt::from_deadline_ms(event.context.deadline, SystemTime::now());
+    let left_ms = stop_at
+        .left(SystemTime::now())
+        .map(|d| d.as_millis() as u64);
+    tracing::info!(?config, left_ms, "training");
     let st = state.clone();
+    let run_config = config.clone();
     let (model, metrics) = tokio::task::spawn_blocking(move || {
         let mnist = mnist(&st)?;
         let mut observer = Observer {
-            deadline,
+            stop_at,
             stopped_early: false,
         };
-        train::train(&mnist.train, &mnist.test, &config, &mut observer)
+        train::train(&mnist.train, &mnist.test, &run_config, &mut observer)
             .map_err(|e| FnError::TrainingFailed(e.to_string()))
     })
     .await
@@ -113,7 +114,6 @@ async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainRe
         .map_err(|e| FnError::TrainingFailed(e.to_string()))?;
     let sha = lambda_cnn::model::weights::sha256_hex(&bytes);
     let file_name = format!("mnist-cnn-{}.safetensors", &sha[..16]);
-    let config = TrainRequest::parse(&event.payload)?.config()?;
     let card = ModelCard::new(&config, &metrics, std::path::Path::new(&file_name), &sha);
     let (weights, card_uri) = match (&state.bucket, &state.store) {
         (Some((bucket, prefix)), Some(store)) => {
@@ -169,7 +169,7 @@ fn mnist(state: &State) -> Result<Arc<Mnist>, FnError> {
 
 /// Logs each epoch and stops training while there is still time to evaluate and answer.
 struct Observer {
-    deadline: Option<SystemTime>,
+    stop_at: StopAt,
     stopped_early: bool,
 }
 
@@ -186,17 +186,8 @@ impl TrainObserver for Observer {
     }
 
     fn should_stop(&mut self) -> bool {
-        let Some(deadline) = self.deadline else {
-            return false;
-        };
-        let left = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        if left < RESERVE && !self.stopped_early {
-            tracing::warn!(
-                left_ms = left.as_millis() as u64,
-                "stopping before the deadline"
-            );
+        if !self.stopped_early && self.stop_at.reached(SystemTime::now()) {
+            tracing::warn!("stopping training early to answer before the invocation's deadline");
             self.stopped_early = true;
         }
         self.stopped_early
