@@ -12,23 +12,36 @@ CLI := $(CARGO_TARGET_DIR)/release/lambda-cnn
 CARGO := cargo
 MNIST_MIRRORS := https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
 MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+# Local stand-ins the tests start themselves: the Lambda Runtime API emulator (cargo-lambda)
+# and the AWS API emulator (moto), both from PyPI, in a project venv.
+VENV := .venv
+PYTHON ?= python3
+TOOLS_STAMP := $(VENV)/.tools-1
+PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5
 
-.PHONY: help run test build lint fmt data train eval clean-local
+.PHONY: help run test build tools lint fmt data train eval clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## release-build the library, the CLI and every test (once, for all test stages)
-	$(CARGO) build --release --all-targets --locked
+build: ## release-build the library, the CLI, the functions and every test (once, for all test stages)
+	$(CARGO) build --release --workspace --all-targets --locked
 
-test: build ## format and lint checks, then every unit and integration test
+tools: $(TOOLS_STAMP) ## install the local emulators the tests use (cargo-lambda, moto) into .venv
+
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	touch $@
+
+test: build tools ## format and lint checks, then every unit and integration test
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --all-targets --locked -- -D warnings
-	$(CARGO) test --release --locked --no-fail-fast
+	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	$(CARGO) test --release --workspace --locked --no-fail-fast
 
 lint: ## cargo fmt and clippy, fixing what they can
 	$(CARGO) fmt --all
-	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 run: build ## the main job, locally: check the data, a quick training run, the shipped model's accuracy
 	$(CLI) check-data --mnist-dir "$(MNIST_DIR)"

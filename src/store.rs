@@ -102,6 +102,27 @@ mod client {
             }
         }
 
+        /// A client for an explicit endpoint with static credentials: local emulators.
+        pub async fn with_endpoint(
+            endpoint: &str,
+            region: &str,
+            access_key_id: &str,
+            secret: &str,
+        ) -> Self {
+            let creds =
+                aws_sdk_s3::config::Credentials::new(access_key_id, secret, None, None, "static");
+            let config = aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+                .endpoint_url(endpoint)
+                .credentials_provider(creds)
+                .force_path_style(true)
+                .build();
+            Self {
+                client: aws_sdk_s3::Client::from_conf(config),
+            }
+        }
+
         pub async fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, StoreError> {
             let err = |message: String| StoreError::Get {
                 uri: uri.to_string(),

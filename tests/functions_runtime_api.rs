@@ -8,7 +8,9 @@ use common::*;
 use serde_json::{json, Value};
 
 fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/events")
+        .join(name);
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
@@ -20,7 +22,14 @@ enum Flavour {
 }
 
 /// An event of `flavour` carrying one HTTP request, built from the recorded fixtures.
-fn event(flavour: Flavour, method: &str, path: &str, content_type: Option<&str>, body: &[u8], base64: bool) -> Value {
+fn event(
+    flavour: Flavour,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    base64: bool,
+) -> Value {
     let body = if base64 {
         base64::engine::general_purpose::STANDARD.encode(body)
     } else {
@@ -45,7 +54,14 @@ fn event(flavour: Flavour, method: &str, path: &str, content_type: Option<&str>,
                 let h = e[headers].as_object_mut().unwrap();
                 h.remove("Content-Type");
                 if let Some(ct) = content_type {
-                    h.insert("Content-Type".into(), if headers == "headers" { json!(ct) } else { json!([ct]) });
+                    h.insert(
+                        "Content-Type".into(),
+                        if headers == "headers" {
+                            json!(ct)
+                        } else {
+                            json!([ct])
+                        },
+                    );
                 }
             }
         }
@@ -71,15 +87,21 @@ fn event(flavour: Flavour, method: &str, path: &str, content_type: Option<&str>,
 /// Invokes predict with an HTTP request; returns the status and the parsed JSON body.
 fn http(emu: &Emulator, e: Value) -> (u64, Value) {
     let r = emu.invoke("predict", &e);
-    let status = r["statusCode"].as_u64().unwrap_or_else(|| panic!("not an HTTP response: {r}\n{}", emu.logs()));
+    let status = r["statusCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not an HTTP response: {r}\n{}", emu.logs()));
     let body = r["body"].as_str().unwrap_or_default();
-    let body: Value = serde_json::from_str(body).unwrap_or_else(|err| panic!("body {body:?} is not JSON: {err}"));
+    let body: Value =
+        serde_json::from_str(body).unwrap_or_else(|err| panic!("body {body:?} is not JSON: {err}"));
     (status, body)
 }
 
 fn start_predict() -> Emulator {
     let mut emu = Emulator::start();
-    emu.start_function("predict", &[("MODEL_PATH", shipped_weights().to_str().unwrap())]);
+    emu.start_function(
+        "predict",
+        &[("MODEL_PATH", shipped_weights().to_str().unwrap())],
+    );
     emu
 }
 
@@ -90,18 +112,32 @@ fn train_answers_in_the_seeds_shape_with_metrics() {
     let r = emu.invoke("train", &json!({"epochs": 1, "limit": 3000}));
     assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
     let body = r["body"].as_str().unwrap();
-    let acc_text = body.strip_prefix("\"Test accuracy: ").and_then(|b| b.strip_suffix('"')).unwrap_or_else(|| panic!("body {body:?}"));
-    assert_eq!(acc_text.len(), 4, "two decimals, as the seed's f-string: {body}");
+    let acc_text = body
+        .strip_prefix("\"Test accuracy: ")
+        .and_then(|b| b.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("body {body:?}"));
+    assert_eq!(
+        acc_text.len(),
+        4,
+        "two decimals, as the seed's f-string: {body}"
+    );
     let m = &r["metrics"];
     let acc = m["test_accuracy"].as_f64().unwrap();
     assert!(acc > 0.8, "accuracy {acc}");
     assert_eq!(acc_text, format!("{acc:.2}"));
-    for key in ["test_loss", "epochs", "seconds", "samples_per_second", "weights"] {
+    for key in [
+        "test_loss",
+        "epochs",
+        "seconds",
+        "samples_per_second",
+        "weights",
+    ] {
         assert!(!m[key].is_null(), "metrics lack {key}: {r}");
     }
     assert_eq!(r["completed"], true);
     // The weights it reports are real, loadable and match the reported hash.
-    let (_, sha) = lambda_cnn::model::Cnn::load(std::path::Path::new(m["weights"].as_str().unwrap())).unwrap();
+    let (_, sha) =
+        lambda_cnn::model::Cnn::load(std::path::Path::new(m["weights"].as_str().unwrap())).unwrap();
     assert_eq!(m["weights_sha256"], sha.as_str());
     // Structured logs and an EMF record.
     let log = emu.log("train");
@@ -149,27 +185,41 @@ fn train_reports_missing_data_as_a_typed_error() {
     emu.start_function("train", &[("MNIST_DIR", empty.path().to_str().unwrap())]);
     let r = emu.invoke("train", &json!({"epochs": 1, "limit": 100}));
     assert_eq!(r["errorType"], "DataUnavailable", "{r}");
-    assert!(r["errorMessage"].as_str().unwrap().contains("train-images-idx3-ubyte not found"), "{r}");
+    assert!(
+        r["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("train-images-idx3-ubyte not found"),
+        "{r}"
+    );
     assert!(emu.functions_alive());
 }
 
 #[test]
 fn predict_recognises_real_digits_in_every_input_form_and_event_flavour() {
     let emu = start_predict();
-    let test = lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test).unwrap();
+    let test =
+        lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test).unwrap();
     let (_, model_sha) = lambda_cnn::model::Cnn::load(&shipped_weights()).unwrap();
-    for (n, flavour) in [Flavour::RestV1, Flavour::HttpV2, Flavour::FunctionUrl].into_iter().enumerate() {
+    for (n, flavour) in [Flavour::RestV1, Flavour::HttpV2, Flavour::FunctionUrl]
+        .into_iter()
+        .enumerate()
+    {
         for k in 0..3 {
             let i = n * 3 + k;
             let (png, label) = test_digit_png(i);
             let pixels = json!({"pixels": test.image(i)}).to_string();
-            let b64 = json!({"image": base64::engine::general_purpose::STANDARD.encode(&png)}).to_string();
+            let b64 = json!({"image": base64::engine::general_purpose::STANDARD.encode(&png)})
+                .to_string();
             for (ct, body, base64) in [
                 ("application/json", pixels.as_bytes(), false),
                 ("application/json", b64.as_bytes(), false),
                 ("image/png", &png[..], true),
             ] {
-                let (status, r) = http(&emu, event(flavour, "POST", "/predict", Some(ct), body, base64));
+                let (status, r) = http(
+                    &emu,
+                    event(flavour, "POST", "/predict", Some(ct), body, base64),
+                );
                 assert_eq!(status, 200, "{flavour:?} {ct}: {r}");
                 assert_eq!(r["digit"], label as u64, "{flavour:?} {ct} digit {i}: {r}");
                 assert_eq!(r["probabilities"].as_array().unwrap().len(), 10);
@@ -188,22 +238,47 @@ fn predict_recognises_real_digits_in_every_input_form_and_event_flavour() {
         })
         .collect();
     let body = json!({ "instances": instances }).to_string();
-    let (status, r) = http(&emu, event(Flavour::HttpV2, "POST", "/predict", Some("application/json"), body.as_bytes(), false));
+    let (status, r) = http(
+        &emu,
+        event(
+            Flavour::HttpV2,
+            "POST",
+            "/predict",
+            Some("application/json"),
+            body.as_bytes(),
+            false,
+        ),
+    );
     assert_eq!(status, 200, "{r}");
-    let digits: Vec<u64> = r["predictions"].as_array().unwrap().iter().map(|p| p["digit"].as_u64().unwrap()).collect();
+    let digits: Vec<u64> = r["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["digit"].as_u64().unwrap())
+        .collect();
     let labels: Vec<u64> = (20..30).map(|i| test.labels[i] as u64).collect();
     assert_eq!(digits, labels);
     // Health, in every flavour.
     for flavour in [Flavour::RestV1, Flavour::HttpV2, Flavour::FunctionUrl] {
         let (status, r) = http(&emu, event(flavour, "GET", "/health", None, b"", false));
-        assert_eq!((status, r), (200, json!({"status": "ok", "model": model_sha})), "{flavour:?}");
+        assert_eq!(
+            (status, r),
+            (200, json!({"status": "ok", "model": model_sha})),
+            "{flavour:?}"
+        );
     }
     // The recorded example the README shows.
     let r = emu.invoke("predict", &fixture("apigw-v2-predict-digit7.json"));
-    assert_eq!(serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["digit"], 7);
+    assert_eq!(
+        serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["digit"],
+        7
+    );
     // Cold start is logged, with the time from exec to ready.
     assert!(emu.log("predict").contains("\"init_ms\""));
 }
+
+/// Method, path, content type, body, whether the event base64-encodes it, expected status.
+type BadCase<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, bool, u64);
 
 #[test]
 fn predict_answers_every_bad_request_with_a_4xx_and_serves_the_next_one() {
@@ -219,22 +294,91 @@ fn predict_answers_every_bad_request_with_a_4xx_and_serves_the_next_one() {
     neg[0] = json!(-1);
     let huge = image::GrayImage::new(4097, 4097);
     let mut huge_png = Vec::new();
-    huge.write_to(&mut std::io::Cursor::new(&mut huge_png), image::ImageFormat::Png).unwrap();
+    huge.write_to(
+        &mut std::io::Cursor::new(&mut huge_png),
+        image::ImageFormat::Png,
+    )
+    .unwrap();
     let too_many = json!({"instances": vec![json!({"pixels": vec![0; 784]}); 257]}).to_string();
     let over_6mb = vec![b'7'; 6 * 1024 * 1024 + 10];
     let json_ct = Some("application/json");
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, bool, u64)> = vec![
-        ("POST", "/predict", json_ct, b"{\"pixels\": [0, 1,".to_vec(), false, 400),
-        ("POST", "/predict", json_ct, json!({"pixels": short}).to_string().into_bytes(), false, 400),
-        ("POST", "/predict", json_ct, json!({"pixels": nan_like}).to_string().into_bytes(), false, 400),
-        ("POST", "/predict", json_ct, json!({"pixels": neg}).to_string().into_bytes(), false, 400),
-        ("POST", "/predict", json_ct, json!({"image": "%%%not base64"}).to_string().into_bytes(), false, 400),
-        ("POST", "/predict", json_ct, json!({"image": "aGVsbG8gd29ybGQ="}).to_string().into_bytes(), false, 400),
-        ("POST", "/predict", Some("image/png"), b"this is not a png".to_vec(), true, 400),
+    let cases: Vec<BadCase> = vec![
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            b"{\"pixels\": [0, 1,".to_vec(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            json!({"pixels": short}).to_string().into_bytes(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            json!({"pixels": nan_like}).to_string().into_bytes(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            json!({"pixels": neg}).to_string().into_bytes(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            json!({"image": "%%%not base64"}).to_string().into_bytes(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            json!({"image": "aGVsbG8gd29ybGQ="})
+                .to_string()
+                .into_bytes(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            "/predict",
+            Some("image/png"),
+            b"this is not a png".to_vec(),
+            true,
+            400,
+        ),
         ("POST", "/predict", Some("image/png"), huge_png, true, 413),
-        ("POST", "/predict", json_ct, too_many.into_bytes(), false, 413),
+        (
+            "POST",
+            "/predict",
+            json_ct,
+            too_many.into_bytes(),
+            false,
+            413,
+        ),
         ("POST", "/predict", json_ct, over_6mb, false, 413),
-        ("POST", "/predict", Some("text/plain"), b"7".to_vec(), false, 415),
+        (
+            "POST",
+            "/predict",
+            Some("text/plain"),
+            b"7".to_vec(),
+            false,
+            415,
+        ),
         ("POST", "/nowhere", json_ct, b"{}".to_vec(), false, 404),
         ("GET", "/predict", None, Vec::new(), false, 405),
         ("DELETE", "/health", None, Vec::new(), false, 405),
@@ -242,16 +386,36 @@ fn predict_answers_every_bad_request_with_a_4xx_and_serves_the_next_one() {
     for (method, path, ct, body, b64, expect) in cases {
         let (status, r) = http(&emu, event(Flavour::HttpV2, method, path, ct, &body, b64));
         assert_eq!(status, expect, "{method} {path} {ct:?}: {r}");
-        assert!(r["error"].as_str().is_some_and(|m| m.len() > 10), "no message: {r}");
+        assert!(
+            r["error"].as_str().is_some_and(|m| m.len() > 10),
+            "no message: {r}"
+        );
         // The same process serves the next good request.
-        let (status, r) = http(&emu, event(Flavour::HttpV2, "POST", "/predict", Some("image/png"), &good_png, true));
-        assert_eq!((status, r["digit"].as_u64()), (200, Some(good_label as u64)), "after {method} {path}");
+        let (status, r) = http(
+            &emu,
+            event(
+                Flavour::HttpV2,
+                "POST",
+                "/predict",
+                Some("image/png"),
+                &good_png,
+                true,
+            ),
+        );
+        assert_eq!(
+            (status, r["digit"].as_u64()),
+            (200, Some(good_label as u64)),
+            "after {method} {path}"
+        );
     }
     // An event that is not an HTTP event at all is a function error, not a crash.
     let (status, _) = emu.invoke_raw("predict", b"{\"hello\": 1}");
     assert!(status >= 400);
     assert!(emu.functions_alive(), "{}", emu.logs());
     assert_eq!(emu.pid("predict"), pid);
-    let (status, _) = http(&emu, event(Flavour::RestV1, "GET", "/health", None, b"", false));
+    let (status, _) = http(
+        &emu,
+        event(Flavour::RestV1, "GET", "/health", None, b"", false),
+    );
     assert_eq!(status, 200);
 }

@@ -8,13 +8,20 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_for_port(port: u16, what: &str, timeout: Duration) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < timeout, "{what} did not open 127.0.0.1:{port} within {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{what} did not open 127.0.0.1:{port} within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -24,7 +31,11 @@ pub fn cargo_lambda() -> PathBuf {
     let path = std::env::var_os("CARGO_LAMBDA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/cargo-lambda"));
-    assert!(path.exists(), "{} not found: run `make test`, which installs cargo-lambda from PyPI into .venv", path.display());
+    assert!(
+        path.exists(),
+        "{} not found: run `make test`, which installs cargo-lambda from PyPI into .venv",
+        path.display()
+    );
     path
 }
 
@@ -34,7 +45,11 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap(); // target/release/deps → target/release
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --release --workspace` (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --release --workspace` (make test does)",
+        path.display()
+    );
     path
 }
 
@@ -62,7 +77,11 @@ fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
         .stderr(file)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    Proc { name: name.to_owned(), child, log }
+    Proc {
+        name: name.to_owned(),
+        child,
+        log,
+    }
 }
 
 impl Emulator {
@@ -72,7 +91,14 @@ impl Emulator {
         let emulator = spawn(
             "cargo-lambda-watch",
             Command::new(cargo_lambda())
-                .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1", "--invoke-port"])
+                .args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "--invoke-address",
+                    "127.0.0.1",
+                    "--invoke-port",
+                ])
                 .arg(port.to_string())
                 .current_dir(env!("CARGO_MANIFEST_DIR")),
             dir.path(),
@@ -83,20 +109,29 @@ impl Emulator {
             .timeout_global(Some(Duration::from_secs(300)))
             .build()
             .into();
-        Emulator { port, emulator, functions: Vec::new(), dir, agent }
+        Emulator {
+            port,
+            emulator,
+            functions: Vec::new(),
+            dir,
+            agent,
+        }
     }
 
     /// Starts the function binary `name` as the function `name`, with extra environment.
     pub fn start_function(&mut self, name: &str, env: &[(&str, &str)]) {
         let mut cmd = Command::new(workspace_binary(name));
-        cmd.env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", self.port))
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-            .env("RAYON_NUM_THREADS", "2")
-            .env_remove("MODEL_S3_URI")
-            .env_remove("MODEL_BUCKET")
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd.env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{}/.rt/{name}", self.port),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("RAYON_NUM_THREADS", "2")
+        .env_remove("MODEL_S3_URI")
+        .env_remove("MODEL_BUCKET")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -104,31 +139,63 @@ impl Emulator {
         self.functions.push(p);
     }
 
+    /// Waits for function `name` to exit (e.g. a failed init); returns its exit status.
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let p = self.functions.iter_mut().find(|p| p.name == name).unwrap();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Invokes function `name` with a raw payload; returns the HTTP status and the body.
     pub fn invoke_raw(&self, name: &str, payload: &[u8]) -> (u16, String) {
-        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/{name}/invocations", self.port);
+        let url = format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{name}/invocations",
+            self.port
+        );
         match self.agent.post(&url).send(payload) {
-            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
             Err(e) => panic!("invoking {name} failed: {e}\n{}", self.logs()),
         }
     }
 
     pub fn invoke(&self, name: &str, payload: &serde_json::Value) -> serde_json::Value {
         let (_, body) = self.invoke_raw(name, payload.to_string().as_bytes());
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name} answered non-JSON {body:?}: {e}\n{}", self.logs()))
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{name} answered non-JSON {body:?}: {e}\n{}", self.logs()))
     }
 
     /// True while every function process started is still running (none crashed).
     pub fn functions_alive(&mut self) -> bool {
-        self.functions.iter_mut().all(|p| matches!(p.child.try_wait(), Ok(None)))
+        self.functions
+            .iter_mut()
+            .all(|p| matches!(p.child.try_wait(), Ok(None)))
     }
 
     pub fn pid(&self, name: &str) -> u32 {
-        self.functions.iter().find(|p| p.name == name).unwrap().child.id()
+        self.functions
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .child
+            .id()
     }
 
     pub fn log(&self, name: &str) -> String {
-        let p = self.functions.iter().chain([&self.emulator]).find(|p| p.name == name).unwrap();
+        let p = self
+            .functions
+            .iter()
+            .chain([&self.emulator])
+            .find(|p| p.name == name)
+            .unwrap();
         std::fs::read_to_string(&p.log).unwrap_or_default()
     }
 
@@ -136,7 +203,13 @@ impl Emulator {
         self.functions
             .iter()
             .chain([&self.emulator])
-            .map(|p| format!("--- {} ---\n{}", p.name, std::fs::read_to_string(&p.log).unwrap_or_default()))
+            .map(|p| {
+                format!(
+                    "--- {} ---\n{}",
+                    p.name,
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                )
+            })
             .collect()
     }
 }

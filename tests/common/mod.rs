@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod moto;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

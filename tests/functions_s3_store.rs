@@ -1,0 +1,98 @@
+//! The S3 model store through a real AWS API emulator (moto): `train` writes weights and card
+//! to `MODEL_BUCKET`, `predict` loads them from `MODEL_S3_URI`.
+
+mod common;
+use common::emulator::Emulator;
+use common::moto::Moto;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn env_pairs(moto: &Moto) -> Vec<(&'static str, String)> {
+    moto.env()
+}
+
+#[test]
+fn train_writes_weights_and_card_to_s3_and_predict_serves_them() {
+    let moto = Moto::start();
+    moto.create_bucket("models");
+    let mut emu = Emulator::start();
+    let mut env = env_pairs(&moto);
+    env.push(("MNIST_DIR", mnist_dir().to_string_lossy().into_owned()));
+    env.push(("MODEL_BUCKET", "models".into()));
+    env.push(("MODEL_PREFIX", "/mnist/".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    emu.start_function("train", &env_refs);
+    let r = emu.invoke("train", &json!({"epochs": 1, "limit": 1000}));
+    assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
+    let sha = r["metrics"]["weights_sha256"].as_str().unwrap().to_owned();
+    let weights_uri = r["metrics"]["weights"].as_str().unwrap().to_owned();
+    let key = weights_uri
+        .strip_prefix("s3://models/")
+        .unwrap_or_else(|| panic!("{weights_uri}"));
+    assert!(
+        key.starts_with("mnist/mnist-cnn-") && key.ends_with(".safetensors"),
+        "{key}"
+    );
+
+    let bytes = moto
+        .get("models", key)
+        .expect("the weights are in the bucket");
+    assert_eq!(lambda_cnn::model::weights::sha256_hex(&bytes), sha);
+    let card_key = r["metrics"]["card"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("s3://models/")
+        .unwrap()
+        .to_owned();
+    let card: Value = serde_json::from_slice(&moto.get("models", &card_key).unwrap()).unwrap();
+    assert_eq!(card["weights_sha256"], sha.as_str());
+    assert_eq!(card["train_samples"], 1000);
+
+    // predict loads exactly those weights at init.
+    let mut env = env_pairs(&moto);
+    env.push(("MODEL_S3_URI", weights_uri.clone()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    emu.start_function("predict", &env_refs);
+    let mut health: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/events/apigw-v2-predict.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    health["rawPath"] = json!("/health");
+    health["requestContext"]["http"]["method"] = json!("GET");
+    health["requestContext"]["http"]["path"] = json!("/health");
+    health["body"] = Value::Null;
+    let r = emu.invoke("predict", &health);
+    let body: Value = serde_json::from_str(
+        r["body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}\n{}", emu.logs())),
+    )
+    .unwrap();
+    assert_eq!(body, json!({"status": "ok", "model": sha}));
+}
+
+#[test]
+fn predict_with_a_missing_s3_model_fails_init_with_a_clear_log() {
+    let moto = Moto::start();
+    moto.create_bucket("models");
+    let mut emu = Emulator::start();
+    let mut env = env_pairs(&moto);
+    env.push(("MODEL_S3_URI", "s3://models/nope.safetensors".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    emu.start_function("predict", &env_refs);
+    let status = emu
+        .wait_exit("predict", Duration::from_secs(30))
+        .expect("predict exits when its model cannot be loaded");
+    assert!(!status.success());
+    let log = emu.log("predict");
+    assert!(
+        log.contains("cannot read s3://models/nope.safetensors") && log.contains("MODEL_S3_URI"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
