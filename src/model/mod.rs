@@ -1,23 +1,21 @@
 //! The seed's CNN: Conv2d(1→32, 3×3, valid) + ReLU → MaxPool 2×2 → Flatten (5408) →
 //! Dense 128 + ReLU → Dense 10 (softmax in the loss).
 //!
-//! Internally the layers are laid out for speed on a CPU: the convolution is an im2col matmul
-//! ([676·B, 9] × [9, 32]) whose output is channels-last, so max-pooling and flattening need no
-//! transposes, and the dense weights are stored pre-transposed ([in, out], contiguous). The
-//! weights *file* keeps PyTorch's names and layouts (`weights.rs` converts), so the internal
-//! layout can change without changing the format.
+//! Internally the layers are laid out for speed on a CPU: conv + ReLU + max-pool is one custom
+//! op (`conv_pool.rs`) whose output is channels-last, so flattening needs no transpose, and the
+//! dense weights are stored pre-transposed ([in, out], contiguous). The weights *file* keeps
+//! PyTorch's names and layouts (`weights.rs` converts), so the internal layout can change
+//! without changing the format.
 
-pub mod patches;
+pub mod conv_pool;
 pub mod weights;
 
 use crate::data::IMAGE_PIXELS;
 use candle_core::{DType, Device, Tensor, Var, D};
-use patches::{push_patches, CONV_SIDE, PATCHES_PER_IMAGE, PATCH_LEN};
+pub use conv_pool::{CHANNELS, POOL_SIDE, TAPS as PATCH_LEN};
 use rand::{Rng, SeedableRng};
 
-pub const CHANNELS: usize = 32;
-pub const POOL_SIDE: usize = CONV_SIDE / 2; // 13
-pub const FLAT: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
+pub const FLAT: usize = conv_pool::POOLED; // 5408
 pub const HIDDEN: usize = 128;
 pub const CLASSES: usize = 10;
 
@@ -92,19 +90,21 @@ impl Cnn {
         ]
     }
 
-    /// Logits [n, 10] from the im2col patches of `n` images ([n·676, 9]).
-    pub fn forward_patches(&self, patches: &Tensor, n: usize) -> Result<Tensor, ModelError> {
-        let h = patches
-            .matmul(&self.conv_w)?
-            .broadcast_add(&self.conv_b)?
-            .relu()?;
-        // Rows are (image, y, x): y = 2·py + dy, x = 2·px + dx, so pooling is a max over the
-        // two size-2 axes of this view.
-        let h = h
-            .reshape((n, POOL_SIDE, 2, POOL_SIDE, 2, CHANNELS))?
-            .max_keepdim(4)?
-            .max_keepdim(2)?
-            .reshape((n, FLAT))?;
+    /// The same parameters, for replacing them after an optimizer step.
+    pub(crate) fn vars_mut(&mut self) -> [&mut Var; 6] {
+        [
+            &mut self.conv_w,
+            &mut self.conv_b,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+        ]
+    }
+
+    /// Logits [n, 10] from images [n, 784] scaled to [0, 1].
+    pub fn forward(&self, images: &Tensor) -> Result<Tensor, ModelError> {
+        let h = conv_pool::conv_relu_pool(&images.contiguous()?, &self.conv_w, &self.conv_b)?;
         let h = h.matmul(&self.fc1_w)?.broadcast_add(&self.fc1_b)?.relu()?;
         Ok(h.matmul(&self.fc2_w)?.broadcast_add(&self.fc2_b)?)
     }
@@ -115,7 +115,7 @@ impl Cnn {
         images: impl ExactSizeIterator<Item = &'a [u8]>,
     ) -> Result<Tensor, ModelError> {
         let n = images.len();
-        let mut buf = Vec::with_capacity(n * PATCHES_PER_IMAGE * PATCH_LEN);
+        let mut buf = Vec::with_capacity(n * IMAGE_PIXELS);
         for image in images {
             if image.len() != IMAGE_PIXELS {
                 return Err(ModelError::BadInput {
@@ -123,10 +123,9 @@ impl Cnn {
                     got: image.len(),
                 });
             }
-            push_patches(image, 1.0 / 255.0, &mut buf);
+            buf.extend(image.iter().map(|&p| p as f32 * (1.0 / 255.0)));
         }
-        let patches = Tensor::from_vec(buf, (n * PATCHES_PER_IMAGE, PATCH_LEN), &Device::Cpu)?;
-        self.forward_patches(&patches, n)
+        self.forward(&Tensor::from_vec(buf, (n, IMAGE_PIXELS), &Device::Cpu)?)
     }
 
     /// Class probabilities for images given as values in [0, 1], 784 per image, row-major.
@@ -138,12 +137,8 @@ impl Cnn {
             });
         }
         let n = pixels.len() / IMAGE_PIXELS;
-        let mut buf = Vec::with_capacity(n * PATCHES_PER_IMAGE * PATCH_LEN);
-        for image in pixels.chunks_exact(IMAGE_PIXELS) {
-            push_patches(image, 1.0, &mut buf);
-        }
-        let patches = Tensor::from_vec(buf, (n * PATCHES_PER_IMAGE, PATCH_LEN), &Device::Cpu)?;
-        let probs = candle_nn::ops::softmax(&self.forward_patches(&patches, n)?, D::Minus1)?;
+        let images = Tensor::from_slice(pixels, (n, IMAGE_PIXELS), &Device::Cpu)?;
+        let probs = candle_nn::ops::softmax(&self.forward(&images)?, D::Minus1)?;
         Ok(probs
             .to_vec2::<f32>()?
             .into_iter()

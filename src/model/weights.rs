@@ -7,8 +7,8 @@
 //! the model card, deploy), so serialisation is deterministic: the same weights give the same
 //! bytes.
 
+use super::PATCH_LEN;
 use super::{Cnn, ModelError, CHANNELS, CLASSES, FLAT, HIDDEN, POOL_SIDE};
-use crate::model::patches::PATCH_LEN;
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor, Var};
 use sha2::{Digest, Sha256};

@@ -16,6 +16,11 @@
 //! (PyTorch's 1e-8): we follow Keras, since the seed's numbers come from it.
 
 use super::{ensure_state, OptimError, Optimizer};
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough to amortise scheduling, small enough to split
+/// fc1's 692k weights over the cores.
+const CHUNK: usize = 32 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Adam {
@@ -75,24 +80,26 @@ impl Optimizer for Adam {
         let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
         let (inv_bc1, inv_bc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
         let (lr, eps) = (self.lr as f32, self.eps);
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            for (((p, &g), m), v) in p
-                .iter_mut()
-                .zip(g.iter())
-                .zip(m.iter_mut())
-                .zip(v.iter_mut())
-            {
+        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;
                 let m_hat = *m * inv_bc1;
                 let v_hat = *v * inv_bc2;
                 *p -= lr * m_hat / (v_hat.sqrt() + eps);
             }
+        };
+        for (((p, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| update(p, g, m, v));
         }
         Ok(())
     }

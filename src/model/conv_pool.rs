@@ -1,0 +1,377 @@
+//! The first block — Conv2d(1→32, 3×3, valid) + ReLU + MaxPool 2×2 — as one candle custom op
+//! with a hand-written backward.
+//!
+//! Why: candle's stock ops spend most of a training step here (conv2d's backward computes an
+//! input gradient the first layer does not need; max-pool's backward is an upsample, a compare,
+//! an average pool and a multiply; and its gradient comes out divided by the window size in
+//! candle 0.11). Fused, the forward reads each image once and writes only the pooled map plus
+//! which of the four positions won, and the backward routes each pooled gradient straight to
+//! that position's 3×3 patch. Work is split over the batch on the rayon pool.
+//!
+//! Layouts: images [n, 784] (row-major 28×28, scaled to [0, 1]); kernel [9, 32] (row ky·3 + kx);
+//! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.
+
+use crate::data::IMAGE_SIDE;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+pub const KERNEL: usize = 3;
+pub const CHANNELS: usize = 32;
+pub const TAPS: usize = KERNEL * KERNEL; // 9
+pub const POOL_SIDE: usize = (IMAGE_SIDE - KERNEL + 1) / 2; // 13
+pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
+const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+
+/// Conv + ReLU + max-pool of `images` [n, 784] with `kernel` [9, 32] and `bias` [32].
+pub fn conv_relu_pool(images: &Tensor, kernel: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    images.apply_op3(kernel, bias, ConvReluPool::default())
+}
+
+/// The op. It remembers, from its forward, which window position won each pooled value: the
+/// backward needs exactly that and nothing else.
+#[derive(Default)]
+struct ConvReluPool {
+    winners: Mutex<Vec<u8>>,
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("conv_relu_pool: {what} must be contiguous"),
+    }
+}
+
+fn tensor_f32(t: &Tensor, what: &str) -> Result<Vec<f32>> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(s) => Ok(slice(s, layout, what)?.to_vec()),
+        _ => candle_core::bail!("conv_relu_pool runs on the CPU only"),
+    }
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// The 9 pixels under the kernel when its top-left corner is at (y, x).
+#[inline(always)]
+fn taps(img: &[f32; PIXELS], y: usize, x: usize) -> [f32; TAPS] {
+    let r0 = y * IMAGE_SIDE + x;
+    let (r1, r2) = (r0 + IMAGE_SIDE, r0 + 2 * IMAGE_SIDE);
+    [
+        img[r0],
+        img[r0 + 1],
+        img[r0 + 2],
+        img[r1],
+        img[r1 + 1],
+        img[r1 + 2],
+        img[r2],
+        img[r2 + 1],
+        img[r2 + 2],
+    ]
+}
+
+/// One image: the pooled map and, per pooled value, the winning position q = dy·2 + dx.
+/// Written so the compiler vectorises across the 32 channels: fixed-size arrays, no
+/// data-dependent branches (selects instead).
+#[inline(always)]
+fn forward_one_kernel<const FMA: bool>(
+    img: &[f32; PIXELS],
+    w: &[[f32; CHANNELS]; TAPS],
+    b: &[f32; CHANNELS],
+    out: &mut [f32],
+    winners: &mut [u8],
+) {
+    for py in 0..POOL_SIDE {
+        for px in 0..POOL_SIDE {
+            let mut conv = [[0f32; CHANNELS]; 4];
+            for (q, acc) in conv.iter_mut().enumerate() {
+                let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
+                *acc = *b;
+                for k in 0..TAPS {
+                    for c in 0..CHANNELS {
+                        acc[c] = madd::<FMA>(t[k], w[k][c], acc[c]);
+                    }
+                }
+            }
+            // max(relu(a)) = relu(max(a)); the first of equal maxima wins, as in PyTorch. Where
+            // all four are ≤ 0 the winner does not matter: no gradient flows there.
+            let mut best = conv[0];
+            let mut which = [0f32; CHANNELS];
+            for (q, acc) in conv.iter().enumerate().skip(1) {
+                for c in 0..CHANNELS {
+                    let better = acc[c] > best[c];
+                    best[c] = if better { acc[c] } else { best[c] };
+                    which[c] = if better { q as f32 } else { which[c] };
+                }
+            }
+            let o = (py * POOL_SIDE + px) * CHANNELS;
+            let (out, winners) = (&mut out[o..o + CHANNELS], &mut winners[o..o + CHANNELS]);
+            for c in 0..CHANNELS {
+                out[c] = best[c].max(0.0);
+                winners[c] = which[c] as u8;
+            }
+        }
+    }
+}
+
+/// One image's contribution to the kernel and bias gradients.
+#[inline(always)]
+fn backward_one_kernel<const FMA: bool>(
+    img: &[f32; PIXELS],
+    out: &[f32],
+    winners: &[u8],
+    grad: &[f32],
+    dw: &mut [[f32; CHANNELS]; TAPS],
+    db: &mut [f32; CHANNELS],
+) {
+    for py in 0..POOL_SIDE {
+        for px in 0..POOL_SIDE {
+            let o = (py * POOL_SIDE + px) * CHANNELS;
+            let (out, winners, grad) = (
+                &out[o..o + CHANNELS],
+                &winners[o..o + CHANNELS],
+                &grad[o..o + CHANNELS],
+            );
+            // The gradient of each window position, per channel: the pooled gradient where that
+            // position won and the ReLU was open, zero elsewhere.
+            let mut g = [[0f32; CHANNELS]; 4];
+            for c in 0..CHANNELS {
+                let open = if out[c] > 0.0 { grad[c] } else { 0.0 };
+                for (q, gq) in g.iter_mut().enumerate() {
+                    gq[c] = if winners[c] as usize == q { open } else { 0.0 };
+                }
+                db[c] += open;
+            }
+            for (q, gq) in g.iter().enumerate() {
+                let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
+                for (k, dwk) in dw.iter_mut().enumerate() {
+                    for c in 0..CHANNELS {
+                        dwk[c] = madd::<FMA>(t[k], gq[c], dwk[c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The kernels are compiled twice: for the baseline target (on x86-64, SSE2 without FMA, where
+// `mul_add` would be a library call, so that build multiplies and adds) and for AVX2 + FMA,
+// picked at run time. Lambda's x86_64 hosts have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_one_avx2(
+    img: &[f32; PIXELS],
+    w: &[[f32; CHANNELS]; TAPS],
+    b: &[f32; CHANNELS],
+    out: &mut [f32],
+    winners: &mut [u8],
+) {
+    forward_one_kernel::<true>(img, w, b, out, winners)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn backward_one_avx2(
+    img: &[f32; PIXELS],
+    out: &[f32],
+    winners: &[u8],
+    grad: &[f32],
+    dw: &mut [[f32; CHANNELS]; TAPS],
+    db: &mut [f32; CHANNELS],
+) {
+    backward_one_kernel::<true>(img, out, winners, grad, dw, db)
+}
+
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn forward_one(
+    img: &[f32; PIXELS],
+    w: &[[f32; CHANNELS]; TAPS],
+    b: &[f32; CHANNELS],
+    out: &mut [f32],
+    winners: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has the features the function was compiled for (checked above).
+        return unsafe { forward_one_avx2(img, w, b, out, winners) };
+    }
+    forward_one_kernel::<false>(img, w, b, out, winners)
+}
+
+fn backward_one(
+    img: &[f32; PIXELS],
+    out: &[f32],
+    winners: &[u8],
+    grad: &[f32],
+    dw: &mut [[f32; CHANNELS]; TAPS],
+    db: &mut [f32; CHANNELS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has the features the function was compiled for (checked above).
+        return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) };
+    }
+    backward_one_kernel::<false>(img, out, winners, grad, dw, db)
+}
+
+impl CustomOp3 for ConvReluPool {
+    fn name(&self) -> &'static str {
+        "conv3x3-relu-maxpool2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let images = slice(s1, l1, "images")?;
+        let w = slice(s2, l2, "kernel")?;
+        let b: &[f32; CHANNELS] = slice(s3, l3, "bias")?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg(format!("bias must have {CHANNELS} values")))?;
+        if w.len() != TAPS * CHANNELS || !images.len().is_multiple_of(PIXELS) {
+            candle_core::bail!(
+                "conv_relu_pool: kernel {:?} / images {:?} have the wrong shape",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        let mut kernel = [[0f32; CHANNELS]; TAPS];
+        for (row, chunk) in kernel.iter_mut().zip(w.chunks_exact(CHANNELS)) {
+            row.copy_from_slice(chunk);
+        }
+        let n = images.len() / PIXELS;
+        let mut out = vec![0f32; n * POOLED];
+        let mut winners = vec![0u8; n * POOLED];
+        out.par_chunks_mut(POOLED)
+            .zip(winners.par_chunks_mut(POOLED))
+            .zip(images.par_chunks_exact(PIXELS))
+            .for_each(|((out, win), img)| {
+                let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
+                forward_one(img, &kernel, b, out, win)
+            });
+        *self.winners.lock().unwrap_or_else(|p| p.into_inner()) = winners;
+        Ok((CpuStorage::F32(out), Shape::from((n, POOLED))))
+    }
+
+    fn bwd(
+        &self,
+        images: &Tensor,
+        _kernel: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let winners = std::mem::take(&mut *self.winners.lock().unwrap_or_else(|p| p.into_inner()));
+        let imgs = tensor_f32(images, "images")?;
+        let out = tensor_f32(res, "output")?;
+        let grad = tensor_f32(grad_res, "gradient")?;
+        if winners.len() != out.len() {
+            candle_core::bail!("conv_relu_pool: backward run twice for one forward");
+        }
+        // Partial sums over fixed groups of images, added in order: the result does not depend
+        // on how rayon schedules the groups, so training is reproducible bit for bit.
+        const GROUP: usize = 8;
+        let partials: Vec<_> = imgs
+            .par_chunks(PIXELS * GROUP)
+            .zip(out.par_chunks(POOLED * GROUP))
+            .zip(winners.par_chunks(POOLED * GROUP))
+            .zip(grad.par_chunks(POOLED * GROUP))
+            .map(|(((imgs, out), win), g)| {
+                let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
+                for (((img, out), win), g) in imgs
+                    .chunks_exact(PIXELS)
+                    .zip(out.chunks(POOLED))
+                    .zip(win.chunks(POOLED))
+                    .zip(g.chunks(POOLED))
+                {
+                    let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
+                    backward_one(img, out, win, g, &mut dw, &mut db);
+                }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
+        for (pdw, pdb) in &partials {
+            dw.iter_mut()
+                .flatten()
+                .zip(pdw.iter().flatten())
+                .for_each(|(a, c)| *a += c);
+            db.iter_mut().zip(pdb).for_each(|(b, d)| *b += d);
+        }
+        let device = images.device();
+        Ok((
+            None,
+            Some(Tensor::from_vec(dw.concat(), (TAPS, CHANNELS), device)?),
+            Some(Tensor::from_vec(db.to_vec(), CHANNELS, device)?),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The portable build and the AVX2 + FMA build compute the same thing (the model tests
+    /// exercise whichever this machine picks; this pins the other against it).
+    #[test]
+    fn portable_and_vectorised_kernels_agree() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let img: [f32; PIXELS] = std::array::from_fn(|_| rng.random::<f32>());
+        let w: [[f32; CHANNELS]; TAPS] =
+            std::array::from_fn(|_| std::array::from_fn(|_| rng.random_range(-0.5..0.5)));
+        let b: [f32; CHANNELS] = std::array::from_fn(|_| rng.random_range(-0.1..0.1));
+        let grad: Vec<f32> = (0..POOLED).map(|_| rng.random_range(-1.0..1.0)).collect();
+
+        let run = |fma: bool| {
+            let (mut out, mut win) = (vec![0f32; POOLED], vec![0u8; POOLED]);
+            let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
+            if fma {
+                forward_one(&img, &w, &b, &mut out, &mut win);
+                backward_one(&img, &out, &win, &grad, &mut dw, &mut db);
+            } else {
+                forward_one_kernel::<false>(&img, &w, &b, &mut out, &mut win);
+                backward_one_kernel::<false>(&img, &out, &win, &grad, &mut dw, &mut db);
+            }
+            (out, dw, db)
+        };
+        let (o1, dw1, db1) = run(false);
+        let (o2, dw2, db2) = run(true);
+        let close = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs()))
+        };
+        assert!(close(&o1, &o2));
+        assert!(close(dw1.as_flattened(), dw2.as_flattened()));
+        assert!(close(&db1, &db2));
+        assert!(
+            o1.iter().any(|&v| v > 0.0) && o1.iter().any(|&v| v == 0.0),
+            "ReLU both open and shut"
+        );
+    }
+}
