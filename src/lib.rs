@@ -12,6 +12,8 @@ pub mod optim;
 pub mod store;
 
 #[cfg(feature = "ml")]
+pub mod bench;
+#[cfg(feature = "ml")]
 pub mod card;
 #[cfg(feature = "ml")]
 pub mod model;

@@ -4,19 +4,51 @@
 /// `RAYON_NUM_THREADS` candle asks the OS for the CPU count (reading /proc/cpuinfo) on every
 /// parallel op, dozens of times per forward pass. Call first thing in `main`, before any
 /// thread is spawned; an explicit `RAYON_NUM_THREADS` is respected.
+///
+/// It also builds the rayon pool (candle's and ours) with denormals flushed on every worker;
+/// see [`flush_denormals`].
 pub fn init_threads() -> usize {
-    if let Some(n) = std::env::var("RAYON_NUM_THREADS")
+    let n = match std::env::var("RAYON_NUM_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
     {
-        return n;
-    }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Single-threaded at this point (documented precondition), so setting the variable races
-    // with nothing.
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        Some(n) => n,
+        None => {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Single-threaded at this point (documented precondition), so setting the
+            // variable races with nothing.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            n
+        }
+    };
+    flush_denormals();
+    // Fails only if the pool already exists; then it keeps the settings it was built with.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .start_handler(|_| flush_denormals())
+        .build_global();
     n
+}
+
+/// Treats subnormal floats as zero on this thread (x86-64's FTZ and DAZ bits). Once training
+/// has run a while, Adam's first moment of the many weights that rarely get a gradient decays
+/// through the subnormal range, where every operation is ~100× slower: measured here, an
+/// epoch went from 3.3 s to 8.8 s after the first. TensorFlow, which the seed runs, flushes
+/// subnormals on its CPU threads too. A no-op on other architectures.
+pub fn flush_denormals() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+        let mut csr: u32 = 0;
+        // SAFETY: stmxcsr/ldmxcsr read and write this thread's SSE control register, which
+        // exists on every x86-64 CPU; only the two flush bits are changed.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack));
+            csr |= FTZ_DAZ;
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, readonly));
+        }
+    }
 }
 
 /// JSON logs on stdout, one object per line (what CloudWatch Logs Insights parses), at the

@@ -240,6 +240,8 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<(Cnn, TrainMetrics), TrainError> {
     config.validate()?;
+    // This thread runs candle's elementwise ops; the rayon workers flush already.
+    crate::runtime::flush_denormals();
     let n = config.limit.unwrap_or(usize::MAX).min(train.len());
     let mut trainer = Trainer::new(Cnn::init(config.seed)?, config.optimizer())?;
     // The shuffle gets its own stream, so the initial weights do not depend on it.

@@ -48,6 +48,40 @@ enum Command {
     Predict(PredictArgs),
     /// Check that a folder holds the four MNIST files, intact (shapes and SHA-256).
     CheckData(DataArgs),
+    /// Measure training throughput, prediction latency and throughput, cold start and peak
+    /// memory on this machine (what `make bench` prints).
+    Bench(BenchArgs),
+    /// Load the weights and exit: what `bench` times as exec-to-ready.
+    #[command(hide = true)]
+    ReadyProbe(ReadyProbeArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The weights used for the prediction figures.
+    #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_WEIGHTS)]
+    weights: PathBuf,
+    /// Timed training steps (batch 32, Adam), after the warm-up.
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Untimed training steps first.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// Only the training figures (what the peer comparison needs).
+    #[arg(long)]
+    train_only: bool,
+    /// End with one line of JSON: train_samples_per_second, predict_p50_us, predict_p99_us,
+    /// batch256_images_per_second, cold_start_ms, train_peak_rss_mb.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReadyProbeArgs {
+    #[arg(long)]
+    weights: PathBuf,
 }
 
 #[derive(Args)]
@@ -132,6 +166,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::Predict(args) => run_predict(args),
         Command::CheckData(args) => run_check_data(args),
+        Command::Bench(args) => run_bench(args),
+        Command::ReadyProbe(args) => load_weights(&args.weights).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,5 +349,78 @@ fn run_predict(args: PredictArgs) -> Result<()> {
         .pop()
         .context("the model returned no prediction")?;
     println!("{}", serde_json::to_string(&prediction)?);
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    use lambda_cnn::bench;
+    let dir = &args.data.mnist_dir;
+    let mnist =
+        data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    eprintln!(
+        "training {} steps after {} warm-up ({cores} cores, {threads} threads)…",
+        args.steps, args.warmup
+    );
+    let train = bench::train_throughput(&mnist.train, args.warmup, args.steps)?;
+    let mut report = serde_json::to_value(&train)?;
+    report["cores"] = json!(cores);
+    println!(
+        "{:<34}{:>12.0} samples/s   ({} steps of {} after {} warm-up)",
+        "train (Adam 1e-3, batch 32)",
+        train.train_samples_per_second,
+        train.train_steps,
+        train.batch_size,
+        args.warmup
+    );
+    println!(
+        "{:<34}{:>12.0} MB",
+        "train peak RSS", train.train_peak_rss_mb
+    );
+    if !args.train_only {
+        let model = load_weights(&args.weights)?;
+        let p = bench::predict_speed(&model, &mnist.test, 3000, 40)?;
+        let exe =
+            std::env::current_exe().context("cannot find this executable to time its start")?;
+        let mut cold = Vec::new();
+        for _ in 0..15 {
+            let start = Instant::now();
+            let status = std::process::Command::new(&exe)
+                .args(["ready-probe", "--weights"])
+                .arg(&args.weights)
+                .status()
+                .context("cannot start the ready probe")?;
+            if !status.success() {
+                bail!("the ready probe failed ({status})");
+            }
+            cold.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let cold_start_ms = bench::median(cold);
+        println!(
+            "{:<34}{:>12.1} µs p50, {:.1} µs p99",
+            "predict, one image", p.predict_p50_us, p.predict_p99_us
+        );
+        println!(
+            "{:<34}{:>12.0} images/s",
+            "predict, batches of 256", p.batch256_images_per_second
+        );
+        println!(
+            "{:<34}{:>12.1} ms (median of 15)",
+            "cold start, exec → weights loaded", cold_start_ms
+        );
+        let p = serde_json::to_value(&p)?;
+        for key in [
+            "predict_p50_us",
+            "predict_p99_us",
+            "batch256_images_per_second",
+        ] {
+            report[key] = p[key].clone();
+        }
+        report["cold_start_ms"] = json!(cold_start_ms);
+    }
+    if args.json {
+        println!("{report}");
+    }
     Ok(())
 }

@@ -1,0 +1,141 @@
+//! The figures `lambda-cnn bench` reports: training throughput, inference latency and
+//! throughput, and peak memory, measured in process on the real data.
+
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::model::Cnn;
+use crate::predict::predict;
+use crate::train::{TrainConfig, TrainError, Trainer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBench {
+    pub train_samples_per_second: f64,
+    pub train_steps: usize,
+    pub batch_size: usize,
+    /// Peak resident memory of this process while training (data set, model, optimizer).
+    pub train_peak_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictBench {
+    pub predict_p50_us: f64,
+    pub predict_p99_us: f64,
+    pub batch256_images_per_second: f64,
+}
+
+/// `steps` timed optimizer steps of the seed's configuration (Adam 1e-3, batch 32) after
+/// `warmup` untimed ones, over shuffled batches of `train`.
+pub fn train_throughput(
+    train: &Split,
+    warmup: usize,
+    steps: usize,
+) -> Result<TrainBench, TrainError> {
+    let config = TrainConfig::default();
+    let mut trainer = Trainer::new(
+        Cnn::init(config.seed)?,
+        Box::new(crate::optim::Adam::new(config.learning_rate)),
+    )?;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(config.seed));
+    let mut batches = order.chunks_exact(config.batch_size).cycle();
+    let mut run = |n: usize| -> Result<(), TrainError> {
+        for _ in 0..n {
+            let idx = batches.next().unwrap_or_default();
+            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
+            trainer.step(idx.iter().map(|&i| train.image(i)), &labels)?;
+        }
+        Ok(())
+    };
+    run(warmup)?;
+    let start = Instant::now();
+    run(steps)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(TrainBench {
+        train_samples_per_second: (steps * config.batch_size) as f64 / seconds,
+        train_steps: steps,
+        batch_size: config.batch_size,
+        train_peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
+    })
+}
+
+/// Single-image latency over `singles` test images (the whole path: pixels in, probabilities
+/// out), and throughput on batches of 256.
+pub fn predict_speed(
+    model: &Cnn,
+    test: &Split,
+    singles: usize,
+    batches: usize,
+) -> Result<PredictBench, crate::model::ModelError> {
+    let pixels: Vec<f32> = test.images.iter().map(|&p| p as f32 / 255.0).collect();
+    let image = |i: usize| &pixels[(i % test.len()) * IMAGE_PIXELS..][..IMAGE_PIXELS];
+    for i in 0..50 {
+        predict(model, image(i))?;
+    }
+    let mut micros: Vec<f64> = (0..singles)
+        .map(|i| {
+            let start = Instant::now();
+            let p = predict(model, image(i));
+            let us = start.elapsed().as_secs_f64() * 1e6;
+            p.map(|_| us)
+        })
+        .collect::<Result<_, _>>()?;
+    micros.sort_by(f64::total_cmp);
+    let pct = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    let batch = &pixels[..256 * IMAGE_PIXELS];
+    predict(model, batch)?;
+    let start = Instant::now();
+    for _ in 0..batches {
+        predict(model, batch)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(PredictBench {
+        predict_p50_us: pct(0.5),
+        predict_p99_us: pct(0.99),
+        batch256_images_per_second: (256 * batches) as f64 / seconds,
+    })
+}
+
+/// This process's peak resident set size (VmHWM), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The median of some measurements.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn peak_rss_is_read_from_proc() {
+        let mb = peak_rss_mb().unwrap();
+        assert!(mb > 1.0 && mb < 100_000.0, "{mb}");
+    }
+}
