@@ -19,7 +19,8 @@ use std::sync::Mutex;
 pub const KERNEL: usize = 3;
 pub const CHANNELS: usize = 32;
 pub const TAPS: usize = KERNEL * KERNEL; // 9
-pub const POOL_SIDE: usize = (IMAGE_SIDE - KERNEL + 1) / 2; // 13
+pub const CONV_SIDE: usize = IMAGE_SIDE - KERNEL + 1; // 26
+pub const POOL_SIDE: usize = CONV_SIDE / 2; // 13
 pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
 const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 
