@@ -19,7 +19,13 @@ PYTHON ?= python3
 TOOLS_STAMP := $(VENV)/.tools-1
 PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5
 
-.PHONY: help run test build tools lint fmt data train eval clean-local
+# The peers of `make bench-peers`: the seed's Keras and the same model in PyTorch (large:
+# PyPI's torch brings CUDA wheels, ~7 GB installed). Never part of `make test` or CI.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.peers-1
+PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
+
+.PHONY: help run test build tools lint fmt data train eval bench bench-peers clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +73,19 @@ train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and 
 
 eval: build ## test accuracy of the shipped weights
 	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)" --json
+
+bench: build ## measure ours (training, inference, cold start, memory); compare with the peers when installed
+	$(CLI) bench --mnist-dir "$(MNIST_DIR)" --json
+	@if [ -f $(PEERS_STAMP) ]; then $(MAKE) --no-print-directory bench-peers; \
+	 else echo "(peers not installed: \`make bench-peers\` installs tensorflow-cpu and torch into $(PEERS_VENV), ~7 GB, and compares)"; fi
+
+bench-peers: build $(PEERS_STAMP) ## ours vs the seed's Keras and PyTorch, alternating 3 times, median ratios
+	$(PYTHON) bench/compare.py --ours $(CLI) --python $(PEERS_VENV)/bin/python --mnist-dir "$(MNIST_DIR)"
+
+$(PEERS_STAMP):
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check $(PEERS)
+	touch $@
 
 clean-local: ## forget the local state of `make run`
 	rm -rf .local
