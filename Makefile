@@ -74,8 +74,10 @@ train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and 
 eval: build ## test accuracy of the shipped weights
 	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)" --json
 
-bench: build ## measure ours (training, inference, cold start, memory); compare with the peers when installed
+bench: build tools ## measure ours (training, inference, cold start, memory; the predict function under load); compare with the peers when installed
 	$(CLI) bench --mnist-dir "$(MNIST_DIR)" --json
+	$(PYTHON) bench/predict_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
+	  --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
 	@if [ -f $(PEERS_STAMP) ]; then $(MAKE) --no-print-directory bench-peers; \
 	 else echo "(peers not installed: \`make bench-peers\` installs tensorflow-cpu and torch into $(PEERS_VENV), ~7 GB, and compares)"; fi
 
