@@ -419,3 +419,20 @@ fn predict_answers_every_bad_request_with_a_4xx_and_serves_the_next_one() {
     );
     assert_eq!(status, 200);
 }
+
+/// The seed's own run through the function: `{}` is 5 epochs of Adam at batch 32 on all of
+/// MNIST (about a minute here). Not in `make test`; run with
+/// `cargo test --release --test functions_runtime_api -- --ignored`.
+#[test]
+#[ignore = "the full 5-epoch training run; about a minute"]
+fn train_empty_event_runs_the_seeds_full_training() {
+    let mut emu = Emulator::start();
+    emu.start_function("train", &[("MNIST_DIR", mnist_dir().to_str().unwrap())]);
+    let r = emu.invoke("train", &json!({}));
+    assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
+    assert_eq!(r["completed"], true);
+    assert_eq!(r["metrics"]["epochs"], 5);
+    let acc = r["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.985, "the seed's run reached {acc}");
+    assert_eq!(r["body"], format!("\"Test accuracy: {acc:.2}\""));
+}
