@@ -44,11 +44,12 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     }
 }
 
-fn tensor_f32(t: &Tensor, what: &str) -> Result<Vec<f32>> {
+/// Runs `f` on the tensor's values, read in place (copied only if not contiguous).
+fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        candle_core::Storage::Cpu(s) => Ok(slice(s, layout, what)?.to_vec()),
+        candle_core::Storage::Cpu(s) => f(slice(s, layout, what)?),
         _ => candle_core::bail!("conv_relu_pool runs on the CPU only"),
     }
 }
@@ -234,6 +235,49 @@ fn backward_one(
     backward_one_kernel::<false>(img, out, winners, grad, dw, db)
 }
 
+/// The kernel and bias gradients of a batch; `winners` is what the forward recorded.
+fn kernel_gradients(
+    imgs: &[f32],
+    out: &[f32],
+    winners: &[u8],
+    grad: &[f32],
+) -> Result<([[f32; CHANNELS]; TAPS], [f32; CHANNELS])> {
+    if winners.len() != out.len() || grad.len() != out.len() {
+        candle_core::bail!("conv_relu_pool: backward without its forward (or run twice)");
+    }
+    // Partial sums over fixed groups of images, added in order: the result does not depend
+    // on how rayon schedules the groups, so training is reproducible bit for bit.
+    const GROUP: usize = 8;
+    let partials: Vec<_> = imgs
+        .par_chunks(PIXELS * GROUP)
+        .zip(out.par_chunks(POOLED * GROUP))
+        .zip(winners.par_chunks(POOLED * GROUP))
+        .zip(grad.par_chunks(POOLED * GROUP))
+        .map(|(((imgs, out), win), g)| {
+            let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
+            for (((img, out), win), g) in imgs
+                .chunks_exact(PIXELS)
+                .zip(out.chunks(POOLED))
+                .zip(win.chunks(POOLED))
+                .zip(g.chunks(POOLED))
+            {
+                let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
+                backward_one(img, out, win, g, &mut dw, &mut db);
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
+    for (pdw, pdb) in &partials {
+        dw.iter_mut()
+            .flatten()
+            .zip(pdw.iter().flatten())
+            .for_each(|(a, c)| *a += c);
+        db.iter_mut().zip(pdb).for_each(|(b, d)| *b += d);
+    }
+    Ok((dw, db))
+}
+
 impl CustomOp3 for ConvReluPool {
     fn name(&self) -> &'static str {
         "conv3x3-relu-maxpool2"
@@ -287,42 +331,13 @@ impl CustomOp3 for ConvReluPool {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let winners = std::mem::take(&mut *self.winners.lock().unwrap_or_else(|p| p.into_inner()));
-        let imgs = tensor_f32(images, "images")?;
-        let out = tensor_f32(res, "output")?;
-        let grad = tensor_f32(grad_res, "gradient")?;
-        if winners.len() != out.len() {
-            candle_core::bail!("conv_relu_pool: backward run twice for one forward");
-        }
-        // Partial sums over fixed groups of images, added in order: the result does not depend
-        // on how rayon schedules the groups, so training is reproducible bit for bit.
-        const GROUP: usize = 8;
-        let partials: Vec<_> = imgs
-            .par_chunks(PIXELS * GROUP)
-            .zip(out.par_chunks(POOLED * GROUP))
-            .zip(winners.par_chunks(POOLED * GROUP))
-            .zip(grad.par_chunks(POOLED * GROUP))
-            .map(|(((imgs, out), win), g)| {
-                let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
-                for (((img, out), win), g) in imgs
-                    .chunks_exact(PIXELS)
-                    .zip(out.chunks(POOLED))
-                    .zip(win.chunks(POOLED))
-                    .zip(g.chunks(POOLED))
-                {
-                    let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                    backward_one(img, out, win, g, &mut dw, &mut db);
-                }
-                (dw, db)
+        let (dw, db) = with_f32(images, "images", |imgs| {
+            with_f32(res, "output", |out| {
+                with_f32(grad_res, "gradient", |grad| {
+                    kernel_gradients(imgs, out, &winners, grad)
+                })
             })
-            .collect();
-        let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
-        for (pdw, pdb) in &partials {
-            dw.iter_mut()
-                .flatten()
-                .zip(pdw.iter().flatten())
-                .for_each(|(a, c)| *a += c);
-            db.iter_mut().zip(pdb).for_each(|(b, d)| *b += d);
-        }
+        })?;
         let device = images.device();
         Ok((
             None,
