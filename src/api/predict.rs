@@ -33,7 +33,12 @@ pub struct HttpRequest<'a> {
 }
 
 impl PredictService {
+    /// Also runs one prediction, so that the first request does not pay for preparing the
+    /// inference path (part of being ready).
     pub fn new(model: Cnn, model_id: String) -> Self {
+        if let Err(e) = model.probabilities(&[0.0; crate::data::IMAGE_PIXELS]) {
+            tracing::warn!(error = %e, "warm-up prediction failed");
+        }
         Self { model, model_id }
     }
 

@@ -22,7 +22,7 @@ pub const TAPS: usize = KERNEL * KERNEL; // 9
 pub const CONV_SIDE: usize = IMAGE_SIDE - KERNEL + 1; // 26
 pub const POOL_SIDE: usize = CONV_SIDE / 2; // 13
 pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
-const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+pub(crate) const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 
 /// Conv + ReLU + max-pool of `images` [n, 784] with `kernel` [9, 32] and `bias` [32].
 pub fn conv_relu_pool(images: &Tensor, kernel: &Tensor, bias: &Tensor) -> Result<Tensor> {
@@ -204,7 +204,7 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-fn forward_one(
+pub(crate) fn forward_one(
     img: &[f32; PIXELS],
     w: &[[f32; CHANNELS]; TAPS],
     b: &[f32; CHANNELS],

@@ -8,12 +8,14 @@
 //! without changing the format.
 
 pub mod conv_pool;
+mod infer;
 pub mod weights;
 
 use crate::data::IMAGE_PIXELS;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 pub use conv_pool::{CHANNELS, POOL_SIDE, TAPS as PATCH_LEN};
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 pub const FLAT: usize = conv_pool::POOLED; // 5408
 pub const HIDDEN: usize = 128;
@@ -52,6 +54,8 @@ pub struct Cnn {
     /// [128, 10].
     pub(crate) fc2_w: Var,
     pub(crate) fc2_b: Var,
+    /// The inference path's copy of the weights, made on first use.
+    infer: std::sync::OnceLock<infer::InferenceWeights>,
 }
 
 impl Cnn {
@@ -75,6 +79,7 @@ impl Cnn {
             fc1_b: zeros(HIDDEN)?,
             fc2_w: glorot(HIDDEN, CLASSES, HIDDEN, CLASSES)?,
             fc2_b: zeros(CLASSES)?,
+            infer: Default::default(),
         })
     }
 
@@ -92,6 +97,8 @@ impl Cnn {
 
     /// The same parameters, for replacing them after an optimizer step.
     pub(crate) fn vars_mut(&mut self) -> [&mut Var; 6] {
+        // The inference path's copy would be stale.
+        self.infer = Default::default();
         [
             &mut self.conv_w,
             &mut self.conv_b,
@@ -129,6 +136,7 @@ impl Cnn {
     }
 
     /// Class probabilities for images given as values in [0, 1], 784 per image, row-major.
+    /// Runs without the tensor graph ([`infer`]); the first call copies the weights out.
     pub fn probabilities(&self, pixels: &[f32]) -> Result<Vec<[f32; CLASSES]>, ModelError> {
         if pixels.is_empty() || !pixels.len().is_multiple_of(IMAGE_PIXELS) {
             return Err(ModelError::BadInput {
@@ -136,17 +144,16 @@ impl Cnn {
                 got: pixels.len(),
             });
         }
-        let n = pixels.len() / IMAGE_PIXELS;
-        let images = Tensor::from_slice(pixels, (n, IMAGE_PIXELS), &Device::Cpu)?;
-        let probs = candle_nn::ops::softmax(&self.forward(&images)?, D::Minus1)?;
-        Ok(probs
-            .to_vec2::<f32>()?
-            .into_iter()
-            .map(|row| {
-                let mut out = [0.0; CLASSES];
-                out.copy_from_slice(&row);
-                out
-            })
+        let weights = match self.infer.get() {
+            Some(w) => w,
+            None => {
+                let made = infer::InferenceWeights::new(self)?;
+                self.infer.get_or_init(|| made)
+            }
+        };
+        Ok(pixels
+            .par_chunks_exact(IMAGE_PIXELS)
+            .map(|img| weights.probabilities(img.try_into().expect("chunks of 784")))
             .collect())
     }
 }

@@ -2,7 +2,7 @@
 //! logits and the same gradients, within float tolerance.
 
 use super::*;
-use candle_core::{Module, Tensor};
+use candle_core::{Module, Tensor, D};
 use candle_nn::Linear;
 use std::collections::HashMap;
 
@@ -133,6 +133,7 @@ fn gradients_match_stock_candle_ops() {
         fc1_b: g(&model.fc1_b),
         fc2_w: g(&model.fc2_w),
         fc2_b: g(&model.fc2_b),
+        infer: Default::default(),
     }
     .to_pytorch()
     .unwrap();
@@ -305,4 +306,53 @@ fn gradients_match_finite_differences() {
             );
         }
     }
+}
+
+#[test]
+fn inference_path_matches_the_graph() {
+    let mut model = Cnn::init(21).unwrap();
+    model
+        .fc1_b
+        .set(
+            &Tensor::arange(0f32, 128., &Device::Cpu)
+                .unwrap()
+                .affine(0.002, -0.1)
+                .unwrap(),
+        )
+        .unwrap();
+    let images = random_images(6, 4);
+    let pixels: Vec<f32> = images.iter().map(|&p| p as f32 / 255.0).collect();
+    // Six images take the graph; each alone takes the single-image path.
+    let graph = model.probabilities(&pixels).unwrap();
+    for (i, img) in pixels.chunks(IMAGE_PIXELS).enumerate() {
+        let single = model.probabilities(img).unwrap();
+        for (a, b) in single[0].iter().zip(&graph[i]) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "image {i}: {:?} vs {:?}",
+                single[0],
+                graph[i]
+            );
+        }
+    }
+    // Changing the weights (as a training step does) refreshes the single-image copy.
+    let before = model.probabilities(&pixels[..IMAGE_PIXELS]).unwrap();
+    for var in model.vars_mut() {
+        *var = Var::from_tensor(&var.as_tensor().affine(0.5, 0.0).unwrap()).unwrap();
+    }
+    let after = model.probabilities(&pixels[..IMAGE_PIXELS]).unwrap();
+    let graph_after = graph_probabilities(&model, &pixels[..IMAGE_PIXELS]);
+    assert_ne!(before, after);
+    for (a, b) in after[0].iter().zip(&graph_after[0]) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
+
+fn graph_probabilities(model: &Cnn, pixels: &[f32]) -> Vec<Vec<f32>> {
+    let n = pixels.len() / IMAGE_PIXELS;
+    let images = Tensor::from_slice(pixels, (n, IMAGE_PIXELS), &Device::Cpu).unwrap();
+    candle_nn::ops::softmax(&model.forward(&images).unwrap(), D::Minus1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
 }

@@ -80,6 +80,7 @@ impl Cnn {
             fc1_b: var(fc1_b?)?,
             fc2_w: var(fc2_w?.t()?)?,
             fc2_b: var(fc2_b?)?,
+            infer: Default::default(),
         })
     }
 
