@@ -43,6 +43,10 @@ $(TOOLS_STAMP):
 test: build tools ## format and lint checks, then every unit and integration test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	@# The boundary: without its `ml` feature the library builds and links neither candle nor AWS.
+	$(CARGO) check --no-default-features --lib --locked
+	@! $(CARGO) tree --no-default-features -e normal -p lambda-cnn --locked | grep -E 'candle|aws-sdk' \
+	  || { echo "the core without 'ml' depends on candle or an AWS SDK" >&2; exit 1; }
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 
 lint: ## cargo fmt and clippy, fixing what they can
