@@ -143,6 +143,10 @@ fn train_answers_in_the_seeds_shape_with_metrics() {
     let log = emu.log("train");
     assert!(log.contains("\"requestId\""), "{log}");
     assert!(log.contains("\"TestAccuracy\""), "{log}");
+    assert!(
+        log.contains("\"outcome\":\"ok\"") && log.contains("\"duration_ms\""),
+        "{log}"
+    );
 }
 
 #[test]
@@ -176,6 +180,9 @@ fn train_refuses_bad_events_with_typed_errors_and_keeps_serving() {
     assert_eq!(r["statusCode"], 200, "{r}");
     assert_eq!(emu.pid("train"), pid);
     assert!(emu.functions_alive());
+    // Each refusal is logged with its outcome.
+    let log = emu.log("train");
+    assert!(log.contains("\"outcome\":\"InvalidRequest\""), "{log}");
 }
 
 #[test]

@@ -25,17 +25,24 @@ enum FnError {
     StoreFailed(String),
 }
 
-impl From<FnError> for Diagnostic {
-    fn from(e: FnError) -> Self {
-        let (error_type, error_message) = match e {
+impl FnError {
+    /// The `errorType` and `errorMessage` Lambda reports.
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
             FnError::InvalidRequest(m) => ("InvalidRequest", m),
             FnError::DataUnavailable(m) => ("DataUnavailable", m),
             FnError::TrainingFailed(m) => ("TrainingFailed", m),
             FnError::StoreFailed(m) => ("StoreFailed", m),
-        };
+        }
+    }
+}
+
+impl From<FnError> for Diagnostic {
+    fn from(e: FnError) -> Self {
+        let (error_type, error_message) = e.parts();
         Diagnostic {
             error_type: error_type.into(),
-            error_message,
+            error_message: error_message.into(),
         }
     }
 }
@@ -82,7 +89,19 @@ fn main() -> Result<(), lambda_runtime::Error> {
         tracing::info!(init_ms = exec.elapsed().as_secs_f64() * 1e3, mnist_dir = %state.mnist_dir.display(), "ready");
         lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
             let state = state.clone();
-            async move { handle(&state, event).await }
+            async move {
+                let start = Instant::now();
+                let result = handle(&state, event).await;
+                let duration_ms = start.elapsed().as_secs_f64() * 1e3;
+                match &result {
+                    Ok(r) => tracing::info!(duration_ms, completed = r.completed, outcome = "ok", "invocation"),
+                    Err(e) => {
+                        let (error_type, message) = e.parts();
+                        tracing::warn!(duration_ms, outcome = error_type, message, "invocation failed");
+                    }
+                }
+                result
+            }
         }))
         .await
     })
