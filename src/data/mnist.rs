@@ -119,14 +119,15 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split, DataError> {
 /// and its checksum, and returns the elements.
 fn read_checked(dir: &Path, spec: FileSpec) -> Result<Vec<u8>, DataError> {
     let (path, bytes) = read_maybe_gz(dir, spec.name)?;
-    let parsed = idx::parse_u8(&path, &bytes, spec.dims.len() as u8)?;
+    // The sum covers the whole file; a malformed file is reported as such before a bad sum.
+    let actual = hex::encode(Sha256::digest(&bytes));
+    let parsed = idx::parse_u8(&path, bytes, spec.dims.len() as u8)?;
     if parsed.dims != spec.dims {
         return Err(DataError::BadShape {
             path,
             message: format!("dimensions {:?}, expected {:?}", parsed.dims, spec.dims),
         });
     }
-    let actual = hex::encode(Sha256::digest(&bytes));
     if actual != spec.sha256 {
         return Err(DataError::Checksum {
             path,

@@ -35,10 +35,25 @@ impl Moto {
             .spawn()
             .expect("moto_server starts");
         wait_for_port(port, "moto_server", Duration::from_secs(60));
-        let agent = ureq::Agent::config_builder()
+        let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
+        // An open port is not a ready server: a request sent at once was seen reset. Wait for
+        // moto to answer its own API.
+        let start = std::time::Instant::now();
+        let ready = format!("http://127.0.0.1:{port}/moto-api/data.json");
+        while !agent
+            .get(&ready)
+            .call()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "moto_server on {port} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Moto { port, child, agent }
     }
 
