@@ -58,9 +58,14 @@ struct State {
     /// Loaded on the first invocation and kept for the next ones.
     mnist: Mutex<Option<Arc<Mnist>>>,
     /// Where trained weights go: `MODEL_BUCKET` (+ `MODEL_PREFIX`), else the local /tmp.
-    bucket: Option<(String, String)>,
-    store: Option<Store>,
+    s3: Option<S3Target>,
     fn_name: String,
+}
+
+struct S3Target {
+    bucket: String,
+    prefix: String,
+    store: Store,
 }
 
 fn main() -> Result<(), lambda_runtime::Error> {
@@ -71,19 +76,18 @@ fn main() -> Result<(), lambda_runtime::Error> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let bucket = std::env::var("MODEL_BUCKET")
-            .ok()
-            .filter(|b| !b.is_empty())
-            .map(|b| (b, std::env::var("MODEL_PREFIX").unwrap_or_else(|_| "models".into())));
-        let store = match bucket {
-            Some(_) => Some(Store::from_env().await),
+        let s3 = match std::env::var("MODEL_BUCKET").ok().filter(|b| !b.is_empty()) {
+            Some(bucket) => Some(S3Target {
+                bucket,
+                prefix: std::env::var("MODEL_PREFIX").unwrap_or_else(|_| "models".into()),
+                store: Store::from_env().await,
+            }),
             None => None,
         };
         let state = Arc::new(State {
             mnist_dir: std::env::var_os("MNIST_DIR").map_or_else(|| PathBuf::from("data/mnist"), PathBuf::from),
             mnist: Mutex::new(None),
-            bucket,
-            store,
+            s3,
             fn_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "train".into()),
         });
         tracing::info!(init_ms = exec.elapsed().as_secs_f64() * 1e3, mnist_dir = %state.mnist_dir.display(), "ready");
@@ -134,8 +138,12 @@ async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainRe
     let sha = lambda_cnn::model::weights::sha256_hex(&bytes);
     let file_name = format!("mnist-cnn-{}.safetensors", &sha[..16]);
     let card = ModelCard::new(&config, &metrics, std::path::Path::new(&file_name), &sha);
-    let (weights, card_uri) = match (&state.bucket, &state.store) {
-        (Some((bucket, prefix)), Some(store)) => {
+    let (weights, card_uri) = match &state.s3 {
+        Some(S3Target {
+            bucket,
+            prefix,
+            store,
+        }) => {
             let w = S3Uri::join(bucket, prefix, &file_name);
             let c = S3Uri::join(bucket, prefix, &file_name.replace(".safetensors", ".json"));
             let card_json = serde_json::to_vec_pretty(&card)
@@ -150,7 +158,7 @@ async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainRe
                 .map_err(|e| FnError::StoreFailed(e.to_string()))?;
             (w.to_string(), Some(c.to_string()))
         }
-        _ => {
+        None => {
             let path = std::env::temp_dir().join(&file_name);
             std::fs::write(&path, &bytes).map_err(|e| {
                 FnError::StoreFailed(format!("cannot write {}: {e}", path.display()))
