@@ -69,7 +69,9 @@ data: ## download MNIST from the public mirrors into data/mnist and verify the c
 	  done; \
 	  [ -s data/mnist/$$f.gz ] || { echo "could not download $$f.gz from any mirror ($(MNIST_MIRRORS))" >&2; exit 1; }; \
 	done
-	$(CARGO) run --release --locked --bin lambda-cnn -- check-data --mnist-dir data/mnist
+	@# A file that fails its check is not kept, so that running `make data` again fetches it anew.
+	$(CARGO) run --release --locked --bin lambda-cnn -- check-data --mnist-dir data/mnist \
+	  || { rm -rf data/mnist; echo "removed data/mnist: run \`make data\` again to download it anew" >&2; exit 1; }
 
 train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and their card
 	$(CLI) train --epochs 5 --batch-size 32 --optimizer adam --lr 0.001 --seed 42 \

@@ -81,6 +81,13 @@ fn missing_weights_file_is_a_one_line_error() {
         &png,
     );
     assert_clean_failure(&out, "cannot load the weights /nonexistent/w.safetensors");
+    // Regression: the cause was printed twice ("…: No such file… (os error 2): No such file…").
+    assert_eq!(
+        stderr(&out).matches("os error 2").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -153,4 +160,10 @@ fn eval_on_a_corrupt_data_folder_names_the_file() {
         b"",
     );
     assert_clean_failure(&out, "t10k-images-idx3-ubyte.gz is not a valid gzip file");
+    // Regression: the gzip error's cause used to be appended a second time after the advice.
+    assert!(
+        stderr(&out).trim_end().ends_with("download it again"),
+        "{}",
+        stderr(&out)
+    );
 }

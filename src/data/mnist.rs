@@ -143,16 +143,16 @@ fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError
     let raw = dir.join(name);
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| DataError::Io { path, source }
+        move |cause| DataError::Io { path, cause }
     };
     if gz.is_file() {
         let file = std::fs::File::open(&gz).map_err(io(&gz))?;
         let mut bytes = Vec::new();
         GzDecoder::new(std::io::BufReader::new(file))
             .read_to_end(&mut bytes)
-            .map_err(|source| DataError::Gzip {
+            .map_err(|cause| DataError::Gzip {
                 path: gz.clone(),
-                source,
+                cause,
             })?;
         Ok((gz, bytes))
     } else if raw.is_file() {

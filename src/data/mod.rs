@@ -12,17 +12,19 @@ use std::path::PathBuf;
 pub enum DataError {
     #[error("{name} not found in {dir} (looked for {name}.gz and {name}); set --mnist-dir or MNIST_DIR to the folder holding the four MNIST IDX files, or run `make data` to download them")]
     Missing { dir: PathBuf, name: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // Shown in the message rather than as `source()`, so a printed chain of causes does
+        // not repeat it.
+        cause: std::io::Error,
     },
-    #[error("{path} is not a valid gzip file ({source}); download it again")]
+    #[error("{path} is not a valid gzip file ({cause}); download it again")]
     Gzip {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        // Shown in the message rather than as `source()`, so a printed chain of causes does
+        // not repeat it.
+        cause: std::io::Error,
     },
     #[error("{path} has magic number {found:#010x}, expected {expected:#010x}: not the IDX file it is named after")]
     BadMagic {

@@ -25,11 +25,12 @@ pub const CLASSES: usize = 10;
 pub enum ModelError {
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
-    #[error("cannot read weights {path}: {source}")]
+    #[error("cannot read weights {path}: {cause}")]
     Io {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        // Shown in the message rather than as `source()`, so a printed chain of causes does
+        // not repeat it.
+        cause: std::io::Error,
     },
     #[error("invalid weights file{}: {message}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
     BadWeights {

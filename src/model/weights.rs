@@ -111,23 +111,23 @@ impl Cnn {
     pub fn save(&self, path: &Path) -> Result<String, ModelError> {
         let bytes = self.to_safetensors()?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            std::fs::create_dir_all(dir).map_err(|cause| ModelError::Io {
                 path: dir.to_owned(),
-                source,
+                cause,
             })?;
         }
-        std::fs::write(path, &bytes).map_err(|source| ModelError::Io {
+        std::fs::write(path, &bytes).map_err(|cause| ModelError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Ok(sha256_hex(&bytes))
     }
 
     /// Reads the weights at `path`; returns the model and the file's SHA-256.
     pub fn load(path: &Path) -> Result<(Self, String), ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let bytes = std::fs::read(path).map_err(|cause| ModelError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let model = Self::from_safetensors(&bytes).map_err(|e| match e {
             ModelError::BadWeights { message, .. } => ModelError::BadWeights {
