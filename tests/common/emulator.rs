@@ -26,17 +26,27 @@ pub fn wait_for_port(port: u16, what: &str, timeout: Duration) {
     }
 }
 
-/// The cargo-lambda binary: `CARGO_LAMBDA`, else the project venv's (`make test` installs it).
-pub fn cargo_lambda() -> PathBuf {
-    let path = std::env::var_os("CARGO_LAMBDA")
+/// A tool `make test` installs from PyPI into the project venv: `$env_var` when set, else
+/// `.venv/bin/<name>`.
+pub fn venv_tool(env_var: &str, name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/cargo-lambda"));
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".venv/bin")
+                .join(name)
+        });
     assert!(
         path.exists(),
-        "{} not found: run `make test`, which installs cargo-lambda from PyPI into .venv",
+        "{} not found: run `make test`, which installs {package} from PyPI into .venv",
         path.display()
     );
     path
+}
+
+/// The cargo-lambda binary (`CARGO_LAMBDA` overrides).
+pub fn cargo_lambda() -> PathBuf {
+    venv_tool("CARGO_LAMBDA", "cargo-lambda", "cargo-lambda")
 }
 
 /// A binary of the workspace built by the same `cargo test --release` run (the functions

@@ -1,8 +1,7 @@
 //! A real moto server (the AWS API emulator, from PyPI) on a free 127.0.0.1 port, stopped on
 //! drop.
 
-use super::emulator::{free_port, wait_for_port};
-use std::path::{Path, PathBuf};
+use super::emulator::{free_port, venv_tool, wait_for_port};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,22 +11,10 @@ pub struct Moto {
     agent: ureq::Agent,
 }
 
-fn moto_server() -> PathBuf {
-    let path = std::env::var_os("MOTO_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"));
-    assert!(
-        path.exists(),
-        "{} not found: run `make test`, which installs moto[server] from PyPI into .venv",
-        path.display()
-    );
-    path
-}
-
 impl Moto {
     pub fn start() -> Self {
         let port = free_port();
-        let child = Command::new(moto_server())
+        let child = Command::new(venv_tool("MOTO_SERVER", "moto_server", "moto[server]"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
