@@ -212,8 +212,7 @@ impl Trainer {
             .iter()
             .map(|(storage, layout)| match &**storage {
                 candle_core::Storage::Cpu(cpu) => {
-                    let start = layout.start_offset();
-                    Ok(&cpu.as_slice::<f32>()?[start..start + layout.shape().elem_count()])
+                    crate::model::conv_pool::slice(cpu, layout, "a gradient")
                 }
                 _ => Err(candle_core::Error::Msg(
                     "training runs on the CPU only".into(),

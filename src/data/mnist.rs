@@ -78,13 +78,6 @@ impl Split {
     pub fn image(&self, i: usize) -> &[u8] {
         &self.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS]
     }
-
-    /// The first `n` samples (all of them when `n` is larger).
-    pub fn truncate(&mut self, n: usize) {
-        let n = n.min(self.len());
-        self.labels.truncate(n);
-        self.images.truncate(n * IMAGE_PIXELS);
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -257,19 +250,5 @@ mod tests {
         let err = read_checked(dir.path(), TEST_LABELS).unwrap_err();
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("ff7bcfd4"), "{err}");
-    }
-
-    #[test]
-    fn split_truncate_keeps_images_and_labels_aligned() {
-        let mut s = Split {
-            images: (0..3 * IMAGE_PIXELS)
-                .map(|i| (i / IMAGE_PIXELS) as u8)
-                .collect(),
-            labels: vec![0, 1, 2],
-        };
-        s.truncate(2);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s.image(1)[0], 1);
-        assert_eq!(s.images.len(), 2 * IMAGE_PIXELS);
     }
 }

@@ -22,7 +22,7 @@ pub const TAPS: usize = KERNEL * KERNEL; // 9
 pub const CONV_SIDE: usize = IMAGE_SIDE - KERNEL + 1; // 26
 pub const POOL_SIDE: usize = CONV_SIDE / 2; // 13
 pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
-pub(crate) const PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+pub(crate) const PIXELS: usize = crate::data::IMAGE_PIXELS;
 
 /// Conv + ReLU + max-pool of `images` [n, 784] with `kernel` [9, 32] and `bias` [32].
 pub fn conv_relu_pool(images: &Tensor, kernel: &Tensor, bias: &Tensor) -> Result<Tensor> {
@@ -36,11 +36,12 @@ struct ConvReluPool {
     winners: Mutex<Vec<u8>>,
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// A contiguous f32 tensor's values, read in place from its CPU storage.
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv_relu_pool: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
@@ -193,7 +194,7 @@ fn backward_one_avx2(
     backward_one_kernel::<true>(img, out, winners, grad, dw, db)
 }
 
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")

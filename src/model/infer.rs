@@ -89,7 +89,7 @@ fn fc1_avx2(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
 
 fn fc1(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if conv_pool::has_avx2_fma() {
         // SAFETY: the CPU has the features the function was compiled for (checked above).
         return unsafe { fc1_avx2(pooled, w, hidden) };
     }
