@@ -33,9 +33,10 @@ pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
     if reader.format().is_none() {
         return Err(InputError::NotAnImage("unrecognised format".into()));
     }
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| InputError::NotAnImage(e.to_string()))?;
+    let not_an_image = |e: image::ImageError| InputError::NotAnImage(e.to_string());
+    // One decoder: its header gives the size, checked before any pixel is decoded.
+    let decoder = reader.into_decoder().map_err(not_an_image)?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         return Err(InputError::TooLarge {
             width,
@@ -43,7 +44,7 @@ pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
             max: MAX_IMAGE_SIDE,
         });
     }
-    let img = image::load_from_memory(bytes).map_err(|e| InputError::NotAnImage(e.to_string()))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(not_an_image)?;
     let grey = img.to_luma8();
     if (width, height) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
         debug_assert_eq!(grey.len(), IMAGE_PIXELS);
