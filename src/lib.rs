@@ -9,6 +9,8 @@ pub mod api;
 pub mod data;
 pub mod metrics;
 pub mod optim;
+#[cfg(feature = "deploy")]
+pub mod pipeline;
 pub mod store;
 
 #[cfg(feature = "ml")]

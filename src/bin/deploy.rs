@@ -1,0 +1,251 @@
+//! `deploy`: the pipeline that ships the functions to Lambda — build → image (→ push → release
+//! → api → monitor). Each stage runs on its own; see `deploy --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use lambda_cnn::pipeline::binary::Arch;
+use lambda_cnn::pipeline::build;
+use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
+use lambda_cnn::pipeline::layer::LayerCache;
+
+#[derive(Parser)]
+#[command(
+    name = "deploy",
+    version,
+    about = "Ship the lambda-cnn functions to AWS Lambda: build, containerize, push, release, monitor",
+    long_about = "Ship the lambda-cnn functions to AWS Lambda.\n\n\
+        The pipeline runs build → image → push → release → api → monitor; each stage can run on \
+        its own. Images are assembled from the compiled binary directly (no Docker daemon, no \
+        base image), reproducibly: the same inputs give the same digest."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Release-build the function binaries (`cargo build --release --workspace --bins`).
+    Build,
+    /// Build a function's OCI image: an image layout directory, optionally a `docker load` tar.
+    #[command(
+        long_about = "Build a function's OCI image from its release binary.\n\n\
+        Writes an OCI image layout (oci-layout, index.json, blobs/sha256/…) and prints the \
+        manifest digest and each layer's size. Layers, most stable first: the dynamic loader, \
+        shared libraries and CA bundle; the model weights (predict) or MNIST (train); the \
+        binary at /var/runtime/bootstrap. Unchanged layers come from a cache keyed by content.\n\n\
+        Only this machine's architecture can be built here: an image for another one needs a \
+        statically linked binary for it, given with --binary."
+    )]
+    Image(ImageArgs),
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    /// The function to package.
+    #[arg(long, value_parser = parse_function)]
+    function: Function,
+    /// The function binary to pack; default: release-build it first.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// The image's architecture (x86_64 or arm64); must be the binary's. Default: the binary's.
+    #[arg(long, value_parser = parse_arch)]
+    arch: Option<Arch>,
+    /// Where to write the OCI image layout. Default: .local/images/<function>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write a tar that `docker load -i FILE` reads.
+    #[arg(long)]
+    tar: Option<PathBuf>,
+    /// The image's tag (the layout's ref name; the docker tar loads as lambda-cnn-<function>:TAG).
+    #[arg(long, default_value = "latest")]
+    tag: String,
+    /// Model weights for the predict image (the card beside it, *.json, goes in too).
+    #[arg(long, default_value = "model-weights/mnist-cnn.safetensors")]
+    weights: PathBuf,
+    /// The four MNIST files for the train image (checked before packing).
+    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    mnist_dir: PathBuf,
+    /// PEM certificates the functions trust for HTTPS. Default: this machine's CA bundle.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// Every timestamp in the image, in seconds since 1970 (reproducible builds).
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = 0)]
+    source_date_epoch: u64,
+    /// The cache of compressed layers. Default: ~/.cache/lambda-cnn/layers.
+    #[arg(long, env = "LAMBDA_CNN_LAYER_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_function(s: &str) -> Result<Function, String> {
+    s.parse()
+}
+
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build => run_build().map(|_| ()),
+        Command::Image(args) => run_image(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole chain of causes: what failed and why.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    cwd.ancestors()
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("functions").is_dir())
+        .map(Path::to_path_buf)
+        .with_context(|| {
+            format!(
+                "{} is not inside the lambda-cnn project: run deploy from the project, or give \
+                 the function binary with --binary",
+                cwd.display()
+            )
+        })
+}
+
+fn run_build() -> Result<build::Built> {
+    let root = workspace_root()?;
+    eprintln!("building the functions (release) in {}", root.display());
+    build::build_functions(&root).context("deploy build failed")
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("lambda-cnn/layers")
+}
+
+fn run_image(args: ImageArgs) -> Result<()> {
+    let host = Arch::host();
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => {
+            if let Some(asked) = args.arch {
+                if Some(asked) != host {
+                    bail!(
+                        "an {asked} image needs an {asked} binary given with --binary: only \
+                         this machine's architecture ({}) can be built here",
+                        std::env::consts::ARCH
+                    );
+                }
+            }
+            run_build()?.binary(args.function)
+        }
+    };
+    let inputs = ImageInputs {
+        function: args.function,
+        binary,
+        arch: args.arch,
+        weights: Some(args.weights.clone()),
+        mnist_dir: Some(args.mnist_dir.clone()),
+        ca_bundle: args.ca_bundle.clone(),
+        source_date_epoch: args.source_date_epoch,
+    };
+    let cache = LayerCache::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
+    let start = Instant::now();
+    let img = image::assemble(&inputs, &cache)
+        .with_context(|| format!("cannot build the {} image", args.function))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".local/images").join(args.function.name()));
+    image::write_layout(&img, &out, &args.tag)
+        .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
+    let repo_tag = format!("lambda-cnn-{}:{}", args.function, args.tag);
+    if let Some(tar) = &args.tar {
+        image::write_docker_archive(&img, tar, &repo_tag, args.source_date_epoch)
+            .with_context(|| format!("cannot write the docker tar {}", tar.display()))?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", image_json(&img, &out, args.tar.as_deref(), seconds));
+    } else {
+        print_image(&img, &out, &args, &repo_tag, seconds);
+    }
+    Ok(())
+}
+
+fn image_json(img: &Image, out: &Path, tar: Option<&Path>, seconds: f64) -> serde_json::Value {
+    serde_json::json!({
+        "function": img.function.name(),
+        "architecture": img.arch.lambda_name(),
+        "manifest_digest": img.manifest_digest,
+        "config_digest": img.config_digest,
+        "compressed_size": img.compressed_size(),
+        "layers": img.layers.iter().map(|l| serde_json::json!({
+            "name": l.name,
+            "digest": l.digest,
+            "diff_id": l.diff_id,
+            "size": l.size,
+            "uncompressed_size": l.uncompressed_size,
+            "cached": l.cached,
+        })).collect::<Vec<_>>(),
+        "layout": out,
+        "tar": tar,
+        "seconds": seconds,
+    })
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn print_image(img: &Image, out: &Path, args: &ImageArgs, repo_tag: &str, seconds: f64) {
+    println!(
+        "{} image ({}): {}",
+        img.function,
+        img.arch.lambda_name(),
+        img.manifest_digest
+    );
+    for (i, l) in img.layers.iter().enumerate() {
+        println!(
+            "  layer {}  {:<48} {:>9} ({} unpacked){}",
+            i + 1,
+            l.name,
+            mb(l.size),
+            mb(l.uncompressed_size),
+            if l.cached { "  cached" } else { "" }
+        );
+    }
+    println!(
+        "  total {} compressed, assembled in {seconds:.2} s",
+        mb(img.compressed_size())
+    );
+    println!("  OCI layout: {} (ref {})", out.display(), args.tag);
+    if let Some(tar) = &args.tar {
+        println!(
+            "  docker tar: {} (`docker load -i {}` gives {repo_tag})",
+            tar.display(),
+            tar.display()
+        );
+    }
+}
