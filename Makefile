@@ -9,6 +9,7 @@ MNIST_DIR ?= $(if $(wildcard ../shared/mnist/t10k-labels-idx1-ubyte.gz),$(abspat
 export MNIST_DIR
 WEIGHTS := model-weights/mnist-cnn.safetensors
 CLI := $(CARGO_TARGET_DIR)/release/lambda-cnn
+DEPLOY := $(CARGO_TARGET_DIR)/release/deploy
 CARGO := cargo
 MNIST_MIRRORS := https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
 MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
@@ -25,15 +26,29 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run test build tools lint fmt data train eval bench bench-peers clean-local
+.PHONY: help run test build tools system-tools image lint fmt data train eval bench bench-peers clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## release-build the library, the CLI, the functions and every test (once, for all test stages)
+build: ## release-build the library, the CLI, the functions, every test, and the deploy binary
 	$(CARGO) build --release --workspace --all-targets --locked
+	@# Its own feature set, without candle: see Cargo.toml's [features].
+	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
 
-tools: $(TOOLS_STAMP) ## install the local emulators the tests use (cargo-lambda, moto) into .venv
+tools: $(TOOLS_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
+
+# Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
+# Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
+SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap
+system-tools:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
+	fi
 
 $(TOOLS_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -43,15 +58,22 @@ $(TOOLS_STAMP):
 test: build tools ## format and lint checks, then every unit and integration test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
+	$(CARGO) clippy --release --locked --features deploy --lib --tests -- -D warnings
 	@# The boundary: without its `ml` feature the library builds and links neither candle nor AWS.
 	$(CARGO) check --no-default-features --lib --locked
 	@! $(CARGO) tree --no-default-features -e normal -p lambda-cnn --locked | grep -E 'candle|aws-sdk' \
 	  || { echo "the core without 'ml' depends on candle or an AWS SDK" >&2; exit 1; }
+	@! $(CARGO) tree --no-default-features --features deploy -e normal -p lambda-cnn --locked | grep -E 'candle' \
+	  || { echo "the deploy build depends on candle" >&2; exit 1; }
 	$(CARGO) test --release --workspace --locked --no-fail-fast
+	@# The pipeline's unit tests, in the deploy binary's feature set.
+	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 
 lint: ## cargo fmt and clippy, fixing what they can
 	$(CARGO) fmt --all
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
 run: build ## the main job, locally: check the data, a quick training run, the shipped model's accuracy
 	$(CLI) check-data --mnist-dir "$(MNIST_DIR)"
@@ -82,6 +104,8 @@ eval: build ## test accuracy of the shipped weights
 
 bench: build tools ## measure ours (training, inference, cold start, memory; the predict function under load); compare with the peers when installed
 	$(CLI) bench --mnist-dir "$(MNIST_DIR)" --json
+	@# Image assembly from the built binary (the layer cache makes unchanged layers free).
+	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) --out .local/images/predict
 	$(PYTHON) bench/predict_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
 	  --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
 	@if [ -f $(PEERS_STAMP) ]; then $(MAKE) --no-print-directory bench-peers; \
@@ -94,6 +118,12 @@ $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check $(PEERS)
 	touch $@
+
+image: build ## build both functions' OCI images (.local/images/*, with docker tars) and print digests and sizes
+	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) \
+	  --out .local/images/predict --tar .local/images/predict.tar
+	$(DEPLOY) image --function train --binary $(CARGO_TARGET_DIR)/release/train --mnist-dir "$(MNIST_DIR)" \
+	  --out .local/images/train --tar .local/images/train.tar
 
 clean-local: ## forget the local state of `make run`
 	rm -rf .local

@@ -42,7 +42,7 @@ enum Command {
         Only this machine's architecture can be built here: an image for another one needs a \
         statically linked binary for it, given with --binary."
     )]
-    Image(ImageArgs),
+    Image(Box<ImageArgs>),
 }
 
 #[derive(Args)]
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build => run_build().map(|_| ()),
-        Command::Image(args) => run_image(args),
+        Command::Image(args) => run_image(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

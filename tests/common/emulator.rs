@@ -149,6 +149,20 @@ impl Emulator {
         self.functions.push(p);
     }
 
+    /// Starts `cmd` as the function `name`: a function binary run some other way (in an
+    /// image's root filesystem, in a container). Only the Runtime API variables are added.
+    pub fn start_function_command(&mut self, name: &str, mut cmd: Command) {
+        cmd.env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{}/.rt/{name}", self.port),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024");
+        let p = spawn(name, &mut cmd, self.dir.path());
+        self.functions.push(p);
+    }
+
     /// Waits for function `name` to exit (e.g. a failed init); returns its exit status.
     pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();

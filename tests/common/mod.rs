@@ -43,6 +43,30 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the `deploy` binary (built by `make build` with `--features deploy`) with `args`.
+pub fn deploy(args: &[&str]) -> Output {
+    Command::new(emulator::workspace_binary("deploy"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the deploy binary starts")
+}
+
+/// A program `make test` installs from Debian's packages; fails the test, saying how to get
+/// it, when it is missing.
+pub fn system_tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} not found: run `make test` (it installs the Debian package {package}), or `apt-get install {package}`")
+    })
+}
+
 /// The last line of stdout, parsed as the JSON object `--json` promises.
 pub fn last_json(out: &Output) -> serde_json::Value {
     let text = stdout(out);
