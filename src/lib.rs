@@ -6,11 +6,14 @@
 
 #[cfg(feature = "ml")]
 pub mod api;
+pub mod arch;
+pub mod cost;
 pub mod data;
 pub mod metrics;
 pub mod optim;
 #[cfg(feature = "deploy")]
 pub mod pipeline;
+pub mod report;
 pub mod store;
 
 #[cfg(feature = "ml")]

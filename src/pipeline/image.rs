@@ -321,7 +321,7 @@ pub fn assemble(inputs: &ImageInputs, cache: &LayerCache) -> Result<Image, Image
         .collect::<Result<Vec<_>, _>>()?;
     let config = ImageConfigurationBuilder::default()
         .created(created.clone())
-        .architecture(info.arch.oci())
+        .architecture(oci_arch(info.arch))
         .os(Os::Linux)
         .config(run_config)
         .rootfs(rootfs)
@@ -373,6 +373,14 @@ pub fn assemble(inputs: &ImageInputs, cache: &LayerCache) -> Result<Image, Image
     })
 }
 
+/// Go's GOARCH names, which OCI configs use.
+fn oci_arch(arch: Arch) -> oci_spec::image::Arch {
+    match arch {
+        Arch::X86_64 => oci_spec::image::Arch::Amd64,
+        Arch::Arm64 => oci_spec::image::Arch::ARM64,
+    }
+}
+
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
@@ -391,7 +399,7 @@ fn index_json(image: &Image, annotations: &[(&str, &str)]) -> Result<Vec<u8>, Im
     );
     desc.set_platform(Some(
         PlatformBuilder::default()
-            .architecture(image.arch.oci())
+            .architecture(oci_arch(image.arch))
             .os(Os::Linux)
             .build()
             .map_err(spec_err("platform"))?,
@@ -564,9 +572,114 @@ pub fn write_docker_archive(
     Ok(())
 }
 
+/// Reads back the image a layout directory holds (written by [`write_layout`]): what
+/// `deploy push` uploads when run on its own.
+pub fn read_layout(dir: &Path, function: Function) -> Result<Image, ImageError> {
+    let bad = |message: String| ImageError::Spec {
+        what: "image layout",
+        message: format!("{}: {message}", dir.display()),
+    };
+    let read = |path: PathBuf| {
+        std::fs::read(&path).map_err(|e| {
+            bad(format!(
+                "cannot read {} ({e}); build the image first: deploy image --function {function}",
+                path.display()
+            ))
+        })
+    };
+    let blob_path = |digest: &str| dir.join("blobs/sha256").join(hex_of(digest));
+    let index: serde_json::Value = serde_json::from_slice(&read(dir.join("index.json"))?)
+        .map_err(|e| bad(format!("index.json: {e}")))?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or_else(|| bad("index.json names no manifest".into()))?
+        .to_owned();
+    let manifest = read(blob_path(&manifest_digest))?;
+    if sha256_digest(&manifest) != manifest_digest {
+        return Err(bad(format!(
+            "the manifest blob does not match {manifest_digest}"
+        )));
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&manifest).map_err(|e| bad(format!("manifest: {e}")))?;
+    let config_digest = m["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let config = read(blob_path(&config_digest))?;
+    let c: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| bad(format!("config: {e}")))?;
+    let arch = c["architecture"]
+        .as_str()
+        .and_then(|a| a.parse::<Arch>().ok())
+        .ok_or_else(|| bad("the config has no known architecture".into()))?;
+    let diff_ids = c["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let layers = m["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let digest = l["digest"].as_str().unwrap_or_default().to_owned();
+            Layer {
+                name: format!("layer {}", i + 1),
+                diff_id: diff_ids
+                    .get(i)
+                    .and_then(|d| d.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+                size: l["size"].as_u64().unwrap_or(0),
+                uncompressed_size: 0,
+                blob: blob_path(&digest),
+                digest,
+                cached: true,
+            }
+        })
+        .collect();
+    Ok(Image {
+        function,
+        arch,
+        layers,
+        config,
+        config_digest,
+        manifest,
+        manifest_digest,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_layout_reads_back_as_the_same_image() {
+        let (dir, exe, weights) = setup();
+        let cache = LayerCache::new(dir.path().join("cache"));
+        let img = assemble(&inputs(&exe, &weights), &cache).unwrap();
+        let out = dir.path().join("layout");
+        write_layout(&img, &out, "latest").unwrap();
+        let back = read_layout(&out, Function::Predict).unwrap();
+        assert_eq!(back.manifest_digest, img.manifest_digest);
+        assert_eq!(back.config, img.config);
+        assert_eq!(back.arch, img.arch);
+        let digests = |i: &Image| {
+            i.layers
+                .iter()
+                .map(|l| l.digest.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(digests(&back), digests(&img));
+        assert_eq!(back.compressed_size(), img.compressed_size());
+        let err = read_layout(&dir.path().join("nothing"), Function::Train).unwrap_err();
+        assert!(
+            err.to_string().contains("deploy image --function train"),
+            "{err}"
+        );
+    }
 
     fn inputs(binary: &Path, weights: &Path) -> ImageInputs {
         ImageInputs {

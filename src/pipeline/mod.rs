@@ -1,8 +1,19 @@
-//! The deploy pipeline, one module per stage: build → image (→ registry → lambda → api →
-//! monitor). A stage takes the previous one's outputs, never its internals.
+//! The deploy pipeline, one module per stage: build → image → registry (+ ecr) → lambda
+//! (+ iam, smoke) → apigw → logs (monitor). A stage takes the previous one's outputs, never
+//! its internals; `release` and `stack` chain them.
 
+pub mod apigw;
+pub mod aws;
 pub mod binary;
 pub mod build;
+pub mod config;
+pub mod ecr;
+pub mod iam;
 pub mod image;
+pub mod lambda;
 pub mod layer;
 pub mod libs;
+pub mod logs;
+pub mod registry;
+pub mod release;
+pub mod smoke;

@@ -3,6 +3,7 @@
 
 pub mod emulator;
 pub mod moto;
+pub mod registry;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

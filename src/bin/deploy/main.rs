@@ -13,6 +13,8 @@ use lambda_cnn::pipeline::build;
 use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
 use lambda_cnn::pipeline::layer::LayerCache;
 
+mod stages;
+
 #[derive(Parser)]
 #[command(
     name = "deploy",
@@ -24,6 +26,12 @@ use lambda_cnn::pipeline::layer::LayerCache;
         base image), reproducibly: the same inputs give the same digest."
 )]
 struct Cli {
+    /// The deploy configuration (names, region fallback, memory, timeouts, API, ...).
+    #[arg(long, global = true, default_value = "infra/deploy.toml")]
+    config: PathBuf,
+    /// Print what would be done, without calling AWS or writing anything.
+    #[arg(long, global = true)]
+    dry_run: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +51,166 @@ enum Command {
         statically linked binary for it, given with --binary."
     )]
     Image(Box<ImageArgs>),
+    /// Push images to ECR (or `--registry`): create the repository if missing, skip blobs the
+    /// registry has, tag with the digest's short form and the git revision.
+    Push(PushArgs),
+    /// Point the functions at the pushed images (by digest), publish versions, smoke-test
+    /// them, then move the `live` alias. A failed smoke test leaves `live` where it was.
+    Release(ReleaseArgs),
+    /// The HTTPS endpoint: an API Gateway HTTP API (POST /predict, GET /health) on predict's
+    /// `live` alias, with throttling, CORS and optional IAM/JWT auth. Prints the URL.
+    Api(ApiArgs),
+    /// Point `live` back at the previous version (or `--to VERSION`).
+    Rollback(RollbackArgs),
+    /// Remove what deploy created: API, permission, aliases, functions, role, log groups
+    /// (the repository and bucket too with --all).
+    Destroy(DestroyArgs),
+    /// Invocations from the functions' REPORT log lines: counts, cold starts, durations,
+    /// memory headroom, errors, cost.
+    Monitor(MonitorArgs),
+    /// The cost model C = C0 + C1·t + C2·Σ rᵢ·tᵢ with Lambda's prices, for a what-if.
+    Cost(CostArgs),
+    /// build → image → push → release → api, for both functions.
+    All(AllArgs),
+}
+
+/// Which function(s) a stage acts on.
+#[derive(Args, Clone)]
+struct Which {
+    /// predict or train; default: both.
+    #[arg(long, value_parser = parse_function)]
+    function: Option<Function>,
+}
+
+impl Which {
+    fn functions(&self) -> Vec<Function> {
+        match self.function {
+            Some(f) => vec![f],
+            None => vec![Function::Predict, Function::Train],
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Push to this registry (HOST:PORT, plain HTTP on loopback) instead of ECR's own, and
+    /// register the manifest with ECR's PutImage so the control plane knows the image.
+    #[arg(long, env = "DEPLOY_REGISTRY")]
+    registry: Option<String>,
+    /// Where the images are (as `deploy image` writes them): DIR/<function>.
+    #[arg(long, default_value = ".local/images")]
+    images: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct PushArgs {
+    #[command(flatten)]
+    which: Which,
+    #[command(flatten)]
+    target: Target,
+    /// One JSON object per function.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct ReleaseArgs {
+    #[command(flatten)]
+    which: Which,
+    #[command(flatten)]
+    target: Target,
+    /// Send this percentage of traffic to the new version; the rest stays on the current one.
+    #[arg(long, value_parser = parse_percent)]
+    canary: Option<f64>,
+    /// Release new weights for predict (e.g. a train result): s3://bucket/key.
+    #[arg(long)]
+    model: Option<String>,
+    /// Smoke-test through this Lambda Invoke API endpoint instead of Lambda's (a Runtime API
+    /// emulator running the image).
+    #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
+    invoke_endpoint: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// none, iam or jwt; default: the config's.
+    #[arg(long)]
+    auth: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct RollbackArgs {
+    #[command(flatten)]
+    which: Which,
+    /// The version to point `live` at; default: the one before the current.
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+#[derive(Args, Clone)]
+struct DestroyArgs {
+    /// Also delete the ECR repository (with its images) and the models bucket.
+    #[arg(long)]
+    all: bool,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Args, Clone)]
+struct MonitorArgs {
+    #[command(flatten)]
+    which: Which,
+    /// How far back: 15m, 1h, 2d, ...
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    since: std::time::Duration,
+    /// Keep reading new invocations every 5 s until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// API Gateway in front, for the cost: none, http or rest.
+    #[arg(long, default_value = "http")]
+    api: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct CostArgs {
+    #[arg(long, default_value_t = 1_000_000.0)]
+    invocations: f64,
+    /// Duration of one invocation (billed rounded up to the millisecond).
+    #[arg(long, default_value_t = 40.0)]
+    duration_ms: f64,
+    #[arg(long, default_value_t = 1024)]
+    memory_mb: u32,
+    #[arg(long, default_value_t = 512)]
+    ephemeral_mb: u32,
+    /// x86_64 or arm64.
+    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
+    arch: Arch,
+    /// API Gateway in front: none, http or rest.
+    #[arg(long, default_value = "http")]
+    api: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct AllArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The release's smoke-test endpoint (see `deploy release --help`).
+    #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
+    invoke_endpoint: Option<String>,
+    /// Skip `deploy api`.
+    #[arg(long)]
+    no_api: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -93,6 +261,15 @@ fn parse_arch(s: &str) -> Result<Arch, String> {
     s.parse()
 }
 
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p < 100.0 => Ok(p),
+        _ => Err(format!(
+            "{s:?} is not a percentage between 0 and 100 (exclusive)"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -102,9 +279,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let dry_run = cli.dry_run;
+    let config_path = cli.config.clone();
     let result = match cli.command {
+        Command::Build if dry_run => {
+            println!("would run: cargo build --release --locked --workspace --bins");
+            Ok(())
+        }
         Command::Build => run_build().map(|_| ()),
         Command::Image(args) => run_image(*args),
+        Command::Cost(args) => run_cost(args),
+        other => stages::run(other, &config_path, dry_run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,4 +433,83 @@ fn print_image(img: &Image, out: &Path, args: &ImageArgs, repo_tag: &str, second
             tar.display()
         );
     }
+}
+
+/// The image of `f` from `binary` into `out` with the defaults of `deploy image` (for `all`).
+fn image_from(f: Function, binary: PathBuf, out: &Path) -> Result<()> {
+    let inputs = ImageInputs {
+        function: f,
+        binary,
+        arch: None,
+        weights: Some(PathBuf::from("model-weights/mnist-cnn.safetensors")),
+        mnist_dir: Some(
+            std::env::var_os("MNIST_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data/mnist")),
+        ),
+        ca_bundle: None,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let cache = LayerCache::new(default_cache_dir());
+    let img =
+        image::assemble(&inputs, &cache).with_context(|| format!("cannot build the {f} image"))?;
+    image::write_layout(&img, out, "latest")
+        .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
+    println!(
+        "{f} image: {} ({} compressed)",
+        img.manifest_digest,
+        mb(img.compressed_size())
+    );
+    Ok(())
+}
+
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(0),
+    }
+}
+
+fn run_cost(args: CostArgs) -> Result<()> {
+    use lambda_cnn::cost::{self, Api, Usage, US_EAST_1};
+    let api = match args.api.as_str() {
+        "none" => Api::None,
+        "http" => Api::Http,
+        "rest" => Api::Rest,
+        other => bail!("--api {other:?}: none, http or rest"),
+    };
+    if !(args.invocations >= 0.0 && args.invocations.is_finite()) {
+        bail!("--invocations must be a non-negative number");
+    }
+    let mut usage = Usage::what_if(
+        args.invocations.round() as u64,
+        args.duration_ms,
+        args.memory_mb,
+        args.arch,
+    );
+    usage.ephemeral_mb = args.ephemeral_mb;
+    usage.api = api;
+    let c = cost::cost(&usage, &US_EAST_1);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"usage": {
+                "invocations": usage.invocations, "billed_ms": usage.billed_ms,
+                "memory_mb": usage.memory_mb, "ephemeral_mb": usage.ephemeral_mb,
+                "arch": usage.arch.lambda_name(),
+            }, "cost": c, "prices": {"region": US_EAST_1.region, "as_of": US_EAST_1.as_of}})
+        );
+    } else {
+        println!(
+            "{} invocations × {} ms at {} MB ({}): {c}",
+            usage.invocations, args.duration_ms, usage.memory_mb, usage.arch
+        );
+        println!(
+            "  C0 (per request) + C1·t (GB-seconds) + C2·Σ rᵢ·tᵢ (storage, API Gateway); prices: {} as of {}, free tier not deducted",
+            US_EAST_1.region, US_EAST_1.as_of
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,628 @@
+//! The stages that talk to AWS (push, release, api, rollback, destroy, monitor, all), on one
+//! tokio runtime, with the SDK configured from the standard chain.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use oci_client::secrets::RegistryAuth;
+
+use lambda_cnn::cost::{Api, US_EAST_1};
+use lambda_cnn::pipeline::apigw::{self, ApiSpec, Auth};
+use lambda_cnn::pipeline::aws::{self, Account};
+use lambda_cnn::pipeline::config::DeployConfig;
+use lambda_cnn::pipeline::image::{self, Function, Image};
+use lambda_cnn::pipeline::registry::{self, Destination, PushOutcome};
+use lambda_cnn::pipeline::release::{self, Clients, ReleaseOutcome, ReleaseRequest};
+use lambda_cnn::pipeline::{ecr, lambda, logs};
+use lambda_cnn::report;
+
+use super::{
+    AllArgs, ApiArgs, Command, DestroyArgs, MonitorArgs, ReleaseArgs, RollbackArgs, Target,
+};
+
+struct Ctx {
+    config: DeployConfig,
+    config_dir: PathBuf,
+    account: Account,
+    clients: Clients,
+    apigw: aws_sdk_apigatewayv2::Client,
+    sdk: aws_config::SdkConfig,
+}
+
+pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
+    let config = DeployConfig::load(config_path)?;
+    if dry_run {
+        plan(&cmd, &config);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let config_dir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    rt.block_on(async move {
+        let ctx = connect(config, config_dir, None).await?;
+        match cmd {
+            Command::Push(a) => push(&ctx, &a.which.functions(), &a.target, a.json)
+                .await
+                .map(|_| ()),
+            Command::Release(a) => release_stage(&ctx, &a).await.map(|_| ()),
+            Command::Api(a) => api(&ctx, &a).await.map(|_| ()),
+            Command::Rollback(a) => rollback(&ctx, &a).await,
+            Command::Destroy(a) => destroy(&ctx, &a).await,
+            Command::Monitor(a) => monitor(&ctx, &a).await,
+            Command::All(a) => all(&ctx, &a).await,
+            Command::Build | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
+        }
+    })
+}
+
+fn plan(cmd: &Command, config: &DeployConfig) {
+    let names = |fs: &[Function]| {
+        fs.iter()
+            .map(|f| config.function(*f).name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let both = [Function::Predict, Function::Train];
+    let lines: Vec<String> = match cmd {
+        Command::Push(a) => vec![
+            format!("ensure ECR repository {} (scan on push, keep {} images)", config.repository.name, config.repository.keep_images),
+            format!("push the images of {} from {} to {}, skipping blobs already there", names(&a.which.functions()), a.target.images.display(), a.target.registry.as_deref().unwrap_or("ECR")),
+        ],
+        Command::Release(a) => vec![
+            format!("ensure IAM role {} and bucket {}", config.role.name, config.bucket.name),
+            format!("create or update {} from the pushed images (by digest), wait, publish a version", names(&a.which.functions())),
+            format!("smoke-test each new version, then point alias {} at it{}", config.release.alias, a.canary.map(|c| format!(" ({c}% canary)")).unwrap_or_default()),
+        ],
+        Command::Api(_) => vec![format!(
+            "ensure HTTP API {} (POST /predict, GET /health → {}:{}), throttled {}/s burst {}, auth {}",
+            config.api.name, config.function(Function::Predict).name, config.release.alias,
+            config.api.throttle_rate, config.api.throttle_burst, config.api.auth
+        )],
+        Command::Rollback(a) => vec![format!("point {} of {} at the previous version", config.release.alias, names(&a.which.functions()))],
+        Command::Destroy(a) => vec![format!(
+            "delete API {}, functions {}, role {}, their log groups{}",
+            config.api.name, names(&both), config.role.name,
+            if a.all { format!(", repository {} and bucket {}", config.repository.name, config.bucket.name) } else { String::new() }
+        )],
+        Command::Monitor(a) => vec![format!("read REPORT lines of {} since {:?}", names(&a.which.functions()), a.since)],
+        Command::All(_) => vec![
+            "build the functions (release)".into(),
+            "build both images into .local/images".into(),
+            "push, release (smoke-tested), api".into(),
+        ],
+        Command::Build | Command::Image(_) | Command::Cost(_) => vec![],
+    };
+    for l in lines {
+        println!("would {l}");
+    }
+}
+
+async fn connect(
+    config: DeployConfig,
+    config_dir: PathBuf,
+    invoke_endpoint: Option<&str>,
+) -> Result<Ctx> {
+    let sdk = aws::sdk_config(&config.region).await;
+    let account = aws::account(&sdk).await?;
+    let lambda_client = aws_sdk_lambda::Client::new(&sdk);
+    let smoke = smoke_client(&sdk, invoke_endpoint);
+    Ok(Ctx {
+        clients: Clients {
+            smoke: smoke.unwrap_or_else(|| lambda_client.clone()),
+            lambda: lambda_client,
+            iam: aws_sdk_iam::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(std::env::var_os("AWS_ENDPOINT_URL").is_some())
+                    .build(),
+            ),
+            ecr: aws_sdk_ecr::Client::new(&sdk),
+        },
+        apigw: aws_sdk_apigatewayv2::Client::new(&sdk),
+        account,
+        config,
+        config_dir,
+        sdk,
+    })
+}
+
+fn smoke_client(
+    sdk: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> Option<aws_sdk_lambda::Client> {
+    endpoint.map(|url| {
+        aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(sdk)
+                .endpoint_url(url)
+                .build(),
+        )
+    })
+}
+
+fn bytes_bar(len: u64, what: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what);
+    bar
+}
+
+fn say(line: String) {
+    eprintln!("{line}");
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !rev.is_empty()).then_some(rev)
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+fn read_image(target: &Target, f: Function) -> Result<Image> {
+    let dir = target.images.join(f.name());
+    image::read_layout(&dir, f).with_context(|| format!("cannot read the {f} image"))
+}
+
+async fn push(
+    ctx: &Ctx,
+    functions: &[Function],
+    target: &Target,
+    json: bool,
+) -> Result<Vec<PushOutcome>> {
+    let cfg = &ctx.config;
+    let (repo, created) = ecr::ensure_repository(
+        &ctx.clients.ecr,
+        &cfg.repository.name,
+        cfg.repository.keep_images,
+    )
+    .await?;
+    if created {
+        say(format!("created ECR repository {}", repo.uri));
+    }
+    let (user, pass) = ecr::login(&ctx.clients.ecr).await?;
+    let dest = Destination {
+        registry: target
+            .registry
+            .clone()
+            .unwrap_or_else(|| repo.registry.clone()),
+        repository: repo.name.clone(),
+        plain_http: target.registry.as_deref().is_some_and(is_loopback),
+    };
+    let auth = RegistryAuth::Basic(user, pass);
+    let mut outcomes = Vec::new();
+    for &f in functions {
+        let img = read_image(target, f)?;
+        let mut tags = vec![format!("{f}-{}", short(&img.manifest_digest))];
+        if let Some(rev) = git_revision() {
+            tags.push(format!("{f}-git-{rev}"));
+        }
+        let bar = bytes_bar(img.compressed_size(), format!("pushing {f}"));
+        let outcome = registry::push(&img, &dest, &auth, &tags, &bar)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to push the {f} image to {}/{}",
+                    dest.registry, dest.repository
+                )
+            })?;
+        bar.finish_and_clear();
+        if target.registry.is_some() {
+            ecr::register_manifest(
+                &ctx.clients.ecr,
+                &repo.name,
+                &img.manifest,
+                &img.manifest_digest,
+                &tags[0],
+            )
+            .await?;
+        }
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "function": f.name(),
+                    "repository": outcome.repository,
+                    "digest": outcome.digest,
+                    "bytes_pushed": outcome.bytes_pushed,
+                    "bytes_skipped": outcome.bytes_skipped,
+                    "tags": outcome.tags,
+                })
+            );
+        } else {
+            println!(
+                "{f}: pushed {}@{} — {} bytes sent ({} blobs), {} bytes skipped ({} blobs already there); tags {}",
+                dest.repository, outcome.digest, outcome.bytes_pushed, outcome.blobs_pushed,
+                outcome.bytes_skipped, outcome.blobs_skipped, outcome.tags.join(", ")
+            );
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn policy(ctx: &Ctx, file: &str) -> Result<String> {
+    let path = ctx.config_dir.join("iam").join(file);
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the IAM policy {}", path.display()))
+}
+
+async fn release_stage(ctx: &Ctx, args: &ReleaseArgs) -> Result<Vec<ReleaseOutcome>> {
+    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    release_functions(
+        ctx,
+        &args.which.functions(),
+        &args.target,
+        args.canary,
+        args.model.as_deref(),
+        args.json,
+    )
+    .await
+}
+
+/// The same context with smoke tests sent to `endpoint` when given.
+fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
+    Ctx {
+        config: ctx.config.clone(),
+        config_dir: ctx.config_dir.clone(),
+        account: ctx.account.clone(),
+        clients: Clients {
+            lambda: ctx.clients.lambda.clone(),
+            smoke: smoke_client(&ctx.sdk, endpoint).unwrap_or_else(|| ctx.clients.smoke.clone()),
+            iam: ctx.clients.iam.clone(),
+            logs: ctx.clients.logs.clone(),
+            s3: ctx.clients.s3.clone(),
+            ecr: ctx.clients.ecr.clone(),
+        },
+        apigw: ctx.apigw.clone(),
+        sdk: ctx.sdk.clone(),
+    }
+}
+
+async fn release_functions(
+    ctx: &Ctx,
+    functions: &[Function],
+    target: &Target,
+    canary: Option<f64>,
+    model: Option<&str>,
+    json: bool,
+) -> Result<Vec<ReleaseOutcome>> {
+    let cfg = &ctx.config;
+    if model.is_some_and(|m| !m.starts_with("s3://")) {
+        bail!("--model must be an s3://bucket/key URI");
+    }
+    let role_arn = release::ensure_role(
+        &ctx.clients,
+        cfg,
+        &ctx.account,
+        &policy(ctx, "trust-policy.json")?,
+        &policy(ctx, "execution-policy.json")?,
+    )
+    .await?;
+    let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
+    if release::ensure_bucket(&ctx.clients.s3, &bucket, &ctx.account.region).await? {
+        say(format!("created bucket {bucket} (private, encrypted)"));
+    }
+    let (repo, _) = ecr::ensure_repository(
+        &ctx.clients.ecr,
+        &cfg.repository.name,
+        cfg.repository.keep_images,
+    )
+    .await?;
+    let mut outcomes = Vec::new();
+    for &f in functions {
+        let img = read_image(target, f)?;
+        let req = ReleaseRequest {
+            function: f,
+            repository_uri: &repo.uri,
+            repository: &repo.name,
+            digest: &img.manifest_digest,
+            model_s3_uri: if f == Function::Predict { model } else { None },
+            canary_percent: canary,
+        };
+        let outcome =
+            release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say).await?;
+        if json {
+            println!("{}", serde_json::to_string(&outcome)?);
+        } else {
+            println!(
+                "{}: version {} is {} ({}; smoke test: {})",
+                outcome.function,
+                outcome.version,
+                match outcome.canary {
+                    Some(share) => format!("a {:.0}% canary on {}", share * 100.0, outcome.alias),
+                    None => outcome.alias.clone(),
+                },
+                outcome.image_uri,
+                outcome.smoke
+            );
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
+    let cfg = &ctx.config;
+    let auth: Auth = args
+        .auth
+        .as_deref()
+        .unwrap_or(&cfg.api.auth)
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let spec = ApiSpec {
+        name: cfg.api.name.clone(),
+        stage: cfg.api.stage.clone(),
+        throttle_rate: cfg.api.throttle_rate,
+        throttle_burst: cfg.api.throttle_burst,
+        cors_origins: cfg.api.cors_origins.clone(),
+        auth,
+        jwt_issuer: cfg.api.jwt_issuer.clone(),
+        jwt_audience: cfg.api.jwt_audience.clone(),
+        function_name: cfg.function(Function::Predict).name.clone(),
+        alias: cfg.release.alias.clone(),
+        region: ctx.account.region.clone(),
+        account: ctx.account.id.clone(),
+    };
+    let out = apigw::ensure_http_api(&ctx.apigw, &ctx.clients.lambda, &spec).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "{} API {} ({}): POST {}/predict, GET {}/health",
+            if out.created { "created" } else { "updated" },
+            cfg.api.name,
+            out.api_id,
+            out.url,
+            out.url
+        );
+    }
+    Ok(out)
+}
+
+async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
+    let alias = &ctx.config.release.alias;
+    for f in args.which.functions() {
+        let name = &ctx.config.function(f).name;
+        let current = lambda::alias_version(&ctx.clients.lambda, name, alias)
+            .await?
+            .with_context(|| format!("{name} has no {alias} alias: nothing to roll back"))?;
+        let to = match args.to {
+            Some(v) => v.to_string(),
+            None => {
+                let current_n: u64 = current.parse().unwrap_or(u64::MAX);
+                let versions = lambda::versions(&ctx.clients.lambda, name).await?;
+                versions
+                    .into_iter()
+                    .filter(|v| *v < current_n)
+                    .max()
+                    .with_context(|| {
+                        format!("{name}: no version before {current} to roll back to")
+                    })?
+                    .to_string()
+            }
+        };
+        lambda::point_alias(&ctx.clients.lambda, name, alias, &to, None).await?;
+        println!("{name}: {alias} → version {to} (was {current})");
+    }
+    Ok(())
+}
+
+async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
+    let cfg = &ctx.config;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
+        }
+        eprint!(
+            "delete API {}, functions {} and {}, role {}{}? [y/N] ",
+            cfg.api.name,
+            cfg.function(Function::Predict).name,
+            cfg.function(Function::Train).name,
+            cfg.role.name,
+            if args.all {
+                ", the ECR repository and the bucket"
+            } else {
+                ""
+            }
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("nothing deleted");
+        }
+    }
+    if apigw::delete_api(&ctx.apigw, &cfg.api.name).await? {
+        println!("deleted API {}", cfg.api.name);
+    }
+    for f in [Function::Predict, Function::Train] {
+        let name = &cfg.function(f).name;
+        match ctx
+            .clients
+            .lambda
+            .delete_function()
+            .function_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => println!("deleted function {name} (its versions and aliases with it)"),
+            Err(e) => {
+                let e = aws::aws_err(format!("deleting function {name}"))(e);
+                if !e.is("ResourceNotFoundException") {
+                    return Err(e.into());
+                }
+            }
+        }
+        if logs::delete_log_group(&ctx.clients.logs, &logs::log_group(name)).await? {
+            println!("deleted log group {}", logs::log_group(name));
+        }
+    }
+    if lambda_cnn::pipeline::iam::delete_role(&ctx.clients.iam, &cfg.role.name).await? {
+        println!("deleted role {}", cfg.role.name);
+    }
+    if args.all {
+        match ctx
+            .clients
+            .ecr
+            .delete_repository()
+            .repository_name(&cfg.repository.name)
+            .force(true)
+            .send()
+            .await
+        {
+            Ok(_) => println!("deleted ECR repository {}", cfg.repository.name),
+            Err(e) => {
+                let e = aws::aws_err(format!("deleting ECR repository {}", cfg.repository.name))(e);
+                if !e.is("RepositoryNotFoundException") {
+                    return Err(e.into());
+                }
+            }
+        }
+        let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
+        if ctx
+            .clients
+            .s3
+            .head_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            let listed = ctx
+                .clients
+                .s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(aws::aws_err(format!("listing bucket {bucket}")))?;
+            for o in listed.contents() {
+                if let Some(key) = o.key() {
+                    ctx.clients
+                        .s3
+                        .delete_object()
+                        .bucket(&bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .map_err(aws::aws_err(format!("deleting s3://{bucket}/{key}")))?;
+                }
+            }
+            ctx.clients
+                .s3
+                .delete_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(aws::aws_err(format!("deleting bucket {bucket}")))?;
+            println!("deleted bucket {bucket}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_api(s: &str) -> Result<Api> {
+    match s {
+        "none" => Ok(Api::None),
+        "http" => Ok(Api::Http),
+        "rest" => Ok(Api::Rest),
+        other => bail!("--api {other:?}: none, http or rest"),
+    }
+}
+
+async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
+    let cfg = &ctx.config;
+    let arch = cfg.arch().map_err(anyhow::Error::msg)?;
+    let api = parse_api(&args.api)?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let mut since: Vec<i64> = vec![now_ms - args.since.as_millis() as i64; 2];
+    let mut seen: Vec<Vec<report::Report>> = vec![Vec::new(), Vec::new()];
+    loop {
+        for (i, f) in args.which.functions().into_iter().enumerate() {
+            let fc = cfg.function(f);
+            let group = logs::log_group(&fc.name);
+            let (reports, newest) = logs::reports(&ctx.clients.logs, &group, since[i]).await?;
+            since[i] = newest + 1;
+            seen[i].extend(reports);
+            let api = if f == Function::Predict {
+                api
+            } else {
+                Api::None
+            };
+            let s = report::summarize(&seen[i], arch, api, fc.ephemeral_mb as u32, &US_EAST_1);
+            if args.json {
+                println!("{}", serde_json::json!({"function": fc.name, "summary": s}));
+            } else if s.invocations == 0 {
+                if !args.follow {
+                    println!(
+                        "{}: no invocations in the last {}",
+                        fc.name,
+                        humantime::format_duration(args.since)
+                    );
+                }
+            } else {
+                println!(
+                    "{}: {} invocations ({} cold, {} errors); duration p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms{}; memory {} of {} MB used ({:.0}% headroom); cost {}",
+                    fc.name, s.invocations, s.cold_starts, s.errors, s.duration_p50_ms, s.duration_p95_ms, s.duration_max_ms,
+                    s.init_max_ms.map(|i| format!(", init max {i:.1} ms")).unwrap_or_default(),
+                    s.max_memory_used_mb, s.memory_size_mb, s.memory_headroom * 100.0, s.cost
+                );
+            }
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
+    let built = super::run_build()?;
+    for f in [Function::Predict, Function::Train] {
+        let out = args.target.images.join(f.name());
+        super::image_from(f, built.binary(f), &out)?;
+    }
+    let both = [Function::Predict, Function::Train];
+    push(ctx, &both, &args.target, args.json).await?;
+    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    release_functions(ctx, &both, &args.target, None, None, args.json).await?;
+    if !args.no_api {
+        api(
+            ctx,
+            &ApiArgs {
+                auth: None,
+                json: args.json,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

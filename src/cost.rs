@@ -1,0 +1,203 @@
+//! The seed's cost model (§4.2), `C = C0 + C1·t + C2·Σ rᵢ·tᵢ`, with Lambda's prices:
+//!
+//! - `C0`: the fixed charge per event — Lambda's request charge;
+//! - `C1·t`: execution time — billed seconds × memory in GB × the price of a GB-second for the
+//!   architecture;
+//! - `C2·Σ rᵢ·tᵢ`: other resources, each used for a time at a unit price — ephemeral storage
+//!   above the free 512 MB (GB-seconds), and API Gateway requests in front of the function.
+//!
+//! The free tier is left out: it is per account, not per function.
+
+use std::fmt;
+
+pub use crate::arch::Arch;
+
+/// API Gateway in front of the function, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    None,
+    /// HTTP API (v2).
+    Http,
+    /// REST API (v1).
+    Rest,
+}
+
+/// One price table, with where and when it was read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    pub region: &'static str,
+    /// When these were read off the public price pages.
+    pub as_of: &'static str,
+    /// USD per request.
+    pub request: f64,
+    /// USD per GB-second of execution, x86_64 (first pricing tier).
+    pub gb_second_x86_64: f64,
+    /// USD per GB-second of execution, arm64 (first pricing tier).
+    pub gb_second_arm64: f64,
+    /// USD per GB-second of ephemeral storage above the free 512 MB.
+    pub ephemeral_gb_second: f64,
+    /// USD per API Gateway HTTP API request (first 300 M a month).
+    pub http_api_request: f64,
+    /// USD per API Gateway REST API request (first 333 M a month).
+    pub rest_api_request: f64,
+}
+
+/// us-east-1 on-demand prices from aws.amazon.com/lambda/pricing and /api-gateway/pricing.
+pub const US_EAST_1: Prices = Prices {
+    region: "us-east-1",
+    as_of: "2025-06",
+    request: 0.20 / 1e6,
+    gb_second_x86_64: 0.000_016_666_7,
+    gb_second_arm64: 0.000_013_333_4,
+    ephemeral_gb_second: 0.000_000_030_9,
+    http_api_request: 1.00 / 1e6,
+    rest_api_request: 3.50 / 1e6,
+};
+
+impl Prices {
+    pub fn gb_second(&self, arch: Arch) -> f64 {
+        match arch {
+            Arch::X86_64 => self.gb_second_x86_64,
+            Arch::Arm64 => self.gb_second_arm64,
+        }
+    }
+
+    pub fn api_request(&self, api: Api) -> f64 {
+        match api {
+            Api::None => 0.0,
+            Api::Http => self.http_api_request,
+            Api::Rest => self.rest_api_request,
+        }
+    }
+}
+
+/// What was (or would be) run: the inputs of the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub invocations: u64,
+    /// Σ billed duration over all invocations, in milliseconds.
+    pub billed_ms: f64,
+    pub memory_mb: u32,
+    pub ephemeral_mb: u32,
+    pub arch: Arch,
+    pub api: Api,
+}
+
+impl Usage {
+    /// A what-if: `invocations` runs of `duration_ms` each. Lambda bills each run rounded up
+    /// to the millisecond.
+    pub fn what_if(invocations: u64, duration_ms: f64, memory_mb: u32, arch: Arch) -> Usage {
+        Usage {
+            invocations,
+            billed_ms: invocations as f64 * duration_ms.max(0.0).ceil(),
+            memory_mb,
+            ephemeral_mb: 512,
+            arch,
+            api: Api::None,
+        }
+    }
+}
+
+/// The cost, term by term, in USD.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Cost {
+    /// C0 per event × events.
+    pub requests: f64,
+    /// C1·t: GB-seconds of execution.
+    pub compute: f64,
+    /// Part of C2·Σ rᵢ·tᵢ: ephemeral storage above 512 MB.
+    pub ephemeral_storage: f64,
+    /// Part of C2·Σ rᵢ·tᵢ: API Gateway requests.
+    pub api_gateway: f64,
+    pub total: f64,
+    pub gb_seconds: f64,
+}
+
+pub fn cost(usage: &Usage, prices: &Prices) -> Cost {
+    let seconds = usage.billed_ms / 1000.0;
+    let gb_seconds = seconds * f64::from(usage.memory_mb) / 1024.0;
+    let requests = usage.invocations as f64 * prices.request;
+    let compute = gb_seconds * prices.gb_second(usage.arch);
+    let extra_gb = f64::from(usage.ephemeral_mb.saturating_sub(512)) / 1024.0;
+    let ephemeral_storage = extra_gb * seconds * prices.ephemeral_gb_second;
+    let api_gateway = usage.invocations as f64 * prices.api_request(usage.api);
+    Cost {
+        requests,
+        compute,
+        ephemeral_storage,
+        api_gateway,
+        total: requests + compute + ephemeral_storage + api_gateway,
+        gb_seconds,
+    }
+}
+
+impl fmt::Display for Cost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "${:.6} (requests ${:.6}, compute ${:.6} for {:.3} GB-s, ephemeral storage ${:.6}, API Gateway ${:.6})",
+            self.total, self.requests, self.compute, self.gb_seconds, self.ephemeral_storage, self.api_gateway
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9_f64.max(b.abs() * 1e-9)
+    }
+
+    /// AWS's own worked example (lambda pricing page, x86): 3 M requests a month, 120 ms each,
+    /// 1536 MB → 540,000 GB-s → $9.00 compute; $0.60 requests (free tier ignored).
+    #[test]
+    fn matches_the_pricing_pages_worked_example() {
+        let usage = Usage::what_if(3_000_000, 120.0, 1536, Arch::X86_64);
+        let c = cost(&usage, &US_EAST_1);
+        assert!(close(c.gb_seconds, 540_000.0), "{}", c.gb_seconds);
+        assert!(
+            close(c.compute, 540_000.0 * 0.000_016_666_7),
+            "{}",
+            c.compute
+        );
+        assert!((c.compute - 9.0).abs() < 0.001, "{}", c.compute);
+        assert!(close(c.requests, 0.60));
+        assert!(close(c.total, c.compute + 0.60));
+    }
+
+    /// By hand: 1 M predictions of 40 ms at 512 MB on arm64 behind an HTTP API.
+    /// GB-s = 1e6 × 0.040 × 0.5 = 20,000 → × 0.0000133334 = $0.266668; requests $0.20;
+    /// API $1.00; total $1.466668.
+    #[test]
+    fn a_hand_worked_arm64_api_example() {
+        let mut usage = Usage::what_if(1_000_000, 40.0, 512, Arch::Arm64);
+        usage.api = Api::Http;
+        let c = cost(&usage, &US_EAST_1);
+        assert!(close(c.gb_seconds, 20_000.0));
+        assert!(close(c.compute, 0.266_668));
+        assert!(close(c.api_gateway, 1.0));
+        assert!(close(c.total, 1.466_668), "{}", c.total);
+    }
+
+    /// Durations are billed rounded up to the millisecond; ephemeral storage counts above
+    /// 512 MB only: 10 runs of 0.2 ms with 2560 MB storage, 1024 MB memory →
+    /// billed 10 ms = 0.01 s; storage 2 GB × 0.01 s × 0.0000000309.
+    #[test]
+    fn rounds_each_run_up_and_charges_storage_above_512_mb() {
+        let mut usage = Usage::what_if(10, 0.2, 1024, Arch::X86_64);
+        assert!(close(usage.billed_ms, 10.0));
+        usage.ephemeral_mb = 2560;
+        let c = cost(&usage, &US_EAST_1);
+        assert!(close(c.ephemeral_storage, 2.0 * 0.01 * 0.000_000_030_9));
+        usage.ephemeral_mb = 512;
+        assert_eq!(cost(&usage, &US_EAST_1).ephemeral_storage, 0.0);
+    }
+
+    #[test]
+    fn arm64_costs_a_fifth_less_per_gb_second() {
+        let x = cost(&Usage::what_if(1000, 100.0, 1024, Arch::X86_64), &US_EAST_1);
+        let a = cost(&Usage::what_if(1000, 100.0, 1024, Arch::Arm64), &US_EAST_1);
+        assert!((a.compute / x.compute - 0.8).abs() < 1e-3);
+    }
+}

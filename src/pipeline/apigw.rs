@@ -1,0 +1,340 @@
+//! The public HTTPS endpoint: an API Gateway HTTP API with `POST /predict` and `GET /health`
+//! routed to predict's `live` alias, guarded by stage throttling, CORS, optional IAM or JWT
+//! authorization, and the invoke permission scoped to this API. Every step finds what exists
+//! before creating, so running it again changes nothing.
+
+use aws_sdk_apigatewayv2::types::{
+    AuthorizationType, AuthorizerType, Cors, IntegrationType, JwtConfiguration, ProtocolType,
+    RouteSettings,
+};
+
+use super::aws::{aws_err, AwsError};
+
+pub const ROUTES: [&str; 2] = ["POST /predict", "GET /health"];
+const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    Iam,
+    Jwt,
+}
+
+impl std::str::FromStr for Auth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Auth::None),
+            "iam" => Ok(Auth::Iam),
+            "jwt" => Ok(Auth::Jwt),
+            other => Err(format!("unknown authorization {other:?}: none, iam or jwt")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSpec {
+    pub name: String,
+    pub stage: String,
+    pub throttle_rate: f64,
+    pub throttle_burst: i32,
+    pub cors_origins: Vec<String>,
+    pub auth: Auth,
+    pub jwt_issuer: String,
+    pub jwt_audience: Vec<String>,
+    pub function_name: String,
+    pub alias: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl ApiSpec {
+    fn alias_arn(&self) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{}:{}",
+            self.region, self.account, self.function_name, self.alias
+        )
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApiOutcome {
+    pub api_id: String,
+    pub url: String,
+    pub created: bool,
+}
+
+/// The API named `name`, if any.
+pub async fn find_api(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    name: &str,
+) -> Result<Option<(String, String)>, AwsError> {
+    let mut token = None;
+    loop {
+        let page = apigw
+            .get_apis()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws_err("listing HTTP APIs"))?;
+        if let Some(api) = page.items().iter().find(|a| a.name() == Some(name)) {
+            return Ok(Some((
+                api.api_id().unwrap_or_default().to_owned(),
+                api.api_endpoint().unwrap_or_default().to_owned(),
+            )));
+        }
+        token = page.next_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(None);
+        }
+    }
+}
+
+pub async fn ensure_http_api(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    lambda: &aws_sdk_lambda::Client,
+    spec: &ApiSpec,
+) -> Result<ApiOutcome, AwsError> {
+    let cors = Cors::builder()
+        .set_allow_origins(Some(spec.cors_origins.clone()))
+        .allow_methods("GET")
+        .allow_methods("POST")
+        .allow_methods("OPTIONS")
+        .allow_headers("content-type")
+        .allow_headers("authorization")
+        .max_age(3600)
+        .build();
+    let (api_id, endpoint, created) = match find_api(apigw, &spec.name).await? {
+        Some((id, endpoint)) => {
+            apigw
+                .update_api()
+                .api_id(&id)
+                .cors_configuration(cors)
+                .send()
+                .await
+                .map_err(aws_err(format!("updating CORS of API {}", spec.name)))?;
+            (id, endpoint, false)
+        }
+        None => {
+            let out = apigw
+                .create_api()
+                .name(&spec.name)
+                .protocol_type(ProtocolType::Http)
+                .cors_configuration(cors)
+                .description("lambda-cnn predictions (created by deploy api)")
+                .send()
+                .await
+                .map_err(aws_err(format!("creating HTTP API {}", spec.name)))?;
+            (
+                out.api_id().unwrap_or_default().to_owned(),
+                out.api_endpoint().unwrap_or_default().to_owned(),
+                true,
+            )
+        }
+    };
+
+    let target = spec.alias_arn();
+    let integrations = apigw
+        .get_integrations()
+        .api_id(&api_id)
+        .send()
+        .await
+        .map_err(aws_err(format!("listing the integrations of API {api_id}")))?;
+    let integration_id = match integrations
+        .items()
+        .iter()
+        .find(|i| i.integration_uri() == Some(target.as_str()))
+    {
+        Some(i) => i.integration_id().unwrap_or_default().to_owned(),
+        None => apigw
+            .create_integration()
+            .api_id(&api_id)
+            .integration_type(IntegrationType::AwsProxy)
+            .integration_uri(&target)
+            .payload_format_version("2.0")
+            .send()
+            .await
+            .map_err(aws_err(format!("connecting API {api_id} to {target}")))?
+            .integration_id()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+
+    let (authorization, authorizer_id) = match spec.auth {
+        Auth::None => (AuthorizationType::None, None),
+        Auth::Iam => (AuthorizationType::AwsIam, None),
+        Auth::Jwt => (
+            AuthorizationType::Jwt,
+            Some(ensure_jwt_authorizer(apigw, &api_id, spec).await?),
+        ),
+    };
+    let routes = apigw
+        .get_routes()
+        .api_id(&api_id)
+        .send()
+        .await
+        .map_err(aws_err(format!("listing the routes of API {api_id}")))?;
+    for key in ROUTES {
+        let target = format!("integrations/{integration_id}");
+        match routes.items().iter().find(|r| r.route_key() == Some(key)) {
+            Some(r) => {
+                apigw
+                    .update_route()
+                    .api_id(&api_id)
+                    .route_id(r.route_id().unwrap_or_default())
+                    .target(&target)
+                    .authorization_type(authorization.clone())
+                    .set_authorizer_id(authorizer_id.clone())
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("updating route {key}")))?;
+            }
+            None => {
+                apigw
+                    .create_route()
+                    .api_id(&api_id)
+                    .route_key(key)
+                    .target(&target)
+                    .authorization_type(authorization.clone())
+                    .set_authorizer_id(authorizer_id.clone())
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("creating route {key}")))?;
+            }
+        }
+    }
+
+    let throttle = RouteSettings::builder()
+        .throttling_rate_limit(spec.throttle_rate)
+        .throttling_burst_limit(spec.throttle_burst)
+        .build();
+    let stage = apigw
+        .get_stage()
+        .api_id(&api_id)
+        .stage_name(&spec.stage)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading stage {}", spec.stage)));
+    match stage {
+        Ok(current) => {
+            let same = current.auto_deploy() == Some(true)
+                && current.default_route_settings().is_some_and(|r| {
+                    r.throttling_rate_limit() == Some(spec.throttle_rate)
+                        && r.throttling_burst_limit() == Some(spec.throttle_burst)
+                });
+            if same {
+                // Nothing to change (and one call fewer that could fail).
+            } else {
+                apigw
+                    .update_stage()
+                    .api_id(&api_id)
+                    .stage_name(&spec.stage)
+                    .auto_deploy(true)
+                    .default_route_settings(throttle)
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("updating stage {}", spec.stage)))?;
+            }
+        }
+        Err(e) if e.is("NotFoundException") => {
+            apigw
+                .create_stage()
+                .api_id(&api_id)
+                .stage_name(&spec.stage)
+                .auto_deploy(true)
+                .default_route_settings(throttle)
+                .send()
+                .await
+                .map_err(aws_err(format!("creating stage {}", spec.stage)))?;
+        }
+        Err(e) => return Err(e),
+    }
+
+    let permission = lambda
+        .add_permission()
+        .function_name(&spec.function_name)
+        .qualifier(&spec.alias)
+        .statement_id(format!("lambda-cnn-apigw-{api_id}"))
+        .action("lambda:InvokeFunction")
+        .principal("apigateway.amazonaws.com")
+        .source_arn(format!(
+            "arn:aws:execute-api:{}:{}:{api_id}/*/*",
+            spec.region, spec.account
+        ))
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "allowing API {api_id} to invoke {}:{}",
+            spec.function_name, spec.alias
+        )));
+    match permission {
+        Ok(_) => {}
+        Err(e) if e.is("ResourceConflictException") => {} // granted before
+        Err(e) => return Err(e),
+    }
+    let url = if spec.stage == "$default" {
+        endpoint
+    } else {
+        format!("{endpoint}/{}", spec.stage)
+    };
+    Ok(ApiOutcome {
+        api_id,
+        url,
+        created,
+    })
+}
+
+async fn ensure_jwt_authorizer(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    api_id: &str,
+    spec: &ApiSpec,
+) -> Result<String, AwsError> {
+    let existing = apigw
+        .get_authorizers()
+        .api_id(api_id)
+        .send()
+        .await
+        .map_err(aws_err(format!("listing the authorizers of API {api_id}")))?;
+    if let Some(a) = existing
+        .items()
+        .iter()
+        .find(|a| a.name() == Some(AUTHORIZER_NAME))
+    {
+        return Ok(a.authorizer_id().unwrap_or_default().to_owned());
+    }
+    let out = apigw
+        .create_authorizer()
+        .api_id(api_id)
+        .name(AUTHORIZER_NAME)
+        .authorizer_type(AuthorizerType::Jwt)
+        .identity_source("$request.header.Authorization")
+        .jwt_configuration(
+            JwtConfiguration::builder()
+                .issuer(&spec.jwt_issuer)
+                .set_audience(Some(spec.jwt_audience.clone()))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "creating the JWT authorizer of API {api_id}"
+        )))?;
+    Ok(out.authorizer_id().unwrap_or_default().to_owned())
+}
+
+/// Deletes the API named `name`; false when there was none.
+pub async fn delete_api(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    name: &str,
+) -> Result<bool, AwsError> {
+    let Some((id, _)) = find_api(apigw, name).await? else {
+        return Ok(false);
+    };
+    apigw
+        .delete_api()
+        .api_id(&id)
+        .send()
+        .await
+        .map_err(aws_err(format!("deleting API {name} ({id})")))?;
+    Ok(true)
+}

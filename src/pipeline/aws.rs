@@ -1,0 +1,98 @@
+//! What every AWS stage shares: the SDK configuration (the standard chain: env, profiles,
+//! `AWS_ENDPOINT_URL[_<SERVICE>]`), the account, and one error type that says what was being
+//! attempted.
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// An AWS call that failed: what was attempted, the service's error code when it sent one,
+/// and its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct AwsError {
+    pub action: String,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(action: impl Into<String>, message: impl Into<String>) -> Self {
+        AwsError {
+            action: action.into(),
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// The service's error code is `code` (e.g. `ResourceNotFoundException`). Matching on the
+    /// code, not on typed variants: emulators answer some errors the SDK does not model.
+    pub fn is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+/// `map_err(aws_err("creating function x"))`.
+pub fn aws_err<E>(action: impl Into<String>) -> impl FnOnce(SdkError<E>) -> AwsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let action = action.into();
+    move |e| {
+        let code = e.code().map(str::to_owned);
+        let message = match (&e, e.message()) {
+            (_, Some(m)) if code.is_some() => m.to_owned(),
+            // An answer the SDK could not make sense of: say what came back, briefly.
+            (SdkError::ServiceError(se), _) => {
+                let raw = se.raw();
+                let body = raw
+                    .body()
+                    .bytes()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let body: String = body.chars().take(200).collect();
+                format!(
+                    "HTTP {} from the service: {}",
+                    raw.status().as_u16(),
+                    body.trim()
+                )
+            }
+            _ => DisplayErrorContext(&e).to_string(),
+        };
+        AwsError {
+            action,
+            code,
+            message,
+        }
+    }
+}
+
+/// The SDK configuration from the standard chain; `fallback_region` when none is configured.
+pub async fn sdk_config(fallback_region: &str) -> SdkConfig {
+    let region =
+        RegionProviderChain::default_provider().or_else(Region::new(fallback_region.to_owned()));
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .load()
+        .await
+}
+
+/// Where the deploy runs: account and region, asked of STS (so a missing or wrong credential
+/// is found before anything is created).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub region: String,
+}
+
+pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
+    let sts = aws_sdk_sts::Client::new(config);
+    let who = sts.get_caller_identity().send().await.map_err(aws_err(
+        "finding the AWS account (sts:GetCallerIdentity); are credentials configured? \
+         (aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+    ))?;
+    Ok(Account {
+        id: who.account().unwrap_or_default().to_owned(),
+        region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+    })
+}

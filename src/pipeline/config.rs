@@ -1,0 +1,194 @@
+//! `infra/deploy.toml`: what the pipeline creates and how, in one place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::image::Function;
+use crate::arch::Arch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    pub region: String,
+    pub architecture: String,
+    pub repository: RepositoryConfig,
+    pub role: RoleConfig,
+    pub bucket: BucketConfig,
+    pub release: ReleaseConfig,
+    pub functions: BTreeMap<String, FunctionConfig>,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub name: String,
+    pub keep_images: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    pub alias: String,
+    pub log_retention_days: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    pub name: String,
+    pub memory_mb: i32,
+    pub timeout_s: i32,
+    pub ephemeral_mb: i32,
+    #[serde(default)]
+    pub reserved_concurrency: Option<i32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub name: String,
+    pub stage: String,
+    pub throttle_rate: f64,
+    pub throttle_burst: i32,
+    pub cors_origins: Vec<String>,
+    pub auth: String,
+    #[serde(default)]
+    pub jwt_issuer: String,
+    #[serde(default)]
+    pub jwt_audience: Vec<String>,
+}
+
+impl DeployConfig {
+    pub fn load(path: &Path) -> Result<DeployConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<DeployConfig, String> {
+        let config: DeployConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.arch()?;
+        for f in [Function::Predict, Function::Train] {
+            let fc = self
+                .functions
+                .get(f.name())
+                .ok_or_else(|| format!("[functions.{f}] is missing"))?;
+            if !(128..=10240).contains(&fc.memory_mb) {
+                return Err(format!(
+                    "functions.{f}.memory_mb = {}: Lambda allows 128..=10240",
+                    fc.memory_mb
+                ));
+            }
+            if !(1..=900).contains(&fc.timeout_s) {
+                return Err(format!(
+                    "functions.{f}.timeout_s = {}: Lambda allows 1..=900",
+                    fc.timeout_s
+                ));
+            }
+            if !(512..=10240).contains(&fc.ephemeral_mb) {
+                return Err(format!(
+                    "functions.{f}.ephemeral_mb = {}: Lambda allows 512..=10240",
+                    fc.ephemeral_mb
+                ));
+            }
+        }
+        if !["none", "iam", "jwt"].contains(&self.api.auth.as_str()) {
+            return Err(format!("api.auth = {:?}: none, iam or jwt", self.api.auth));
+        }
+        if self.api.auth == "jwt"
+            && (self.api.jwt_issuer.is_empty() || self.api.jwt_audience.is_empty())
+        {
+            return Err("api.auth = \"jwt\" needs api.jwt_issuer and api.jwt_audience".into());
+        }
+        Ok(())
+    }
+
+    pub fn arch(&self) -> Result<Arch, String> {
+        self.architecture
+            .parse()
+            .map_err(|e| format!("architecture: {e}"))
+    }
+
+    pub fn function(&self, f: Function) -> &FunctionConfig {
+        // `check` made sure both are there.
+        &self.functions[f.name()]
+    }
+
+    /// The bucket name with `{account}` and `{region}` filled in.
+    pub fn bucket_name(&self, account: &str, region: &str) -> String {
+        self.bucket
+            .name
+            .replace("{account}", account)
+            .replace("{region}", region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy.toml"))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let c = DeployConfig::parse(&shipped()).unwrap();
+        assert_eq!(c.function(Function::Predict).name, "lambda-cnn-predict");
+        assert_eq!(c.arch().unwrap(), Arch::X86_64);
+        assert_eq!(
+            c.bucket_name("123456789012", "eu-west-1"),
+            "lambda-cnn-models-123456789012-eu-west-1"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad = shipped().replace("memory_mb = 1024", "memory_mb = 64");
+        let err = DeployConfig::parse(&bad).unwrap_err();
+        assert!(err.contains("functions.predict.memory_mb = 64"), "{err}");
+        let bad = shipped().replace("auth = \"none\"", "auth = \"jwt\"");
+        assert!(DeployConfig::parse(&bad)
+            .unwrap_err()
+            .contains("jwt_issuer"));
+        let bad = shipped().replace("[role]", "[role]\ntypo = 1");
+        assert!(DeployConfig::parse(&bad).unwrap_err().contains("typo"));
+    }
+}

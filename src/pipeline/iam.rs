@@ -1,0 +1,114 @@
+//! The functions' execution role: Lambda's trust policy and a least-privilege inline policy
+//! (its own log groups, the models bucket), both from `infra/iam/`.
+
+use super::aws::{aws_err, AwsError};
+
+pub const POLICY_NAME: &str = "lambda-cnn";
+
+/// Fills `{account}`, `{region}`, `{bucket}`, `{predict}`, `{train}` in a policy template.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter().fold(template.to_owned(), |t, (k, v)| {
+        t.replace(&format!("{{{k}}}"), v)
+    })
+}
+
+/// Creates the role when missing and (re)sets its inline policy; returns (ARN, created).
+pub async fn ensure_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    trust_policy: &str,
+    policy: &str,
+) -> Result<(String, bool), AwsError> {
+    let found = iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up IAM role {name}")));
+    let (arn, created) = match found {
+        Ok(out) => (out.role().map(|r| r.arn().to_owned()), false),
+        Err(e) if e.is("NoSuchEntity") => {
+            let out = iam
+                .create_role()
+                .role_name(name)
+                .assume_role_policy_document(trust_policy)
+                .description("Execution role of the lambda-cnn functions (created by deploy)")
+                .send()
+                .await
+                .map_err(aws_err(format!("creating IAM role {name}")))?;
+            (out.role().map(|r| r.arn().to_owned()), true)
+        }
+        Err(e) => return Err(e),
+    };
+    let arn =
+        arn.ok_or_else(|| AwsError::new(format!("IAM role {name}"), "no ARN in the answer"))?;
+    iam.put_role_policy()
+        .role_name(name)
+        .policy_name(POLICY_NAME)
+        .policy_document(policy)
+        .send()
+        .await
+        .map_err(aws_err(format!("setting the policy of IAM role {name}")))?;
+    Ok((arn, created))
+}
+
+/// Removes the inline policy and the role; a missing role is not an error.
+pub async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, AwsError> {
+    let r = iam
+        .delete_role_policy()
+        .role_name(name)
+        .policy_name(POLICY_NAME)
+        .send()
+        .await
+        .map_err(aws_err(format!("deleting the policy of IAM role {name}")));
+    match r {
+        Ok(_) => {}
+        Err(e) if e.is("NoSuchEntity") => {}
+        Err(e) => return Err(e),
+    }
+    match iam
+        .delete_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("deleting IAM role {name}")))
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is("NoSuchEntity") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_shipped_policies_render_to_json_naming_only_our_resources() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam");
+        let vars = [
+            ("account", "123456789012"),
+            ("region", "eu-west-1"),
+            ("bucket", "models-bucket"),
+            ("predict", "lambda-cnn-predict"),
+            ("train", "lambda-cnn-train"),
+        ];
+        for file in ["trust-policy.json", "execution-policy.json"] {
+            let text = render(&std::fs::read_to_string(dir.join(file)).unwrap(), &vars);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                !text.contains("{account}") && !text.contains("\"*\""),
+                "{file}: {v}"
+            );
+        }
+        let policy = render(
+            &std::fs::read_to_string(dir.join("execution-policy.json")).unwrap(),
+            &vars,
+        );
+        assert!(policy.contains(
+            "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/lambda-cnn-predict:*"
+        ));
+        assert!(policy.contains("arn:aws:s3:::models-bucket/*"));
+    }
+}

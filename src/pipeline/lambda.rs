@@ -1,0 +1,363 @@
+//! Lambda: create or update a function from an image (by digest), wait until the update is
+//! done, publish versions, invoke them, and move aliases — with canary weights when asked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{
+    AliasRoutingConfiguration, Architecture, Environment, EphemeralStorage, FunctionCode,
+    PackageType,
+};
+
+use super::aws::{aws_err, AwsError};
+use crate::arch::Arch;
+
+/// What a function should be.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub name: String,
+    /// `<repository uri>@sha256:…`: by digest, never by tag.
+    pub image_uri: String,
+    pub role_arn: String,
+    pub memory_mb: i32,
+    pub timeout_s: i32,
+    pub ephemeral_mb: i32,
+    pub arch: Arch,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+const WAIT: Duration = Duration::from_secs(600);
+
+fn architecture(arch: Arch) -> Architecture {
+    match arch {
+        Arch::X86_64 => Architecture::X8664,
+        Arch::Arm64 => Architecture::Arm64,
+    }
+}
+
+fn environment(spec: &FunctionSpec) -> Environment {
+    let vars: HashMap<String, String> = spec.env.clone().into_iter().collect();
+    Environment::builder().set_variables(Some(vars)).build()
+}
+
+async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
+    lambda
+        .wait_until_function_updated_v2()
+        .function_name(name)
+        .wait(WAIT)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            AwsError::new(
+                format!("waiting for {name} to finish updating (LastUpdateStatus)"),
+                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+            )
+        })
+}
+
+/// Brings function `spec.name` to `spec`: creates it, or updates its code and configuration
+/// where they differ; waits until Lambda reports the update done.
+pub async fn deploy(
+    lambda: &aws_sdk_lambda::Client,
+    spec: &FunctionSpec,
+) -> Result<Change, AwsError> {
+    let name = &spec.name;
+    let found = lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up function {name}")));
+    let current = match found {
+        Ok(out) => out,
+        Err(e) if e.is("ResourceNotFoundException") => {
+            create(lambda, spec).await?;
+            return Ok(Change::Created);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut change = Change::Unchanged;
+    let current_uri = current
+        .code()
+        .and_then(|c| c.image_uri())
+        .unwrap_or_default();
+    if current_uri != spec.image_uri {
+        lambda
+            .update_function_code()
+            .function_name(name)
+            .image_uri(&spec.image_uri)
+            .architectures(architecture(spec.arch))
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "updating the code of {name} to {}",
+                spec.image_uri
+            )))?;
+        wait_updated(lambda, name).await?;
+        change = Change::Updated;
+    }
+    let conf = current.configuration();
+    let same_config = conf.is_some_and(|c| {
+        c.memory_size() == Some(spec.memory_mb)
+            && c.timeout() == Some(spec.timeout_s)
+            && c.role() == Some(spec.role_arn.as_str())
+            && c.ephemeral_storage().map(|e| e.size()) == Some(spec.ephemeral_mb)
+            && c.environment()
+                .and_then(|e| e.variables())
+                .map(|v| {
+                    v.iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>()
+                })
+                .unwrap_or_default()
+                == spec.env
+    });
+    if !same_config {
+        lambda
+            .update_function_configuration()
+            .function_name(name)
+            .role(&spec.role_arn)
+            .memory_size(spec.memory_mb)
+            .timeout(spec.timeout_s)
+            .ephemeral_storage(
+                EphemeralStorage::builder()
+                    .size(spec.ephemeral_mb)
+                    .build()
+                    .map_err(|e| {
+                        AwsError::new("building the ephemeral storage setting", e.to_string())
+                    })?,
+            )
+            .environment(environment(spec))
+            .send()
+            .await
+            .map_err(aws_err(format!("updating the configuration of {name}")))?;
+        wait_updated(lambda, name).await?;
+        change = Change::Updated;
+    }
+    Ok(change)
+}
+
+async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<(), AwsError> {
+    let name = &spec.name;
+    // A role created seconds ago may not be assumable yet: Lambda says so, and we wait.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let sent = lambda
+            .create_function()
+            .function_name(name)
+            .package_type(PackageType::Image)
+            .code(FunctionCode::builder().image_uri(&spec.image_uri).build())
+            .role(&spec.role_arn)
+            .memory_size(spec.memory_mb)
+            .timeout(spec.timeout_s)
+            .architectures(architecture(spec.arch))
+            .ephemeral_storage(
+                EphemeralStorage::builder()
+                    .size(spec.ephemeral_mb)
+                    .build()
+                    .map_err(|e| {
+                        AwsError::new("building the ephemeral storage setting", e.to_string())
+                    })?,
+            )
+            .environment(environment(spec))
+            .description("lambda-cnn (deployed by `deploy release`)")
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "creating function {name} from {}",
+                spec.image_uri
+            )));
+        match sent {
+            Ok(_) => break,
+            Err(e)
+                if e.is("InvalidParameterValueException")
+                    && e.message.contains("role")
+                    && attempt < 12 =>
+            {
+                tracing::info!(
+                    attempt,
+                    "the new role is not assumable yet; retrying in 5 s"
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    lambda
+        .wait_until_function_active_v2()
+        .function_name(name)
+        .wait(WAIT)
+        .await
+        .map_err(|e| {
+            AwsError::new(
+                format!("waiting for {name} to become active"),
+                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+            )
+        })?;
+    Ok(())
+}
+
+/// Publishes the current code and configuration as a version; returns its number. Lambda
+/// returns the latest version again when nothing changed, so re-running is safe.
+pub async fn publish(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    description: &str,
+) -> Result<String, AwsError> {
+    let out = lambda
+        .publish_version()
+        .function_name(name)
+        .description(description)
+        .send()
+        .await
+        .map_err(aws_err(format!("publishing a version of {name}")))?;
+    out.version().map(str::to_owned).ok_or_else(|| {
+        AwsError::new(
+            format!("publishing a version of {name}"),
+            "no version in the answer",
+        )
+    })
+}
+
+/// The version `alias` points at, or None when the alias does not exist yet.
+pub async fn alias_version(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    alias: &str,
+) -> Result<Option<String>, AwsError> {
+    match lambda
+        .get_alias()
+        .function_name(name)
+        .name(alias)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading alias {alias} of {name}")))
+    {
+        Ok(a) => Ok(a.function_version().map(str::to_owned)),
+        Err(e) if e.is("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Points `alias` at `version`; with `canary = Some((new, share))` the alias stays on
+/// `version` and sends `share` (0..1) of the traffic to `new`.
+pub async fn point_alias(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    alias: &str,
+    version: &str,
+    canary: Option<(&str, f64)>,
+) -> Result<(), AwsError> {
+    let routing = AliasRoutingConfiguration::builder()
+        .set_additional_version_weights(Some(
+            canary
+                .map(|(v, w)| HashMap::from([(v.to_owned(), w)]))
+                .unwrap_or_default(),
+        ))
+        .build();
+    let exists = alias_version(lambda, name, alias).await?.is_some();
+    let action = format!("pointing alias {alias} of {name} at version {version}");
+    if exists {
+        lambda
+            .update_alias()
+            .function_name(name)
+            .name(alias)
+            .function_version(version)
+            .routing_config(routing)
+            .send()
+            .await
+            .map_err(aws_err(action))?;
+    } else {
+        lambda
+            .create_alias()
+            .function_name(name)
+            .name(alias)
+            .function_version(version)
+            .routing_config(routing)
+            .send()
+            .await
+            .map_err(aws_err(action))?;
+    }
+    Ok(())
+}
+
+/// The answer of a synchronous invocation.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    pub function_error: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+pub async fn invoke(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    qualifier: Option<&str>,
+    payload: &[u8],
+) -> Result<Invoked, AwsError> {
+    let out = lambda
+        .invoke()
+        .function_name(name)
+        .set_qualifier(qualifier.map(str::to_owned))
+        .payload(Blob::new(payload))
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "invoking {name}{}",
+            qualifier.map(|q| format!(":{q}")).unwrap_or_default()
+        )))?;
+    Ok(Invoked {
+        function_error: out.function_error().map(str::to_owned),
+        payload: out
+            .payload()
+            .map(|b| b.as_ref().to_vec())
+            .unwrap_or_default(),
+    })
+}
+
+/// The published versions of a function, as numbers, ascending.
+pub async fn versions(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<Vec<u64>, AwsError> {
+    let mut out = Vec::new();
+    let mut pages = lambda
+        .list_versions_by_function()
+        .function_name(name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(aws_err(format!("listing the versions of {name}")))?;
+        out.extend(
+            page.versions()
+                .iter()
+                .filter_map(|v| v.version()?.parse::<u64>().ok()),
+        );
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub async fn set_reserved_concurrency(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    reserved: i32,
+) -> Result<(), AwsError> {
+    lambda
+        .put_function_concurrency()
+        .function_name(name)
+        .reserved_concurrent_executions(reserved)
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "reserving {reserved} concurrent executions for {name}"
+        )))?;
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! `deploy release` for one function: make the function run the pushed image (by digest),
+//! publish a version, smoke-test that version, and only then move the alias to it. A failed
+//! smoke test leaves the alias where it was.
+
+use std::collections::BTreeMap;
+
+use super::aws::{aws_err, Account, AwsError};
+use super::config::DeployConfig;
+use super::image::Function;
+use super::lambda::{self, Change, FunctionSpec};
+use super::{iam, logs, smoke};
+
+/// The clients a release uses. `smoke` invokes the new version: Lambda itself, or another
+/// endpoint serving the Lambda Invoke API (a Runtime API emulator running the image).
+pub struct Clients {
+    pub lambda: aws_sdk_lambda::Client,
+    pub smoke: aws_sdk_lambda::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub ecr: aws_sdk_ecr::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error(
+        "{repository}@{digest} is not in ECR: push it first (deploy push --function {function})"
+    )]
+    NotPushed {
+        function: Function,
+        repository: String,
+        digest: String,
+    },
+    #[error("the smoke test of {function_name} version {version} failed: {reason}; the {alias} alias still points at {live}")]
+    SmokeFailed {
+        function_name: String,
+        version: String,
+        alias: String,
+        live: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReleaseOutcome {
+    pub function: String,
+    pub image_uri: String,
+    pub change: Change,
+    pub version: String,
+    pub previous: Option<String>,
+    pub alias: String,
+    /// Share of traffic on `version` when released as a canary.
+    pub canary: Option<f64>,
+    pub smoke: String,
+}
+
+pub struct ReleaseRequest<'a> {
+    pub function: Function,
+    pub repository_uri: &'a str,
+    pub repository: &'a str,
+    pub digest: &'a str,
+    /// Release new weights: predict loads them from this S3 URI.
+    pub model_s3_uri: Option<&'a str>,
+    /// Percent of traffic for the new version; the rest stays on the current one.
+    pub canary_percent: Option<f64>,
+}
+
+/// Creates the models bucket when missing: private, encrypted at rest.
+pub async fn ensure_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+) -> Result<bool, AwsError> {
+    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(false);
+    }
+    let mut create = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        create = create.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match create
+        .send()
+        .await
+        .map_err(aws_err(format!("creating bucket {bucket}")))
+    {
+        Ok(_) => {}
+        Err(e) if e.is("BucketAlreadyOwnedByYou") => {}
+        Err(e) => return Err(e),
+    }
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "blocking public access to bucket {bucket}"
+        )))?;
+    let sse = aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+        .build()
+        .map_err(|e| AwsError::new("building the bucket encryption setting", e.to_string()))?;
+    let rule = aws_sdk_s3::types::ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(sse)
+        .build();
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(|e| {
+                    AwsError::new("building the bucket encryption setting", e.to_string())
+                })?,
+        )
+        .send()
+        .await
+        .map_err(aws_err(format!("encrypting bucket {bucket}")))?;
+    Ok(true)
+}
+
+/// The execution role, rendered from `infra/iam/`; returns its ARN.
+pub async fn ensure_role(
+    clients: &Clients,
+    config: &DeployConfig,
+    account: &Account,
+    trust: &str,
+    policy: &str,
+) -> Result<String, AwsError> {
+    let bucket = config.bucket_name(&account.id, &account.region);
+    let vars = [
+        ("account", account.id.as_str()),
+        ("region", account.region.as_str()),
+        ("bucket", bucket.as_str()),
+        ("predict", config.function(Function::Predict).name.as_str()),
+        ("train", config.function(Function::Train).name.as_str()),
+    ];
+    let (arn, _) = iam::ensure_role(
+        &clients.iam,
+        &config.role.name,
+        &iam::render(trust, &vars),
+        &iam::render(policy, &vars),
+    )
+    .await?;
+    Ok(arn)
+}
+
+pub async fn release(
+    clients: &Clients,
+    config: &DeployConfig,
+    account: &Account,
+    role_arn: &str,
+    req: &ReleaseRequest<'_>,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<ReleaseOutcome, ReleaseError> {
+    let f = req.function;
+    let fc = config.function(f);
+    let name = fc.name.as_str();
+    let alias = config.release.alias.as_str();
+
+    // The image must be known to ECR by its real digest.
+    let found = clients
+        .ecr
+        .describe_images()
+        .repository_name(req.repository)
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(req.digest)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "looking up {}@{} in ECR",
+            req.repository, req.digest
+        )));
+    match found {
+        Ok(out) if !out.image_details().is_empty() => {}
+        Ok(_) => {
+            return Err(ReleaseError::NotPushed {
+                function: f,
+                repository: req.repository.to_owned(),
+                digest: req.digest.to_owned(),
+            })
+        }
+        Err(e) if e.is("ImageNotFoundException") => {
+            return Err(ReleaseError::NotPushed {
+                function: f,
+                repository: req.repository.to_owned(),
+                digest: req.digest.to_owned(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    logs::ensure_log_group(
+        &clients.logs,
+        &logs::log_group(name),
+        config.release.log_retention_days,
+    )
+    .await?;
+    let bucket = config.bucket_name(&account.id, &account.region);
+    let mut env = BTreeMap::new();
+    match f {
+        Function::Predict => {
+            if let Some(uri) = req.model_s3_uri {
+                env.insert("MODEL_S3_URI".to_owned(), uri.to_owned());
+            }
+        }
+        Function::Train => {
+            env.insert("MODEL_BUCKET".to_owned(), bucket.clone());
+            env.insert("MODEL_PREFIX".to_owned(), "models".to_owned());
+        }
+    }
+    let image_uri = format!("{}@{}", req.repository_uri, req.digest);
+    let spec = FunctionSpec {
+        name: name.to_owned(),
+        image_uri: image_uri.clone(),
+        role_arn: role_arn.to_owned(),
+        memory_mb: fc.memory_mb,
+        timeout_s: fc.timeout_s,
+        ephemeral_mb: fc.ephemeral_mb,
+        arch: config
+            .arch()
+            .map_err(|e| AwsError::new("reading the architecture", e))?,
+        env,
+    };
+    say(format!("{name}: bringing the function to {image_uri}"));
+    let change = lambda::deploy(&clients.lambda, &spec).await?;
+    let previous = lambda::alias_version(&clients.lambda, name, alias).await?;
+    let version = lambda::publish(&clients.lambda, name, &format!("image {}", req.digest)).await?;
+    if previous.as_deref() == Some(version.as_str()) {
+        say(format!(
+            "{name}: version {version} is already {alias}; nothing to do"
+        ));
+        return Ok(ReleaseOutcome {
+            function: name.to_owned(),
+            image_uri,
+            change,
+            version,
+            previous,
+            alias: alias.to_owned(),
+            canary: None,
+            smoke: "already live".to_owned(),
+        });
+    }
+
+    say(format!("{name}: smoke-testing version {version}"));
+    let invoked = lambda::invoke(&clients.smoke, name, Some(&version), smoke::payload(f)).await?;
+    let smoke =
+        smoke::judge(f, invoked.function_error.as_deref(), &invoked.payload).map_err(|reason| {
+            ReleaseError::SmokeFailed {
+                function_name: name.to_owned(),
+                version: version.clone(),
+                alias: alias.to_owned(),
+                live: previous
+                    .as_deref()
+                    .map(|v| format!("version {v}"))
+                    .unwrap_or_else(|| "nothing (it was not created)".to_owned()),
+                reason,
+            }
+        })?;
+
+    let canary = match (req.canary_percent, &previous) {
+        (Some(p), Some(old)) => {
+            let share = (p / 100.0).clamp(0.0, 1.0);
+            lambda::point_alias(&clients.lambda, name, alias, old, Some((&version, share))).await?;
+            say(format!(
+                "{name}: {alias} stays on version {old}, {p}% of traffic to version {version}"
+            ));
+            Some(share)
+        }
+        _ => {
+            lambda::point_alias(&clients.lambda, name, alias, &version, None).await?;
+            say(format!("{name}: {alias} → version {version}"));
+            None
+        }
+    };
+    if let Some(reserved) = fc.reserved_concurrency {
+        lambda::set_reserved_concurrency(&clients.lambda, name, reserved).await?;
+    }
+    Ok(ReleaseOutcome {
+        function: name.to_owned(),
+        image_uri,
+        change,
+        version,
+        previous,
+        alias: alias.to_owned(),
+        canary,
+        smoke,
+    })
+}
