@@ -40,7 +40,7 @@ tools: $(TOOLS_STAMP) system-tools ## install what the tests use: emulators (car
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
-SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap
+SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docker-registry
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \

@@ -6,6 +6,7 @@
 mod common;
 use base64::Engine;
 use common::emulator::{free_port, wait_for_port, workspace_binary, Emulator};
+use common::image_run::{bwrap_command, umoci_unpack};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -153,19 +154,6 @@ fn images_fit_the_size_budget() {
     assert!(ts <= 40_000_000, "train image is {ts} bytes");
 }
 
-/// `umoci unpack` of the layout at `layout` (ref `latest`) into `bundle`; returns the rootfs.
-fn umoci_unpack(layout: &Path, bundle: &Path) -> PathBuf {
-    let umoci = system_tool("umoci", "umoci");
-    let o = Command::new(umoci)
-        .args(["unpack", "--image"])
-        .arg(format!("{}:latest", layout.display()))
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "umoci unpack: {}", stderr(&o));
-    bundle.join("rootfs")
-}
-
 #[test]
 fn skopeo_and_umoci_read_the_layout() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,58 +208,6 @@ fn skopeo_and_umoci_read_the_layout() {
         runtime["process"]["args"],
         json!(["/var/runtime/bootstrap"])
     );
-}
-
-/// The `Env` of the image config in the layout at `layout`.
-fn image_env(layout: &Path) -> Vec<(String, String)> {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |digest: &str| -> Value {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
-            .unwrap()
-    };
-    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
-    let config = blob(manifest["config"]["digest"].as_str().unwrap());
-    config["config"]["Env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.as_str().unwrap().split_once('=').unwrap();
-            (k.to_owned(), v.to_owned())
-        })
-        .collect()
-}
-
-/// The image's entrypoint under bubblewrap, as Lambda runs it: the unpacked root read-only,
-/// a fresh /tmp, uid 993 / gid 990, own namespaces but the host's network (to reach the
-/// emulator), and only the image's environment plus `extra_env`.
-fn bwrap_command(rootfs: &Path, layout: &Path, extra_env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(system_tool("bwrap", "bubblewrap"));
-    cmd.env_clear()
-        .arg("--die-with-parent")
-        .arg("--ro-bind")
-        .arg(rootfs)
-        .arg("/")
-        .args(["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"])
-        .args([
-            "--unshare-all",
-            "--share-net",
-            "--uid",
-            "993",
-            "--gid",
-            "990",
-        ])
-        .args(["--chdir", "/var/task", "/var/runtime/bootstrap"]);
-    for (k, v) in image_env(layout) {
-        cmd.env(k, v);
-    }
-    cmd.env("RAYON_NUM_THREADS", "2");
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    cmd
 }
 
 fn predict_event(png: &[u8]) -> Value {

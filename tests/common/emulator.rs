@@ -96,7 +96,30 @@ fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
 
 impl Emulator {
     pub fn start() -> Self {
+        Self::start_in(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            tempfile::tempdir().unwrap(),
+        )
+    }
+
+    /// An emulator that serves functions named `names` (cargo-lambda accepts only names of
+    /// binaries of the Cargo project it runs in: it gets a stub project with those).
+    pub fn start_for(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("stub-project");
+        std::fs::create_dir_all(&project).unwrap();
+        let mut manifest = String::from(
+            "[package]\nname = \"runtime-api-stand-in\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n",
+        );
+        for n in names {
+            manifest.push_str(&format!("\n[[bin]]\nname = \"{n}\"\npath = \"main.rs\"\n"));
+        }
+        std::fs::write(project.join("Cargo.toml"), manifest).unwrap();
+        std::fs::write(project.join("main.rs"), "fn main() {}\n").unwrap();
+        Self::start_in(&project, dir)
+    }
+
+    fn start_in(project: &Path, dir: tempfile::TempDir) -> Self {
         let port = free_port();
         let emulator = spawn(
             "cargo-lambda-watch",
@@ -110,7 +133,7 @@ impl Emulator {
                     "--invoke-port",
                 ])
                 .arg(port.to_string())
-                .current_dir(env!("CARGO_MANIFEST_DIR")),
+                .current_dir(project),
             dir.path(),
         );
         wait_for_port(port, "cargo lambda watch", Duration::from_secs(60));
@@ -161,6 +184,20 @@ impl Emulator {
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024");
         let p = spawn(name, &mut cmd, self.dir.path());
         self.functions.push(p);
+    }
+
+    /// Stops function `name` (to start another process under the same name).
+    pub fn stop_function(&mut self, name: &str) {
+        if let Some(i) = self.functions.iter().position(|p| p.name == name) {
+            let mut p = self.functions.remove(i);
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// The Lambda Invoke API endpoint this emulator serves.
+    pub fn invoke_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Waits for function `name` to exit (e.g. a failed init); returns its exit status.

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod emulator;
+pub mod faulty_proxy;
+pub mod image_run;
 pub mod moto;
 pub mod registry;
 
@@ -46,13 +48,23 @@ pub fn stderr(out: &Output) -> String {
 
 /// Runs the `deploy` binary (built by `make build` with `--features deploy`) with `args`.
 pub fn deploy(args: &[&str]) -> Output {
-    Command::new(emulator::workspace_binary("deploy"))
-        .args(args)
+    deploy_with_env(args, &[])
+}
+
+/// `deploy` with extra environment (an emulator's endpoint and credentials).
+pub fn deploy_with_env(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(emulator::workspace_binary("deploy"));
+    cmd.args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the deploy binary starts")
+        .env_remove("DEPLOY_REGISTRY")
+        .env_remove("DEPLOY_INVOKE_ENDPOINT")
+        .env("MNIST_DIR", mnist_dir())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the deploy binary starts")
 }
 
 /// A program `make test` installs from Debian's packages; fails the test, saying how to get

@@ -13,9 +13,28 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A moto whose Lambda checks that images exist in its ECR and never runs Docker (the
+    /// functions' code runs against the Runtime API emulator instead).
+    pub fn start_for_deploy() -> Self {
+        let moto = Self::start_with(&[("MOTO_LAMBDA_STUB_ECR", "false")]);
+        let r = moto
+            .agent
+            .post(&format!("{}/moto-api/config", moto.endpoint()))
+            .content_type("application/json")
+            .send(r#"{"lambda":{"use_docker":false}}"#)
+            .unwrap();
+        assert!(r.status().is_success(), "moto config: {}", r.status());
+        moto
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(venv_tool("MOTO_SERVER", "moto_server", "moto[server]"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -57,6 +76,39 @@ impl Moto {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
+    }
+
+    /// A call to `service`'s API, with a signature moto routes by but does not check.
+    /// `target`: the X-Amz-Target of JSON-protocol services (Logs); None for REST ones.
+    pub fn call(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        target: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let url = format!("{}{path}", self.endpoint());
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("Authorization", auth);
+        if let Some(t) = target {
+            req = req
+                .header("X-Amz-Target", t)
+                .header("Content-Type", "application/x-amz-json-1.1");
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut r = self.agent.run(req.body(body).unwrap()).unwrap();
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Creates a bucket (moto accepts this one unsigned).

@@ -1,0 +1,135 @@
+//! An HTTP/1.1 proxy in front of a registry that answers `503 Service Unavailable` to the first
+//! N blob-upload requests, passing everything else through: a registry having a bad moment.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct FaultyProxy {
+    pub port: u16,
+    /// How many 503s it has answered.
+    pub injected: Arc<AtomicUsize>,
+}
+
+struct Message {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    first_line: String,
+}
+
+/// Reads one HTTP message (head and body) from `r`; `None` at end of stream.
+/// `no_body`: a response to HEAD, or a status that carries none.
+fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<Message> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line).ok()? == 0 {
+            return None;
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let first_line = text.lines().next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let status: u16 = first_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let is_response = first_line.starts_with("HTTP/");
+    let bodiless =
+        is_response && (response_to_head || status == 204 || status == 304 || status < 200);
+    let mut body = Vec::new();
+    if !bodiless {
+        if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            r.read_exact(&mut body).ok()?;
+        } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            loop {
+                let mut size_line = String::new();
+                r.read_line(&mut size_line).ok()?;
+                body.extend_from_slice(size_line.as_bytes());
+                let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+                let mut chunk = vec![0; size + 2];
+                r.read_exact(&mut chunk).ok()?;
+                body.extend_from_slice(&chunk);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Some(Message {
+        head,
+        body,
+        first_line,
+    })
+}
+
+fn serve(
+    client: TcpStream,
+    upstream_port: u16,
+    remaining: Arc<AtomicUsize>,
+    injected: Arc<AtomicUsize>,
+) {
+    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+        return;
+    };
+    let mut client_w = client.try_clone().unwrap();
+    let mut upstream_w = upstream.try_clone().unwrap();
+    let mut client_r = BufReader::new(client);
+    let mut upstream_r = BufReader::new(upstream);
+    while let Some(req) = read_message(&mut client_r, false) {
+        let mut parts = req.first_line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if method == "POST"
+            && path.contains("/blobs/uploads/")
+            && remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            injected.fetch_add(1, Ordering::SeqCst);
+            let _ = client_w
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            continue;
+        }
+        if upstream_w.write_all(&req.head).is_err() || upstream_w.write_all(&req.body).is_err() {
+            return;
+        }
+        let Some(resp) = read_message(&mut upstream_r, method == "HEAD") else {
+            return;
+        };
+        if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
+            return;
+        }
+    }
+}
+
+impl FaultyProxy {
+    /// Proxies to 127.0.0.1:`upstream_port`, failing the first `failures` blob uploads.
+    pub fn start(upstream_port: u16, failures: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let remaining = Arc::new(AtomicUsize::new(failures));
+        let injected = Arc::new(AtomicUsize::new(0));
+        let inj = injected.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (remaining, inj) = (remaining.clone(), inj.clone());
+                std::thread::spawn(move || serve(conn, upstream_port, remaining, inj));
+            }
+        });
+        FaultyProxy { port, injected }
+    }
+}

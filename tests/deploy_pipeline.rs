@@ -1,0 +1,519 @@
+//! The deploy pipeline end to end against real stand-ins, each started here on free 127.0.0.1
+//! ports: moto (ECR, Lambda, IAM, S3, Logs, API Gateway), a real OCI registry with ECR-style
+//! auth, and the Lambda Runtime API emulator running the functions from their images (under
+//! bubblewrap), which serves the smoke tests' invocations.
+
+mod common;
+use base64::Engine;
+use common::emulator::{workspace_binary, Emulator};
+use common::faulty_proxy::FaultyProxy;
+use common::image_run::{bwrap_command, umoci_unpack};
+use common::moto::Moto;
+use common::registry::Registry;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const PREDICT: &str = "lambda-cnn-predict";
+const TRAIN: &str = "lambda-cnn-train";
+/// What moto's GetAuthorizationToken decodes to.
+const ECR_USER: &str = "AWS";
+const ECR_PASSWORD: &str = "123456789012-auth-token";
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Builds the image of `function` into `images/<function>`; returns its manifest digest.
+fn build_image(images: &Path, cache: &Path, function: &str, extra: &[&str]) -> String {
+    let binary = workspace_binary(function);
+    let out = images.join(function);
+    let mut args = vec![
+        "image",
+        "--function",
+        function,
+        "--binary",
+        binary.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = deploy(&args);
+    assert_ok(&o, "deploy image");
+    last_json(&o)["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The stand-ins, both images built, and both functions running from them.
+struct Stack {
+    moto: Moto,
+    registry: Registry,
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    digests: [String; 2],
+}
+
+impl Stack {
+    fn start() -> Self {
+        let moto = Moto::start_for_deploy();
+        let registry = Registry::start(ECR_USER, ECR_PASSWORD);
+        let mut emu = Emulator::start_for(&[PREDICT, TRAIN]);
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        let cache = dir.path().join("cache");
+        let digests = [
+            build_image(&images, &cache, "predict", &[]),
+            build_image(&images, &cache, "train", &[]),
+        ];
+        for (f, name) in [("predict", PREDICT), ("train", TRAIN)] {
+            run_image(dir.path(), &mut emu, f, name);
+        }
+        Stack {
+            moto,
+            registry,
+            emu,
+            dir,
+            digests,
+        }
+    }
+
+    fn images(&self) -> PathBuf {
+        self.dir.path().join("images")
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = self.moto.env();
+        env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
+        env.push(("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()));
+        env
+    }
+
+    fn deploy(&self, args: &[&str]) -> Output {
+        let images = self.images();
+        let registry = self.registry.host();
+        let endpoint = self.emu.invoke_endpoint();
+        let mut all: Vec<&str> = args.to_vec();
+        let sub = args[0];
+        if ["push", "release", "all"].contains(&sub) {
+            all.extend([
+                "--images",
+                images.to_str().unwrap(),
+                "--registry",
+                &registry,
+            ]);
+        }
+        if sub == "release" {
+            all.extend(["--invoke-endpoint", &endpoint]);
+        }
+        deploy_with_env(&all, &self.env())
+    }
+
+    fn lambda(&self, path: &str) -> Value {
+        let (status, v) = self.moto.call("lambda", "GET", path, None, None);
+        // moto answers GetAlias with 201.
+        assert!((200..300).contains(&status), "GET {path}: {status} {v}");
+        v
+    }
+
+    fn live_version(&self, function: &str) -> Value {
+        self.lambda(&format!("/2015-03-31/functions/{function}/aliases/live"))
+    }
+}
+
+/// Runs the image in `dir`/images/`f` as function `name` on `emu` (what Lambda would run).
+fn run_image(dir: &Path, emu: &mut Emulator, f: &str, name: &str) {
+    let layout = dir.join("images").join(f);
+    let bundle = dir.join(format!("bundle-{f}-{}", rand_suffix()));
+    let rootfs = umoci_unpack(&layout, &bundle);
+    emu.start_function_command(name, bwrap_command(&rootfs, &layout, &[]));
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The digest the registry serves for `tag` (its `Docker-Content-Digest`).
+fn registry_digest(registry: &Registry, tag: &str) -> String {
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{ECR_USER}:{ECR_PASSWORD}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let r = agent
+        .head(&format!(
+            "http://{}/v2/lambda-cnn/manifests/{tag}",
+            registry.host()
+        ))
+        .header("Authorization", format!("Basic {auth}"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "HEAD manifest {tag}");
+    r.headers()
+        .get("Docker-Content-Digest")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
+    let s = Stack::start();
+    let push = s.deploy(&["push", "--json"]);
+    assert_ok(&push, "deploy push");
+    let pushed = json_lines(&push);
+    assert_eq!(pushed.len(), 2, "{}", stdout(&push));
+    assert_eq!(pushed[0]["digest"], s.digests[0].as_str());
+    assert!(
+        pushed[0]["bytes_pushed"].as_u64().unwrap() > 5_000_000,
+        "{}",
+        pushed[0]
+    );
+
+    let release = s.deploy(&["release", "--json"]);
+    assert_ok(&release, "deploy release");
+    let released = json_lines(&release);
+    assert_eq!(released[0]["version"], "1", "{}", stdout(&release));
+    assert!(released[0]["smoke"]
+        .as_str()
+        .unwrap()
+        .contains("came back as 7"));
+    assert!(released[1]["smoke"]
+        .as_str()
+        .unwrap()
+        .contains("Test accuracy"));
+
+    // Lambda was given the image by the digest the registry really serves (moto's ECR would
+    // report another one).
+    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
+    let uri = f["Code"]["ImageUri"].as_str().unwrap();
+    assert!(uri.ends_with(&format!("@{}", s.digests[0])), "{uri}");
+    let short = &s.digests[0]["sha256:".len().."sha256:".len() + 12];
+    assert_eq!(
+        registry_digest(&s.registry, &format!("predict-{short}")),
+        s.digests[0]
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+    assert_eq!(s.live_version(TRAIN)["FunctionVersion"], "1");
+    // Configuration from infra/deploy.toml; train writes to the models bucket.
+    let conf = &f["Configuration"];
+    assert_eq!(conf["MemorySize"], 1024);
+    assert_eq!(conf["PackageType"], "Image");
+    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    assert_eq!(
+        train["Configuration"]["Environment"]["Variables"]["MODEL_BUCKET"],
+        "lambda-cnn-models-123456789012-us-east-1"
+    );
+
+    let api = s.deploy(&["api", "--json"]);
+    assert_ok(&api, "deploy api");
+    let api = last_json(&api);
+    let id = api["api_id"].as_str().unwrap();
+    let (_, routes) = s.moto.call(
+        "apigateway",
+        "GET",
+        &format!("/v2/apis/{id}/routes"),
+        None,
+        None,
+    );
+    let mut keys: Vec<&str> = routes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["routeKey"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["GET /health", "POST /predict"]);
+
+    // Everything again: no layer bytes sent, nothing new released, the same API.
+    let again = s.deploy(&["push", "--json"]);
+    assert_ok(&again, "second deploy push");
+    for p in json_lines(&again) {
+        assert_eq!(p["bytes_pushed"], 0, "{p}");
+        assert!(p["bytes_skipped"].as_u64().unwrap() > 0);
+    }
+    let again = s.deploy(&["release", "--json"]);
+    assert_ok(&again, "second deploy release");
+    for r in json_lines(&again) {
+        assert_eq!(r["version"], "1", "{r}");
+        assert_eq!(r["change"], "unchanged", "{r}");
+    }
+    let api2 = s.deploy(&["api", "--json"]);
+    assert_ok(&api2, "second deploy api");
+    assert_eq!(last_json(&api2)["api_id"], id);
+    assert_eq!(last_json(&api2)["created"], false);
+}
+
+/// The shipped weights with every parameter zeroed: loads fine, answers 0 for everything.
+fn zero_weights(dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(shipped_weights()).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut zeroed = bytes.clone();
+    zeroed[8 + header_len..].fill(0);
+    let path = dir.join("zero.safetensors");
+    std::fs::write(&path, zeroed).unwrap();
+    path
+}
+
+/// A copy of the shipped config (and its IAM policies) with predict's memory changed: a new
+/// configuration, so a new version.
+fn config_with_memory(dir: &Path, memory_mb: u32) -> PathBuf {
+    let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra");
+    let out = dir.join(format!("infra-{memory_mb}"));
+    std::fs::create_dir_all(out.join("iam")).unwrap();
+    for f in ["trust-policy.json", "execution-policy.json"] {
+        std::fs::copy(infra.join("iam").join(f), out.join("iam").join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(infra.join("deploy.toml"))
+        .unwrap()
+        .replacen("memory_mb = 1024", &format!("memory_mb = {memory_mb}"), 1);
+    std::fs::write(out.join("deploy.toml"), text).unwrap();
+    out.join("deploy.toml")
+}
+
+#[test]
+fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it() {
+    let mut s = Stack::start();
+    assert_ok(&s.deploy(&["push", "--function", "predict"]), "push");
+    assert_ok(
+        &s.deploy(&["release", "--function", "predict"]),
+        "release v1",
+    );
+
+    // v2: a configuration change, smoke-tested and released.
+    let config = config_with_memory(s.dir.path(), 1536);
+    let c = config.to_str().unwrap();
+    let v2 = s.deploy(&["release", "--function", "predict", "--config", c, "--json"]);
+    assert_ok(&v2, "release v2");
+    assert_eq!(last_json(&v2)["version"], "2");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "2");
+
+    // Rollback: live back on 1.
+    let rb = s.deploy(&["rollback", "--function", "predict", "--config", c]);
+    assert_ok(&rb, "rollback");
+    assert!(
+        stdout(&rb).contains("live → version 1 (was 2)"),
+        "{}",
+        stdout(&rb)
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+
+    // A canary: live stays on 1 and sends a quarter of the traffic to 2.
+    let canary = s.deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--config",
+        c,
+        "--canary",
+        "25",
+        "--json",
+    ]);
+    assert_ok(&canary, "canary release");
+    let alias = s.live_version(PREDICT);
+    assert_eq!(alias["FunctionVersion"], "1", "{alias}");
+    assert_eq!(
+        alias["RoutingConfig"]["AdditionalVersionWeights"]["2"], 0.25,
+        "{alias}"
+    );
+
+    // A broken model: its image runs, answers, and gets the digit wrong. The release fails
+    // and says so; live is untouched.
+    let zero = zero_weights(s.dir.path());
+    let bad_digest = build_image(
+        &s.images(),
+        &s.dir.path().join("cache"),
+        "predict",
+        &["--weights", zero.to_str().unwrap()],
+    );
+    assert_ne!(bad_digest, s.digests[0]);
+    assert_ok(
+        &s.deploy(&["push", "--function", "predict"]),
+        "push the bad image",
+    );
+    s.emu.stop_function(PREDICT);
+    run_image(s.dir.path(), &mut s.emu, "predict", PREDICT);
+    let bad = s.deploy(&["release", "--function", "predict", "--config", c]);
+    assert!(
+        !bad.status.success(),
+        "a bad model was released:\n{}",
+        stdout(&bad)
+    );
+    let err = stderr(&bad);
+    assert!(
+        err.contains("smoke test")
+            && err.contains("came back as")
+            && err.contains("still points at version 1"),
+        "{err}"
+    );
+    let alias = s.live_version(PREDICT);
+    assert_eq!(alias["FunctionVersion"], "1", "{alias}");
+}
+
+#[test]
+fn a_registry_that_fails_the_first_blob_upload_is_retried() {
+    let moto = Moto::start_for_deploy();
+    let registry = Registry::start(ECR_USER, ECR_PASSWORD);
+    let proxy = FaultyProxy::start(registry.port, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let digest = build_image(&images, &dir.path().join("cache"), "predict", &[]);
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let o = deploy_with_env(
+        &[
+            "push",
+            "--function",
+            "predict",
+            "--json",
+            "--images",
+            images.to_str().unwrap(),
+            "--registry",
+            &via,
+        ],
+        &moto.env(),
+    );
+    assert_ok(&o, "push through the faulty proxy");
+    assert_eq!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(last_json(&o)["digest"], digest.as_str());
+    let short = &digest["sha256:".len().."sha256:".len() + 12];
+    assert_eq!(
+        registry_digest(&registry, &format!("predict-{short}")),
+        digest
+    );
+}
+
+#[test]
+fn monitor_sums_up_real_report_lines_with_their_cost() {
+    let moto = Moto::start_for_deploy();
+    let group = format!("/aws/lambda/{PREDICT}");
+    let logs = |target: &str, body: Value| {
+        let (status, v) = moto.call(
+            "logs",
+            "POST",
+            "/",
+            Some(&format!("Logs_20140328.{target}")),
+            Some(body),
+        );
+        assert_eq!(status, 200, "{target}: {v}");
+    };
+    logs("CreateLogGroup", json!({"logGroupName": group}));
+    logs(
+        "CreateLogStream",
+        json!({"logGroupName": group, "logStreamName": "2026/11/28/[1]abc"}),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let lines = [
+        "START RequestId: 6f1c1b6e-0f39-4a63-9d62-3c2f4b8f0a11 Version: 1",
+        "END RequestId: 6f1c1b6e-0f39-4a63-9d62-3c2f4b8f0a11",
+        "REPORT RequestId: 6f1c1b6e-0f39-4a63-9d62-3c2f4b8f0a11\tDuration: 41.27 ms\tBilled Duration: 42 ms\tMemory Size: 1024 MB\tMax Memory Used: 53 MB\tInit Duration: 11.93 ms\t",
+        "REPORT RequestId: 0b4c7f5e-5a8e-4f0e-8b7c-1d2e3f4a5b6c\tDuration: 3.05 ms\tBilled Duration: 4 ms\tMemory Size: 1024 MB\tMax Memory Used: 54 MB\t",
+        "REPORT RequestId: 1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f\tDuration: 3.61 ms\tBilled Duration: 4 ms\tMemory Size: 1024 MB\tMax Memory Used: 54 MB\t",
+    ];
+    let events: Vec<Value> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"timestamp": now - 60_000 + i as i64, "message": m}))
+        .collect();
+    logs(
+        "PutLogEvents",
+        json!({"logGroupName": group, "logStreamName": "2026/11/28/[1]abc", "logEvents": events}),
+    );
+    let mut env = moto.env();
+    env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
+    let o = deploy_with_env(
+        &[
+            "monitor",
+            "--function",
+            "predict",
+            "--since",
+            "1h",
+            "--json",
+        ],
+        &env,
+    );
+    assert_ok(&o, "deploy monitor");
+    let s = &last_json(&o)["summary"];
+    assert_eq!(s["invocations"], 3, "{s}");
+    assert_eq!(s["cold_starts"], 1);
+    assert_eq!(s["errors"], 0);
+    assert_eq!(s["duration_p50_ms"], 3.61);
+    assert_eq!(s["duration_max_ms"], 41.27);
+    assert_eq!(s["init_max_ms"], 11.93);
+    assert_eq!(s["max_memory_used_mb"], 54);
+    // By hand: billed 50 ms at 1 GB = 0.05 GB-s × $0.0000166667, plus 3 requests at
+    // $0.20/M and 3 HTTP API requests at $1.00/M.
+    let expected = 0.05 * 0.000_016_666_7 + 3.0 * 0.20e-6 + 3.0 * 1.0e-6;
+    let total = s["cost"]["total"].as_f64().unwrap();
+    assert!((total - expected).abs() < 1e-12, "{total} vs {expected}");
+}
+
+#[test]
+fn without_credentials_deploy_says_what_is_missing() {
+    let o = deploy_with_env(
+        &["push"],
+        &[
+            ("AWS_ACCESS_KEY_ID", String::new()),
+            ("AWS_SECRET_ACCESS_KEY", String::new()),
+            ("AWS_PROFILE", "lambda-cnn-no-such-profile".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            // Nothing can leave this machine anyway; a closed port fails fast.
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".into()),
+        ],
+    );
+    assert_clean_failure(&o, "credentials");
+}
+
+#[test]
+fn the_cost_what_if_follows_the_price_table() {
+    let o = deploy(&[
+        "cost",
+        "--invocations",
+        "1000000",
+        "--duration-ms",
+        "40",
+        "--memory-mb",
+        "512",
+        "--arch",
+        "arm64",
+        "--api",
+        "http",
+        "--json",
+    ]);
+    assert_ok(&o, "deploy cost");
+    let c = &last_json(&o)["cost"];
+    // 1e6 × 0.040 s × 0.5 GB = 20,000 GB-s × $0.0000133334 + $0.20 + $1.00.
+    assert!(
+        (c["total"].as_f64().unwrap() - 1.466_668).abs() < 1e-9,
+        "{c}"
+    );
+}
