@@ -26,7 +26,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run test build tools system-tools image lint fmt data train eval bench bench-peers clean-local
+.PHONY: help run deploy test build tools system-tools image lint fmt data train eval bench bench-peers clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,11 +75,12 @@ lint: ## cargo fmt and clippy, fixing what they can
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
-run: build ## the main job, locally: check the data, a quick training run, the shipped model's accuracy
-	$(CLI) check-data --mnist-dir "$(MNIST_DIR)"
-	mkdir -p .local
-	$(CLI) train --epochs 1 --limit 5000 --mnist-dir "$(MNIST_DIR)" --out .local/quick.safetensors
-	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
+run: build tools ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
+	$(PYTHON) infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
+	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
+
+deploy: build ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)
+	$(DEPLOY) all
 
 data: ## download MNIST from the public mirrors into data/mnist and verify the checksums
 	@mkdir -p data/mnist

@@ -109,7 +109,7 @@ impl Emulator {
         let project = dir.path().join("stub-project");
         std::fs::create_dir_all(&project).unwrap();
         let mut manifest = String::from(
-            "[package]\nname = \"runtime-api-stand-in\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n",
+            "[package]\nname = \"runtime-api-stand-in\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[workspace]\n",
         );
         for n in names {
             manifest.push_str(&format!("\n[[bin]]\nname = \"{n}\"\npath = \"main.rs\"\n"));

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""`make run`: the whole pipeline on local stand-ins, no AWS account needed.
+
+Starts on 127.0.0.1: moto (ECR, Lambda, IAM, S3, Logs, API Gateway), a real OCI registry with
+ECR-style auth, and the Lambda Runtime API emulator (cargo lambda watch). Builds both images,
+runs them the way Lambda would (Docker where the engine works, else bubblewrap on the unpacked
+image), runs `deploy push/release/api` against the stand-ins, sends real test digits and a short
+training run to the deployed code, prints a summary, and stops everything it started.
+
+The registry keeps its blobs in .local/stack/registry, so a second run pushes no layer bytes.
+"""
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+
+with warnings.catch_warnings():
+    # Deprecated (gone in 3.13), but the registry's htpasswd needs bcrypt and glibc has it.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+STATE = os.path.join(ROOT, ".local", "stack")
+NAMES = {"predict": "lambda-cnn-predict", "train": "lambda-cnn-train"}
+ECR_USER, ECR_PASSWORD = "AWS", "123456789012-auth-token"  # what moto's ECR hands out
+
+procs = []
+
+
+def say(msg):
+    print(f"==> {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, timeout=90):
+    start = time.time()
+    while time.time() - start < timeout:
+        if procs and procs[-1][1].poll() is not None:
+            sys.exit(f"{what} exited at start; see {STATE}/{procs[-1][0]}.log")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"{what} did not start on 127.0.0.1:{port}; see {STATE}/*.log")
+
+
+def start(name, cmd, env=None, cwd=None):
+    log = open(os.path.join(STATE, f"{name}.log"), "w")
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env=env, cwd=cwd, start_new_session=True)
+    procs.append((name, p))
+    return p
+
+
+def stop_all():
+    for name, p in reversed(procs):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for _, p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def run(cmd, env=None, capture=False):
+    r = subprocess.run(cmd, env=env, cwd=ROOT, text=True,
+                       stdout=subprocess.PIPE if capture else None)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}")
+    return r.stdout
+
+
+def docker_works():
+    if os.environ.get("LAMBDA_CNN_NO_DOCKER"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def mnist_test(mnist_dir, n):
+    def read(name):
+        path = os.path.join(mnist_dir, name)
+        if os.path.exists(path + ".gz"):
+            with gzip.open(path + ".gz") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    images, labels = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    return [(list(images[16 + i * 784:16 + (i + 1) * 784]), labels[8 + i]) for i in range(n)]
+
+
+def invoke(port, name, payload):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations",
+        data=json.dumps(payload).encode(), method="POST")
+    start = time.time()
+    with urllib.request.urlopen(req, timeout=900) as r:
+        return json.loads(r.read()), (time.time() - start) * 1000
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--deploy", required=True, help="the deploy binary")
+    ap.add_argument("--predict", required=True, help="the predict function binary")
+    ap.add_argument("--train", required=True, help="the train function binary")
+    ap.add_argument("--venv", default=os.path.join(ROOT, ".venv"))
+    ap.add_argument("--mnist-dir", required=True)
+    ap.add_argument("--digits", type=int, default=10)
+    args = ap.parse_args()
+    for a in ("deploy", "predict", "train", "venv", "mnist_dir"):
+        setattr(args, a, os.path.abspath(getattr(args, a)))
+    os.makedirs(STATE, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        pipeline(args)
+    finally:
+        stop_all()
+        say("stopped the stand-ins")
+
+
+def pipeline(args):
+    images = os.path.join(ROOT, ".local", "images")
+    moto_port, reg_port, rt_port = free_port(), free_port(), free_port()
+
+    say(f"starting moto on 127.0.0.1:{moto_port}")
+    moto_env = dict(os.environ, MOTO_LAMBDA_STUB_ECR="false")
+    start("moto", [os.path.join(args.venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], env=moto_env)
+    wait_port(moto_port, "moto")
+    for _ in range(100):
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{moto_port}/moto-api/config",
+                                         data=b'{"lambda":{"use_docker":false}}', method="POST",
+                                         headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=5).read()
+            break
+        except OSError:
+            time.sleep(0.2)
+
+    say(f"starting the registry on 127.0.0.1:{reg_port} (blobs kept in .local/stack/registry)")
+    reg_dir = os.path.join(STATE, "registry")
+    os.makedirs(reg_dir, exist_ok=True)
+    with open(os.path.join(STATE, "htpasswd"), "w") as f:
+        f.write(f"{ECR_USER}:{crypt.crypt(ECR_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2 ** 5))}\n")
+    with open(os.path.join(STATE, "registry.yml"), "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {reg_dir}\n"
+                f"http:\n  addr: 127.0.0.1:{reg_port}\nauth:\n  htpasswd:\n    realm: lambda-cnn\n"
+                f"    path: {STATE}/htpasswd\n")
+    start("registry", ["docker-registry", "serve", os.path.join(STATE, "registry.yml")])
+    wait_port(reg_port, "the registry")
+
+    say(f"starting the Lambda Runtime API emulator on 127.0.0.1:{rt_port}")
+    stub = os.path.join(STATE, "runtime-api")
+    os.makedirs(stub, exist_ok=True)
+    with open(os.path.join(stub, "Cargo.toml"), "w") as f:
+        # cargo-lambda serves only functions named after binaries of the project it runs in.
+        f.write('[package]\nname = "runtime-api-stand-in"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[workspace]\n')
+        for n in NAMES.values():
+            f.write(f'\n[[bin]]\nname = "{n}"\npath = "main.rs"\n')
+    with open(os.path.join(stub, "main.rs"), "w") as f:
+        f.write("fn main() {}\n")
+    start("runtime-api", [os.path.join(args.venv, "bin", "cargo-lambda"), "lambda", "watch", "--only-lambda-apis",
+                          "--invoke-address", "127.0.0.1", "--invoke-port", str(rt_port)], cwd=stub)
+    wait_port(rt_port, "cargo lambda watch")
+
+    use_docker = docker_works()
+    digests = {}
+    for f in ("predict", "train"):
+        say(f"building the {f} image")
+        out = run([args.deploy, "image", "--function", f, "--binary", getattr(args, f), "--out",
+                   os.path.join(images, f), "--tar", os.path.join(images, f + ".tar"),
+                   "--mnist-dir", args.mnist_dir, "--json"], capture=True)
+        digests[f] = json.loads(out.strip().splitlines()[-1])["manifest_digest"]
+
+    say("running the images the way Lambda does: read-only root, writable /tmp, uid 993, "
+        + ("in Docker" if use_docker else "under bubblewrap (no Docker engine here)"))
+    for f, name in NAMES.items():
+        rt = f"http://127.0.0.1:{rt_port}/.rt/{name}"
+        lambda_env = {"AWS_LAMBDA_RUNTIME_API": rt, "AWS_LAMBDA_FUNCTION_NAME": name,
+                      "AWS_LAMBDA_FUNCTION_VERSION": "1", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}
+        if use_docker:
+            run(["docker", "load", "-q", "-i", os.path.join(images, f + ".tar")], capture=True)
+            cmd = ["docker", "run", "--rm", "--name", f"lambda-cnn-run-{f}", "--network", "host", "--read-only",
+                   "--tmpfs", "/tmp", "--user", "993:990"]
+            for k, v in lambda_env.items():
+                cmd += ["-e", f"{k}={v}"]
+            subprocess.run(["docker", "rm", "-f", f"lambda-cnn-run-{f}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            start(f"function-{f}", cmd + [f"lambda-cnn-{f}:latest"])
+        else:
+            bundle = os.path.join(STATE, f"bundle-{f}")
+            shutil.rmtree(bundle, ignore_errors=True)
+            run(["umoci", "unpack", "--image", f"{os.path.join(images, f)}:latest", bundle], capture=True)
+            with open(os.path.join(bundle, "config.json")) as cf:
+                image_env = dict(e.split("=", 1) for e in json.load(cf)["process"]["env"])
+            cmd = ["bwrap", "--die-with-parent", "--ro-bind", os.path.join(bundle, "rootfs"), "/",
+                   "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--share-net",
+                   "--uid", "993", "--gid", "990", "--chdir", "/var/task", "/var/runtime/bootstrap"]
+            start(f"function-{f}", cmd, env={**image_env, **lambda_env})
+
+    aws_env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}", AWS_ACCESS_KEY_ID="local",
+                   AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    registry = f"127.0.0.1:{reg_port}"
+    say("deploy push (to the local registry; ECR's control plane is moto)")
+    pushed = [json.loads(l) for l in run([args.deploy, "push", "--registry", registry, "--images", images, "--json"],
+                                         env=aws_env, capture=True).splitlines() if l.startswith("{")]
+    say("deploy release (smoke tests run the image's code through the Runtime API emulator)")
+    released = [json.loads(l) for l in run([args.deploy, "release", "--registry", registry, "--images", images,
+                                            "--invoke-endpoint", f"http://127.0.0.1:{rt_port}", "--json"],
+                                           env=aws_env, capture=True).splitlines() if l.startswith("{")]
+    say("deploy api")
+    api = json.loads(run([args.deploy, "api", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
+
+    say(f"predicting {args.digits} real test digits through the deployed predict code")
+    event_path = os.path.join(ROOT, "tests", "fixtures", "events", "apigw-v2-predict.json")
+    with open(event_path) as ef:
+        template = json.load(ef)
+    right, durations = 0, []
+    for i, (pixels, label) in enumerate(mnist_test(args.mnist_dir, args.digits)):
+        event = dict(template, body=json.dumps({"pixels": pixels}), isBase64Encoded=False)
+        event["headers"] = dict(template["headers"], **{"content-type": "application/json"})
+        answer, ms = invoke(rt_port, NAMES["predict"], event)
+        digit = json.loads(answer["body"])["digit"]
+        durations.append(ms)
+        right += digit == label
+        print(f"    test digit {i}: label {label}, predicted {digit} ({ms:.1f} ms)")
+    say("a short training run through the deployed train code (epochs 1, limit 2000)")
+    trained, train_ms = invoke(rt_port, NAMES["train"], {"epochs": 1, "limit": 2000})
+
+    mean_ms = sum(durations) / len(durations)
+    cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
+                           "--memory-mb", "1024", "--json"], capture=True).strip().splitlines()[-1])
+    print()
+    print("summary")
+    for p in pushed:
+        print(f"  {p['function']:8} {p['digest']}  pushed {p['bytes_pushed']} bytes, skipped {p['bytes_skipped']}"
+              + ("  (layers already in the registry)" if p["bytes_pushed"] == 0 else ""))
+    for r in released:
+        print(f"  {r['function']:20} version {r['version']} is {r['alias']} ({r['change']}); smoke: {r['smoke']}")
+    print(f"  API {api['api_id']}: {api['url']}/predict (moto records it; it does not serve it)")
+    print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
+    print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
+    print(f"  cost of 1M predictions at that duration, 1024 MB, x86_64, HTTP API: ${cost['cost']['total']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
