@@ -266,6 +266,33 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert_ok(&api2, "second deploy api");
     assert_eq!(last_json(&api2)["api_id"], id);
     assert_eq!(last_json(&api2)["created"], false);
+
+    // Destroy: without --yes and without a terminal it refuses; with it, everything goes, and
+    // a second run finds nothing left to delete.
+    let refused = s.deploy(&["destroy"]);
+    assert_clean_failure(&refused, "--yes");
+    let gone = s.deploy(&["destroy", "--yes", "--all"]);
+    assert_ok(&gone, "deploy destroy");
+    let out = stdout(&gone);
+    for what in [
+        "deleted API lambda-cnn",
+        "deleted function lambda-cnn-predict",
+        "deleted role",
+        "deleted ECR repository",
+    ] {
+        assert!(out.contains(what), "{what} missing from:\n{out}");
+    }
+    let (status, _) = s.moto.call(
+        "lambda",
+        "GET",
+        &format!("/2015-03-31/functions/{PREDICT}"),
+        None,
+        None,
+    );
+    assert_eq!(status, 404);
+    let again = s.deploy(&["destroy", "--yes", "--all"]);
+    assert_ok(&again, "second deploy destroy");
+    assert_eq!(stdout(&again).trim(), "", "nothing left to delete");
 }
 
 /// The shipped weights with every parameter zeroed: loads fine, answers 0 for everything.
