@@ -20,13 +20,21 @@ PYTHON ?= python3
 TOOLS_STAMP := $(VENV)/.tools-1
 PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5
 
+# LocalStack (community, host mode, offline) for `AWS_EMULATOR=localstack`: localstack-core
+# needs Python >= 3.12, and these pins to install and start here.
+LOCALSTACK_VENV := .venv-localstack
+LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.localstack-1
+# pyenv's own builds first: its shims fail for versions not selected.
+LOCALSTACK_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3 $(HOME)/.pyenv/versions/3.12*/bin/python3) $(shell command -v python3.13 python3.12 2>/dev/null))
+LOCALSTACK_PKGS := localstack-core[runtime]==2026.3.0 cbor2<6 pyopenssl==25.3.0 cryptography>=45.0.7,<47 service_identity
+
 # The peers of `make bench-peers`: the seed's Keras and the same model in PyTorch (large:
 # PyPI's torch brings CUDA wheels, ~7 GB installed). Never part of `make test` or CI.
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy test build tools system-tools image lint fmt data train eval bench bench-peers clean-local
+.PHONY: help run deploy test build tools localstack system-tools image lint fmt data train eval bench bench-peers clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,7 +44,7 @@ build: ## release-build the library, the CLI, the functions, every test, and the
 	@# Its own feature set, without candle: see Cargo.toml's [features].
 	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
 
-tools: $(TOOLS_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
+tools: $(TOOLS_STAMP) $(LOCALSTACK_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
@@ -49,6 +57,14 @@ system-tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
 	fi
+
+localstack: $(LOCALSTACK_STAMP) ## install LocalStack (community) into .venv-localstack, for AWS_EMULATOR=localstack
+
+$(LOCALSTACK_STAMP):
+	@[ -n "$(LOCALSTACK_PYTHON)" ] || { echo "LocalStack needs Python 3.12 or newer: install it (e.g. pyenv install 3.13) or set LOCALSTACK_PYTHON" >&2; exit 1; }
+	$(LOCALSTACK_PYTHON) -m venv $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(LOCALSTACK_PKGS),'$(p)')
+	touch $@
 
 $(TOOLS_STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +83,8 @@ test: build tools ## format and lint checks, then every unit and integration tes
 	@! $(CARGO) tree --no-default-features --features deploy -e normal -p lambda-cnn --locked | grep -E 'candle' \
 	  || { echo "the deploy build depends on candle" >&2; exit 1; }
 	$(CARGO) test --release --workspace --locked --no-fail-fast
+	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
+	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test deploy_pipeline
 	@# The pipeline's unit tests, in the deploy binary's feature set.
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 

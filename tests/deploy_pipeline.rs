@@ -1,14 +1,15 @@
 //! The deploy pipeline end to end against real stand-ins, each started here on free 127.0.0.1
-//! ports: moto (ECR, Lambda, IAM, S3, Logs, API Gateway), a real OCI registry with ECR-style
+//! ports: the AWS emulator (moto; or LocalStack with `AWS_EMULATOR=localstack`, with moto for
+//! what LocalStack lacks — see common/aws_emulator.rs), a real OCI registry with ECR-style
 //! auth, and the Lambda Runtime API emulator running the functions from their images (under
 //! bubblewrap), which serves the smoke tests' invocations.
 
 mod common;
 use base64::Engine;
+use common::aws_emulator::AwsStack;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, umoci_unpack};
-use common::moto::Moto;
 use common::registry::Registry;
 use common::*;
 use serde_json::{json, Value};
@@ -65,7 +66,7 @@ fn build_image(images: &Path, cache: &Path, function: &str, extra: &[&str]) -> S
 
 /// The stand-ins, both images built, and both functions running from them.
 struct Stack {
-    moto: Moto,
+    aws: AwsStack,
     registry: Registry,
     emu: Emulator,
     dir: tempfile::TempDir,
@@ -74,7 +75,7 @@ struct Stack {
 
 impl Stack {
     fn start() -> Self {
-        let moto = Moto::start_for_deploy();
+        let aws = AwsStack::start(true);
         let registry = Registry::start(ECR_USER, ECR_PASSWORD);
         let mut emu = Emulator::start_for(&[PREDICT, TRAIN]);
         let dir = tempfile::tempdir().unwrap();
@@ -88,7 +89,7 @@ impl Stack {
             run_image(dir.path(), &mut emu, f, name);
         }
         Stack {
-            moto,
+            aws,
             registry,
             emu,
             dir,
@@ -101,10 +102,7 @@ impl Stack {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        let mut env = self.moto.env();
-        env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
-        env.push(("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()));
-        env
+        self.aws.env(true)
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
@@ -128,7 +126,7 @@ impl Stack {
     }
 
     fn lambda(&self, path: &str) -> Value {
-        let (status, v) = self.moto.call("lambda", "GET", path, None, None);
+        let (status, v) = self.aws.call("lambda", true, "GET", path, None, None);
         // moto answers GetAlias with 201.
         assert!((200..300).contains(&status), "GET {path}: {status} {v}");
         v
@@ -224,16 +222,26 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert_eq!(conf["MemorySize"], 1024);
     assert_eq!(conf["PackageType"], "Image");
     let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
-    assert_eq!(
-        train["Configuration"]["Environment"]["Variables"]["MODEL_BUCKET"],
-        "lambda-cnn-models-123456789012-us-east-1"
+    // The bucket is named after the account STS reports (moto's or LocalStack's) and exists,
+    // in whichever emulator serves S3.
+    let bucket = train["Configuration"]["Environment"]["Variables"]["MODEL_BUCKET"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        bucket.starts_with("lambda-cnn-models-") && bucket.ends_with("-us-east-1"),
+        "{bucket}"
     );
+    let (status, _) = s
+        .aws
+        .call("s3", true, "HEAD", &format!("/{bucket}"), None, None);
+    assert_eq!(status, 200, "bucket {bucket} was not created");
 
     let api = s.deploy(&["api", "--json"]);
     assert_ok(&api, "deploy api");
     let api = last_json(&api);
     let id = api["api_id"].as_str().unwrap();
-    let (_, routes) = s.moto.call(
+    let (_, routes) = s.aws.moto.call(
         "apigateway",
         "GET",
         &format!("/v2/apis/{id}/routes"),
@@ -282,7 +290,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     ] {
         assert!(out.contains(what), "{what} missing from:\n{out}");
     }
-    let (status, _) = s.moto.call(
+    let (status, _) = s.aws.moto.call(
         "lambda",
         "GET",
         &format!("/2015-03-31/functions/{PREDICT}"),
@@ -403,7 +411,7 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
 
 #[test]
 fn a_registry_that_fails_the_first_blob_upload_is_retried() {
-    let moto = Moto::start_for_deploy();
+    let aws = AwsStack::start(true);
     let registry = Registry::start(ECR_USER, ECR_PASSWORD);
     let proxy = FaultyProxy::start(registry.port, 1);
     let dir = tempfile::tempdir().unwrap();
@@ -421,7 +429,7 @@ fn a_registry_that_fails_the_first_blob_upload_is_retried() {
             "--registry",
             &via,
         ],
-        &moto.env(),
+        &aws.env(true),
     );
     assert_ok(&o, "push through the faulty proxy");
     assert_eq!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -435,11 +443,12 @@ fn a_registry_that_fails_the_first_blob_upload_is_retried() {
 
 #[test]
 fn monitor_sums_up_real_report_lines_with_their_cost() {
-    let moto = Moto::start_for_deploy();
+    let aws = AwsStack::start(false);
     let group = format!("/aws/lambda/{PREDICT}");
     let logs = |target: &str, body: Value| {
-        let (status, v) = moto.call(
+        let (status, v) = aws.call(
             "logs",
+            false,
             "POST",
             "/",
             Some(&format!("Logs_20140328.{target}")),
@@ -472,8 +481,7 @@ fn monitor_sums_up_real_report_lines_with_their_cost() {
         "PutLogEvents",
         json!({"logGroupName": group, "logStreamName": "2026/11/28/[1]abc", "logEvents": events}),
     );
-    let mut env = moto.env();
-    env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
+    let env = aws.env(false);
     let o = deploy_with_env(
         &[
             "monitor",
@@ -543,4 +551,118 @@ fn the_cost_what_if_follows_the_price_table() {
         (c["total"].as_f64().unwrap() - 1.466_668).abs() < 1e-9,
         "{c}"
     );
+}
+
+#[test]
+fn deploy_role_creates_the_execution_role_with_least_privilege() {
+    let aws = AwsStack::start(false);
+    let env = aws.env(false);
+    let first = deploy_with_env(&["role", "--json"], &env);
+    assert_ok(&first, "deploy role");
+    let arn = last_json(&first)["arn"].as_str().unwrap().to_owned();
+    assert!(arn.ends_with(":role/lambda-cnn-execution"), "{arn}");
+    let again = deploy_with_env(&["role", "--json"], &env);
+    assert_ok(&again, "second deploy role");
+    assert_eq!(last_json(&again)["arn"], arn.as_str());
+    // Read back through IAM's own (query) API.
+    let iam = |query: &str| {
+        let (status, v) = aws.call(
+            "iam",
+            false,
+            "GET",
+            &format!("/?Version=2010-05-08&{query}"),
+            None,
+            None,
+        );
+        assert_eq!(status, 200, "{query}: {v}");
+        v.as_str().unwrap_or_default().to_owned()
+    };
+    let role = iam("Action=GetRole&RoleName=lambda-cnn-execution");
+    assert!(role.contains("lambda.amazonaws.com"), "{role}");
+    let policy = iam("Action=GetRolePolicy&RoleName=lambda-cnn-execution&PolicyName=lambda-cnn");
+    for part in ["lambda-cnn-models-", "logs", "s3", "lambda-cnn-predict"] {
+        assert!(policy.contains(part), "{part} not in {policy}");
+    }
+}
+
+#[test]
+fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
+    // moto stands in for Lambda (and the IAM its functions need) in both modes.
+    let aws = AwsStack::start(false);
+    let env = aws.env(true);
+    let role = deploy_with_env(&["role", "--json"], &env);
+    assert_ok(&role, "deploy role");
+    let arn = last_json(&role)["arn"].as_str().unwrap().to_owned();
+    let lambda = |method: &str, path: &str, body: Value| {
+        let (status, v) = aws.call("lambda", true, method, path, None, Some(body));
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    };
+    lambda(
+        "POST",
+        "/2015-03-31/functions",
+        json!({
+            "FunctionName": PREDICT, "PackageType": "Image", "Role": arn,
+            "Code": {"ImageUri": format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/lambda-cnn@sha256:{}", "0".repeat(64))},
+        }),
+    );
+    lambda(
+        "POST",
+        &format!("/2015-03-31/functions/{PREDICT}/versions"),
+        json!({}),
+    );
+    lambda(
+        "POST",
+        &format!("/2015-03-31/functions/{PREDICT}/aliases"),
+        json!({"Name": "live", "FunctionVersion": "1"}),
+    );
+
+    let first = deploy_with_env(&["api", "--rest", "--json"], &env);
+    assert_ok(&first, "deploy api --rest");
+    let api = last_json(&first);
+    let id = api["api_id"].as_str().unwrap().to_owned();
+    assert_eq!(api["created"], true);
+    assert!(api["url"].as_str().unwrap().ends_with("/prod"), "{api}");
+
+    let rest = |path: &str| {
+        let (status, v) = aws.call("apigateway", false, "GET", path, None, None);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    };
+    let resources = rest(&format!("/restapis/{id}/resources"));
+    let items = resources["item"]
+        .as_array()
+        .or(resources["items"].as_array())
+        .unwrap()
+        .clone();
+    for (path, method) in [("/predict", "POST"), ("/health", "GET")] {
+        let r = items
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("{path} missing: {resources}"));
+        let rid = r["id"].as_str().unwrap();
+        let integration = rest(&format!(
+            "/restapis/{id}/resources/{rid}/methods/{method}/integration"
+        ));
+        assert_eq!(integration["type"], "AWS_PROXY", "{integration}");
+        let uri = integration["uri"].as_str().unwrap();
+        assert!(
+            uri.contains(&format!("function:{PREDICT}:live/invocations")),
+            "{uri}"
+        );
+    }
+    let stage = rest(&format!("/restapis/{id}/stages/prod"));
+    assert_eq!(
+        stage["methodSettings"]["*/*"]["throttlingRateLimit"], 50.0,
+        "{stage}"
+    );
+
+    // Again: the same API, nothing created.
+    let again = deploy_with_env(&["api", "--rest", "--json"], &env);
+    assert_ok(&again, "second deploy api --rest");
+    assert_eq!(last_json(&again)["api_id"], id.as_str());
+    assert_eq!(last_json(&again)["created"], false);
 }

@@ -1,23 +1,24 @@
-//! The S3 model store through a real AWS API emulator (moto): `train` writes weights and card
-//! to `MODEL_BUCKET`, `predict` loads them from `MODEL_S3_URI`.
+//! The S3 model store through a real AWS API emulator (moto, or LocalStack with
+//! `AWS_EMULATOR=localstack`): `train` writes weights and card to `MODEL_BUCKET`, `predict`
+//! loads them from `MODEL_S3_URI`.
 
 mod common;
+use common::aws_emulator::AwsStack;
 use common::emulator::Emulator;
-use common::moto::Moto;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn env_pairs(moto: &Moto) -> Vec<(&'static str, String)> {
-    moto.env()
+fn env_pairs(aws: &AwsStack) -> Vec<(&'static str, String)> {
+    aws.env(false)
 }
 
 #[test]
 fn train_writes_weights_and_card_to_s3_and_predict_serves_them() {
-    let moto = Moto::start();
-    moto.create_bucket("models");
+    let aws = AwsStack::start(false);
+    aws.create_bucket("models");
     let mut emu = Emulator::start();
-    let mut env = env_pairs(&moto);
+    let mut env = env_pairs(&aws);
     env.push(("MNIST_DIR", mnist_dir().to_string_lossy().into_owned()));
     env.push(("MODEL_BUCKET", "models".into()));
     env.push(("MODEL_PREFIX", "/mnist/".into()));
@@ -35,7 +36,7 @@ fn train_writes_weights_and_card_to_s3_and_predict_serves_them() {
         "{key}"
     );
 
-    let bytes = moto
+    let bytes = aws
         .get("models", key)
         .expect("the weights are in the bucket");
     assert_eq!(lambda_cnn::model::weights::sha256_hex(&bytes), sha);
@@ -45,12 +46,12 @@ fn train_writes_weights_and_card_to_s3_and_predict_serves_them() {
         .strip_prefix("s3://models/")
         .unwrap()
         .to_owned();
-    let card: Value = serde_json::from_slice(&moto.get("models", &card_key).unwrap()).unwrap();
+    let card: Value = serde_json::from_slice(&aws.get("models", &card_key).unwrap()).unwrap();
     assert_eq!(card["weights_sha256"], sha.as_str());
     assert_eq!(card["train_samples"], 1000);
 
     // predict loads exactly those weights at init.
-    let mut env = env_pairs(&moto);
+    let mut env = env_pairs(&aws);
     env.push(("MODEL_S3_URI", weights_uri.clone()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     emu.start_function("predict", &env_refs);
@@ -78,10 +79,10 @@ fn train_writes_weights_and_card_to_s3_and_predict_serves_them() {
 
 #[test]
 fn predict_with_a_missing_s3_model_fails_init_with_a_clear_log() {
-    let moto = Moto::start();
-    moto.create_bucket("models");
+    let aws = AwsStack::start(false);
+    aws.create_bucket("models");
     let mut emu = Emulator::start();
-    let mut env = env_pairs(&moto);
+    let mut env = env_pairs(&aws);
     env.push(("MODEL_S3_URI", "s3://models/nope.safetensors".into()));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     emu.start_function("predict", &env_refs);

@@ -128,8 +128,11 @@ def main():
     ap.add_argument("--venv", default=os.path.join(ROOT, ".venv"))
     ap.add_argument("--mnist-dir", required=True)
     ap.add_argument("--digits", type=int, default=10)
+    ap.add_argument("--emulator", choices=["moto", "localstack"], default=os.environ.get("AWS_EMULATOR") or "moto",
+                    help="the AWS emulator (AWS_EMULATOR); with localstack, moto serves what it lacks here")
+    ap.add_argument("--localstack-venv", default=os.path.join(ROOT, ".venv-localstack"))
     args = ap.parse_args()
-    for a in ("deploy", "predict", "train", "venv", "mnist_dir"):
+    for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv"):
         setattr(args, a, os.path.abspath(getattr(args, a)))
     os.makedirs(STATE, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -157,6 +160,27 @@ def pipeline(args):
             break
         except OSError:
             time.sleep(0.2)
+
+    ls_port = None
+    if args.emulator == "localstack":
+        ls_port = free_port()
+        say(f"starting LocalStack on 127.0.0.1:{ls_port} (S3, STS, CloudWatch Logs); moto serves ECR, "
+            "image Lambdas, API Gateway v2 and the IAM its Lambda checks roles against")
+        ls_dir = os.path.join(STATE, "localstack")
+        shutil.rmtree(ls_dir, ignore_errors=True)
+        os.makedirs(ls_dir)
+        ls_env = dict(os.environ, GATEWAY_LISTEN=f"127.0.0.1:{ls_port}", GATEWAY_SERVER="hypercorn",
+                      DNS_ADDRESS="0", DISABLE_EVENTS="1", OVERRIDE_IN_DOCKER="0", FILESYSTEM_ROOT=ls_dir,
+                      SKIP_SSL_CERT_DOWNLOAD="1")
+        start("localstack", [os.path.join(args.localstack_venv, "bin", "python"), "-m", "localstack.runtime.main"],
+              env=ls_env, cwd=ls_dir)
+        wait_port(ls_port, "LocalStack", timeout=180)
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{ls_port}/_localstack/health", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.3)
 
     say(f"starting the registry on 127.0.0.1:{reg_port} (blobs kept in .local/stack/registry)")
     reg_dir = os.path.join(STATE, "registry")
@@ -221,6 +245,10 @@ def pipeline(args):
     aws_env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}", AWS_ACCESS_KEY_ID="local",
                    AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                    AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    if ls_port:
+        moto = f"http://127.0.0.1:{moto_port}"
+        aws_env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{ls_port}", AWS_ENDPOINT_URL_ECR=moto,
+                       AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto)
     registry = f"127.0.0.1:{reg_port}"
     say("deploy push (to the local registry; ECR's control plane is moto)")
     pushed = [json.loads(l) for l in run([args.deploy, "push", "--registry", registry, "--images", images, "--json"],
@@ -231,6 +259,10 @@ def pipeline(args):
                                            env=aws_env, capture=True).splitlines() if l.startswith("{")]
     say("deploy api")
     api = json.loads(run([args.deploy, "api", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
+    rest = None
+    if ls_port:
+        say("deploy api --rest (a REST API, on LocalStack's API Gateway v1)")
+        rest = json.loads(run([args.deploy, "api", "--rest", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
 
     say(f"predicting {args.digits} real test digits through the deployed predict code")
     event_path = os.path.join(ROOT, "tests", "fixtures", "events", "apigw-v2-predict.json")
@@ -259,6 +291,8 @@ def pipeline(args):
     for r in released:
         print(f"  {r['function']:20} version {r['version']} is {r['alias']} ({r['change']}); smoke: {r['smoke']}")
     print(f"  API {api['api_id']}: {api['url']}/predict (moto records it; it does not serve it)")
+    if rest:
+        print(f"  REST API {rest['api_id']}: {rest['url']}/predict (on LocalStack)")
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
     print(f"  cost of 1M predictions at that duration, 1024 MB, x86_64, HTTP API: ${cost['cost']['total']:.2f}")

@@ -3,6 +3,7 @@
 //! its internals; `release` and `stack` chain them.
 
 pub mod apigw;
+pub mod apigw_rest;
 pub mod aws;
 pub mod binary;
 pub mod build;

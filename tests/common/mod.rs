@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests: where the data is, running the CLI, test images.
 #![allow(dead_code)]
 
+pub mod aws_emulator;
 pub mod emulator;
 pub mod faulty_proxy;
 pub mod image_run;
+pub mod localstack;
 pub mod moto;
 pub mod registry;
 

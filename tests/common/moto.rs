@@ -78,8 +78,7 @@ impl Moto {
         ]
     }
 
-    /// A call to `service`'s API, with a signature moto routes by but does not check.
-    /// `target`: the X-Amz-Target of JSON-protocol services (Logs); None for REST ones.
+    /// A call to `service`'s API on this moto (see [`signed_call`]).
     pub fn call(
         &self,
         service: &str,
@@ -88,27 +87,7 @@ impl Moto {
         target: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
-        let url = format!("{}{path}", self.endpoint());
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("Authorization", auth);
-        if let Some(t) = target {
-            req = req
-                .header("X-Amz-Target", t)
-                .header("Content-Type", "application/x-amz-json-1.1");
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut r = self.agent.run(req.body(body).unwrap()).unwrap();
-        let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
+        signed_call(&self.endpoint(), service, method, path, target, body)
     }
 
     /// Creates a bucket (moto accepts this one unsigned).
@@ -127,23 +106,23 @@ impl Moto {
 
     /// An object's bytes, read through the AWS SDK (moto refuses unsigned reads).
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let uri = lambda_cnn::store::S3Uri {
-            bucket: bucket.into(),
-            key: key.into(),
-        };
-        self.with_store(|store| async move { store.get(&uri).await.ok() })
+        s3_get(&self.endpoint(), bucket, key)
     }
+}
 
-    fn with_store<F, Fut, T>(&self, f: F) -> T
-    where
-        F: FnOnce(lambda_cnn::store::Store) -> Fut,
-        Fut: std::future::Future<Output = T>,
+/// An object's bytes from the S3 at `endpoint`, read through the AWS SDK.
+pub fn s3_get(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let uri = lambda_cnn::store::S3Uri {
+        bucket: bucket.into(),
+        key: key.into(),
+    };
     {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let endpoint = self.endpoint();
+        let endpoint = endpoint.to_owned();
+        let f = |store: lambda_cnn::store::Store| async move { store.get(&uri).await.ok() };
         rt.block_on(async move {
             let store = lambda_cnn::store::Store::with_endpoint(
                 &endpoint,
@@ -162,4 +141,43 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A call to `service`'s API at `endpoint`, with a SigV4-shaped header the emulators (moto,
+/// LocalStack) route by but do not check. `target`: the X-Amz-Target of JSON-protocol services
+/// (Logs); None for REST ones. Returns the status and the body (JSON, or the text as a string).
+pub fn signed_call(
+    endpoint: &str,
+    service: &str,
+    method: &str,
+    path: &str,
+    target: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{endpoint}{path}"))
+        .header("Authorization", auth);
+    if let Some(t) = target {
+        req = req
+            .header("X-Amz-Target", t)
+            .header("Content-Type", "application/x-amz-json-1.1");
+    } else if body.is_some() {
+        req = req.header("Content-Type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut r = agent.run(req.body(body).unwrap()).unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }

@@ -60,6 +60,9 @@ enum Command {
     /// The HTTPS endpoint: an API Gateway HTTP API (POST /predict, GET /health) on predict's
     /// `live` alias, with throttling, CORS and optional IAM/JWT auth. Prints the URL.
     Api(ApiArgs),
+    /// Ensure the functions' execution role (trust and least-privilege policies from
+    /// infra/iam/); `release` does this too.
+    Role(RoleArgs),
     /// Point `live` back at the previous version (or `--to VERSION`).
     Rollback(RollbackArgs),
     /// Remove what deploy created: API, permission, aliases, functions, role, log groups
@@ -134,10 +137,20 @@ struct ReleaseArgs {
 }
 
 #[derive(Args, Clone)]
+struct RoleArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
 struct ApiArgs {
     /// none, iam or jwt; default: the config's.
     #[arg(long)]
     auth: Option<String>,
+    /// A REST API (API Gateway v1) instead of an HTTP API: resources, proxy integrations, a
+    /// `prod` stage with throttling (no CORS or JWT there).
+    #[arg(long)]
+    rest: bool,
     #[arg(long)]
     json: bool,
 }

@@ -20,7 +20,8 @@ use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
 use super::{
-    AllArgs, ApiArgs, Command, DestroyArgs, MonitorArgs, ReleaseArgs, RollbackArgs, Target,
+    AllArgs, ApiArgs, Command, DestroyArgs, MonitorArgs, ReleaseArgs, RoleArgs, RollbackArgs,
+    Target,
 };
 
 struct Ctx {
@@ -29,6 +30,7 @@ struct Ctx {
     account: Account,
     clients: Clients,
     apigw: aws_sdk_apigatewayv2::Client,
+    rest: aws_sdk_apigateway::Client,
     sdk: aws_config::SdkConfig,
 }
 
@@ -54,6 +56,7 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
                 .map(|_| ()),
             Command::Release(a) => release_stage(&ctx, &a).await.map(|_| ()),
             Command::Api(a) => api(&ctx, &a).await.map(|_| ()),
+            Command::Role(a) => role(&ctx, &a).await,
             Command::Rollback(a) => rollback(&ctx, &a).await,
             Command::Destroy(a) => destroy(&ctx, &a).await,
             Command::Monitor(a) => monitor(&ctx, &a).await,
@@ -86,6 +89,7 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             config.api.name, config.function(Function::Predict).name, config.release.alias,
             config.api.throttle_rate, config.api.throttle_burst, config.api.auth
         )],
+        Command::Role(_) => vec![format!("ensure IAM role {} with the policies in infra/iam/", config.role.name)],
         Command::Rollback(a) => vec![format!("point {} of {} at the previous version", config.release.alias, names(&a.which.functions()))],
         Command::Destroy(a) => vec![format!(
             "delete API {}, functions {}, role {}, their log groups{}",
@@ -128,6 +132,7 @@ async fn connect(
             ecr: aws_sdk_ecr::Client::new(&sdk),
         },
         apigw: aws_sdk_apigatewayv2::Client::new(&sdk),
+        rest: aws_sdk_apigateway::Client::new(&sdk),
         account,
         config,
         config_dir,
@@ -300,6 +305,7 @@ fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
             ecr: ctx.clients.ecr.clone(),
         },
         apigw: ctx.apigw.clone(),
+        rest: ctx.rest.clone(),
         sdk: ctx.sdk.clone(),
     }
 }
@@ -389,13 +395,19 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
         region: ctx.account.region.clone(),
         account: ctx.account.id.clone(),
     };
-    let out = apigw::ensure_http_api(&ctx.apigw, &ctx.clients.lambda, &spec).await?;
+    let out = if args.rest {
+        lambda_cnn::pipeline::apigw_rest::ensure_rest_api(&ctx.rest, &ctx.clients.lambda, &spec)
+            .await?
+    } else {
+        apigw::ensure_http_api(&ctx.apigw, &ctx.clients.lambda, &spec).await?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "{} API {} ({}): POST {}/predict, GET {}/health",
+            "{} {} API {} ({}): POST {}/predict, GET {}/health",
             if out.created { "created" } else { "updated" },
+            if args.rest { "REST" } else { "HTTP" },
             cfg.api.name,
             out.api_id,
             out.url,
@@ -403,6 +415,26 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
         );
     }
     Ok(out)
+}
+
+async fn role(ctx: &Ctx, args: &RoleArgs) -> Result<()> {
+    let arn = release::ensure_role(
+        &ctx.clients,
+        &ctx.config,
+        &ctx.account,
+        &policy(ctx, "trust-policy.json")?,
+        &policy(ctx, "execution-policy.json")?,
+    )
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"role": ctx.config.role.name, "arn": arn})
+        );
+    } else {
+        println!("role {}: {arn}", ctx.config.role.name);
+    }
+    Ok(())
 }
 
 async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
@@ -459,6 +491,9 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
     }
     if apigw::delete_api(&ctx.apigw, &cfg.api.name).await? {
         println!("deleted API {}", cfg.api.name);
+    }
+    if lambda_cnn::pipeline::apigw_rest::delete_rest_api(&ctx.rest, &cfg.api.name).await? {
+        println!("deleted REST API {}", cfg.api.name);
     }
     for f in [Function::Predict, Function::Train] {
         let name = &cfg.function(f).name;
@@ -619,6 +654,7 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
             ctx,
             &ApiArgs {
                 auth: None,
+                rest: false,
                 json: args.json,
             },
         )

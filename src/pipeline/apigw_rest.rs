@@ -1,0 +1,246 @@
+//! The same endpoint as a REST API (API Gateway v1), for accounts and tools that still use
+//! them: resources `/predict` (POST) and `/health` (GET) with Lambda proxy integrations to
+//! predict's `live` alias, a deployment to a stage with throttling, and the invoke permission.
+//! CORS and JWT authorizers are HTTP-API features here (`deploy api` without `--rest`).
+
+use aws_sdk_apigateway::types::{
+    EndpointConfiguration, EndpointType, IntegrationType, Op, PatchOperation,
+};
+
+use super::apigw::{ApiOutcome, ApiSpec, Auth};
+use super::aws::{aws_err, AwsError};
+
+const STAGE: &str = "prod";
+const ROUTES: [(&str, &str); 2] = [("predict", "POST"), ("health", "GET")];
+
+pub async fn find_rest_api(
+    apigw: &aws_sdk_apigateway::Client,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
+    let mut position = None;
+    loop {
+        let page = apigw
+            .get_rest_apis()
+            .set_position(position)
+            .send()
+            .await
+            .map_err(aws_err("listing REST APIs"))?;
+        if let Some(api) = page.items().iter().find(|a| a.name() == Some(name)) {
+            return Ok(api.id().map(str::to_owned));
+        }
+        position = page.position().map(str::to_owned);
+        if position.is_none() || page.items().is_empty() {
+            return Ok(None);
+        }
+    }
+}
+
+pub async fn ensure_rest_api(
+    apigw: &aws_sdk_apigateway::Client,
+    lambda: &aws_sdk_lambda::Client,
+    spec: &ApiSpec,
+) -> Result<ApiOutcome, AwsError> {
+    let authorization = match spec.auth {
+        Auth::None => "NONE",
+        Auth::Iam => "AWS_IAM",
+        Auth::Jwt => {
+            return Err(AwsError::new(
+                "setting up the REST API",
+                "JWT authorization is an HTTP API feature: use `deploy api --auth jwt` without --rest, or --auth iam",
+            ))
+        }
+    };
+    let (id, created) = match find_rest_api(apigw, &spec.name).await? {
+        Some(id) => (id, false),
+        None => {
+            let out = apigw
+                .create_rest_api()
+                .name(&spec.name)
+                .description("lambda-cnn predictions (created by deploy api --rest)")
+                .endpoint_configuration(
+                    EndpointConfiguration::builder()
+                        .types(EndpointType::Regional)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(aws_err(format!("creating REST API {}", spec.name)))?;
+            (out.id().unwrap_or_default().to_owned(), true)
+        }
+    };
+    let resources = apigw
+        .get_resources()
+        .rest_api_id(&id)
+        .send()
+        .await
+        .map_err(aws_err(format!("listing the resources of REST API {id}")))?;
+    let root = resources
+        .items()
+        .iter()
+        .find(|r| r.path() == Some("/"))
+        .and_then(|r| r.id())
+        .ok_or_else(|| AwsError::new(format!("REST API {id}"), "it has no root resource"))?
+        .to_owned();
+    let function_arn = format!(
+        "arn:aws:lambda:{}:{}:function:{}:{}",
+        spec.region, spec.account, spec.function_name, spec.alias
+    );
+    let uri = format!(
+        "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{function_arn}/invocations",
+        spec.region
+    );
+    for (part, method) in ROUTES {
+        let path = format!("/{part}");
+        let resource_id = match resources
+            .items()
+            .iter()
+            .find(|r| r.path() == Some(path.as_str()))
+        {
+            Some(r) => r.id().unwrap_or_default().to_owned(),
+            None => apigw
+                .create_resource()
+                .rest_api_id(&id)
+                .parent_id(&root)
+                .path_part(part)
+                .send()
+                .await
+                .map_err(aws_err(format!("creating resource {path}")))?
+                .id()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let existing = apigw
+            .get_method()
+            .rest_api_id(&id)
+            .resource_id(&resource_id)
+            .http_method(method)
+            .send()
+            .await
+            .map_err(aws_err(format!("reading {method} {path}")));
+        match existing {
+            Ok(m) if m.authorization_type() == Some(authorization) => {}
+            Ok(_) => {
+                apigw
+                    .update_method()
+                    .rest_api_id(&id)
+                    .resource_id(&resource_id)
+                    .http_method(method)
+                    .patch_operations(
+                        PatchOperation::builder()
+                            .op(Op::Replace)
+                            .path("/authorizationType")
+                            .value(authorization)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("updating {method} {path}")))?;
+            }
+            Err(e) if e.is("NotFoundException") => {
+                apigw
+                    .put_method()
+                    .rest_api_id(&id)
+                    .resource_id(&resource_id)
+                    .http_method(method)
+                    .authorization_type(authorization)
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("creating {method} {path}")))?;
+            }
+            Err(e) => return Err(e),
+        }
+        // Replaces any previous integration: the same call every time.
+        apigw
+            .put_integration()
+            .rest_api_id(&id)
+            .resource_id(&resource_id)
+            .http_method(method)
+            .r#type(IntegrationType::AwsProxy)
+            .integration_http_method("POST")
+            .uri(&uri)
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "connecting {method} {path} to {function_arn}"
+            )))?;
+    }
+    apigw
+        .create_deployment()
+        .rest_api_id(&id)
+        .stage_name(STAGE)
+        .description("deploy api --rest")
+        .send()
+        .await
+        .map_err(aws_err(format!("deploying REST API {id} to stage {STAGE}")))?;
+    let throttle = |path: &str, value: String| {
+        PatchOperation::builder()
+            .op(Op::Replace)
+            .path(path)
+            .value(value)
+            .build()
+    };
+    apigw
+        .update_stage()
+        .rest_api_id(&id)
+        .stage_name(STAGE)
+        .patch_operations(throttle(
+            "/*/*/throttling/rateLimit",
+            spec.throttle_rate.to_string(),
+        ))
+        .patch_operations(throttle(
+            "/*/*/throttling/burstLimit",
+            spec.throttle_burst.to_string(),
+        ))
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "throttling stage {STAGE} of REST API {id}"
+        )))?;
+    let permission = lambda
+        .add_permission()
+        .function_name(&spec.function_name)
+        .qualifier(&spec.alias)
+        .statement_id(format!("lambda-cnn-apigw-rest-{id}"))
+        .action("lambda:InvokeFunction")
+        .principal("apigateway.amazonaws.com")
+        .source_arn(format!(
+            "arn:aws:execute-api:{}:{}:{id}/*/*/*",
+            spec.region, spec.account
+        ))
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "allowing REST API {id} to invoke {}:{}",
+            spec.function_name, spec.alias
+        )));
+    match permission {
+        Ok(_) => {}
+        Err(e) if e.is("ResourceConflictException") => {}
+        Err(e) => return Err(e),
+    }
+    Ok(ApiOutcome {
+        url: format!(
+            "https://{id}.execute-api.{}.amazonaws.com/{STAGE}",
+            spec.region
+        ),
+        api_id: id,
+        created,
+    })
+}
+
+/// Deletes the REST API named `name`; false when there was none.
+pub async fn delete_rest_api(
+    apigw: &aws_sdk_apigateway::Client,
+    name: &str,
+) -> Result<bool, AwsError> {
+    let Some(id) = find_rest_api(apigw, name).await? else {
+        return Ok(false);
+    };
+    apigw
+        .delete_rest_api()
+        .rest_api_id(&id)
+        .send()
+        .await
+        .map_err(aws_err(format!("deleting REST API {name} ({id})")))?;
+    Ok(true)
+}

@@ -1,0 +1,143 @@
+//! The AWS emulator the integration tests run against, chosen by `AWS_EMULATOR`: `moto`
+//! (default) or `localstack`. With LocalStack, the services it cannot serve here go to a moto
+//! beside it through the SDK's per-service endpoint variables (`AWS_ENDPOINT_URL_<SERVICE>`).
+
+use super::localstack::LocalStack;
+use super::moto::{s3_get, signed_call, Moto};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Moto,
+    LocalStack,
+}
+
+pub fn kind() -> Kind {
+    match std::env::var("AWS_EMULATOR").as_deref() {
+        Ok("localstack") => Kind::LocalStack,
+        Ok("moto") | Err(_) => Kind::Moto,
+        Ok(other) => panic!("AWS_EMULATOR={other:?}: moto or localstack"),
+    }
+}
+
+/// What LocalStack's community edition, offline in host mode, does not serve here, and why —
+/// the one list of it (the README repeats it). These services go to moto when LocalStack is
+/// chosen; LocalStack serves the rest (S3, STS, CloudWatch Logs, API Gateway v1, IAM).
+pub const LOCALSTACK_LACKS: &[(&str, &str)] = &[
+    ("ecr", "Amazon ECR is a LocalStack Pro feature"),
+    (
+        "lambda",
+        "container-image functions (PackageType=Image) need Docker images it cannot download here",
+    ),
+    (
+        "apigatewayv2",
+        "API Gateway v2 (HTTP APIs) is a LocalStack Pro feature",
+    ),
+];
+
+/// Services that must sit with Lambda: moto's Lambda accepts only roles of its own IAM, so
+/// where functions are created, IAM goes to moto too.
+pub const WITH_LAMBDA: &[&str] = &["iam"];
+
+/// The chosen emulator(s), started for one test.
+pub struct AwsStack {
+    pub moto: Moto,
+    pub localstack: Option<LocalStack>,
+}
+
+impl AwsStack {
+    /// `for_deploy`: moto checks that images exist in its ECR and never runs Docker.
+    pub fn start(for_deploy: bool) -> Self {
+        let moto = if for_deploy {
+            Moto::start_for_deploy()
+        } else {
+            Moto::start()
+        };
+        let localstack = (kind() == Kind::LocalStack).then(LocalStack::start);
+        if let Some(ls) = &localstack {
+            eprintln!(
+                "AWS emulator: LocalStack on {}; moto on {} for {}",
+                ls.endpoint(),
+                moto.endpoint(),
+                LOCALSTACK_LACKS
+                    .iter()
+                    .map(|(s, why)| format!("{s} ({why})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        AwsStack { moto, localstack }
+    }
+
+    /// Whether `service` goes to moto in a stack that creates functions (`with_lambda`).
+    fn to_moto(&self, service: &str, with_lambda: bool) -> bool {
+        self.localstack.is_none()
+            || LOCALSTACK_LACKS.iter().any(|(s, _)| *s == service)
+            || (with_lambda && WITH_LAMBDA.contains(&service))
+    }
+
+    /// The endpoint serving `service` (the SDK's service id, lower case).
+    pub fn endpoint(&self, service: &str, with_lambda: bool) -> String {
+        match &self.localstack {
+            Some(ls) if !self.to_moto(service, with_lambda) => ls.endpoint(),
+            _ => self.moto.endpoint(),
+        }
+    }
+
+    /// The environment a process needs to reach these emulators through the AWS SDK.
+    /// `with_lambda`: the process creates functions (see [`WITH_LAMBDA`]).
+    pub fn env(&self, with_lambda: bool) -> Vec<(&'static str, String)> {
+        let mut env = self.moto.env();
+        if let Some(ls) = &self.localstack {
+            for (k, v) in env.iter_mut() {
+                if *k == "AWS_ENDPOINT_URL" {
+                    *v = ls.endpoint();
+                }
+            }
+            for (service, var) in [
+                ("ecr", "AWS_ENDPOINT_URL_ECR"),
+                ("lambda", "AWS_ENDPOINT_URL_LAMBDA"),
+                ("apigatewayv2", "AWS_ENDPOINT_URL_APIGATEWAYV2"),
+                ("iam", "AWS_ENDPOINT_URL_IAM"),
+            ] {
+                if self.to_moto(service, with_lambda) {
+                    env.push((var, self.moto.endpoint()));
+                }
+            }
+        }
+        env.push(("AWS_CONFIG_FILE", "/dev/null".into()));
+        env.push(("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()));
+        env
+    }
+
+    /// A call to `service`'s API on whichever emulator serves it.
+    pub fn call(
+        &self,
+        service: &str,
+        with_lambda: bool,
+        method: &str,
+        path: &str,
+        target: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        signed_call(
+            &self.endpoint(service, with_lambda),
+            service,
+            method,
+            path,
+            target,
+            body,
+        )
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let (status, body) = self.call("s3", false, "PUT", &format!("/{bucket}"), None, None);
+        assert!(
+            (200..300).contains(&status),
+            "create bucket {bucket}: {status} {body}"
+        );
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        s3_get(&self.endpoint("s3", false), bucket, key)
+    }
+}
