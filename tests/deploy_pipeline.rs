@@ -9,7 +9,7 @@ use base64::Engine;
 use common::aws_emulator::AwsStack;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
-use common::image_run::{bwrap_command, umoci_unpack};
+use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
 use common::registry::Registry;
 use common::*;
 use serde_json::{json, Value};
@@ -41,27 +41,9 @@ fn assert_ok(o: &Output, what: &str) {
 
 /// Builds the image of `function` into `images/<function>`; returns its manifest digest.
 fn build_image(images: &Path, cache: &Path, function: &str, extra: &[&str]) -> String {
-    let binary = workspace_binary(function);
     let out = images.join(function);
-    let mut args = vec![
-        "image",
-        "--function",
-        function,
-        "--binary",
-        binary.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let o = deploy(&args);
-    assert_ok(&o, "deploy image");
-    last_json(&o)["manifest_digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let v = deploy_image(function, &workspace_binary(function), &out, cache, extra);
+    v["manifest_digest"].as_str().unwrap().to_owned()
 }
 
 /// The stand-ins, both images built, and both functions running from them.
@@ -274,6 +256,26 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert_ok(&api2, "second deploy api");
     assert_eq!(last_json(&api2)["api_id"], id);
     assert_eq!(last_json(&api2)["created"], false);
+
+    // New weights are a new version with MODEL_S3_URI set, smoke-tested like any release.
+    let bad_uri = s.deploy(&["release", "--function", "predict", "--model", "http://x/y"]);
+    assert_clean_failure(&bad_uri, "s3://");
+    let model = s.deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--model",
+        "s3://lambda-cnn-models/mnist.safetensors",
+        "--json",
+    ]);
+    assert_ok(&model, "release --model");
+    assert_eq!(last_json(&model)["version"], "2");
+    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
+    assert_eq!(
+        f["Configuration"]["Environment"]["Variables"]["MODEL_S3_URI"],
+        "s3://lambda-cnn-models/mnist.safetensors"
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "2");
 
     // Destroy: without --yes and without a terminal it refuses; with it, everything goes, and
     // a second run finds nothing left to delete.

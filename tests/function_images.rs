@@ -6,35 +6,15 @@
 mod common;
 use base64::Engine;
 use common::emulator::{free_port, wait_for_port, workspace_binary, Emulator};
-use common::image_run::{bwrap_command, umoci_unpack};
+use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Builds the image of `function` from `binary` into `out` (layout) with `extra` flags;
-/// returns `deploy image --json`'s object.
 fn build_image(function: &str, binary: &Path, out: &Path, cache: &Path, extra: &[&str]) -> Value {
-    let mnist = mnist_dir();
-    let mut args = vec![
-        "image",
-        "--function",
-        function,
-        "--binary",
-        binary.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--mnist-dir",
-        mnist.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let o = deploy(&args);
-    assert!(o.status.success(), "deploy image failed: {}", stderr(&o));
-    last_json(&o)
+    deploy_image(function, binary, out, cache, extra)
 }
 
 fn layer_digests(v: &Value) -> Vec<String> {

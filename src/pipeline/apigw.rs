@@ -250,28 +250,16 @@ pub async fn ensure_http_api(
         Err(e) => return Err(e),
     }
 
-    let permission = lambda
-        .add_permission()
-        .function_name(&spec.function_name)
-        .qualifier(&spec.alias)
-        .statement_id(format!("lambda-cnn-apigw-{api_id}"))
-        .action("lambda:InvokeFunction")
-        .principal("apigateway.amazonaws.com")
-        .source_arn(format!(
+    grant_invoke(
+        lambda,
+        spec,
+        &format!("lambda-cnn-apigw-{api_id}"),
+        &format!(
             "arn:aws:execute-api:{}:{}:{api_id}/*/*",
             spec.region, spec.account
-        ))
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "allowing API {api_id} to invoke {}:{}",
-            spec.function_name, spec.alias
-        )));
-    match permission {
-        Ok(_) => {}
-        Err(e) if e.is("ResourceConflictException") => {} // granted before
-        Err(e) => return Err(e),
-    }
+        ),
+    )
+    .await?;
     let url = if spec.stage == "$default" {
         endpoint
     } else {
@@ -282,6 +270,35 @@ pub async fn ensure_http_api(
         url,
         created,
     })
+}
+
+/// Lets API Gateway (calls from `source_arn`) invoke predict's alias; a grant made before is
+/// left as it is.
+pub(crate) async fn grant_invoke(
+    lambda: &aws_sdk_lambda::Client,
+    spec: &ApiSpec,
+    statement_id: &str,
+    source_arn: &str,
+) -> Result<(), AwsError> {
+    let permission = lambda
+        .add_permission()
+        .function_name(&spec.function_name)
+        .qualifier(&spec.alias)
+        .statement_id(statement_id)
+        .action("lambda:InvokeFunction")
+        .principal("apigateway.amazonaws.com")
+        .source_arn(source_arn)
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "allowing {source_arn} to invoke {}:{}",
+            spec.function_name, spec.alias
+        )));
+    match permission {
+        Ok(_) => Ok(()),
+        Err(e) if e.is("ResourceConflictException") => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn ensure_jwt_authorizer(

@@ -196,28 +196,16 @@ pub async fn ensure_rest_api(
         .map_err(aws_err(format!(
             "throttling stage {STAGE} of REST API {id}"
         )))?;
-    let permission = lambda
-        .add_permission()
-        .function_name(&spec.function_name)
-        .qualifier(&spec.alias)
-        .statement_id(format!("lambda-cnn-apigw-rest-{id}"))
-        .action("lambda:InvokeFunction")
-        .principal("apigateway.amazonaws.com")
-        .source_arn(format!(
+    super::apigw::grant_invoke(
+        lambda,
+        spec,
+        &format!("lambda-cnn-apigw-rest-{id}"),
+        &format!(
             "arn:aws:execute-api:{}:{}:{id}/*/*/*",
             spec.region, spec.account
-        ))
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "allowing REST API {id} to invoke {}:{}",
-            spec.function_name, spec.alias
-        )));
-    match permission {
-        Ok(_) => {}
-        Err(e) if e.is("ResourceConflictException") => {}
-        Err(e) => return Err(e),
-    }
+        ),
+    )
+    .await?;
     Ok(ApiOutcome {
         url: format!(
             "https://{id}.execute-api.{}.amazonaws.com/{STAGE}",

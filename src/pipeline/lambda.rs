@@ -50,6 +50,13 @@ fn environment(spec: &FunctionSpec) -> Environment {
     Environment::builder().set_variables(Some(vars)).build()
 }
 
+fn ephemeral_storage(spec: &FunctionSpec) -> Result<EphemeralStorage, AwsError> {
+    EphemeralStorage::builder()
+        .size(spec.ephemeral_mb)
+        .build()
+        .map_err(|e| AwsError::new("building the ephemeral storage setting", e.to_string()))
+}
+
 async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
     lambda
         .wait_until_function_updated_v2()
@@ -129,14 +136,7 @@ pub async fn deploy(
             .role(&spec.role_arn)
             .memory_size(spec.memory_mb)
             .timeout(spec.timeout_s)
-            .ephemeral_storage(
-                EphemeralStorage::builder()
-                    .size(spec.ephemeral_mb)
-                    .build()
-                    .map_err(|e| {
-                        AwsError::new("building the ephemeral storage setting", e.to_string())
-                    })?,
-            )
+            .ephemeral_storage(ephemeral_storage(spec)?)
             .environment(environment(spec))
             .send()
             .await
@@ -162,14 +162,7 @@ async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<
             .memory_size(spec.memory_mb)
             .timeout(spec.timeout_s)
             .architectures(architecture(spec.arch))
-            .ephemeral_storage(
-                EphemeralStorage::builder()
-                    .size(spec.ephemeral_mb)
-                    .build()
-                    .map_err(|e| {
-                        AwsError::new("building the ephemeral storage setting", e.to_string())
-                    })?,
-            )
+            .ephemeral_storage(ephemeral_storage(spec)?)
             .environment(environment(spec))
             .description("lambda-cnn (deployed by `deploy release`)")
             .send()

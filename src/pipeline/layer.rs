@@ -216,17 +216,18 @@ impl LayerCache {
         let blob = self.dir.join(format!("{diff_hex}.tar.gz"));
         // A cached blob is hashed again: cheap next to compressing, and a damaged cache entry
         // cannot slip into an image (it is rebuilt instead).
+        let layer = |gz: &[u8], blob: PathBuf, cached: bool| Layer {
+            name: spec.name.clone(),
+            diff_id: format!("sha256:{diff_hex}"),
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(gz))),
+            size: gz.len() as u64,
+            uncompressed_size: tar.len() as u64,
+            blob,
+            cached,
+        };
         if let Ok(gz) = std::fs::read(&blob) {
             if gunzip_digest(&gz).as_deref() == Some(diff_hex.as_str()) {
-                return Ok(Layer {
-                    name: spec.name.clone(),
-                    diff_id: format!("sha256:{diff_hex}"),
-                    digest: format!("sha256:{}", hex::encode(Sha256::digest(&gz))),
-                    size: gz.len() as u64,
-                    uncompressed_size: tar.len() as u64,
-                    blob,
-                    cached: true,
-                });
+                return Ok(layer(&gz, blob, true));
             }
         }
         let gz = gzip(&tar).map_err(|source| LayerError::Write {
@@ -239,15 +240,7 @@ impl LayerCache {
             .join(format!("{diff_hex}.tar.gz.{}.part", std::process::id()));
         std::fs::write(&tmp, &gz).map_err(cache_err)?;
         std::fs::rename(&tmp, &blob).map_err(cache_err)?;
-        Ok(Layer {
-            name: spec.name.clone(),
-            diff_id: format!("sha256:{diff_hex}"),
-            digest: format!("sha256:{}", hex::encode(Sha256::digest(&gz))),
-            size: gz.len() as u64,
-            uncompressed_size: tar.len() as u64,
-            blob,
-            cached: false,
-        })
+        Ok(layer(&gz, blob, false))
     }
 }
 

@@ -186,23 +186,17 @@ pub async fn release(
             "looking up {}@{} in ECR",
             req.repository, req.digest
         )));
-    match found {
-        Ok(out) if !out.image_details().is_empty() => {}
-        Ok(_) => {
-            return Err(ReleaseError::NotPushed {
-                function: f,
-                repository: req.repository.to_owned(),
-                digest: req.digest.to_owned(),
-            })
-        }
-        Err(e) if e.is("ImageNotFoundException") => {
-            return Err(ReleaseError::NotPushed {
-                function: f,
-                repository: req.repository.to_owned(),
-                digest: req.digest.to_owned(),
-            })
-        }
+    let present = match found {
+        Ok(out) => !out.image_details().is_empty(),
+        Err(e) if e.is("ImageNotFoundException") => false,
         Err(e) => return Err(e.into()),
+    };
+    if !present {
+        return Err(ReleaseError::NotPushed {
+            function: f,
+            repository: req.repository.to_owned(),
+            digest: req.digest.to_owned(),
+        });
     }
 
     logs::ensure_log_group(

@@ -1,6 +1,6 @@
 //! Running a built image the way Lambda runs it: unpacked by umoci, under bubblewrap.
 
-use super::{stderr, system_tool};
+use super::{deploy, last_json, mnist_dir, stderr, system_tool};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,4 +68,34 @@ pub fn bwrap_command(rootfs: &Path, layout: &Path, extra_env: &[(&str, &str)]) -
         cmd.env(k, v);
     }
     cmd
+}
+
+/// `deploy image` of `function` from `binary` into the layout `out`, with `extra` flags;
+/// returns its `--json` object.
+pub fn deploy_image(
+    function: &str,
+    binary: &Path,
+    out: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> Value {
+    let mnist = mnist_dir();
+    let mut args = vec![
+        "image",
+        "--function",
+        function,
+        "--binary",
+        binary.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--mnist-dir",
+        mnist.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = deploy(&args);
+    assert!(o.status.success(), "deploy image failed: {}", stderr(&o));
+    last_json(&o)
 }
