@@ -132,12 +132,14 @@ struct ReleaseArgs {
     /// emulator running the image).
     #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
     invoke_endpoint: Option<String>,
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Args, Clone)]
 struct RoleArgs {
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -151,6 +153,7 @@ struct ApiArgs {
     /// `prod` stage with throttling (no CORS or JWT there).
     #[arg(long)]
     rest: bool,
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -187,6 +190,7 @@ struct MonitorArgs {
     /// API Gateway in front, for the cost: none, http or rest.
     #[arg(long, default_value = "http")]
     api: String,
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -208,6 +212,7 @@ struct CostArgs {
     /// API Gateway in front: none, http or rest.
     #[arg(long, default_value = "http")]
     api: String,
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -222,6 +227,7 @@ struct AllArgs {
     /// Skip `deploy api`.
     #[arg(long)]
     no_api: bool,
+    /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -307,11 +313,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, the whole chain of causes: what failed and why.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line, the whole chain of causes — what failed and why — each said once: many error
+/// types repeat their cause in their own message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text.trim());
+    }
+    line
 }
 
 fn workspace_root() -> Result<PathBuf> {
