@@ -84,6 +84,7 @@ test: build tools ## format and lint checks, then every unit and integration tes
 	  || { echo "the deploy build depends on candle" >&2; exit 1; }
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
+	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, Logs, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2 (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
 	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test deploy_pipeline
 	@# The pipeline's unit tests, in the deploy binary's feature set.
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
