@@ -17,8 +17,9 @@ MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-
 # and the AWS API emulator (moto), both from PyPI, in a project venv.
 VENV := .venv
 PYTHON ?= python3
-TOOLS_STAMP := $(VENV)/.tools-1
-PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5
+TOOLS_STAMP := $(VENV)/.tools-2
+# bcrypt: the local registry's htpasswd accepts only bcrypt hashes.
+PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0
 
 # LocalStack (community, host mode, offline) for `AWS_EMULATOR=localstack`: localstack-core
 # needs Python >= 3.12, and these pins to install and start here.
@@ -95,7 +96,7 @@ lint: ## cargo fmt and clippy, fixing what they can
 	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
 run: build tools ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
-	$(PYTHON) infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
+	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
 	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
 
 deploy: build ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)

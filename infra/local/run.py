@@ -21,12 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-import warnings
 
-with warnings.catch_warnings():
-    # Deprecated (gone in 3.13), but the registry's htpasswd needs bcrypt and glibc has it.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt
+import bcrypt  # the registry's htpasswd accepts only bcrypt hashes (installed into .venv)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STATE = os.path.join(ROOT, ".local", "stack")
@@ -186,7 +182,9 @@ def pipeline(args):
     reg_dir = os.path.join(STATE, "registry")
     os.makedirs(reg_dir, exist_ok=True)
     with open(os.path.join(STATE, "htpasswd"), "w") as f:
-        f.write(f"{ECR_USER}:{crypt.crypt(ECR_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2 ** 5))}\n")
+        # A low cost: the registry checks the hash on every request, and this is a local stand-in.
+        hashed = bcrypt.hashpw(ECR_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+        f.write(f"{ECR_USER}:{hashed}\n")
     with open(os.path.join(STATE, "registry.yml"), "w") as f:
         f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {reg_dir}\n"
                 f"http:\n  addr: 127.0.0.1:{reg_port}\nauth:\n  htpasswd:\n    realm: lambda-cnn\n"

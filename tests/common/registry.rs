@@ -13,12 +13,14 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
-/// A bcrypt htpasswd line (the only scheme distribution accepts), from glibc's crypt.
+/// A bcrypt htpasswd line (the only scheme distribution accepts), from the venv's `bcrypt`;
+/// a low cost, since the registry checks it on every request.
 fn htpasswd(user: &str, password: &str) -> String {
-    let out = Command::new("python3")
+    let python = super::emulator::venv_tool("VENV_PYTHON", "python", "bcrypt");
+    let out = Command::new(python)
         .args([
             "-c",
-            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(rounds=5)).decode())",
             password,
         ])
         .output()
