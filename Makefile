@@ -45,7 +45,7 @@ build: ## release-build the library, the CLI, the functions, every test, and the
 	@# Its own feature set, without candle: see Cargo.toml's [features].
 	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
 
-tools: $(TOOLS_STAMP) $(LOCALSTACK_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
+tools: $(TOOLS_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
@@ -72,7 +72,7 @@ $(TOOLS_STAMP):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 	touch $@
 
-test: build tools ## format and lint checks, then every unit and integration test
+test: build tools localstack ## format and lint checks, then every unit and integration test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
@@ -95,7 +95,7 @@ lint: ## cargo fmt and clippy, fixing what they can
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
-run: build tools ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
+run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
 	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
 
