@@ -668,3 +668,23 @@ fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
     assert_eq!(last_json(&again)["api_id"], id.as_str());
     assert_eq!(last_json(&again)["created"], false);
 }
+
+#[test]
+fn dry_run_prints_the_plan_without_calling_aws() {
+    // An endpoint nothing listens on: any AWS call would fail.
+    let env = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ];
+    for stage in ["push", "release", "api", "destroy", "all"] {
+        let o = deploy_with_env(&["--dry-run", stage], &env);
+        assert_ok(&o, stage);
+        let out = stdout(&o);
+        assert!(
+            !out.is_empty() && out.lines().all(|l| l.starts_with("would ")),
+            "{stage}: {out}"
+        );
+    }
+    let o = deploy_with_env(&["--dry-run", "release", "--canary", "10"], &env);
+    assert!(stdout(&o).contains("10% canary"), "{}", stdout(&o));
+}
