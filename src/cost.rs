@@ -22,6 +22,18 @@ pub enum Api {
     Rest,
 }
 
+impl std::str::FromStr for Api {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Api::None),
+            "http" => Ok(Api::Http),
+            "rest" => Ok(Api::Rest),
+            other => Err(format!("--api {other:?}: none, http or rest")),
+        }
+    }
+}
+
 /// One price table, with where and when it was read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prices {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod arch;
 pub mod cost;
 pub mod data;
+pub mod errors;
 pub mod metrics;
 pub mod optim;
 #[cfg(feature = "deploy")]

@@ -172,8 +172,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, the whole chain of causes: what failed and why.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", lambda_cnn::errors::one_line(&e));
             ExitCode::FAILURE
         }
     }

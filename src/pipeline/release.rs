@@ -12,6 +12,7 @@ use super::{iam, logs, smoke};
 
 /// The clients a release uses. `smoke` invokes the new version: Lambda itself, or another
 /// endpoint serving the Lambda Invoke API (a Runtime API emulator running the image).
+#[derive(Clone)]
 pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     pub smoke: aws_sdk_lambda::Client,

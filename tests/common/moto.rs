@@ -89,25 +89,6 @@ impl Moto {
     ) -> (u16, serde_json::Value) {
         signed_call(&self.endpoint(), service, method, path, target, body)
     }
-
-    /// Creates a bucket (moto accepts this one unsigned).
-    pub fn create_bucket(&self, bucket: &str) {
-        let r = self
-            .agent
-            .put(&format!("{}/{bucket}", self.endpoint()))
-            .send_empty()
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "create bucket {bucket}: {}",
-            r.status()
-        );
-    }
-
-    /// An object's bytes, read through the AWS SDK (moto refuses unsigned reads).
-    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        s3_get(&self.endpoint(), bucket, key)
-    }
 }
 
 /// An object's bytes from the S3 at `endpoint`, read through the AWS SDK.

@@ -313,27 +313,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", lambda_cnn::errors::one_line(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// One line, the whole chain of causes — what failed and why — each said once: many error
-/// types repeat their cause in their own message.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.contains(text.trim()) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(text.trim());
-    }
-    line
 }
 
 fn workspace_root() -> Result<PathBuf> {
@@ -509,12 +492,7 @@ fn source_date_epoch() -> Result<u64> {
 
 fn run_cost(args: CostArgs) -> Result<()> {
     use lambda_cnn::cost::{self, Api, Usage, US_EAST_1};
-    let api = match args.api.as_str() {
-        "none" => Api::None,
-        "http" => Api::Http,
-        "rest" => Api::Rest,
-        other => bail!("--api {other:?}: none, http or rest"),
-    };
+    let api: Api = args.api.parse().map_err(anyhow::Error::msg)?;
     if !(args.invocations >= 0.0 && args.invocations.is_finite()) {
         bail!("--invocations must be a non-negative number");
     }

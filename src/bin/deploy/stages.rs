@@ -24,6 +24,7 @@ use super::{
     Target,
 };
 
+#[derive(Clone)]
 struct Ctx {
     config: DeployConfig,
     config_dir: PathBuf,
@@ -49,7 +50,7 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     rt.block_on(async move {
-        let ctx = connect(config, config_dir, None).await?;
+        let ctx = connect(config, config_dir).await?;
         match cmd {
             Command::Push(a) => push(&ctx, &a.which.functions(), &a.target, a.json)
                 .await
@@ -109,18 +110,13 @@ fn plan(cmd: &Command, config: &DeployConfig) {
     }
 }
 
-async fn connect(
-    config: DeployConfig,
-    config_dir: PathBuf,
-    invoke_endpoint: Option<&str>,
-) -> Result<Ctx> {
+async fn connect(config: DeployConfig, config_dir: PathBuf) -> Result<Ctx> {
     let sdk = aws::sdk_config(&config.region).await;
     let account = aws::account(&sdk).await?;
     let lambda_client = aws_sdk_lambda::Client::new(&sdk);
-    let smoke = smoke_client(&sdk, invoke_endpoint);
     Ok(Ctx {
         clients: Clients {
-            smoke: smoke.unwrap_or_else(|| lambda_client.clone()),
+            smoke: lambda_client.clone(),
             lambda: lambda_client,
             iam: aws_sdk_iam::Client::new(&sdk),
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
@@ -292,22 +288,11 @@ async fn release_stage(ctx: &Ctx, args: &ReleaseArgs) -> Result<Vec<ReleaseOutco
 
 /// The same context with smoke tests sent to `endpoint` when given.
 fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
-    Ctx {
-        config: ctx.config.clone(),
-        config_dir: ctx.config_dir.clone(),
-        account: ctx.account.clone(),
-        clients: Clients {
-            lambda: ctx.clients.lambda.clone(),
-            smoke: smoke_client(&ctx.sdk, endpoint).unwrap_or_else(|| ctx.clients.smoke.clone()),
-            iam: ctx.clients.iam.clone(),
-            logs: ctx.clients.logs.clone(),
-            s3: ctx.clients.s3.clone(),
-            ecr: ctx.clients.ecr.clone(),
-        },
-        apigw: ctx.apigw.clone(),
-        rest: ctx.rest.clone(),
-        sdk: ctx.sdk.clone(),
+    let mut ctx = ctx.clone();
+    if let Some(client) = smoke_client(&ctx.sdk, endpoint) {
+        ctx.clients.smoke = client;
     }
+    ctx
 }
 
 async fn release_functions(
@@ -581,19 +566,10 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_api(s: &str) -> Result<Api> {
-    match s {
-        "none" => Ok(Api::None),
-        "http" => Ok(Api::Http),
-        "rest" => Ok(Api::Rest),
-        other => bail!("--api {other:?}: none, http or rest"),
-    }
-}
-
 async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
     let cfg = &ctx.config;
     let arch = cfg.arch().map_err(anyhow::Error::msg)?;
-    let api = parse_api(&args.api)?;
+    let api: Api = args.api.parse().map_err(anyhow::Error::msg)?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
