@@ -3,9 +3,10 @@
 //! the Lambda function can log and stop before its deadline, and tests can stay quiet.
 
 use crate::data::{Split, IMAGE_PIXELS};
-use crate::model::{argmax, Cnn, ModelError, CLASSES};
+use crate::model::backprop::Backprop;
+use crate::model::{argmax, Cnn, ModelError, Params, CLASSES};
 use crate::optim::{Adam, OptimError, Optimizer, Sgd};
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::D;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -151,35 +152,30 @@ pub trait TrainObserver {
 pub struct Quiet;
 impl TrainObserver for Quiet {}
 
-/// The model and its optimizer, stepping one mini-batch at a time.
+/// The model's parameters and its optimizer, stepping one mini-batch at a time.
 pub struct Trainer {
-    model: Cnn,
+    params: Params,
+    grads: Params,
     optimizer: Box<dyn Optimizer>,
-    /// The optimizer works on these flat copies of the parameters; they are written back into
-    /// the model's tensors after each step.
-    params: Vec<Vec<f32>>,
+    backprop: Backprop,
 }
 
 impl Trainer {
     pub fn new(model: Cnn, optimizer: Box<dyn Optimizer>) -> Result<Self, TrainError> {
-        let params = model
-            .vars()
-            .iter()
-            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            model,
+            params: model.params()?,
+            grads: Params::zeros(),
             optimizer,
-            params,
+            backprop: Backprop::default(),
         })
     }
 
-    pub fn model(&self) -> &Cnn {
-        &self.model
+    pub fn params(&self) -> &Params {
+        &self.params
     }
 
-    pub fn into_model(self) -> Cnn {
-        self.model
+    pub fn into_model(self) -> Result<Cnn, TrainError> {
+        Ok(Cnn::from_params(&self.params)?)
     }
 
     /// One optimizer step on a mini-batch; returns the batch's mean loss.
@@ -188,46 +184,12 @@ impl Trainer {
         images: impl ExactSizeIterator<Item = &'a [u8]>,
         labels: &[u8],
     ) -> Result<f32, TrainError> {
-        let logits = self.model.forward_bytes(images)?;
-        let targets = Tensor::from_iter(labels.iter().map(|&l| l as u32), &Device::Cpu)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
-        let grads = loss.backward()?;
-        // The optimizer reads the gradients in place, from the tensors' own storage.
-        let grad_tensors = self
-            .model
-            .vars()
-            .iter()
-            .map(|var| {
-                grads
-                    .get(var.as_tensor())
-                    .ok_or_else(|| candle_core::Error::Msg("a parameter got no gradient".into()))?
-                    .contiguous()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let guards: Vec<_> = grad_tensors
-            .iter()
-            .map(|t| t.storage_and_layout())
-            .collect();
-        let grad_refs = guards
-            .iter()
-            .map(|(storage, layout)| match &**storage {
-                candle_core::Storage::Cpu(cpu) => {
-                    crate::model::conv_pool::slice(cpu, layout, "a gradient")
-                }
-                _ => Err(candle_core::Error::Msg(
-                    "training runs on the CPU only".into(),
-                )),
-            })
-            .collect::<Result<Vec<&[f32]>, candle_core::Error>>()?;
-        let mut param_refs: Vec<&mut [f32]> =
-            self.params.iter_mut().map(Vec::as_mut_slice).collect();
-        self.optimizer.step(&mut param_refs, &grad_refs)?;
-        drop(guards);
-        // Fresh variables from the updated values: one copy, where `Var::set` would take two.
-        for (var, p) in self.model.vars_mut().into_iter().zip(&self.params) {
-            *var = Var::from_vec(p.clone(), var.shape().clone(), &Device::Cpu)?;
-        }
-        Ok(loss.to_scalar::<f32>()?)
+        let loss =
+            self.backprop
+                .loss_and_gradients(&self.params, images, labels, &mut self.grads)?;
+        self.optimizer
+            .step(&mut self.params.buffers_mut(), &self.grads.buffers())?;
+        Ok(loss)
     }
 }
 
@@ -239,7 +201,7 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<(Cnn, TrainMetrics), TrainError> {
     config.validate()?;
-    // This thread runs candle's elementwise ops; the rayon workers flush already.
+    // This thread runs the step's serial parts; the rayon workers flush already.
     crate::runtime::flush_denormals();
     let n = config.limit.unwrap_or(usize::MAX).min(train.len());
     let mut trainer = Trainer::new(Cnn::init(config.seed)?, config.optimizer())?;
@@ -284,7 +246,7 @@ pub fn train(
         per_epoch.push(metrics);
     }
     let seconds = start.elapsed().as_secs_f64();
-    let model = trainer.into_model();
+    let model = trainer.into_model()?;
     let eval = evaluate(&model, test)?;
     Ok((
         model,

@@ -11,6 +11,7 @@
 //! Layouts: images [n, 784] (row-major 28×28, scaled to [0, 1]); kernel [9, 32] (row ky·3 + kx);
 //! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.
 
+use super::simd::{madd, multiversion, Isa};
 use crate::data::IMAGE_SIDE;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -52,15 +53,6 @@ fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> R
     match &*storage {
         candle_core::Storage::Cpu(s) => f(slice(s, layout, what)?),
         _ => candle_core::bail!("conv_relu_pool runs on the CPU only"),
-    }
-}
-
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
     }
 }
 
@@ -166,42 +158,30 @@ fn backward_one_kernel<const FMA: bool>(
     }
 }
 
-// The kernels are compiled twice: for the baseline target (on x86-64, SSE2 without FMA, where
-// `mul_add` would be a library call, so that build multiplies and adds) and for AVX2 + FMA,
-// picked at run time. Lambda's x86_64 hosts have AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn forward_one_avx2(
-    img: &[f32; PIXELS],
-    w: &[[f32; CHANNELS]; TAPS],
-    b: &[f32; CHANNELS],
-    out: &mut [f32],
-    winners: &mut [u8],
-) {
-    forward_one_kernel::<true>(img, w, b, out, winners)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn backward_one_avx2(
-    img: &[f32; PIXELS],
-    out: &[f32],
-    winners: &[u8],
-    grad: &[f32],
-    dw: &mut [[f32; CHANNELS]; TAPS],
-    db: &mut [f32; CHANNELS],
-) {
-    backward_one_kernel::<true>(img, out, winners, grad, dw, db)
-}
-
-pub(crate) fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+multiversion! {
+    /// One image through conv + ReLU + pool (see [`forward_one_kernel`]).
+    pub(crate) fn forward_one_isa<FMA, WIDE>(
+        img: &[f32; PIXELS],
+        w: &[[f32; CHANNELS]; TAPS],
+        b: &[f32; CHANNELS],
+        out: &mut [f32],
+        winners: &mut [u8],
+    ) {
+        forward_one_kernel::<FMA>(img, w, b, out, winners)
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+}
+
+multiversion! {
+    /// One image's kernel and bias gradients, added to `dw` and `db`.
+    fn backward_one_isa<FMA, WIDE>(
+        img: &[f32; PIXELS],
+        out: &[f32],
+        winners: &[u8],
+        grad: &[f32],
+        dw: &mut [[f32; CHANNELS]; TAPS],
+        db: &mut [f32; CHANNELS],
+    ) {
+        backward_one_kernel::<FMA>(img, out, winners, grad, dw, db)
     }
 }
 
@@ -212,32 +192,11 @@ pub(crate) fn forward_one(
     out: &mut [f32],
     winners: &mut [u8],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for (checked above).
-        return unsafe { forward_one_avx2(img, w, b, out, winners) };
-    }
-    forward_one_kernel::<false>(img, w, b, out, winners)
-}
-
-fn backward_one(
-    img: &[f32; PIXELS],
-    out: &[f32],
-    winners: &[u8],
-    grad: &[f32],
-    dw: &mut [[f32; CHANNELS]; TAPS],
-    db: &mut [f32; CHANNELS],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for (checked above).
-        return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) };
-    }
-    backward_one_kernel::<false>(img, out, winners, grad, dw, db)
+    forward_one_isa(Isa::detect(), img, w, b, out, winners)
 }
 
 /// The kernel and bias gradients of a batch; `winners` is what the forward recorded.
-fn kernel_gradients(
+pub(crate) fn kernel_gradients(
     imgs: &[f32],
     out: &[f32],
     winners: &[u8],
@@ -249,6 +208,7 @@ fn kernel_gradients(
     // Partial sums over fixed groups of images, added in order: the result does not depend
     // on how rayon schedules the groups, so training is reproducible bit for bit.
     const GROUP: usize = 8;
+    let isa = Isa::detect();
     let partials: Vec<_> = imgs
         .par_chunks(PIXELS * GROUP)
         .zip(out.par_chunks(POOLED * GROUP))
@@ -263,7 +223,7 @@ fn kernel_gradients(
                 .zip(g.chunks(POOLED))
             {
                 let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                backward_one(img, out, win, g, &mut dw, &mut db);
+                backward_one_isa(isa, img, out, win, g, &mut dw, &mut db);
             }
             (dw, db)
         })
@@ -353,10 +313,10 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// The portable build and the AVX2 + FMA build compute the same thing (the model tests
-    /// exercise whichever this machine picks; this pins the other against it).
+    /// Every instruction set's build computes the same thing (the model tests exercise the
+    /// one this machine picks; this pins the others against the portable one).
     #[test]
-    fn portable_and_vectorised_kernels_agree() {
+    fn every_instruction_set_computes_the_same() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let img: [f32; PIXELS] = std::array::from_fn(|_| rng.random::<f32>());
         let w: [[f32; CHANNELS]; TAPS] =
@@ -364,28 +324,26 @@ mod tests {
         let b: [f32; CHANNELS] = std::array::from_fn(|_| rng.random_range(-0.1..0.1));
         let grad: Vec<f32> = (0..POOLED).map(|_| rng.random_range(-1.0..1.0)).collect();
 
-        let run = |fma: bool| {
+        let run = |isa: Isa| {
             let (mut out, mut win) = (vec![0f32; POOLED], vec![0u8; POOLED]);
             let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
-            if fma {
-                forward_one(&img, &w, &b, &mut out, &mut win);
-                backward_one(&img, &out, &win, &grad, &mut dw, &mut db);
-            } else {
-                forward_one_kernel::<false>(&img, &w, &b, &mut out, &mut win);
-                backward_one_kernel::<false>(&img, &out, &win, &grad, &mut dw, &mut db);
-            }
+            forward_one_isa(isa, &img, &w, &b, &mut out, &mut win);
+            backward_one_isa(isa, &img, &out, &win, &grad, &mut dw, &mut db);
             (out, dw, db)
         };
-        let (o1, dw1, db1) = run(false);
-        let (o2, dw2, db2) = run(true);
+        let isas = Isa::available();
+        let (o1, dw1, db1) = run(isas[0]);
         let close = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
                 .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs()))
         };
-        assert!(close(&o1, &o2));
-        assert!(close(dw1.as_flattened(), dw2.as_flattened()));
-        assert!(close(&db1, &db2));
+        for &isa in &isas[1..] {
+            let (o2, dw2, db2) = run(isa);
+            assert!(close(&o1, &o2), "{isa}");
+            assert!(close(dw1.as_flattened(), dw2.as_flattened()), "{isa}");
+            assert!(close(&db1, &db2), "{isa}");
+        }
         assert!(
             o1.iter().any(|&v| v > 0.0) && o1.contains(&0.0),
             "ReLU both open and shut"

@@ -6,6 +6,7 @@
 //! 33–39k → 47–52k images/s. Tested against the graph in `tests.rs`.
 
 use super::conv_pool::{self, CHANNELS, PIXELS, POOLED, TAPS};
+use super::simd::{madd, multiversion, Isa};
 use super::{Cnn, ModelError, CLASSES, HIDDEN};
 
 /// The weights, copied out of the model's tensors.
@@ -70,28 +71,19 @@ impl InferenceWeights {
     }
 }
 
-#[inline(always)]
-fn fc1_kernel(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
-    for (&x, row) in pooled.iter().zip(w.chunks_exact(HIDDEN)) {
-        if x != 0.0 {
-            for (h, w) in hidden.iter_mut().zip(row) {
-                *h += x * w;
+multiversion! {
+    /// `hidden += pooledᵀ·w`, skipping the rows of the pooled values the ReLU zeroed.
+    fn fc1_isa<FMA, WIDE>(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
+        for (&x, row) in pooled.iter().zip(w.chunks_exact(HIDDEN)) {
+            if x != 0.0 {
+                for (h, w) in hidden.iter_mut().zip(row) {
+                    *h = madd::<FMA>(x, *w, *h);
+                }
             }
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn fc1_avx2(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
-    fc1_kernel(pooled, w, hidden)
-}
-
 fn fc1(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
-    #[cfg(target_arch = "x86_64")]
-    if conv_pool::has_avx2_fma() {
-        // SAFETY: the CPU has the features the function was compiled for (checked above).
-        return unsafe { fc1_avx2(pooled, w, hidden) };
-    }
-    fc1_kernel(pooled, w, hidden)
+    fc1_isa(Isa::detect(), pooled, w, hidden)
 }

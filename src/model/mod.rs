@@ -7,8 +7,11 @@
 //! PyTorch's names and layouts (`weights.rs` converts), so the internal layout can change
 //! without changing the format.
 
+pub mod backprop;
 pub mod conv_pool;
+mod dense;
 mod infer;
+pub mod simd;
 pub mod weights;
 
 use crate::data::IMAGE_PIXELS;
@@ -42,6 +45,88 @@ pub enum ModelError {
         IMAGE_PIXELS
     )]
     BadInput { expected: usize, got: usize },
+    #[error("a training batch needs one label per image and at least one image: got {images} images, {labels} labels")]
+    BadBatch { images: usize, labels: usize },
+    #[error("label {0} is not a class (0..={last})", last = CLASSES - 1)]
+    BadLabel(u8),
+    #[error("parameter {name} has {got} values, expected {expected}")]
+    BadParams {
+        name: &'static str,
+        expected: usize,
+        got: usize,
+    },
+}
+
+/// The parameters as flat buffers in the internal layout (see [`Cnn`]'s fields), in the order
+/// of [`Cnn::vars`]: what the training step and the optimizers work on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub conv_w: Vec<f32>,
+    pub conv_b: Vec<f32>,
+    pub fc1_w: Vec<f32>,
+    pub fc1_b: Vec<f32>,
+    pub fc2_w: Vec<f32>,
+    pub fc2_b: Vec<f32>,
+}
+
+impl Params {
+    /// Names and lengths, in order.
+    pub const SHAPES: [(&'static str, usize); 6] = [
+        ("conv_w", PATCH_LEN * CHANNELS),
+        ("conv_b", CHANNELS),
+        ("fc1_w", FLAT * HIDDEN),
+        ("fc1_b", HIDDEN),
+        ("fc2_w", HIDDEN * CLASSES),
+        ("fc2_b", CLASSES),
+    ];
+
+    pub fn zeros() -> Self {
+        let z = |i: usize| vec![0f32; Self::SHAPES[i].1];
+        Self {
+            conv_w: z(0),
+            conv_b: z(1),
+            fc1_w: z(2),
+            fc1_b: z(3),
+            fc2_w: z(4),
+            fc2_b: z(5),
+        }
+    }
+
+    pub fn buffers(&self) -> [&[f32]; 6] {
+        [
+            &self.conv_w,
+            &self.conv_b,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.fc2_w,
+            &self.fc2_b,
+        ]
+    }
+
+    pub fn buffers_mut(&mut self) -> [&mut [f32]; 6] {
+        [
+            &mut self.conv_w,
+            &mut self.conv_b,
+            &mut self.fc1_w,
+            &mut self.fc1_b,
+            &mut self.fc2_w,
+            &mut self.fc2_b,
+        ]
+    }
+
+    /// Every buffer has its length.
+    pub fn check(&self) -> Result<(), ModelError> {
+        for (b, (name, expected)) in self.buffers().iter().zip(Self::SHAPES) {
+            if b.len() != expected {
+                return Err(ModelError::BadParams {
+                    name,
+                    expected,
+                    got: b.len(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The CNN's parameters, in the internal layout.
@@ -84,6 +169,36 @@ impl Cnn {
         })
     }
 
+    /// A copy of the parameters as flat buffers.
+    pub fn params(&self) -> Result<Params, ModelError> {
+        let [a, b, c, d, e, f] = self
+            .vars()
+            .map(|v| v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()));
+        Ok(Params {
+            conv_w: a?,
+            conv_b: b?,
+            fc1_w: c?,
+            fc1_b: d?,
+            fc2_w: e?,
+            fc2_b: f?,
+        })
+    }
+
+    /// The model with these parameters.
+    pub fn from_params(p: &Params) -> Result<Self, ModelError> {
+        p.check()?;
+        let var = |v: &[f32], shape: (usize, usize)| Var::from_slice(v, shape, &Device::Cpu);
+        Ok(Self {
+            conv_w: var(&p.conv_w, (PATCH_LEN, CHANNELS))?,
+            conv_b: Var::from_slice(&p.conv_b, CHANNELS, &Device::Cpu)?,
+            fc1_w: var(&p.fc1_w, (FLAT, HIDDEN))?,
+            fc1_b: Var::from_slice(&p.fc1_b, HIDDEN, &Device::Cpu)?,
+            fc2_w: var(&p.fc2_w, (HIDDEN, CLASSES))?,
+            fc2_b: Var::from_slice(&p.fc2_b, CLASSES, &Device::Cpu)?,
+            infer: Default::default(),
+        })
+    }
+
     /// The trainable parameters, in a fixed order the optimizer state follows.
     pub fn vars(&self) -> [&Var; 6] {
         [
@@ -97,6 +212,7 @@ impl Cnn {
     }
 
     /// The same parameters, for replacing them after an optimizer step.
+    #[cfg(test)]
     pub(crate) fn vars_mut(&mut self) -> [&mut Var; 6] {
         // The inference path's copy would be stale.
         self.infer = Default::default();

@@ -1,0 +1,117 @@
+//! Which vector instructions the kernels run with, picked once at run time, and a macro that
+//! compiles one kernel body for each.
+//!
+//! Why not one build for the host: the same binary runs on a build machine, in CI and on
+//! Lambda's x86_64 hosts, which differ (some have AVX-512, all have AVX2 + FMA). The kernels
+//! are written as plain loops over fixed-size arrays that LLVM vectorises; compiled inside a
+//! `#[target_feature]` function they use 512- or 256-bit registers and fused multiply-adds.
+
+/// An instruction set the kernels are compiled for, one this CPU has: the only ways to get one
+/// are [`Isa::detect`] and [`Isa::available`], which is what makes running a kernel safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isa(Kind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    /// The target's baseline (SSE2 on x86-64), multiply then add.
+    Portable,
+    /// AVX2 with FMA.
+    Avx2,
+    /// AVX-512 (F, VL) with FMA.
+    Avx512,
+}
+
+impl Isa {
+    /// The best this CPU has; `LAMBDA_CNN_ISA=portable|avx2` caps it (to compare, or to
+    /// sidestep a CPU that down-clocks under 512-bit work).
+    pub fn detect() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            let cap = match std::env::var("LAMBDA_CNN_ISA").ok().as_deref() {
+                Some("portable") => Kind::Portable,
+                Some("avx2") => Kind::Avx2,
+                _ => Kind::Avx512,
+            };
+            Self::available()
+                .into_iter()
+                .rfind(|isa| isa.0 <= cap)
+                .unwrap_or(Isa(Kind::Portable))
+        })
+    }
+
+    /// Every instruction set this CPU can run, the baseline first.
+    pub fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa(Kind::Portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                isas.push(Isa(Kind::Avx2));
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    isas.push(Isa(Kind::Avx512));
+                }
+            }
+        }
+        isas
+    }
+
+    pub(crate) fn kind(self) -> Kind {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Kind::Portable => "portable",
+            Kind::Avx2 => "avx2",
+            Kind::Avx512 => "avx512",
+        })
+    }
+}
+
+/// `a·b + c`, fused where the instruction set has FMA (a library call otherwise, so the
+/// portable build multiplies and adds).
+#[inline(always)]
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Defines `fn name(isa: Isa, args…) -> ret` that runs `body` compiled for `isa`. The body sees
+/// `const $fma: bool` (pass it to [`madd`]) and `const $wide: bool`, true where there are 32
+/// vector registers of 16 floats (AVX-512), so it can size its register blocks.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident, $wide:ident>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(isa: $crate::model::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<const $fma: bool, const $wide: bool>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512($($arg: $ty),*) $(-> $ret)? { body::<true, true>($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx2($($arg: $ty),*) $(-> $ret)? { body::<true, false>($($arg),*) }
+            match isa.kind() {
+                // SAFETY: an `Isa` exists only for instruction sets the CPU has (its
+                // constructors check).
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::simd::Kind::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::simd::Kind::Avx2 => unsafe { avx2($($arg),*) },
+                // AArch64's baseline has fused multiply-add; x86-64's has not.
+                _ => body::<{ cfg!(target_arch = "aarch64") }, false>($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use multiversion;
