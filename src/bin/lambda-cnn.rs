@@ -358,13 +358,15 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+    let isa = lambda_cnn::model::simd::Isa::detect();
     eprintln!(
-        "training {} steps after {} warm-up ({cores} cores, {threads} threads)…",
+        "training {} steps after {} warm-up ({cores} cores, {threads} threads, {isa} kernels)…",
         args.steps, args.warmup
     );
     let train = bench::train_throughput(&mnist.train, args.warmup, args.steps)?;
     let mut report = serde_json::to_value(&train)?;
     report["cores"] = json!(cores);
+    report["isa"] = json!(isa.to_string());
     println!(
         "{:<34}{:>12.0} samples/s   ({} steps of {} after {} warm-up)",
         "train (Adam 1e-3, batch 32)",
