@@ -6,7 +6,8 @@
 //! an average pool and a multiply; and its gradient comes out divided by the window size in
 //! candle 0.11). Fused, the forward reads each image once and writes only the pooled map plus
 //! which of the four positions won, and the backward routes each pooled gradient straight to
-//! that position's 3×3 patch. Work is split over the batch on the rayon pool.
+//! that position's 3×3 patch. Work is split over the batch on the rayon pool. The training step
+//! (`backprop.rs`) calls the same kernels without the graph.
 //!
 //! Layouts: images [n, 784] (row-major 28×28, scaled to [0, 1]); kernel [9, 32] (row ky·3 + kx);
 //! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.

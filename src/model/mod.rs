@@ -6,6 +6,10 @@
 //! dense weights are stored pre-transposed ([in, out], contiguous). The weights *file* keeps
 //! PyTorch's names and layouts (`weights.rs` converts), so the internal layout can change
 //! without changing the format.
+//!
+//! Three ways through the same kernels: [`Cnn::forward`] builds a candle graph (evaluation, and
+//! the reference the tests differentiate); `backprop.rs` is a training step by hand on flat
+//! [`Params`], which is what training runs; `infer.rs` predicts image by image.
 
 pub mod backprop;
 pub mod conv_pool;
