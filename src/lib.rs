@@ -15,6 +15,7 @@ pub mod optim;
 #[cfg(feature = "deploy")]
 pub mod pipeline;
 pub mod report;
+pub mod simd;
 pub mod store;
 
 #[cfg(feature = "ml")]

@@ -184,11 +184,29 @@ impl Trainer {
         images: impl ExactSizeIterator<Item = &'a [u8]>,
         labels: &[u8],
     ) -> Result<f32, TrainError> {
-        let loss =
-            self.backprop
-                .loss_and_gradients(&self.params, images, labels, &mut self.grads)?;
-        self.optimizer
-            .step(&mut self.params.buffers_mut(), &self.grads.buffers())?;
+        const FC1_W: usize = 2;
+        let mut step = self
+            .optimizer
+            .begin_step(&Params::SHAPES.map(|(_, len)| len))?;
+        let loss = self.backprop.loss_and_gradients_updating_fc1(
+            &mut self.params,
+            images,
+            labels,
+            &mut self.grads,
+            step.take(FC1_W),
+        )?;
+        // The other parameters are small (2.6k values in all).
+        for (index, (p, g)) in self
+            .params
+            .buffers_mut()
+            .into_iter()
+            .zip(self.grads.buffers())
+            .enumerate()
+        {
+            if index != FC1_W {
+                step.take(index).apply(p, g);
+            }
+        }
         Ok(loss)
     }
 }
@@ -359,6 +377,44 @@ mod tests {
         assert_eq!(ma.epochs, 2);
         assert!(ma.completed);
         assert_eq!(ma.per_epoch[1].samples, 256);
+    }
+
+    /// Folding fc1's update into the backward pass changes where it runs, not what it computes:
+    /// the same bits as the gradients first and then a separate optimizer step, for both
+    /// optimizers, over several steps (so the optimizer state is exercised too).
+    #[test]
+    fn fused_update_matches_a_separate_optimizer_step() {
+        let s = tiny_split(96);
+        let optimizers = || -> [Box<dyn Optimizer>; 2] {
+            [
+                Box::new(Adam::new(1e-3)),
+                Box::new(Sgd::with_momentum(0.05, 0.9)),
+            ]
+        };
+        for (fused, mut separate) in optimizers().into_iter().zip(optimizers()) {
+            let model = Cnn::init(3).unwrap();
+            let mut params = model.params().unwrap();
+            let mut trainer = Trainer::new(model, fused).unwrap();
+            let mut backprop = Backprop::default();
+            let mut grads = Params::zeros();
+            for batch in 0..3 {
+                let idx = batch * 32..(batch + 1) * 32;
+                let images = || idx.clone().map(|i| s.image(i));
+                let labels = &s.labels[idx.clone()];
+                let fused_loss = trainer.step(images(), labels).unwrap();
+                let loss = backprop
+                    .loss_and_gradients(&params, images(), labels, &mut grads)
+                    .unwrap();
+                separate
+                    .step(&mut params.buffers_mut(), &grads.buffers())
+                    .unwrap();
+                assert_eq!(fused_loss, loss);
+                assert!(
+                    trainer.params() == &params,
+                    "step {batch}: the parameters differ"
+                );
+            }
+        }
     }
 
     #[test]

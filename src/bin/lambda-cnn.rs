@@ -358,7 +358,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
-    let isa = lambda_cnn::model::simd::Isa::detect();
+    let isa = lambda_cnn::simd::Isa::detect();
     eprintln!(
         "training {} steps after {} warm-up ({cores} cores, {threads} threads, {isa} kernels)…",
         args.steps, args.warmup

@@ -13,8 +13,9 @@
 
 use super::conv_pool::{self, CHANNELS, PIXELS, POOLED, TAPS};
 use super::dense::{self, LANES};
-use super::simd::Isa;
 use super::{ModelError, Params, CLASSES, HIDDEN};
+use crate::optim::Piece;
+use crate::simd::Isa;
 use rayon::prelude::*;
 
 /// fc1's forward is split over this many ranges of its 5408 inputs, summed in order.
@@ -70,6 +71,38 @@ impl Backprop {
         labels: &[u8],
         grads: &mut Params,
     ) -> Result<f32, ModelError> {
+        let loss = self.forward(params, images, labels, grads)?;
+        self.fc1_backward(grads, Fc1::Read(&params.fc1_w));
+        self.conv_backward(grads)?;
+        Ok(loss)
+    }
+
+    /// As [`Backprop::loss_and_gradients`], and also applies `fc1_update` (an optimizer step's
+    /// update of fc1's weights) inside the backward pass: each task updates its rows of the
+    /// weight right after making their gradient, while both are still in cache, instead of a
+    /// separate pass over 2.8 MB of weights, gradient and each optimizer moment.
+    pub fn loss_and_gradients_updating_fc1<'a>(
+        &mut self,
+        params: &mut Params,
+        images: impl ExactSizeIterator<Item = &'a [u8]>,
+        labels: &[u8],
+        grads: &mut Params,
+        fc1_update: Piece<'_>,
+    ) -> Result<f32, ModelError> {
+        let loss = self.forward(params, images, labels, grads)?;
+        self.fc1_backward(grads, Fc1::Update(&mut params.fc1_w, fc1_update));
+        self.conv_backward(grads)?;
+        Ok(loss)
+    }
+
+    /// Everything up to fc1's backward: the loss, and the gradients of the biases and fc2.
+    fn forward<'a>(
+        &mut self,
+        params: &Params,
+        images: impl ExactSizeIterator<Item = &'a [u8]>,
+        labels: &[u8],
+        grads: &mut Params,
+    ) -> Result<f32, ModelError> {
         let n = labels.len();
         if images.len() != n || n == 0 {
             return Err(ModelError::BadBatch {
@@ -96,14 +129,16 @@ impl Backprop {
         }
         self.conv_forward(params);
         self.fc1_forward(params);
-        let loss = self.head(params, labels, grads);
-        self.fc1_backward(params, grads);
+        Ok(self.head(params, labels, grads))
+    }
+
+    fn conv_backward(&mut self, grads: &mut Params) -> Result<(), ModelError> {
         let (dw, db) =
             conv_pool::kernel_gradients(&self.pixels, &self.pooled, &self.winners, &self.dpooled)
                 .map_err(ModelError::Candle)?;
         grads.conv_w.copy_from_slice(dw.as_flattened());
         grads.conv_b.copy_from_slice(&db);
-        Ok(loss)
+        Ok(())
     }
 
     fn resize(&mut self, n: usize) {
@@ -216,34 +251,63 @@ impl Backprop {
     }
 
     /// fc1's weight gradient, and the gradient at its input (the conv block's output), in
-    /// tasks of [`BACKWARD_ROWS`] weight rows.
-    fn fc1_backward(&mut self, params: &Params, grads: &mut Params) {
+    /// tasks of [`BACKWARD_ROWS`] weight rows; with [`Fc1::Update`], each task then updates
+    /// its rows.
+    fn fc1_backward(&mut self, grads: &mut Params, fc1: Fc1<'_, '_>) {
         let n = self.z1.len() / HIDDEN;
         let (isa, pooled, dz1, dz1_t) = (self.isa, &self.pooled, &self.dz1, &self.dz1_t);
         let dpooled = Disjoint::new(&mut self.dpooled);
-        grads
-            .fc1_w
-            .par_chunks_mut(BACKWARD_ROWS * HIDDEN)
-            .enumerate()
-            .for_each(|(t, dw)| {
-                let k0 = t * BACKWARD_ROWS;
-                let rows = dw.len() / HIDDEN;
-                dense::weight_gradient(isa, pooled, POOLED, k0, dz1, dw);
-                let w = &params.fc1_w[k0 * HIDDEN..(k0 + rows) * HIDDEN];
-                let mut dxt = [[0f32; LANES]; BACKWARD_ROWS];
-                for (block, dzt) in dz1_t.iter().enumerate() {
-                    dense::input_gradient_t(isa, w, dzt, &mut dxt[..rows]);
-                    for b in 0..LANES.min(n - block * LANES) {
-                        let row = (block * LANES + b) * POOLED + k0;
-                        // SAFETY: this task alone writes columns k0..k0 + rows of every row.
-                        let out = unsafe { dpooled.range(row, rows) };
-                        for (o, d) in out.iter_mut().zip(&dxt[..rows]) {
-                            *o = d[b];
-                        }
+        let task = |t: usize, dw: &mut [f32], w: &[f32]| {
+            let k0 = t * BACKWARD_ROWS;
+            let rows = dw.len() / HIDDEN;
+            dense::weight_gradient(isa, pooled, POOLED, k0, dz1, dw);
+            let mut dxt = [[0f32; LANES]; BACKWARD_ROWS];
+            for (block, dzt) in dz1_t.iter().enumerate() {
+                dense::input_gradient_t(isa, w, dzt, &mut dxt[..rows]);
+                for b in 0..LANES.min(n - block * LANES) {
+                    let row = (block * LANES + b) * POOLED + k0;
+                    // SAFETY: this task alone writes columns k0..k0 + rows of every row.
+                    let out = unsafe { dpooled.range(row, rows) };
+                    for (o, d) in out.iter_mut().zip(&dxt[..rows]) {
+                        *o = d[b];
                     }
                 }
-            });
+            }
+        };
+        let chunk = BACKWARD_ROWS * HIDDEN;
+        match fc1 {
+            Fc1::Read(w) => grads
+                .fc1_w
+                .par_chunks_mut(chunk)
+                .zip(w.par_chunks(chunk))
+                .enumerate()
+                .for_each(|(t, (dw, w))| task(t, dw, w)),
+            Fc1::Update(w, update) => {
+                assert_eq!(
+                    update.len(),
+                    w.len(),
+                    "fc1's update has the weight's length"
+                );
+                grads
+                    .fc1_w
+                    .par_chunks_mut(chunk)
+                    .zip(w.par_chunks_mut(chunk))
+                    .zip(update.chunks(chunk).into_par_iter())
+                    .enumerate()
+                    .for_each(|(t, ((dw, w), update))| {
+                        // The input gradient needs the weights before the update.
+                        task(t, dw, w);
+                        update.apply(w, dw);
+                    })
+            }
+        }
     }
+}
+
+/// fc1's weights in the backward pass: only read, or read and then updated.
+enum Fc1<'w, 'o> {
+    Read(&'w [f32]),
+    Update(&'w mut [f32], Piece<'o>),
 }
 
 /// A buffer that parallel tasks fill at disjoint ranges which are not contiguous slices of it

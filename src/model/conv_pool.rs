@@ -12,8 +12,8 @@
 //! Layouts: images [n, 784] (row-major 28×28, scaled to [0, 1]); kernel [9, 32] (row ky·3 + kx);
 //! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.
 
-use super::simd::{madd, multiversion, Isa, Kind};
 use crate::data::IMAGE_SIDE;
+use crate::simd::{madd, multiversion, Isa, Kind};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;

@@ -9,8 +9,8 @@
 //! L1 while every batch row passes over it), write each output once (no zeroed temporaries),
 //! and run 512 bits wide where the CPU can.
 
-use super::simd::{madd, multiversion};
 use super::HIDDEN;
+use crate::simd::{madd, multiversion};
 
 /// Weight rows per tile: 64 × 128 floats = 32 KiB, which stays in L1 while the batch passes.
 const K_TILE: usize = 64;
@@ -219,7 +219,7 @@ fn input_gradient_block<const FMA: bool, const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::simd::Isa;
+    use crate::simd::Isa;
     use rand::{Rng, SeedableRng};
 
     fn random(n: usize, seed: u64) -> Vec<f32> {

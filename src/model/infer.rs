@@ -6,8 +6,8 @@
 //! 33–39k → 47–52k images/s. Tested against the graph in `tests.rs`.
 
 use super::conv_pool::{self, CHANNELS, PIXELS, POOLED, TAPS};
-use super::simd::{madd, multiversion, Isa};
 use super::{Cnn, ModelError, CLASSES, HIDDEN};
+use crate::simd::{madd, multiversion, Isa};
 
 /// The weights, copied out of the model's tensors.
 pub(crate) struct InferenceWeights {

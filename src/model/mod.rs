@@ -15,7 +15,6 @@ pub mod backprop;
 pub mod conv_pool;
 mod dense;
 mod infer;
-pub mod simd;
 pub mod weights;
 
 use crate::data::IMAGE_PIXELS;

@@ -180,7 +180,7 @@ fn reference_gradients(model: &Cnn, images: &[u8], labels: &[u8]) -> (f32, Vec<T
 #[test]
 fn training_step_matches_stock_candle_ops() {
     use super::backprop::Backprop;
-    use super::simd::Isa;
+    use crate::simd::Isa;
     let cases: Vec<_> = [(37usize, 12u64), (4, 13)]
         .into_iter()
         .map(|(n, seed)| {

@@ -15,12 +15,8 @@
 //! `Adam::seed_formula` gives the article's variant for comparison. Keras' default ε is 1e-7
 //! (PyTorch's 1e-8): we follow Keras, since the seed's numbers come from it.
 
-use super::{ensure_state, OptimError, Optimizer};
-use rayon::prelude::*;
-
-/// Elements per parallel task: large enough to amortise scheduling, small enough to split
-/// fc1's 692k weights over the cores.
-const CHUNK: usize = 32 * 1024;
+use super::{ensure_state, OptimError, Optimizer, Step};
+use crate::simd::multiversion;
 
 #[derive(Debug, Clone)]
 pub struct Adam {
@@ -67,41 +63,59 @@ impl Adam {
     }
 }
 
+/// One step's constants.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rule {
+    b1: f32,
+    b2: f32,
+    inv_bc1: f32,
+    inv_bc2: f32,
+    lr: f32,
+    eps: f32,
+}
+
+multiversion! {
+    /// The update of one run of values. Compiled per instruction set for the width (16 values
+    /// at once with AVX-512): the arithmetic is as written, multiplies and adds not fused, so
+    /// every build rounds alike.
+    pub(super) fn update<FMA, WIDE>(rule: &Rule, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let Rule { b1, b2, inv_bc1, inv_bc2, lr, eps } = *rule;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let m_hat = *m * inv_bc1;
+            let v_hat = *v * inv_bc2;
+            *p -= lr * m_hat / (v_hat.sqrt() + eps);
+        }
+    }
+}
+
 impl Optimizer for Adam {
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimError> {
-        ensure_state(&mut self.m, params, grads)?;
-        ensure_state(&mut self.v, params, grads)?;
+    fn begin_step(&mut self, lengths: &[usize]) -> Result<Step<'_>, OptimError> {
+        ensure_state(&mut self.m, lengths)?;
+        ensure_state(&mut self.v, lengths)?;
         self.t += 1;
         let (bc1, bc2) = if self.bias_correction {
             (1.0 - self.beta1.powi(self.t), 1.0 - self.beta2.powi(self.t))
         } else {
             (1.0, 1.0)
         };
-        let (b1, b2) = (self.beta1 as f32, self.beta2 as f32);
-        let (inv_bc1, inv_bc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
-        let (lr, eps) = (self.lr as f32, self.eps);
-        let update = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                let m_hat = *m * inv_bc1;
-                let v_hat = *v * inv_bc2;
-                *p -= lr * m_hat / (v_hat.sqrt() + eps);
-            }
+        let rule = Rule {
+            b1: self.beta1 as f32,
+            b2: self.beta2 as f32,
+            inv_bc1: (1.0 / bc1) as f32,
+            inv_bc2: (1.0 / bc2) as f32,
+            lr: self.lr as f32,
+            eps: self.eps,
         };
-        for (((p, g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.m)
-            .zip(&mut self.v)
-        {
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| update(p, g, m, v));
-        }
-        Ok(())
+        Ok(Step::with_state(
+            super::Rule::Adam(rule),
+            lengths,
+            self.m
+                .iter_mut()
+                .zip(&mut self.v)
+                .map(|(m, v)| [&mut m[..], &mut v[..]]),
+        ))
     }
 
     fn learning_rate(&self) -> f64 {

@@ -7,6 +7,9 @@ pub mod sgd;
 pub use adam::Adam;
 pub use sgd::Sgd;
 
+use crate::simd::Isa;
+use rayon::prelude::*;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptimError {
     #[error("{params} parameter buffers but {grads} gradients")]
@@ -17,6 +20,8 @@ pub enum OptimError {
         param: usize,
         grad: usize,
     },
+    #[error("{before} parameters at the first step, {now} now")]
+    CountChanged { before: usize, now: usize },
     #[error("parameter {index} had {before} values at the first step and has {now} now")]
     ShapeChanged {
         index: usize,
@@ -25,57 +30,252 @@ pub enum OptimError {
     },
 }
 
-/// A first-order optimizer: one call updates every parameter buffer from its gradient.
+/// A first-order optimizer whose update is elementwise: each value moves by its own gradient
+/// and its own state only. So a step can be begun once and applied to any split of the
+/// parameters, in any order, on any thread — which lets the training step fold the update of
+/// fc1's weights into the backward pass that makes their gradient, while it is still in cache.
 pub trait Optimizer: Send {
-    /// `params[i]` is updated in place from `grads[i]`; the buffers must keep their lengths
-    /// from one step to the next, since per-parameter state (momentum, moments) follows them.
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimError>;
+    /// Begins a step over parameters of these lengths, in a fixed order: the per-parameter
+    /// state is made at the first step and must keep its lengths after that.
+    fn begin_step(&mut self, lengths: &[usize]) -> Result<Step<'_>, OptimError>;
 
     fn learning_rate(&self) -> f64;
-}
 
-/// Checks that `params` and `grads` pair up, and creates (or checks) one zeroed state buffer
-/// per parameter. Shared by the optimizers that keep per-parameter state.
-fn ensure_state(
-    state: &mut Vec<Vec<f32>>,
-    params: &[&mut [f32]],
-    grads: &[&[f32]],
-) -> Result<(), OptimError> {
-    if params.len() != grads.len() {
-        return Err(OptimError::CountMismatch {
-            params: params.len(),
-            grads: grads.len(),
-        });
-    }
-    for (index, (p, g)) in params.iter().zip(grads).enumerate() {
-        if p.len() != g.len() {
-            return Err(OptimError::LengthMismatch {
-                index,
-                param: p.len(),
-                grad: g.len(),
-            });
-        }
-    }
-    if state.is_empty() {
-        *state = params.iter().map(|p| vec![0.0; p.len()]).collect();
-    } else {
-        if state.len() != params.len() {
+    /// `params[i]` is updated in place from `grads[i]`: [`Optimizer::begin_step`], then each
+    /// parameter's [`Piece`], the large ones in parallel chunks.
+    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimError> {
+        if params.len() != grads.len() {
             return Err(OptimError::CountMismatch {
                 params: params.len(),
-                grads: state.len(),
+                grads: grads.len(),
             });
         }
-        for (index, (s, p)) in state.iter().zip(params).enumerate() {
-            if s.len() != p.len() {
-                return Err(OptimError::ShapeChanged {
+        for (index, (p, g)) in params.iter().zip(grads).enumerate() {
+            if p.len() != g.len() {
+                return Err(OptimError::LengthMismatch {
                     index,
-                    before: s.len(),
-                    now: p.len(),
+                    param: p.len(),
+                    grad: g.len(),
                 });
             }
         }
+        let lengths: Vec<usize> = params.iter().map(|p| p.len()).collect();
+        let mut step = self.begin_step(&lengths)?;
+        for (index, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let piece = step.take(index);
+            if p.len() <= CHUNK {
+                // Not worth a hand-off to another thread.
+                piece.apply(p, g);
+                continue;
+            }
+            piece
+                .chunks(CHUNK)
+                .into_par_iter()
+                .zip(p.par_chunks_mut(CHUNK))
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|((piece, p), g)| piece.apply(p, g));
+        }
+        Ok(())
+    }
+}
+
+/// Values per parallel task in [`Optimizer::step`]: large enough to amortise scheduling, small
+/// enough to split fc1's 692k weights over the cores.
+const CHUNK: usize = 32 * 1024;
+
+/// A step's update rule, with this step's constants.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Sgd(sgd::Rule),
+    Adam(adam::Rule),
+}
+
+/// One step, begun: each parameter's update.
+pub struct Step<'a> {
+    pieces: Vec<Option<Piece<'a>>>,
+}
+
+impl<'a> Step<'a> {
+    /// A step of `rule` over parameters with this state each (as long as the parameter, or
+    /// empty where the rule keeps none, and then `lengths` gives the lengths).
+    fn with_state(
+        rule: Rule,
+        lengths: &[usize],
+        state: impl Iterator<Item = [&'a mut [f32]; 2]>,
+    ) -> Self {
+        Self {
+            pieces: lengths
+                .iter()
+                .zip(state)
+                .map(|(&len, state)| Some(Piece::new(rule, len, state)))
+                .collect(),
+        }
+    }
+
+    /// Parameter `index`'s update.
+    ///
+    /// # Panics
+    /// If taken twice, or past the lengths the step was begun with (a bug of the caller).
+    pub fn take(&mut self, index: usize) -> Piece<'a> {
+        self.pieces
+            .get_mut(index)
+            .and_then(Option::take)
+            .unwrap_or_else(|| panic!("parameter {index}'s update taken twice or not begun"))
+    }
+}
+
+/// The update of a run of one parameter's values: the rule and that run's state.
+pub struct Piece<'a> {
+    rule: Rule,
+    len: usize,
+    /// SGD with momentum: the velocity; Adam: the two moments; unused ones are empty.
+    state: [&'a mut [f32]; 2],
+}
+
+impl<'a> Piece<'a> {
+    fn new(rule: Rule, len: usize, state: [&'a mut [f32]; 2]) -> Self {
+        Self { rule, len, state }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces of the first `mid` values and of the rest.
+    pub fn split_at(self, mid: usize) -> (Piece<'a>, Piece<'a>) {
+        let mid = mid.min(self.len);
+        let split = |s: &'a mut [f32]| {
+            if s.is_empty() {
+                (<&mut [f32]>::default(), <&mut [f32]>::default())
+            } else {
+                s.split_at_mut(mid)
+            }
+        };
+        let [a, b] = self.state;
+        let ((a1, a2), (b1, b2)) = (split(a), split(b));
+        (
+            Piece::new(self.rule, mid, [a1, b1]),
+            Piece::new(self.rule, self.len - mid, [a2, b2]),
+        )
+    }
+
+    /// Consecutive pieces of `size` values (the last may be shorter).
+    pub fn chunks(self, size: usize) -> Vec<Piece<'a>> {
+        let mut out = Vec::with_capacity(self.len.div_ceil(size.max(1)));
+        let mut rest = self;
+        while rest.len > size {
+            let (head, tail) = rest.split_at(size);
+            out.push(head);
+            rest = tail;
+        }
+        out.push(rest);
+        out
+    }
+
+    /// Updates `params` from `grads`, both as long as the piece.
+    ///
+    /// # Panics
+    /// If the lengths differ (a bug of the caller: [`Optimizer::step`] checks them first).
+    pub fn apply(self, params: &mut [f32], grads: &[f32]) {
+        assert!(
+            params.len() == self.len && grads.len() == self.len,
+            "an update of {} values applied to {} values and {} gradients",
+            self.len,
+            params.len(),
+            grads.len()
+        );
+        let isa = Isa::detect();
+        let [a, b] = self.state;
+        match self.rule {
+            Rule::Sgd(rule) => sgd::update(isa, &rule, params, grads, a),
+            Rule::Adam(rule) => adam::update(isa, &rule, params, grads, a, b),
+        }
+    }
+}
+
+/// Creates (at the first step) or checks one zeroed state buffer per parameter. Shared by the
+/// optimizers that keep per-parameter state.
+fn ensure_state(state: &mut Vec<Vec<f32>>, lengths: &[usize]) -> Result<(), OptimError> {
+    if state.is_empty() {
+        *state = lengths.iter().map(|&n| vec![0.0; n]).collect();
+        return Ok(());
+    }
+    if state.len() != lengths.len() {
+        return Err(OptimError::CountChanged {
+            before: state.len(),
+            now: lengths.len(),
+        });
+    }
+    for (index, (s, &now)) in state.iter().zip(lengths).enumerate() {
+        if s.len() != now {
+            return Err(OptimError::ShapeChanged {
+                index,
+                before: s.len(),
+                now,
+            });
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step applied in pieces, in any order, is the step applied whole.
+    #[test]
+    fn pieces_in_any_order_make_the_whole_step() {
+        let p0: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let grads: Vec<Vec<f32>> = (0..3)
+            .map(|s| {
+                (0..1000)
+                    .map(|i| ((i * (s + 2)) as f32 * 0.11).cos())
+                    .collect()
+            })
+            .collect();
+        let optimizers = || -> [Box<dyn Optimizer>; 3] {
+            [
+                Box::new(Adam::new(1e-2)),
+                Box::new(Sgd::with_momentum(0.1, 0.9)),
+                Box::new(Sgd::new(0.1)),
+            ]
+        };
+        for (mut whole, mut pieces) in optimizers().into_iter().zip(optimizers()) {
+            let (mut a, mut b) = (p0.clone(), p0.clone());
+            for g in &grads {
+                whole.step(&mut [&mut a[..]], &[g]).unwrap();
+                let mut step = pieces.begin_step(&[b.len()]).unwrap();
+                let mut parts = step.take(0).chunks(300);
+                assert_eq!(
+                    parts.iter().map(Piece::len).collect::<Vec<_>>(),
+                    [300, 300, 300, 100]
+                );
+                // Backwards, to show order does not matter.
+                let mut at = b.len();
+                while let Some(part) = parts.pop() {
+                    let from = at - part.len();
+                    part.apply(&mut b[from..at], &g[from..at]);
+                    at = from;
+                }
+            }
+            assert_eq!(a, b);
+            assert_ne!(a, p0);
+        }
+    }
+
+    #[test]
+    fn a_changed_parameter_count_is_an_error() {
+        let mut adam = Adam::new(1e-3);
+        adam.begin_step(&[3, 2]).unwrap();
+        assert!(matches!(
+            adam.begin_step(&[3]).err(),
+            Some(OptimError::CountChanged { before: 2, now: 1 })
+        ));
+    }
 }
 
 #[cfg(test)]

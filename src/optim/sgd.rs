@@ -1,7 +1,8 @@
 //! Stochastic gradient descent: θ ← θ − α·∇J(θ) (the seed's formula), with optional momentum
 //! in the form PyTorch uses: v ← μ·v + ∇J(θ); θ ← θ − α·v. With μ = 0 the two coincide.
 
-use super::{ensure_state, OptimError, Optimizer};
+use super::{ensure_state, OptimError, Optimizer, Step};
+use crate::simd::multiversion;
 
 #[derive(Debug, Clone)]
 pub struct Sgd {
@@ -24,26 +25,52 @@ impl Sgd {
     }
 }
 
+/// One step's constants.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rule {
+    lr: f32,
+    momentum: f32,
+}
+
+multiversion! {
+    /// The update of one run of values; `velocity` is empty for plain SGD.
+    pub(super) fn update<FMA, WIDE>(rule: &Rule, p: &mut [f32], g: &[f32], velocity: &mut [f32]) {
+        let Rule { lr, momentum } = *rule;
+        if velocity.is_empty() {
+            for (p, g) in p.iter_mut().zip(g) {
+                *p -= lr * g;
+            }
+            return;
+        }
+        for ((p, g), v) in p.iter_mut().zip(g).zip(velocity.iter_mut()) {
+            *v = momentum * *v + g;
+            *p -= lr * *v;
+        }
+    }
+}
+
 impl Optimizer for Sgd {
-    fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<(), OptimError> {
+    fn begin_step(&mut self, lengths: &[usize]) -> Result<Step<'_>, OptimError> {
+        let rule = super::Rule::Sgd(Rule {
+            lr: self.lr,
+            momentum: self.momentum,
+        });
         if self.momentum == 0.0 {
-            // Plain SGD keeps no state, but the buffers must still pair up.
-            ensure_state(&mut Vec::new(), params, grads)?;
-            for (p, g) in params.iter_mut().zip(grads) {
-                for (p, g) in p.iter_mut().zip(g.iter()) {
-                    *p -= self.lr * g;
-                }
-            }
-            return Ok(());
+            // Plain SGD keeps no state.
+            return Ok(Step::with_state(
+                rule,
+                lengths,
+                std::iter::repeat_with(|| [<&mut [f32]>::default(), <&mut [f32]>::default()]),
+            ));
         }
-        ensure_state(&mut self.velocity, params, grads)?;
-        for ((p, g), v) in params.iter_mut().zip(grads).zip(&mut self.velocity) {
-            for ((p, g), v) in p.iter_mut().zip(g.iter()).zip(v.iter_mut()) {
-                *v = self.momentum * *v + g;
-                *p -= self.lr * *v;
-            }
-        }
-        Ok(())
+        ensure_state(&mut self.velocity, lengths)?;
+        Ok(Step::with_state(
+            rule,
+            lengths,
+            self.velocity
+                .iter_mut()
+                .map(|v| [&mut v[..], <&mut [f32]>::default()]),
+        ))
     }
 
     fn learning_rate(&self) -> f64 {

@@ -89,7 +89,7 @@ macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$fma:ident, $wide:ident>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
-        $vis fn $name(isa: $crate::model::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name(isa: $crate::simd::Isa, $($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn body<const $fma: bool, const $wide: bool>($($arg: $ty),*) $(-> $ret)? $body
@@ -105,9 +105,9 @@ macro_rules! multiversion {
                 // SAFETY: an `Isa` exists only for instruction sets the CPU has (its
                 // constructors check).
                 #[cfg(target_arch = "x86_64")]
-                $crate::model::simd::Kind::Avx512 => unsafe { avx512($($arg),*) },
+                $crate::simd::Kind::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                $crate::model::simd::Kind::Avx2 => unsafe { avx2($($arg),*) },
+                $crate::simd::Kind::Avx2 => unsafe { avx2($($arg),*) },
                 // AArch64's baseline has fused multiply-add; x86-64's has not.
                 _ => body::<{ cfg!(target_arch = "aarch64") }, false>($($arg),*),
             }
