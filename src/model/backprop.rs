@@ -1,12 +1,13 @@
 //! One training step's forward and backward pass by hand, on flat buffers reused from step to
 //! step: the loss of a mini-batch and the gradient of every parameter.
 //!
-//! Why not candle's autograd: a step of this small model is ~160 MFLOP, and through the graph
-//! it also paid for ~40 tensor allocations (most zero-filled), a dozen thread-pool hand-offs,
-//! candle's AVX2-only matmul packing its operands, and copies of every parameter in and out
-//! of `Var`s: about half of the step's time. Here the conv block reuses the fused kernels of
-//! `conv_pool.rs` (the graph's custom op runs the very same code), fc1 runs on `dense.rs`, and
-//! the rest (fc2, softmax, cross-entropy) is a few thousand multiply-adds done in place.
+//! Why not candle's autograd: a step of this small model is ~160 MFLOP, and a profile of the
+//! step through the graph (with the conv block already a custom op) showed zero-filling and
+//! copying fresh tensors at ~16 % of the time, candle's elementwise closures ~12 %, thread-pool
+//! sleeps and wake-ups ~10 %, and fc1 in candle's matmul (AVX2 at most, packing its operands on
+//! every call) ~24 %. Here the conv block reuses the fused kernels of `conv_pool.rs` (the
+//! graph's custom op runs the very same code), fc1 runs on `dense.rs`, and the rest (fc2,
+//! softmax, cross-entropy) is a few thousand multiply-adds done in place.
 //! Every parallel split is fixed (never depends on the thread count or on scheduling), so a
 //! step gives the same bits on any machine with the same instruction set. Tested against
 //! candle's stock ops in `tests.rs`.
@@ -133,9 +134,14 @@ impl Backprop {
     }
 
     fn conv_backward(&mut self, grads: &mut Params) -> Result<(), ModelError> {
-        let (dw, db) =
-            conv_pool::kernel_gradients(&self.pixels, &self.pooled, &self.winners, &self.dpooled)
-                .map_err(ModelError::Candle)?;
+        let (dw, db) = conv_pool::kernel_gradients(
+            self.isa,
+            &self.pixels,
+            &self.pooled,
+            &self.winners,
+            &self.dpooled,
+        )
+        .map_err(ModelError::Candle)?;
         grads.conv_w.copy_from_slice(dw.as_flattened());
         grads.conv_b.copy_from_slice(&db);
         Ok(())
@@ -158,13 +164,14 @@ impl Backprop {
         let kernel: [[f32; CHANNELS]; TAPS] =
             std::array::from_fn(|k| std::array::from_fn(|c| params.conv_w[k * CHANNELS + c]));
         let bias: &[f32; CHANNELS] = params.conv_b[..].try_into().expect("checked length");
+        let isa = self.isa;
         self.pooled
             .par_chunks_mut(POOLED)
             .zip(self.winners.par_chunks_mut(POOLED))
             .zip(self.pixels.par_chunks_exact(PIXELS))
             .for_each(|((out, win), img)| {
                 let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                conv_pool::forward_one(img, &kernel, bias, out, win)
+                conv_pool::forward_one_isa(isa, img, &kernel, bias, out, win)
             });
     }
 

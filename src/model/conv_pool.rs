@@ -290,6 +290,7 @@ pub(crate) fn forward_one(
 
 /// The kernel and bias gradients of a batch; `winners` is what the forward recorded.
 pub(crate) fn kernel_gradients(
+    isa: Isa,
     imgs: &[f32],
     out: &[f32],
     winners: &[u8],
@@ -301,7 +302,6 @@ pub(crate) fn kernel_gradients(
     // Partial sums over fixed groups of images, added in order: the result does not depend
     // on how rayon schedules the groups, so training is reproducible bit for bit.
     const GROUP: usize = 8;
-    let isa = Isa::detect();
     let partials: Vec<_> = imgs
         .par_chunks(PIXELS * GROUP)
         .zip(out.par_chunks(POOLED * GROUP))
@@ -388,7 +388,7 @@ impl CustomOp3 for ConvReluPool {
         let (dw, db) = with_f32(images, "images", |imgs| {
             with_f32(res, "output", |out| {
                 with_f32(grad_res, "gradient", |grad| {
-                    kernel_gradients(imgs, out, &winners, grad)
+                    kernel_gradients(Isa::detect(), imgs, out, &winners, grad)
                 })
             })
         })?;
