@@ -12,6 +12,7 @@
 pub struct Isa(Kind);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Kind {
     /// The target's baseline (SSE2 on x86-64), multiply then add.
     Portable,
@@ -41,6 +42,7 @@ impl Isa {
 
     /// Every instruction set this CPU can run, the baseline first.
     pub fn available() -> Vec<Isa> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut isas = vec![Isa(Kind::Portable)];
         #[cfg(target_arch = "x86_64")]
         {

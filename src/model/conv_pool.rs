@@ -13,7 +13,9 @@
 //! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.
 
 use crate::data::IMAGE_SIDE;
-use crate::simd::{madd, multiversion, Isa, Kind};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Kind;
+use crate::simd::{madd, multiversion, Isa};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -196,11 +198,84 @@ pub(crate) fn forward_one_isa(
     winners: &mut [u8],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa.kind() == Kind::Avx512 {
-        // SAFETY: an `Isa` of this kind exists only where the CPU has AVX-512.
-        return unsafe { forward_one_avx512(img, w, b, out, winners) };
+    match isa.kind() {
+        // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
+        Kind::Avx512 => return unsafe { forward_one_avx512(img, w, b, out, winners) },
+        Kind::Avx2 => return unsafe { forward_one_avx2(img, w, b, out, winners) },
+        Kind::Portable => {}
     }
     forward_one_loops(isa, img, w, b, out, winners)
+}
+
+/// The forward kernel in AVX2 intrinsics, for the same reason as [`forward_one_avx512`]. With
+/// 16 registers of 8 floats the weights cannot stay in registers: each multiply-add takes its
+/// weight vector from memory (L1), which the FMA units absorb. Same sums in the same order as
+/// [`forward_one_kernel`] with FMA, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_one_avx2(
+    img: &[f32; PIXELS],
+    w: &[[f32; CHANNELS]; TAPS],
+    b: &[f32; CHANNELS],
+    out: &mut [f32],
+    winners: &mut [u8],
+) {
+    use std::arch::x86_64::*;
+    const V: usize = CHANNELS / 8;
+    assert!(
+        out.len() >= POOLED && winners.len() >= POOLED,
+        "output too short"
+    );
+    // SAFETY (every load and store below): in bounds — the weights and bias are fixed-size
+    // arrays read at k ≤ 8 and offsets 8·i < 32; the taps are at most
+    // (2·12 + 1 + 2)·28 + 2·12 + 1 + 2 = 783 < 784; the outputs at o + 8·i + 8 ≤ POOLED
+    // (asserted above).
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        for py in 0..POOL_SIDE {
+            for px in 0..POOL_SIDE {
+                let mut best = [zero; V];
+                let mut which = [_mm256_setzero_si256(); V];
+                for q in 0..4 {
+                    let at = img
+                        .as_ptr()
+                        .add((2 * py + q / 2) * IMAGE_SIDE + 2 * px + q % 2);
+                    let mut acc: [__m256; V] =
+                        std::array::from_fn(|i| _mm256_loadu_ps(b.as_ptr().add(8 * i)));
+                    for k in 0..TAPS {
+                        let t = _mm256_set1_ps(*at.add((k / KERNEL) * IMAGE_SIDE + k % KERNEL));
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(t, _mm256_loadu_ps(w[k].as_ptr().add(8 * i)), *a);
+                        }
+                    }
+                    if q == 0 {
+                        best = acc;
+                    } else {
+                        // Strictly greater: the first of equal maxima wins, as in PyTorch.
+                        let qv = _mm256_set1_epi32(q as i32);
+                        for i in 0..V {
+                            let m = _mm256_cmp_ps::<_CMP_GT_OQ>(acc[i], best[i]);
+                            best[i] = _mm256_blendv_ps(best[i], acc[i], m);
+                            which[i] = _mm256_blendv_epi8(which[i], qv, _mm256_castps_si256(m));
+                        }
+                    }
+                }
+                let o = (py * POOL_SIDE + px) * CHANNELS;
+                let mut q = [0i32; CHANNELS];
+                for i in 0..V {
+                    // max(x, 0) with x first: a NaN gives 0, as f32::max does.
+                    _mm256_storeu_ps(
+                        out.as_mut_ptr().add(o + 8 * i),
+                        _mm256_max_ps(best[i], zero),
+                    );
+                    _mm256_storeu_si256(q.as_mut_ptr().add(8 * i).cast(), which[i]);
+                }
+                for (w, q) in winners[o..o + CHANNELS].iter_mut().zip(q) {
+                    *w = q as u8;
+                }
+            }
+        }
+    }
 }
 
 /// The forward kernel written with AVX-512 intrinsics. Why: from the plain loops LLVM loads the
