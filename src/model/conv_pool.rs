@@ -242,10 +242,10 @@ fn forward_one_avx2(
                         .add((2 * py + q / 2) * IMAGE_SIDE + 2 * px + q % 2);
                     let mut acc: [__m256; V] =
                         std::array::from_fn(|i| _mm256_loadu_ps(b.as_ptr().add(8 * i)));
-                    for k in 0..TAPS {
+                    for (k, wk) in w.iter().enumerate() {
                         let t = _mm256_set1_ps(*at.add((k / KERNEL) * IMAGE_SIDE + k % KERNEL));
                         for (i, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(t, _mm256_loadu_ps(w[k].as_ptr().add(8 * i)), *a);
+                            *a = _mm256_fmadd_ps(t, _mm256_loadu_ps(wk.as_ptr().add(8 * i)), *a);
                         }
                     }
                     if q == 0 {
