@@ -77,92 +77,10 @@ fn taps(img: &[f32; PIXELS], y: usize, x: usize) -> [f32; TAPS] {
     ]
 }
 
-/// One image: the pooled map and, per pooled value, the winning position q = dy·2 + dx.
-/// Written so the compiler vectorises across the 32 channels: fixed-size arrays, no
-/// data-dependent branches (selects instead).
-#[inline(always)]
-fn forward_one_kernel<const FMA: bool>(
-    img: &[f32; PIXELS],
-    w: &[[f32; CHANNELS]; TAPS],
-    b: &[f32; CHANNELS],
-    out: &mut [f32],
-    winners: &mut [u8],
-) {
-    for py in 0..POOL_SIDE {
-        for px in 0..POOL_SIDE {
-            let mut conv = [[0f32; CHANNELS]; 4];
-            for (q, acc) in conv.iter_mut().enumerate() {
-                let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
-                *acc = *b;
-                for k in 0..TAPS {
-                    for c in 0..CHANNELS {
-                        acc[c] = madd::<FMA>(t[k], w[k][c], acc[c]);
-                    }
-                }
-            }
-            // max(relu(a)) = relu(max(a)); the first of equal maxima wins, as in PyTorch. Where
-            // all four are ≤ 0 the winner does not matter: no gradient flows there.
-            let mut best = conv[0];
-            let mut which = [0f32; CHANNELS];
-            for (q, acc) in conv.iter().enumerate().skip(1) {
-                for c in 0..CHANNELS {
-                    let better = acc[c] > best[c];
-                    best[c] = if better { acc[c] } else { best[c] };
-                    which[c] = if better { q as f32 } else { which[c] };
-                }
-            }
-            let o = (py * POOL_SIDE + px) * CHANNELS;
-            let (out, winners) = (&mut out[o..o + CHANNELS], &mut winners[o..o + CHANNELS]);
-            for c in 0..CHANNELS {
-                out[c] = best[c].max(0.0);
-                winners[c] = which[c] as u8;
-            }
-        }
-    }
-}
-
-/// One image's contribution to the kernel and bias gradients.
-#[inline(always)]
-fn backward_one_kernel<const FMA: bool>(
-    img: &[f32; PIXELS],
-    out: &[f32],
-    winners: &[u8],
-    grad: &[f32],
-    dw: &mut [[f32; CHANNELS]; TAPS],
-    db: &mut [f32; CHANNELS],
-) {
-    for py in 0..POOL_SIDE {
-        for px in 0..POOL_SIDE {
-            let o = (py * POOL_SIDE + px) * CHANNELS;
-            let (out, winners, grad) = (
-                &out[o..o + CHANNELS],
-                &winners[o..o + CHANNELS],
-                &grad[o..o + CHANNELS],
-            );
-            // The gradient of each window position, per channel: the pooled gradient where that
-            // position won and the ReLU was open, zero elsewhere.
-            let mut g = [[0f32; CHANNELS]; 4];
-            for c in 0..CHANNELS {
-                let open = if out[c] > 0.0 { grad[c] } else { 0.0 };
-                for (q, gq) in g.iter_mut().enumerate() {
-                    gq[c] = if winners[c] as usize == q { open } else { 0.0 };
-                }
-                db[c] += open;
-            }
-            for (q, gq) in g.iter().enumerate() {
-                let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
-                for (k, dwk) in dw.iter_mut().enumerate() {
-                    for c in 0..CHANNELS {
-                        dwk[c] = madd::<FMA>(t[k], gq[c], dwk[c]);
-                    }
-                }
-            }
-        }
-    }
-}
-
 multiversion! {
-    /// One image through conv + ReLU + pool (see [`forward_one_kernel`]).
+    /// One image: the pooled map and, per pooled value, the winning position q = dy·2 + dx.
+    /// Written so the compiler vectorises across the 32 channels: fixed-size arrays, no
+    /// data-dependent branches (selects instead).
     fn forward_one_loops<FMA, WIDE>(
         img: &[f32; PIXELS],
         w: &[[f32; CHANNELS]; TAPS],
@@ -170,12 +88,42 @@ multiversion! {
         out: &mut [f32],
         winners: &mut [u8],
     ) {
-        forward_one_kernel::<FMA>(img, w, b, out, winners)
+        for py in 0..POOL_SIDE {
+            for px in 0..POOL_SIDE {
+                let mut conv = [[0f32; CHANNELS]; 4];
+                for (q, acc) in conv.iter_mut().enumerate() {
+                    let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
+                    *acc = *b;
+                    for k in 0..TAPS {
+                        for c in 0..CHANNELS {
+                            acc[c] = madd::<FMA>(t[k], w[k][c], acc[c]);
+                        }
+                    }
+                }
+                // max(relu(a)) = relu(max(a)); the first of equal maxima wins, as in PyTorch. Where
+                // all four are ≤ 0 the winner does not matter: no gradient flows there.
+                let mut best = conv[0];
+                let mut which = [0f32; CHANNELS];
+                for (q, acc) in conv.iter().enumerate().skip(1) {
+                    for c in 0..CHANNELS {
+                        let better = acc[c] > best[c];
+                        best[c] = if better { acc[c] } else { best[c] };
+                        which[c] = if better { q as f32 } else { which[c] };
+                    }
+                }
+                let o = (py * POOL_SIDE + px) * CHANNELS;
+                let (out, winners) = (&mut out[o..o + CHANNELS], &mut winners[o..o + CHANNELS]);
+                for c in 0..CHANNELS {
+                    out[c] = best[c].max(0.0);
+                    winners[c] = which[c] as u8;
+                }
+            }
+        }
     }
 }
 
 multiversion! {
-    /// One image's kernel and bias gradients, added to `dw` and `db`.
+    /// One image's contribution to the kernel and bias gradients.
     fn backward_one_loops<FMA, WIDE>(
         img: &[f32; PIXELS],
         out: &[f32],
@@ -184,7 +132,34 @@ multiversion! {
         dw: &mut [[f32; CHANNELS]; TAPS],
         db: &mut [f32; CHANNELS],
     ) {
-        backward_one_kernel::<FMA>(img, out, winners, grad, dw, db)
+        for py in 0..POOL_SIDE {
+            for px in 0..POOL_SIDE {
+                let o = (py * POOL_SIDE + px) * CHANNELS;
+                let (out, winners, grad) = (
+                    &out[o..o + CHANNELS],
+                    &winners[o..o + CHANNELS],
+                    &grad[o..o + CHANNELS],
+                );
+                // The gradient of each window position, per channel: the pooled gradient where that
+                // position won and the ReLU was open, zero elsewhere.
+                let mut g = [[0f32; CHANNELS]; 4];
+                for c in 0..CHANNELS {
+                    let open = if out[c] > 0.0 { grad[c] } else { 0.0 };
+                    for (q, gq) in g.iter_mut().enumerate() {
+                        gq[c] = if winners[c] as usize == q { open } else { 0.0 };
+                    }
+                    db[c] += open;
+                }
+                for (q, gq) in g.iter().enumerate() {
+                    let t = taps(img, 2 * py + q / 2, 2 * px + q % 2);
+                    for (k, dwk) in dw.iter_mut().enumerate() {
+                        for c in 0..CHANNELS {
+                            dwk[c] = madd::<FMA>(t[k], gq[c], dwk[c]);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -229,7 +204,7 @@ fn backward_one_isa(
 /// The backward kernel in AVX-512 intrinsics. Why: from the loops LLVM shuffled the taps out of
 /// vector loads and stored the kernel gradient back to memory at every window position; here
 /// its 18 vectors stay in registers for the whole image. Same operations in the same order as
-/// [`backward_one_kernel`] with FMA (zero products included), so the same bits.
+/// [`backward_one_loops`] with FMA (zero products included), so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 fn backward_one_avx512(
@@ -303,7 +278,7 @@ fn backward_one_avx512(
 /// The forward kernel in AVX2 intrinsics, for the same reason as [`forward_one_avx512`]. With
 /// 16 registers of 8 floats the weights cannot stay in registers: each multiply-add takes its
 /// weight vector from memory (L1), which the FMA units absorb. Same sums in the same order as
-/// [`forward_one_kernel`] with FMA, so the same bits.
+/// [`forward_one_loops`] with FMA, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn forward_one_avx2(
@@ -375,7 +350,7 @@ fn forward_one_avx2(
 /// nine taps as vectors and shuffles each one out (and spills accumulators), running at a sixth
 /// of the FMA rate; here all 18 weight vectors stay in registers, each tap is one broadcast
 /// load, and each window position's 32 channels are two accumulators. Same sums in the same
-/// order as [`forward_one_kernel`] with FMA, so the same bits.
+/// order as [`forward_one_loops`] with FMA, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 fn forward_one_avx512(
