@@ -184,16 +184,15 @@ impl Trainer {
         images: impl ExactSizeIterator<Item = &'a [u8]>,
         labels: &[u8],
     ) -> Result<f32, TrainError> {
-        const FC1_W: usize = 2;
+        // A batch is refused before the optimizer's step begins (and counts).
+        self.backprop.set_batch(images, labels)?;
         let mut step = self
             .optimizer
             .begin_step(&Params::SHAPES.map(|(_, len)| len))?;
         let loss = self.backprop.loss_and_gradients_updating_fc1(
             &mut self.params,
-            images,
-            labels,
             &mut self.grads,
-            step.take(FC1_W),
+            step.take(Params::FC1_W),
         )?;
         // The other parameters are small (2.6k values in all).
         for (index, (p, g)) in self
@@ -203,7 +202,7 @@ impl Trainer {
             .zip(self.grads.buffers())
             .enumerate()
         {
-            if index != FC1_W {
+            if index != Params::FC1_W {
                 step.take(index).apply(p, g);
             }
         }
@@ -402,9 +401,8 @@ mod tests {
                 let images = || idx.clone().map(|i| s.image(i));
                 let labels = &s.labels[idx.clone()];
                 let fused_loss = trainer.step(images(), labels).unwrap();
-                let loss = backprop
-                    .loss_and_gradients(&params, images(), labels, &mut grads)
-                    .unwrap();
+                backprop.set_batch(images(), labels).unwrap();
+                let loss = backprop.loss_and_gradients(&params, &mut grads).unwrap();
                 separate
                     .step(&mut params.buffers_mut(), &grads.buffers())
                     .unwrap();
@@ -415,6 +413,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A refused batch must not count as an optimizer step (Adam's bias correction follows
+    /// the count): after one, training goes on exactly as if it had not been offered.
+    #[test]
+    fn a_refused_batch_leaves_the_optimizer_untouched() {
+        let s = tiny_split(32);
+        let images = || (0..32).map(|i| s.image(i));
+        let mut offered = Trainer::new(Cnn::init(5).unwrap(), Box::new(Adam::new(1e-3))).unwrap();
+        let mut clean = Trainer::new(Cnn::init(5).unwrap(), Box::new(Adam::new(1e-3))).unwrap();
+        let mut bad_labels = s.labels.clone();
+        bad_labels[7] = 10;
+        assert!(matches!(
+            offered.step(images(), &bad_labels),
+            Err(TrainError::Model(ModelError::BadLabel(10)))
+        ));
+        assert!(matches!(
+            offered.step(images(), &s.labels[..31]),
+            Err(TrainError::Model(ModelError::BadBatch { .. }))
+        ));
+        offered.step(images(), &s.labels).unwrap();
+        clean.step(images(), &s.labels).unwrap();
+        assert!(offered.params() == clean.params());
     }
 
     #[test]

@@ -27,7 +27,10 @@ const BACKWARD_ROWS: usize = 128;
 /// The buffers of a step, kept between steps so that a step allocates nothing.
 pub struct Backprop {
     isa: Isa,
+    /// Whether `pixels` and `labels` hold a batch that passed its checks.
+    batch_ready: bool,
     pixels: Vec<f32>,
+    labels: Vec<u8>,
     /// Conv block output, [n, 5408]: fc1's input.
     pooled: Vec<f32>,
     winners: Vec<u8>,
@@ -52,7 +55,9 @@ impl Backprop {
     pub fn new(isa: Isa) -> Self {
         Self {
             isa,
+            batch_ready: false,
             pixels: Vec::new(),
+            labels: Vec::new(),
             pooled: Vec::new(),
             winners: Vec::new(),
             partial: Vec::new(),
@@ -63,47 +68,15 @@ impl Backprop {
         }
     }
 
-    /// The mean cross-entropy of the batch under `params`; the gradient of each parameter is
-    /// written into `grads` (every value overwritten).
-    pub fn loss_and_gradients<'a>(
+    /// Takes a mini-batch in: checks it (one label per image, each a class; 784 pixels an
+    /// image) and scales its pixels. A batch that fails a check leaves none set, so the
+    /// caller can refuse it before anything (an optimizer step) has begun.
+    pub fn set_batch<'a>(
         &mut self,
-        params: &Params,
         images: impl ExactSizeIterator<Item = &'a [u8]>,
         labels: &[u8],
-        grads: &mut Params,
-    ) -> Result<f32, ModelError> {
-        let loss = self.forward(params, images, labels, grads)?;
-        self.fc1_backward(grads, Fc1::Read(&params.fc1_w));
-        self.conv_backward(grads)?;
-        Ok(loss)
-    }
-
-    /// As [`Backprop::loss_and_gradients`], and also applies `fc1_update` (an optimizer step's
-    /// update of fc1's weights) inside the backward pass: each task updates its rows of the
-    /// weight right after making their gradient, while both are still in cache, instead of a
-    /// separate pass over 2.8 MB of weights, gradient and each optimizer moment.
-    pub fn loss_and_gradients_updating_fc1<'a>(
-        &mut self,
-        params: &mut Params,
-        images: impl ExactSizeIterator<Item = &'a [u8]>,
-        labels: &[u8],
-        grads: &mut Params,
-        fc1_update: Piece<'_>,
-    ) -> Result<f32, ModelError> {
-        let loss = self.forward(params, images, labels, grads)?;
-        self.fc1_backward(grads, Fc1::Update(&mut params.fc1_w, fc1_update));
-        self.conv_backward(grads)?;
-        Ok(loss)
-    }
-
-    /// Everything up to fc1's backward: the loss, and the gradients of the biases and fc2.
-    fn forward<'a>(
-        &mut self,
-        params: &Params,
-        images: impl ExactSizeIterator<Item = &'a [u8]>,
-        labels: &[u8],
-        grads: &mut Params,
-    ) -> Result<f32, ModelError> {
+    ) -> Result<(), ModelError> {
+        self.batch_ready = false;
         let n = labels.len();
         if images.len() != n || n == 0 {
             return Err(ModelError::BadBatch {
@@ -114,8 +87,6 @@ impl Backprop {
         if let Some(&label) = labels.iter().find(|&&l| l as usize >= CLASSES) {
             return Err(ModelError::BadLabel(label));
         }
-        params.check()?;
-        grads.check()?;
         self.resize(n);
         for (dst, image) in self.pixels.chunks_exact_mut(PIXELS).zip(images) {
             if image.len() != PIXELS {
@@ -128,9 +99,51 @@ impl Backprop {
                 *d = p as f32 * (1.0 / 255.0);
             }
         }
+        self.labels.clear();
+        self.labels.extend_from_slice(labels);
+        self.batch_ready = true;
+        Ok(())
+    }
+
+    /// The mean cross-entropy of the batch under `params`; the gradient of each parameter is
+    /// written into `grads` (every value overwritten).
+    pub fn loss_and_gradients(
+        &mut self,
+        params: &Params,
+        grads: &mut Params,
+    ) -> Result<f32, ModelError> {
+        let loss = self.forward(params, grads)?;
+        self.fc1_backward(grads, Fc1::Read(&params.fc1_w));
+        self.conv_backward(grads)?;
+        Ok(loss)
+    }
+
+    /// As [`Backprop::loss_and_gradients`], and also applies `fc1_update` (an optimizer step's
+    /// update of fc1's weights) inside the backward pass: each task updates its rows of the
+    /// weight right after making their gradient, while both are still in cache, instead of a
+    /// separate pass over 2.8 MB of weights, gradient and each optimizer moment.
+    pub fn loss_and_gradients_updating_fc1(
+        &mut self,
+        params: &mut Params,
+        grads: &mut Params,
+        fc1_update: Piece<'_>,
+    ) -> Result<f32, ModelError> {
+        let loss = self.forward(params, grads)?;
+        self.fc1_backward(grads, Fc1::Update(&mut params.fc1_w, fc1_update));
+        self.conv_backward(grads)?;
+        Ok(loss)
+    }
+
+    /// Everything up to fc1's backward: the loss, and the gradients of the biases and fc2.
+    fn forward(&mut self, params: &Params, grads: &mut Params) -> Result<f32, ModelError> {
+        if !self.batch_ready {
+            return Err(ModelError::NoBatch);
+        }
+        params.check()?;
+        grads.check()?;
         self.conv_forward(params);
         self.fc1_forward(params);
-        Ok(self.head(params, labels, grads))
+        Ok(self.head(params, grads))
     }
 
     fn conv_backward(&mut self, grads: &mut Params) -> Result<(), ModelError> {
@@ -201,7 +214,8 @@ impl Backprop {
 
     /// ReLU, fc2, softmax and cross-entropy, forward and back: the loss, fc2's and fc1's bias
     /// gradients, and the gradient at fc1's output (`dz1`, also transposed into `dz1_t`).
-    fn head(&mut self, params: &Params, labels: &[u8], grads: &mut Params) -> f32 {
+    fn head(&mut self, params: &Params, grads: &mut Params) -> f32 {
+        let labels = &self.labels;
         let n = labels.len();
         let scale = 1.0 / n as f32;
         grads.fc2_w.fill(0.0);

@@ -52,6 +52,8 @@ pub enum ModelError {
     BadBatch { images: usize, labels: usize },
     #[error("label {0} is not a class (0..={last})", last = CLASSES - 1)]
     BadLabel(u8),
+    #[error("no mini-batch was set for this training step")]
+    NoBatch,
     #[error("parameter {name} has {got} values, expected {expected}")]
     BadParams {
         name: &'static str,
@@ -82,6 +84,9 @@ impl Params {
         ("fc2_w", HIDDEN * CLASSES),
         ("fc2_b", CLASSES),
     ];
+
+    /// The index of fc1's weight in [`Params::SHAPES`] and the buffers.
+    pub const FC1_W: usize = 2;
 
     pub fn zeros() -> Self {
         let z = |i: usize| vec![0f32; Self::SHAPES[i].1];

@@ -208,9 +208,10 @@ fn training_step_matches_stock_candle_ops() {
                 .buffers_mut()
                 .iter_mut()
                 .for_each(|b| b.fill(f32::NAN));
-            let loss = backprop
-                .loss_and_gradients(params, images.chunks(IMAGE_PIXELS), labels, &mut grads)
+            backprop
+                .set_batch(images.chunks(IMAGE_PIXELS), labels)
                 .unwrap();
+            let loss = backprop.loss_and_gradients(params, &mut grads).unwrap();
             let n = labels.len();
             assert!(
                 (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs().max(1.0),
@@ -238,29 +239,39 @@ fn training_step_refuses_bad_batches() {
     let params = Cnn::init(1).unwrap().params().unwrap();
     let mut grads = Params::zeros();
     let images = random_images(2, 1);
-    let mut step = |images: &[u8], labels: &[u8]| {
-        Backprop::default().loss_and_gradients(
-            &params,
-            images.chunks(IMAGE_PIXELS),
-            labels,
-            &mut grads,
-        )
-    };
+    let mut backprop = Backprop::default();
+    let mut set =
+        |images: &[u8], labels: &[u8]| backprop.set_batch(images.chunks(IMAGE_PIXELS), labels);
     assert!(matches!(
-        step(&images, &[1]),
+        set(&images, &[1]),
         Err(ModelError::BadBatch {
             images: 2,
             labels: 1
         })
     ));
-    assert!(matches!(step(&[], &[]), Err(ModelError::BadBatch { .. })));
+    assert!(matches!(set(&[], &[]), Err(ModelError::BadBatch { .. })));
     assert!(matches!(
-        step(&images, &[1, 10]),
+        set(&images, &[1, 10]),
         Err(ModelError::BadLabel(10))
     ));
     assert!(matches!(
-        step(&images[..IMAGE_PIXELS + 5], &[1, 2]),
+        set(&images[..IMAGE_PIXELS + 5], &[1, 2]),
         Err(ModelError::BadInput { .. })
+    ));
+    // A refused batch leaves none to compute on.
+    assert!(matches!(
+        backprop.loss_and_gradients(&params, &mut grads),
+        Err(ModelError::NoBatch)
+    ));
+    backprop
+        .set_batch(images.chunks(IMAGE_PIXELS), &[1, 2])
+        .unwrap();
+    assert!(backprop.loss_and_gradients(&params, &mut grads).is_ok());
+    let mut short = Params::zeros();
+    short.fc2_b.pop();
+    assert!(matches!(
+        backprop.loss_and_gradients(&params, &mut short),
+        Err(ModelError::BadParams { name: "fc2_b", .. })
     ));
 }
 
