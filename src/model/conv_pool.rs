@@ -194,11 +194,72 @@ fn backward_one_isa(
     db: &mut [f32; CHANNELS],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa.kind() == Kind::Avx512 {
-        // SAFETY: an `Isa` of this kind exists only where the CPU has AVX-512.
-        return unsafe { backward_one_avx512(img, out, winners, grad, dw, db) };
+    match isa.kind() {
+        // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
+        Kind::Avx512 => return unsafe { backward_one_avx512(img, out, winners, grad, dw, db) },
+        Kind::Avx2 => return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) },
+        Kind::Portable => {}
     }
     backward_one_loops(isa, img, out, winners, grad, dw, db)
+}
+
+/// The backward kernel in AVX2 intrinsics, for the same reasons as [`backward_one_avx512`].
+/// 16 registers of 8 floats cannot hold the kernel gradient of all 32 channels (36 vectors),
+/// so the image is passed over four times, 8 channels at a time (9 accumulators). Each channel
+/// sees the same operations in the same order as in [`backward_one_loops`], so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn backward_one_avx2(
+    img: &[f32; PIXELS],
+    out: &[f32],
+    winners: &[u8],
+    grad: &[f32],
+    dw: &mut [[f32; CHANNELS]; TAPS],
+    db: &mut [f32; CHANNELS],
+) {
+    use std::arch::x86_64::*;
+    assert!(
+        out.len() >= POOLED && winners.len() >= POOLED && grad.len() >= POOLED,
+        "inputs too short"
+    );
+    // SAFETY (every load and store below): in bounds — `dw` and `db` are fixed-size arrays read
+    // and written at offsets c0 + 8 ≤ 32; the taps are at most
+    // (2·12 + 1 + 2)·28 + 2·12 + 1 + 2 = 783 < 784; the inputs at o + c0 + 8 ≤ POOLED
+    // (asserted above).
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        for c0 in (0..CHANNELS).step_by(8) {
+            let mut acc: [__m256; TAPS] =
+                std::array::from_fn(|k| _mm256_loadu_ps(dw[k].as_ptr().add(c0)));
+            let mut acc_b = _mm256_loadu_ps(db.as_ptr().add(c0));
+            for py in 0..POOL_SIDE {
+                for px in 0..POOL_SIDE {
+                    let o = (py * POOL_SIDE + px) * CHANNELS + c0;
+                    // The pooled gradient where the ReLU was open, zero elsewhere.
+                    let is_open =
+                        _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_loadu_ps(out.as_ptr().add(o)), zero);
+                    let open = _mm256_and_ps(is_open, _mm256_loadu_ps(grad.as_ptr().add(o)));
+                    acc_b = _mm256_add_ps(acc_b, open);
+                    let win = _mm256_cvtepu8_epi32(_mm_loadl_epi64(winners.as_ptr().add(o).cast()));
+                    for q in 0..4 {
+                        let won = _mm256_cmpeq_epi32(win, _mm256_set1_epi32(q as i32));
+                        let g = _mm256_and_ps(_mm256_castsi256_ps(won), open);
+                        let at = img
+                            .as_ptr()
+                            .add((2 * py + q / 2) * IMAGE_SIDE + 2 * px + q % 2);
+                        for (k, a) in acc.iter_mut().enumerate() {
+                            let t = _mm256_set1_ps(*at.add((k / KERNEL) * IMAGE_SIDE + k % KERNEL));
+                            *a = _mm256_fmadd_ps(t, g, *a);
+                        }
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(dw[k].as_mut_ptr().add(c0), *a);
+            }
+            _mm256_storeu_ps(db.as_mut_ptr().add(c0), acc_b);
+        }
+    }
 }
 
 /// The backward kernel in AVX-512 intrinsics. Why: from the loops LLVM shuffled the taps out of
