@@ -186,27 +186,31 @@ impl Trainer {
     ) -> Result<f32, TrainError> {
         // A batch is refused before the optimizer's step begins (and counts).
         self.backprop.set_batch(images, labels)?;
-        let mut step = self
-            .optimizer
-            .begin_step(&Params::SHAPES.map(|(_, len)| len))?;
-        let loss = self.backprop.loss_and_gradients_updating_fc1(
-            &mut self.params,
-            &mut self.grads,
-            step.take(Params::FC1_W),
-        )?;
-        // The other parameters are small (2.6k values in all).
-        for (index, (p, g)) in self
-            .params
-            .buffers_mut()
-            .into_iter()
-            .zip(self.grads.buffers())
-            .enumerate()
-        {
-            if index != Params::FC1_W {
-                step.take(index).apply(p, g);
+        // The rest runs on a worker of the thread pool, so that its parallel phases pass
+        // between the workers instead of each being injected from this thread and waited for.
+        rayon::scope(|_| {
+            let mut step = self
+                .optimizer
+                .begin_step(&Params::SHAPES.map(|(_, len)| len))?;
+            let loss = self.backprop.loss_and_gradients_updating_fc1(
+                &mut self.params,
+                &mut self.grads,
+                step.take(Params::FC1_W),
+            )?;
+            // The other parameters are small (2.6k values in all).
+            for (index, (p, g)) in self
+                .params
+                .buffers_mut()
+                .into_iter()
+                .zip(self.grads.buffers())
+                .enumerate()
+            {
+                if index != Params::FC1_W {
+                    step.take(index).apply(p, g);
+                }
             }
-        }
-        Ok(loss)
+            Ok(loss)
+        })
     }
 }
 
