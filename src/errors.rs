@@ -1,4 +1,16 @@
-//! How the command-line tools print an error: one line, the whole chain of causes.
+//! How the command-line tools report on stderr: log lines, and an error as one line with the
+//! whole chain of causes.
+
+/// Log lines on stderr (stdout carries results), at the level in `RUST_LOG`, default `warn`.
+pub fn init_stderr_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 /// What failed and why, each cause said once (many error types repeat their cause in their own
 /// message), on one line.

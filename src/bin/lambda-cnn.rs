@@ -153,13 +153,7 @@ struct PredictArgs {
 
 fn main() -> ExitCode {
     lambda_cnn::runtime::init_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => run_train(args),

@@ -41,7 +41,7 @@ struct ConvReluPool {
 }
 
 /// A contiguous f32 tensor's values, read in place from its CPU storage.
-pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),

@@ -290,13 +290,7 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
     let dry_run = cli.dry_run;
     let config_path = cli.config.clone();
