@@ -35,7 +35,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy test build tools localstack system-tools image lint fmt data train eval bench bench-peers clean-local
+.PHONY: help run deploy test build tools localstack system-tools image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -139,6 +139,32 @@ $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check $(PEERS)
 	touch $@
+
+load: build tools ## 10,000 good and hostile requests from 32 clients to one predict process: 0 5xx, latency, peak RSS
+	$(PYTHON) bench/hostile_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
+	  --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
+
+# cargo-fuzz (libFuzzer) on the nightly toolchain; its builds live beside the others.
+FUZZ_TARGETS := predict_event image_decode train_request safetensors_load
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+CARGO_FUZZ_VERSION := 0.13.1
+
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null && cargo fuzz --version | grep -q $(CARGO_FUZZ_VERSION) \
+	  || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+
+fuzz: fuzz-tools ## run each fuzz target FUZZ_SECONDS (600) seconds, growing fuzz/corpus; crashes land in fuzz/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  cargo +nightly fuzz run --fuzz-dir fuzz --target-dir $(CARGO_TARGET_DIR)/fuzz $$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -max_len=65536 -jobs=$(FUZZ_JOBS) -workers=$(FUZZ_JOBS) -print_final_stats=1 || exit 1; \
+	done
+	@# Keep the corpora small enough to commit and to replay in `make test`.
+	@for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz cmin --fuzz-dir fuzz --target-dir $(CARGO_TARGET_DIR)/fuzz $$t fuzz/corpus/$$t >/dev/null 2>&1 || true; \
+	done
 
 image: build ## build both functions' OCI images (.local/images/*, with docker tars) and print digests and sizes
 	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) \

@@ -18,13 +18,85 @@ pub enum PreprocessError {
     Blank,
 }
 
+/// The model's 784 inputs from grey values in [0, 1] (`width`×`height`, row-major, any
+/// polarity). A 28×28 input that is already MNIST-like ([`is_mnist_like`]) is taken as it is;
+/// everything else goes through [`to_mnist`]. Blank input is refused at every size.
+pub fn to_model_input(
+    values: Vec<f32>,
+    width: usize,
+    height: usize,
+) -> Result<Vec<f32>, PreprocessError> {
+    if (width, height) == (IMAGE_SIDE, IMAGE_SIDE) && is_mnist_like(&values)? {
+        return Ok(values);
+    }
+    to_mnist_values(values, width, height)
+}
+
+/// Whether 28×28 grey values already look like an MNIST digit: light ink on a dark
+/// background, its centre of mass near the frame's centre and clear of the frame's edge. Such
+/// an input is the model's own format, and reprocessing it would only blur it; a dark-on-light
+/// or off-centre 28×28 drawing is not, and gets the same treatment as any other picture.
+pub fn is_mnist_like(values: &[f32]) -> Result<bool, PreprocessError> {
+    if values.len() != IMAGE_PIXELS {
+        return Ok(false);
+    }
+    let (bg, peak) = (
+        border_median(values, IMAGE_SIDE, IMAGE_SIDE),
+        values.iter().copied().fold(0.0f32, f32::max),
+    );
+    let floor = values.iter().copied().fold(1.0f32, f32::min);
+    if peak - floor < MIN_CONTRAST {
+        return Err(PreprocessError::Blank);
+    }
+    if bg > MNIST_BACKGROUND {
+        return Ok(false);
+    }
+    let (mut mass, mut mx, mut my) = (0f32, 0f32, 0f32);
+    for (i, &p) in values.iter().enumerate() {
+        let ink = (p - bg).max(0.0);
+        mass += ink;
+        mx += (i % IMAGE_SIDE) as f32 * ink;
+        my += (i / IMAGE_SIDE) as f32 * ink;
+    }
+    if mass <= 0.0 {
+        return Err(PreprocessError::Blank);
+    }
+    let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
+    let off = ((mx / mass - centre).abs()).max((my / mass - centre).abs());
+    let edge_ink = (0..IMAGE_SIDE).any(|k| {
+        [
+            values[k],
+            values[(IMAGE_SIDE - 1) * IMAGE_SIDE + k],
+            values[k * IMAGE_SIDE],
+            values[k * IMAGE_SIDE + IMAGE_SIDE - 1],
+        ]
+        .iter()
+        .any(|&p| p - bg > INK)
+    });
+    Ok(off <= MNIST_MAX_OFF_CENTRE && !edge_ink)
+}
+
+/// An MNIST border is black: a median above this is a light or grey background.
+const MNIST_BACKGROUND: f32 = 0.1;
+/// MNIST centres each digit's mass in the frame; its digits stay within this many pixels.
+const MNIST_MAX_OFF_CENTRE: f32 = 3.0;
+/// Less contrast than this between the darkest and lightest value is a blank image.
+const MIN_CONTRAST: f32 = 0.15;
+
 /// The model's 784 inputs in [0, 1] from a grey image of any size.
 pub fn to_mnist(grey: &GrayImage) -> Result<Vec<f32>, PreprocessError> {
     let (w, h) = grey.dimensions();
-    let mut v: Vec<f32> = grey.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+    let v: Vec<f32> = grey.as_raw().iter().map(|&p| p as f32 / 255.0).collect();
+    to_mnist_values(v, w as usize, h as usize)
+}
 
+/// [`to_mnist`] on grey values in [0, 1], `w`×`h`, row-major.
+pub fn to_mnist_values(mut v: Vec<f32>, w: usize, h: usize) -> Result<Vec<f32>, PreprocessError> {
+    if w == 0 || h == 0 || v.len() != w * h {
+        return Err(PreprocessError::Blank);
+    }
     // The border tells the background: MNIST is light ink on a dark background.
-    let border = border_median(&v, w as usize, h as usize);
+    let border = border_median(&v, w, h);
     let (bg, flip) = if border > 0.5 {
         (1.0 - border, true)
     } else {
@@ -34,19 +106,19 @@ pub fn to_mnist(grey: &GrayImage) -> Result<Vec<f32>, PreprocessError> {
         v.iter_mut().for_each(|p| *p = 1.0 - *p);
     }
     let peak = v.iter().copied().fold(0.0f32, f32::max);
-    if peak - bg < 0.15 {
+    if peak - bg < MIN_CONTRAST {
         return Err(PreprocessError::Blank);
     }
     // Stretch so the background is 0 and the strongest ink 1.
     v.iter_mut()
         .for_each(|p| *p = ((*p - bg) / (peak - bg)).clamp(0.0, 1.0));
 
-    let (x0, y0, x1, y1) =
-        bounding_box(&v, w as usize, h as usize).ok_or(PreprocessError::Blank)?;
+    let (x0, y0, x1, y1) = bounding_box(&v, w, h).ok_or(PreprocessError::Blank)?;
     let (cw, ch) = ((x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
     let crop: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_fn(cw, ch, |x, y| {
-        Luma([v[(y0 + y as usize) * w as usize + x0 + x as usize]])
+        Luma([v[(y0 + y as usize) * w + x0 + x as usize]])
     });
+    drop(v);
     let scale = BOX as f32 / cw.max(ch) as f32;
     let (sw, sh) = (
         ((cw as f32 * scale).round() as u32).clamp(1, BOX),

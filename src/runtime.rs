@@ -1,5 +1,23 @@
 //! Process set-up shared by every binary that runs the model.
 
+/// The time left until an invocation's deadline, from the runtime's
+/// `Lambda-Runtime-Deadline-Ms` at `now`. Lambda sends epoch milliseconds; `cargo lambda watch`
+/// sends the timeout itself (e.g. 600000), so a value too small to be a date (before 2001) is
+/// taken as milliseconds from now. `None`: no deadline (0).
+pub fn time_left(deadline_ms: u64, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    use std::time::{Duration, SystemTime};
+    const YEAR_2001_MS: u64 = 1_000_000_000_000;
+    match deadline_ms {
+        0 => None,
+        ms if ms < YEAR_2001_MS => Some(Duration::from_millis(ms)),
+        ms => Some(
+            (SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+                .duration_since(now)
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 /// Fixes the size of candle's thread pool once, before any tensor work. Without
 /// `RAYON_NUM_THREADS` candle asks the OS for the CPU count (reading /proc/cpuinfo) on every
 /// parallel op, dozens of times per forward pass. Call first thing in `main`, before any

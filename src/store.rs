@@ -78,6 +78,8 @@ mod client {
         Get { uri: String, message: String },
         #[error("cannot write {uri}: {message}")]
         Put { uri: String, message: String },
+        #[error("{uri} is over {max} bytes: not read")]
+        TooLarge { uri: String, max: u64 },
     }
 
     /// An S3 client from the standard AWS configuration chain (environment, profiles, the
@@ -138,6 +140,38 @@ mod client {
                 .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
             let body = out.body.collect().await.map_err(|e| err(e.to_string()))?;
             Ok(body.into_bytes().to_vec())
+        }
+
+        /// [`Store::get`], refusing an object over `max` bytes by its length before reading
+        /// it, and stopping a body that runs past `max` anyway.
+        pub async fn get_capped(&self, uri: &S3Uri, max: u64) -> Result<Vec<u8>, StoreError> {
+            let err = |message: String| StoreError::Get {
+                uri: uri.to_string(),
+                message,
+            };
+            let too_large = || StoreError::TooLarge {
+                uri: uri.to_string(),
+                max,
+            };
+            let mut out = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+            if out.content_length.is_some_and(|n| n < 0 || n as u64 > max) {
+                return Err(too_large());
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = out.body.try_next().await.map_err(|e| err(e.to_string()))? {
+                if (bytes.len() + chunk.len()) as u64 > max {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(bytes)
         }
 
         pub async fn put(

@@ -56,26 +56,52 @@ impl Default for TrainConfig {
     }
 }
 
+/// The learning rates accepted, checked as the f32 the optimizers use.
+pub const LEARNING_RATES: std::ops::RangeInclusive<f32> = 1e-7..=10.0;
+
 impl TrainConfig {
+    /// The one check of a configuration, for every way in (CLI, function). The rates are
+    /// checked as the f32 the optimizers compute with: 1e-46 is 0 there, 0.99999999999 is 1
+    /// and 1e39 is infinite, whatever the f64 said.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::InvalidConfig(m));
         if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
+            return bad("epochs is 0; give at least 1".into());
         }
         if self.batch_size == 0 {
-            return bad("batch size must be at least 1".into());
+            return bad("batch_size is 0; give at least 1".into());
         }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+        let lr = self.learning_rate as f32;
+        if !(lr.is_finite() && LEARNING_RATES.contains(&lr)) {
             return bad(format!(
-                "learning rate must be a positive number, got {}",
-                self.learning_rate
+                "learning_rate is {} ({lr} as the f32 the optimizer uses); it must be a positive number from {:e} to {}",
+                self.learning_rate,
+                LEARNING_RATES.start(),
+                LEARNING_RATES.end()
             ));
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        let momentum = self.momentum as f32;
+        if !(0.0..1.0).contains(&momentum) {
+            return bad(format!(
+                "momentum is {} ({momentum} as the f32 the optimizer uses); allowed: 0 ≤ momentum < 1",
+                self.momentum
+            ));
         }
-        if self.limit == Some(0) {
-            return bad("limit must be at least 1 sample".into());
+        if self.optimizer == OptimizerKind::Adam && momentum != 0.0 {
+            return bad(format!(
+                "momentum is {} but the optimizer is adam, which keeps its own moments (β1 0.9, β2 0.999); momentum is for sgd",
+                self.momentum
+            ));
+        }
+        match self.limit {
+            Some(0) => return bad("limit is 0; give at least 1 sample, or none for all".into()),
+            Some(limit) if self.batch_size > limit => {
+                return bad(format!(
+                    "batch_size {} is larger than limit {limit}: every step would be the whole set; lower batch_size or raise limit",
+                    self.batch_size
+                ))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -126,8 +152,12 @@ pub struct EvalMetrics {
 pub struct TrainMetrics {
     pub test_accuracy: f64,
     pub test_loss: f64,
-    /// Epochs completed (fewer than asked when training was stopped early).
+    /// Epochs trained in: the last one may be partial when training was stopped early.
     pub epochs: usize,
+    /// Passes over the training set actually made, fractional (2.5: two epochs and half of
+    /// the third).
+    #[serde(default)]
+    pub epochs_completed: f64,
     /// Training time, evaluation excluded.
     pub seconds: f64,
     pub samples_per_second: f64,
@@ -243,6 +273,9 @@ pub fn train(
         for (b, idx) in order.chunks(config.batch_size).enumerate() {
             if observer.should_stop() {
                 completed = false;
+                if seen > 0 {
+                    per_epoch.push(epoch_metrics(epoch, loss_sum, seen, epoch_start));
+                }
                 break 'epochs;
             }
             let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i]).collect();
@@ -255,14 +288,7 @@ pub fn train(
             trained += idx.len();
             observer.batch_done(b + 1, loss);
         }
-        let seconds = epoch_start.elapsed().as_secs_f64();
-        let metrics = EpochMetrics {
-            epoch,
-            train_loss: (loss_sum / seen.max(1) as f64) as f32,
-            samples: seen,
-            seconds,
-            samples_per_second: seen as f64 / seconds.max(1e-9),
-        };
+        let metrics = epoch_metrics(epoch, loss_sum, seen, epoch_start);
         observer.epoch_done(&metrics, config.epochs);
         per_epoch.push(metrics);
     }
@@ -275,6 +301,7 @@ pub fn train(
             test_accuracy: eval.test_accuracy,
             test_loss: eval.test_loss,
             epochs: per_epoch.len(),
+            epochs_completed: trained as f64 / n.max(1) as f64,
             seconds,
             samples_per_second: trained as f64 / seconds.max(1e-9),
             train_samples: n,
@@ -282,6 +309,17 @@ pub fn train(
             per_epoch,
         },
     ))
+}
+
+fn epoch_metrics(epoch: usize, loss_sum: f64, seen: usize, start: Instant) -> EpochMetrics {
+    let seconds = start.elapsed().as_secs_f64();
+    EpochMetrics {
+        epoch,
+        train_loss: (loss_sum / seen.max(1) as f64) as f32,
+        samples: seen,
+        seconds,
+        samples_per_second: seen as f64 / seconds.max(1e-9),
+    }
 }
 
 /// Accuracy and mean cross-entropy of `model` on `split`.
@@ -422,6 +460,34 @@ mod tests {
     /// A refused batch must not count as an optimizer step (Adam's bias correction follows
     /// the count): after one, training goes on exactly as if it had not been offered.
     #[test]
+    fn a_run_stopped_early_reports_the_epochs_it_trained_in() {
+        struct StopAfter(usize);
+        impl TrainObserver for StopAfter {
+            fn should_stop(&mut self) -> bool {
+                self.0 = self.0.saturating_sub(1);
+                self.0 == 0
+            }
+        }
+        let s = tiny_split(256);
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 32,
+            ..Default::default()
+        };
+        // 8 batches an epoch; stopped before the 4th batch of the first epoch.
+        let (_, m) = train(&s, &s, &config, &mut StopAfter(4)).unwrap();
+        assert!(!m.completed);
+        assert_eq!((m.epochs, m.epochs_completed), (1, 96.0 / 256.0));
+        assert_eq!(m.per_epoch[0].samples, 96);
+        // Stopped in the second epoch, after 10 batches in all.
+        let (_, m) = train(&s, &s, &config, &mut StopAfter(11)).unwrap();
+        assert_eq!((m.epochs, m.epochs_completed), (2, 320.0 / 256.0));
+        let (_, m) = train(&s, &s, &config, &mut Quiet).unwrap();
+        assert!(m.completed);
+        assert_eq!((m.epochs, m.epochs_completed), (3, 3.0));
+    }
+
+    #[test]
     fn a_refused_batch_leaves_the_optimizer_untouched() {
         let s = tiny_split(32);
         let images = || (0..32).map(|i| s.image(i));
@@ -440,28 +506,5 @@ mod tests {
         offered.step(images(), &s.labels).unwrap();
         clean.step(images(), &s.labels).unwrap();
         assert!(offered.params() == clean.params());
-    }
-
-    #[test]
-    fn observer_can_stop_training_early() {
-        struct StopAfter(usize);
-        impl TrainObserver for StopAfter {
-            fn should_stop(&mut self) -> bool {
-                self.0 = self.0.saturating_sub(1);
-                self.0 == 0
-            }
-        }
-        let s = tiny_split(40);
-        let config = TrainConfig {
-            epochs: 3,
-            batch_size: 10,
-            ..Default::default()
-        };
-        let (_, m) = train(&s, &s, &config, &mut StopAfter(6)).unwrap();
-        assert!(!m.completed);
-        assert_eq!(
-            m.epochs, 1,
-            "one full epoch of 4 batches, then stopped in the second"
-        );
     }
 }

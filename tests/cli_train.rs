@@ -57,12 +57,12 @@ fn short_run_on_2000_samples_reaches_80_percent_and_saves_weights_and_card() {
 #[test]
 fn refuses_invalid_hyper_parameters_before_loading_data() {
     let out = cli(&["train", "--lr=-0.1", "--mnist-dir", "/nonexistent"], b"");
-    assert_clean_failure(&out, "learning rate must be a positive number");
+    assert_clean_failure(&out, "learning_rate is -0.1");
     let out = cli(
         &["train", "--epochs", "0", "--mnist-dir", "/nonexistent"],
         b"",
     );
-    assert_clean_failure(&out, "epochs must be at least 1");
+    assert_clean_failure(&out, "epochs is 0; give at least 1");
 }
 
 #[test]

@@ -4,106 +4,9 @@
 mod common;
 use base64::Engine;
 use common::emulator::Emulator;
+use common::events::{event, fixture, http, start_predict, Flavour};
 use common::*;
 use serde_json::{json, Value};
-
-fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/events")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Flavour {
-    RestV1,
-    HttpV2,
-    FunctionUrl,
-}
-
-/// An event of `flavour` carrying one HTTP request, built from the recorded fixtures.
-fn event(
-    flavour: Flavour,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-    base64: bool,
-) -> Value {
-    let body = if base64 {
-        base64::engine::general_purpose::STANDARD.encode(body)
-    } else {
-        String::from_utf8(body.to_vec()).unwrap()
-    };
-    let mut e = match flavour {
-        Flavour::RestV1 => fixture("apigw-v1-predict.json"),
-        Flavour::HttpV2 => fixture("apigw-v2-predict.json"),
-        Flavour::FunctionUrl => fixture("function-url-predict.json"),
-    };
-    e["body"] = json!(body);
-    e["isBase64Encoded"] = json!(base64);
-    match flavour {
-        Flavour::RestV1 => {
-            e["httpMethod"] = json!(method);
-            e["requestContext"]["httpMethod"] = json!(method);
-            // REST APIs put the stage in front of the path.
-            e["path"] = json!(format!("/prod{path}"));
-            e["requestContext"]["path"] = json!(format!("/prod{path}"));
-            e["resource"] = json!(path);
-            for headers in ["headers", "multiValueHeaders"] {
-                let h = e[headers].as_object_mut().unwrap();
-                h.remove("Content-Type");
-                if let Some(ct) = content_type {
-                    h.insert(
-                        "Content-Type".into(),
-                        if headers == "headers" {
-                            json!(ct)
-                        } else {
-                            json!([ct])
-                        },
-                    );
-                }
-            }
-        }
-        Flavour::HttpV2 | Flavour::FunctionUrl => {
-            e["rawPath"] = json!(path);
-            e["requestContext"]["http"]["method"] = json!(method);
-            e["requestContext"]["http"]["path"] = json!(path);
-            if matches!(flavour, Flavour::HttpV2) {
-                e["routeKey"] = json!(format!("{method} {path}"));
-                e["requestContext"]["routeKey"] = e["routeKey"].clone();
-            }
-            let h = e["headers"].as_object_mut().unwrap();
-            h.remove("content-type");
-            h.remove("content-length");
-            if let Some(ct) = content_type {
-                h.insert("content-type".into(), json!(ct));
-            }
-        }
-    }
-    e
-}
-
-/// Invokes predict with an HTTP request; returns the status and the parsed JSON body.
-fn http(emu: &Emulator, e: Value) -> (u64, Value) {
-    let r = emu.invoke("predict", &e);
-    let status = r["statusCode"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("not an HTTP response: {r}\n{}", emu.logs()));
-    let body = r["body"].as_str().unwrap_or_default();
-    let body: Value =
-        serde_json::from_str(body).unwrap_or_else(|err| panic!("body {body:?} is not JSON: {err}"));
-    (status, body)
-}
-
-fn start_predict() -> Emulator {
-    let mut emu = Emulator::start();
-    emu.start_function(
-        "predict",
-        &[("MODEL_PATH", shipped_weights().to_str().unwrap())],
-    );
-    emu
-}
 
 #[test]
 fn train_answers_in_the_seeds_shape_with_metrics() {
@@ -166,11 +69,34 @@ fn train_refuses_bad_events_with_typed_errors_and_keeps_serving() {
         (json!({"epochs": "five"}), "invalid type"),
         (json!({"limit": 1.5}), "invalid type"),
         (json!([1, 2, 3]), "must be a JSON object"),
+        (json!({"learning_rate": 1e-46}), "(0 as the f32"),
+        (
+            json!({"optimizer": "sgd", "momentum": 0.99999999999f64}),
+            "(1 as the f32",
+        ),
+        (json!({"momentum": 0.9}), "the optimizer is adam"),
+        (
+            json!({"limit": 10, "batch_size": 32}),
+            "larger than limit 10",
+        ),
+        (json!({"x".repeat(100_000): 1}), "unknown field"),
     ] {
         let r = emu.invoke("train", &payload);
         assert_eq!(r["errorType"], "InvalidRequest", "{payload}: {r}");
         let msg = r["errorMessage"].as_str().unwrap();
         assert!(msg.contains(expect), "{payload}: {msg}");
+        assert!(msg.len() < 1024, "{} bytes", msg.len());
+    }
+    // JSON that serde cannot hold is an InvalidRequest too, not the runtime's DeserializeError.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for (payload, expect) in [
+        (&b"{\"epochs\": 1e400}"[..], "number out of range"),
+        (deep.as_bytes(), "recursion limit"),
+    ] {
+        let (_, body) = emu.invoke_raw("train", payload);
+        let r: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(r["errorType"], "InvalidRequest", "{r}");
+        assert!(r["errorMessage"].as_str().unwrap().contains(expect), "{r}");
     }
     // Not JSON at all: the runtime refuses it; the process lives on.
     let (status, _) = emu.invoke_raw("train", b"{not json");

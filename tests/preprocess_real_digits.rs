@@ -47,3 +47,52 @@ fn dark_on_light_scaled_up_digits_are_still_recognised() {
         "{correct}/{n} recognised after preprocessing"
     );
 }
+
+fn png_of(img: &GrayImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[test]
+fn real_mnist_digits_are_taken_as_they_are_and_28x28_drawings_are_not() {
+    let test = load_split(&mnist_dir(), SplitKind::Test).unwrap();
+    let (model, _) = Cnn::load(&shipped_weights()).unwrap();
+    let n = 1000;
+    let (mut as_is, mut inverted_right, mut shifted_right) = (0, 0, 0);
+    for i in 0..n {
+        let digit = test.image(i);
+        let values: Vec<f32> = digit.iter().map(|&p| p as f32 / 255.0).collect();
+        if lambda_cnn::preprocess::is_mnist_like(&values).unwrap() {
+            as_is += 1;
+        }
+        // Dark on light, 28×28: what a user draws in a paint program.
+        let inverted =
+            GrayImage::from_fn(28, 28, |x, y| Luma([255 - digit[(y * 28 + x) as usize]]));
+        let p = predict(&model, &image_to_pixels(&png_of(&inverted)).unwrap()).unwrap();
+        inverted_right += usize::from(p[0].digit == test.labels[i]);
+        // Pushed into a corner of the frame.
+        let shifted = GrayImage::from_fn(28, 28, |x, y| {
+            Luma([if x >= 4 && y >= 4 {
+                digit[((y - 4) * 28 + x - 4) as usize]
+            } else {
+                0
+            }])
+        });
+        let p = predict(&model, &image_to_pixels(&png_of(&shifted)).unwrap()).unwrap();
+        shifted_right += usize::from(p[0].digit == test.labels[i]);
+    }
+    assert!(
+        as_is >= 990,
+        "{as_is}/{n} real MNIST digits taken as they are"
+    );
+    assert!(
+        inverted_right >= 950,
+        "{inverted_right}/{n} dark-on-light 28×28 digits right"
+    );
+    assert!(
+        shifted_right >= 950,
+        "{shifted_right}/{n} off-centre 28×28 digits right"
+    );
+}

@@ -27,7 +27,25 @@ pub struct TrainRequest {
 #[error("{0}")]
 pub struct InvalidRequest(pub String);
 
+/// The training samples MNIST has: a larger `limit` means nothing.
+pub const MAX_LIMIT: usize = 60_000;
+
+const ALLOWED: &str = "allowed fields: epochs (1..=50), batch_size (1..=4096), optimizer (\"adam\" or \"sgd\"), learning_rate (1e-7..=10), momentum (0 ≤ m < 1, sgd only), seed (integer ≥ 0), limit (1..=60000 or null)";
+
 impl TrainRequest {
+    /// Parses an invocation payload as Lambda delivered it (JSON text). Whatever is wrong with
+    /// it, down to numbers out of range and nesting too deep to read, is an
+    /// [`InvalidRequest`].
+    pub fn parse_text(payload: &str) -> Result<Self, InvalidRequest> {
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+            InvalidRequest(format!(
+                "the event is not JSON this function can read ({}); send an object like {{\"epochs\":5,\"limit\":null}}",
+                super::clip(&e.to_string())
+            ))
+        })?;
+        Self::parse(&value)
+    }
+
     /// Parses an invocation payload.
     pub fn parse(payload: &serde_json::Value) -> Result<Self, InvalidRequest> {
         let payload = if payload.is_null() {
@@ -42,14 +60,16 @@ impl TrainRequest {
             )));
         }
         Self::deserialize(payload).map_err(|e| {
+            // serde repeats the offending value whole; a long one is cut.
             InvalidRequest(format!(
-                "{e}; allowed fields: epochs (1..={MAX_EPOCHS}), batch_size (1..={MAX_BATCH}), optimizer (\"adam\" or \"sgd\"), learning_rate (> 0), momentum (0 ≤ m < 1, sgd), seed (integer ≥ 0), limit (integer ≥ 1 or null)"
+                "{}; {ALLOWED}",
+                super::clip_to(&e.to_string(), super::ECHO_CHARS + 60)
             ))
         })
     }
 
-    /// The training configuration, with the seed's defaults for what is missing, or what is
-    /// out of range.
+    /// The training configuration, with the seed's defaults for what is missing: within the
+    /// function's caps (epochs, batch size, limit), then [`TrainConfig::validate`].
     pub fn config(&self) -> Result<TrainConfig, InvalidRequest> {
         let d = TrainConfig::default();
         let epochs = self.epochs.unwrap_or(d.epochs);
@@ -64,32 +84,25 @@ impl TrainRequest {
                 "batch_size is {batch_size}; allowed: 1..={MAX_BATCH}"
             )));
         }
-        let learning_rate = self.learning_rate.unwrap_or(d.learning_rate);
-        if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        if let Some(limit) = self.limit.filter(|l| !(1..=MAX_LIMIT).contains(l)) {
             return Err(InvalidRequest(format!(
-                "learning_rate is {learning_rate}; it must be a positive number"
+                "limit is {limit}; allowed: 1..={MAX_LIMIT}, or null for all"
             )));
         }
-        let momentum = self.momentum.unwrap_or(0.0);
-        if !(0.0..1.0).contains(&momentum) {
-            return Err(InvalidRequest(format!(
-                "momentum is {momentum}; allowed: 0 ≤ momentum < 1"
-            )));
-        }
-        if self.limit == Some(0) {
-            return Err(InvalidRequest(
-                "limit is 0; give at least 1 sample, or null for all".into(),
-            ));
-        }
-        Ok(TrainConfig {
+        let config = TrainConfig {
             epochs,
             batch_size,
             optimizer: self.optimizer.unwrap_or(d.optimizer),
-            learning_rate,
-            momentum,
+            learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
+            momentum: self.momentum.unwrap_or(d.momentum),
             seed: self.seed.unwrap_or(d.seed),
             limit: self.limit,
-        })
+        };
+        config.validate().map_err(|e| match e {
+            crate::train::TrainError::InvalidConfig(m) => InvalidRequest(m),
+            other => InvalidRequest(other.to_string()),
+        })?;
+        Ok(config)
     }
 }
 
@@ -109,7 +122,12 @@ fn kind(v: &serde_json::Value) -> &'static str {
 pub struct ResponseMetrics {
     pub test_accuracy: f64,
     pub test_loss: f64,
+    /// Epochs trained in (the last may be partial: see `epochs_completed`).
     pub epochs: usize,
+    /// Passes over the training set made, fractional: 0.4 when the deadline stopped the
+    /// first epoch 40 % of the way through.
+    #[serde(default)]
+    pub epochs_completed: f64,
     pub seconds: f64,
     pub samples_per_second: f64,
     /// Where the weights went: an S3 URI, or a path in the function's /tmp.
@@ -148,6 +166,7 @@ impl TrainResponse {
                 test_accuracy: metrics.test_accuracy,
                 test_loss: metrics.test_loss,
                 epochs: metrics.epochs,
+                epochs_completed: metrics.epochs_completed,
                 seconds: metrics.seconds,
                 samples_per_second: metrics.samples_per_second,
                 weights,
@@ -173,14 +192,10 @@ impl StopAt {
     /// too small to be a date (before 2001) is taken as milliseconds from now. The reserve is
     /// 10 s, or a fifth of the time left when that is shorter.
     pub fn from_deadline_ms(ms: u64, now: SystemTime) -> Self {
-        const YEAR_2001_MS: u64 = 1_000_000_000_000;
-        let deadline = match ms {
-            0 => return Self(None),
-            ms if ms < YEAR_2001_MS => now + Duration::from_millis(ms),
-            ms => SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+        let Some(left) = crate::runtime::time_left(ms, now) else {
+            return Self(None);
         };
-        let left = deadline.duration_since(now).unwrap_or_default();
-        Self(Some(deadline - Self::MAX_RESERVE.min(left / 5)))
+        Self(Some(now + left - Self::MAX_RESERVE.min(left / 5)))
     }
 
     pub fn reached(&self, now: SystemTime) -> bool {
@@ -203,6 +218,30 @@ mod tests {
     }
 
     #[test]
+    fn json_that_serde_cannot_hold_is_an_invalid_request_too() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for (text, expect) in [
+            ("{\"epochs\": 1e400}", "number out of range"),
+            (deep.as_str(), "recursion limit"),
+            ("{\"epochs\": 1", "EOF"),
+        ] {
+            let err = TrainRequest::parse_text(text).unwrap_err();
+            assert!(err.0.contains(expect), "{text}: {err}");
+        }
+        let long = format!("{{\"{}\": 1}}", "x".repeat(1 << 20));
+        let err = TrainRequest::parse_text(&long).unwrap_err();
+        assert!(
+            err.0.len() < 1024 && err.0.contains("unknown field"),
+            "{}",
+            &err.0[..200]
+        );
+        assert_eq!(
+            TrainRequest::parse_text("{}").unwrap(),
+            TrainRequest::default()
+        );
+    }
+
+    #[test]
     fn empty_event_is_the_seeds_run() {
         let c = parse(json!({})).unwrap();
         assert_eq!(
@@ -216,6 +255,12 @@ mod tests {
     #[test]
     fn every_field_is_read() {
         let c = parse(json!({"epochs":2,"batch_size":64,"optimizer":"sgd","learning_rate":0.1,"momentum":0.9,"seed":7,"limit":3000})).unwrap();
+        assert_eq!(
+            parse(json!({"optimizer":"sgd","learning_rate":1e-7}))
+                .unwrap()
+                .learning_rate,
+            1e-7
+        );
         assert_eq!(
             (c.epochs, c.batch_size, c.optimizer, c.seed, c.limit),
             (2, 64, OptimizerKind::Sgd, 7, Some(3000))
@@ -237,6 +282,17 @@ mod tests {
                 json!({"learning_rate":-1e-3}),
                 "it must be a positive number",
             ),
+            // Valid as f64, not as the f32 the optimizer uses.
+            (json!({"learning_rate":1e-46}), "(0 as the f32"),
+            (json!({"learning_rate":1e39}), "(inf as the f32"),
+            (json!({"learning_rate":100}), "from 1e-7 to 10"),
+            (
+                json!({"optimizer":"sgd","momentum":0.99999999999f64}),
+                "(1 as the f32",
+            ),
+            (json!({"momentum":0.9}), "the optimizer is adam"),
+            (json!({"limit":60001}), "limit is 60001; allowed: 1..=60000"),
+            (json!({"limit":10,"batch_size":32}), "larger than limit 10"),
             (
                 json!({"optimizer":"rmsprop"}),
                 "unknown variant `rmsprop`, expected `adam` or `sgd`",
@@ -274,6 +330,7 @@ mod tests {
             test_accuracy: 0.98765,
             test_loss: 0.04,
             epochs: 5,
+            epochs_completed: 5.0,
             seconds: 10.0,
             samples_per_second: 30_000.0,
             train_samples: 60_000,

@@ -25,6 +25,13 @@ pub const TENSORS: [(&str, &[usize]); 6] = [
     ("fc2.bias", &[CLASSES]),
 ];
 
+/// The shipped weights, relative to the repository root (and to /var/task in an image).
+pub const SHIPPED_WEIGHTS: &str = "model-weights/mnist-cnn.safetensors";
+
+/// The largest weights file read (the model's is 2.8 MB): a path or S3 object that names
+/// something else entirely fails at once instead of filling the function's memory.
+pub const MAX_WEIGHTS_BYTES: u64 = 64 << 20;
+
 /// The hex SHA-256 of some bytes: how a weights file is identified.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -102,7 +109,9 @@ impl Cnn {
             let view = st
                 .tensor(name)
                 .map_err(|_| bad(format!("missing tensor {name}")))?;
-            tensors.insert(name.to_owned(), view.load(&Device::Cpu)?);
+            let tensor = view.load(&Device::Cpu)?;
+            check_finite(name, &tensor)?;
+            tensors.insert(name.to_owned(), tensor);
         }
         Self::from_pytorch(&tensors)
     }
@@ -125,10 +134,23 @@ impl Cnn {
 
     /// Reads the weights at `path`; returns the model and the file's SHA-256.
     pub fn load(path: &Path) -> Result<(Self, String), ModelError> {
-        let bytes = std::fs::read(path).map_err(|cause| ModelError::Io {
+        use std::io::Read;
+        let io = |cause| ModelError::Io {
             path: path.to_owned(),
             cause,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_WEIGHTS_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_WEIGHTS_BYTES {
+            return Err(ModelError::BadWeights {
+                path: Some(path.to_owned()),
+                message: format!(
+                    "the file is over {MAX_WEIGHTS_BYTES} bytes; the model's weights are 2.8 MB"
+                ),
+            });
+        }
         let model = Self::from_safetensors(&bytes).map_err(|e| match e {
             ModelError::BadWeights { message, .. } => ModelError::BadWeights {
                 path: Some(path.to_owned()),
@@ -137,6 +159,21 @@ impl Cnn {
             other => other,
         })?;
         Ok((model, sha256_hex(&bytes)))
+    }
+}
+
+/// NaN or infinite weights would answer every request with `null` probabilities.
+fn check_finite(name: &str, tensor: &Tensor) -> Result<(), ModelError> {
+    let values = tensor
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(bad(format!(
+            "tensor {name} holds {} at index {i}: the weights are damaged or training diverged",
+            values[i]
+        ))),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod aws_emulator;
 pub mod emulator;
+pub mod events;
 pub mod faulty_proxy;
 pub mod image_run;
 pub mod localstack;

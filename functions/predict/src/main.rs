@@ -1,18 +1,25 @@
 //! The `predict` Lambda function: POST /predict, GET /health over API Gateway (REST v1,
 //! HTTP API v2), Function URLs and ALB. The weights are loaded once, at init.
+//!
+//! Events are decoded by `lambda_cnn::api::event`, not `lambda_http`: nothing a client sends
+//! can reach a panic in a dependency (see that module).
 
+use lambda_cnn::api::event::{self, HttpEvent};
 use lambda_cnn::api::predict::{HttpRequest, PredictService};
+use lambda_cnn::api::HttpReply;
 use lambda_cnn::metrics::{self, Unit};
+use lambda_cnn::model::weights::{sha256_hex, MAX_WEIGHTS_BYTES, SHIPPED_WEIGHTS};
 use lambda_cnn::model::Cnn;
-use lambda_http::request::RequestContext;
-use lambda_http::{http::header::CONTENT_TYPE, Body, Error, Request, RequestExt, Response};
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const DEFAULT_MODEL_PATH: &str = "model-weights/mnist-cnn.safetensors";
+/// Kept back from the invocation's deadline for inference and answering.
+const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
 fn main() -> Result<(), Error> {
     let exec = Instant::now();
@@ -33,85 +40,72 @@ async fn serve(exec: Instant) -> Result<(), Error> {
     tracing::info!(init_ms, model = service.model_id(), source = %source, "ready");
     let cold = AtomicBool::new(true);
     let fn_name = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "predict".into());
-    let handler = |req: Request| {
+    let handler = |ev: LambdaEvent<Box<RawValue>>| {
         let start = Instant::now();
-        let stage_free = path_without_stage(&req);
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let body: &[u8] = match req.body() {
-            Body::Empty => &[],
-            Body::Text(t) => t.as_bytes(),
-            Body::Binary(b) => b,
-            _ => &[],
+        let result = match HttpEvent::parse(ev.payload.get()) {
+            Ok(http) => {
+                let reply = match &http.body {
+                    Ok(body) => service.handle_until(
+                        HttpRequest {
+                            method: &http.method,
+                            path: &http.path,
+                            content_type: http.content_type.as_deref(),
+                            body,
+                        },
+                        deadline(ev.context.deadline, start),
+                    ),
+                    Err(message) => HttpReply::error(400, message.clone()),
+                };
+                let ms = start.elapsed().as_secs_f64() * 1e3;
+                tracing::info!(method = %lambda_cnn::api::clip(&http.method), path = %lambda_cnn::api::clip(&http.path), status = reply.status, duration_ms = ms, "request");
+                record(&fn_name, &cold, init_ms, ms, reply.status);
+                Ok(event::response(http.flavour, &reply))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "not an HTTP event");
+                Err(Diagnostic {
+                    error_type: "InvalidEvent".into(),
+                    error_message: e.0,
+                })
+            }
         };
-        let reply = service.handle(HttpRequest {
-            method: req.method().as_str(),
-            path: &stage_free,
-            content_type,
-            body,
-        });
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        tracing::info!(method = %req.method(), path = %stage_free, status = reply.status, duration_ms = ms, "request");
-        let mut values = vec![("PredictLatencyMs", Unit::Milliseconds, ms)];
-        if cold.swap(false, Ordering::Relaxed) {
-            values.push(("ColdStart", Unit::Count, 1.0));
-            values.push(("InitMs", Unit::Milliseconds, init_ms));
-        }
-        if reply.status >= 400 {
-            values.push(("BadRequests", Unit::Count, 1.0));
-        }
-        metrics::emit(&[("FunctionName", &fn_name)], &values);
-        let mut builder = Response::builder()
-            .status(reply.status)
-            .header(CONTENT_TYPE, "application/json");
-        for (name, value) in &reply.headers {
-            builder = builder.header(*name, value);
-        }
-        let response = builder.body(Body::Text(reply.body.to_string()));
-        async move { response.map_err(Error::from) }
+        async move { result }
     };
-    lambda_http::run(lambda_http::service_fn(handler)).await
+    lambda_runtime::run(service_fn(handler)).await
+}
+
+/// When decoding must stop: the invocation's deadline (epoch ms from Lambda; `cargo lambda`
+/// sends the timeout itself, a small number) less [`ANSWER_RESERVE`].
+fn deadline(deadline_ms: u64, now: Instant) -> Instant {
+    let left = lambda_cnn::runtime::time_left(deadline_ms, SystemTime::now())
+        .unwrap_or(Duration::from_secs(3600));
+    now + left.saturating_sub(ANSWER_RESERVE)
+}
+
+fn record(fn_name: &str, cold: &AtomicBool, init_ms: f64, ms: f64, status: u16) {
+    let mut values = vec![("PredictLatencyMs", Unit::Milliseconds, ms)];
+    if cold.swap(false, Ordering::Relaxed) {
+        values.push(("ColdStart", Unit::Count, 1.0));
+        values.push(("InitMs", Unit::Milliseconds, init_ms));
+    }
+    if status >= 400 {
+        values.push(("BadRequests", Unit::Count, 1.0));
+    }
+    metrics::emit(&[("FunctionName", fn_name)], &values);
 }
 
 /// Loads the weights from `MODEL_S3_URI` when set, else from `MODEL_PATH` (default: the shipped
-/// weights). Returns the model, its identity (SHA-256 of the file) and where it came from.
+/// weights), at most [`MAX_WEIGHTS_BYTES`] either way; weights that are not all finite are
+/// refused. Returns the model, its identity (SHA-256 of the file) and where it came from.
 async fn load_model() -> Result<(Cnn, String, String), Error> {
     if let Ok(uri) = std::env::var("MODEL_S3_URI") {
         let uri: lambda_cnn::store::S3Uri = uri.parse()?;
         let store = lambda_cnn::store::Store::from_env().await;
-        let bytes = store.get(&uri).await?;
+        let bytes = store.get_capped(&uri, MAX_WEIGHTS_BYTES).await?;
         let model = Cnn::from_safetensors(&bytes)?;
-        return Ok((
-            model,
-            lambda_cnn::model::weights::sha256_hex(&bytes),
-            uri.to_string(),
-        ));
+        return Ok((model, sha256_hex(&bytes), uri.to_string()));
     }
-    let path = std::env::var("MODEL_PATH").unwrap_or_else(|_| DEFAULT_MODEL_PATH.into());
+    let path = std::env::var("MODEL_PATH").unwrap_or_else(|_| SHIPPED_WEIGHTS.into());
     let (model, sha) = Cnn::load(std::path::Path::new(&path))?;
     Ok((model, sha, path))
-}
-
-/// The request path without the API Gateway stage: REST APIs (v1) and named HTTP API stages
-/// put `/<stage>` in front of the resource path.
-fn path_without_stage(req: &Request) -> String {
-    let path = req.raw_http_path();
-    let stage = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.clone(),
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
-        _ => None,
-    };
-    match stage.filter(|s| s != "$default") {
-        Some(stage) => {
-            let prefix = format!("/{stage}");
-            match path.strip_prefix(&prefix) {
-                Some(rest) if rest.starts_with('/') => rest.to_owned(),
-                Some("") => "/".to_owned(),
-                _ => path.to_owned(),
-            }
-        }
-        None => path.to_owned(),
-    }
 }

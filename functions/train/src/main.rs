@@ -8,7 +8,7 @@ use lambda_cnn::metrics::{self, Unit};
 use lambda_cnn::store::{S3Uri, Store};
 use lambda_cnn::train::{self, EpochMetrics, TrainObserver};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -91,7 +91,9 @@ fn main() -> Result<(), lambda_runtime::Error> {
             fn_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "train".into()),
         });
         tracing::info!(init_ms = exec.elapsed().as_secs_f64() * 1e3, mnist_dir = %state.mnist_dir.display(), "ready");
-        lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        // The payload arrives as raw JSON text so that what serde cannot hold (1e400, nesting
+        // past 128) is an InvalidRequest of ours, not the runtime's DeserializeError.
+        lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
             let state = state.clone();
             async move {
                 let start = Instant::now();
@@ -111,8 +113,11 @@ fn main() -> Result<(), lambda_runtime::Error> {
     })
 }
 
-async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainResponse, FnError> {
-    let config = TrainRequest::parse(&event.payload)?.config()?;
+async fn handle(
+    state: &Arc<State>,
+    event: LambdaEvent<Box<RawValue>>,
+) -> Result<TrainResponse, FnError> {
+    let config = TrainRequest::parse_text(event.payload.get())?.config()?;
     let stop_at = StopAt::from_deadline_ms(event.context.deadline, SystemTime::now());
     let left_ms = stop_at
         .left(SystemTime::now())
@@ -166,7 +171,7 @@ async fn handle(state: &Arc<State>, event: LambdaEvent<Value>) -> Result<TrainRe
             (path.display().to_string(), None)
         }
     };
-    tracing::info!(test_accuracy = metrics.test_accuracy, epochs = metrics.epochs, completed = metrics.completed, seconds = metrics.seconds, weights = %weights, "trained");
+    tracing::info!(test_accuracy = metrics.test_accuracy, epochs = metrics.epochs, epochs_completed = metrics.epochs_completed, completed = metrics.completed, seconds = metrics.seconds, weights = %weights, "trained");
     metrics::emit(
         &[("FunctionName", &state.fn_name)],
         &[
