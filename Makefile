@@ -35,7 +35,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy test build tools localstack system-tools image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run deploy mnist test build tools localstack system-tools image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -99,8 +99,14 @@ run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the ma
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
 	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
 
-deploy: build ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)
+deploy: build mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)
 	$(DEPLOY) all
+
+# The train image carries MNIST: `make deploy` fetches it first when MNIST_DIR lacks it.
+mnist:
+	@[ -s "$(MNIST_DIR)/t10k-labels-idx1-ubyte.gz" ] && [ -s "$(MNIST_DIR)/train-images-idx3-ubyte.gz" ] \
+	  || { [ "$(MNIST_DIR)" = "$(abspath data/mnist)" ] && $(MAKE) --no-print-directory data; } \
+	  || { echo "MNIST is not in MNIST_DIR=$(MNIST_DIR): run \`make data\` (downloads into data/mnist) or point MNIST_DIR at a copy" >&2; exit 1; }
 
 data: ## download MNIST from the public mirrors into data/mnist and verify the checksums
 	@mkdir -p data/mnist

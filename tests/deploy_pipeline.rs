@@ -11,6 +11,7 @@ use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
 use common::registry::Registry;
+use common::strict_lambda::{NewAccount, StrictLambda};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -88,6 +89,11 @@ impl Stack {
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
+        self.deploy_with(args, self.env())
+    }
+
+    /// [`Stack::deploy`] with another environment (e.g. Lambda behind a strict layer).
+    fn deploy_with(&self, args: &[&str], env: Vec<(&'static str, String)>) -> Output {
         let images = self.images();
         let registry = self.registry.host();
         let endpoint = self.emu.invoke_endpoint();
@@ -104,7 +110,7 @@ impl Stack {
         if sub == "release" {
             all.extend(["--invoke-endpoint", &endpoint]);
         }
-        deploy_with_env(&all, &self.env())
+        deploy_with_env(&all, &env)
     }
 
     fn lambda(&self, path: &str) -> Value {
@@ -305,6 +311,53 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert_eq!(stdout(&again).trim(), "", "nothing left to delete");
 }
 
+/// A new account, as AWS documents it and moto does not: a concurrency quota of 10 (so no
+/// reservation is possible) and a 3008 MB memory cap. The release goes through: train at
+/// 3008 MB and predict without a concurrency cap, each with a warning that says why and what
+/// to ask for; a second run does the same without stopping.
+#[test]
+fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_cap() {
+    let s = Stack::start();
+    let strict = StrictLambda::start(
+        &s.aws.endpoint("lambda", true),
+        NewAccount {
+            concurrency_quota: 10,
+            max_memory_mb: 3008,
+        },
+    );
+    let mut env = s.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
+    env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+    assert_ok(&s.deploy_with(&["push"], env.clone()), "deploy push");
+    for run in ["first", "second"] {
+        let release = s.deploy_with(&["release", "--json"], env.clone());
+        assert_ok(&release, &format!("{run} release on a new account"));
+        let err = String::from_utf8_lossy(&release.stderr);
+        assert!(err.contains("allows at most 3008 MB"), "{run}: {err}");
+        assert!(
+            err.contains("no concurrency cap") && err.contains("quota of at least 120"),
+            "{run}: {err}"
+        );
+        assert_eq!(json_lines(&release).len(), 2, "{run}: both released");
+    }
+    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    assert_eq!(train["Configuration"]["MemorySize"], 3008);
+    assert_eq!(s.live_version(TRAIN)["FunctionVersion"], "1");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+    // The cap was never attempted: GetAccountSettings said it would be refused.
+    let refused = strict.refused.lock().unwrap().clone();
+    assert!(
+        !refused
+            .iter()
+            .any(|r| r.starts_with("PutFunctionConcurrency")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|r| r.starts_with("CreateFunction")),
+        "{refused:?}"
+    );
+}
+
 /// The shipped weights with every parameter zeroed: loads fine, answers 0 for everything.
 fn zero_weights(dir: &Path) -> PathBuf {
     let bytes = std::fs::read(shipped_weights()).unwrap();
@@ -319,15 +372,25 @@ fn zero_weights(dir: &Path) -> PathBuf {
 /// A copy of the shipped config (and its IAM policies) with predict's memory changed: a new
 /// configuration, so a new version.
 fn config_with_memory(dir: &Path, memory_mb: u32) -> PathBuf {
+    config_edited(
+        dir,
+        &format!("infra-{memory_mb}"),
+        "memory_mb = 1024",
+        &format!("memory_mb = {memory_mb}"),
+    )
+}
+
+/// infra/ copied to `dir`/`name` with the first `from` in deploy.toml made `to`.
+fn config_edited(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
     let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra");
-    let out = dir.join(format!("infra-{memory_mb}"));
+    let out = dir.join(name);
     std::fs::create_dir_all(out.join("iam")).unwrap();
     for f in ["trust-policy.json", "execution-policy.json"] {
         std::fs::copy(infra.join("iam").join(f), out.join("iam").join(f)).unwrap();
     }
     let text = std::fs::read_to_string(infra.join("deploy.toml"))
         .unwrap()
-        .replacen("memory_mb = 1024", &format!("memory_mb = {memory_mb}"), 1);
+        .replacen(from, to, 1);
     std::fs::write(out.join("deploy.toml"), text).unwrap();
     out.join("deploy.toml")
 }
@@ -440,6 +503,53 @@ fn a_registry_that_fails_the_first_blob_upload_is_retried() {
     assert_eq!(
         registry_digest(&registry, &format!("predict-{short}")),
         digest
+    );
+}
+
+/// ECR answers a chunk PATCH with 201 where the distribution spec says 202, and its upload
+/// `Range` is unreliable past the first chunk (aws/containers-roadmap#2831): blobs go up in one
+/// PUT each, every byte crossing the wire once.
+#[test]
+fn blobs_cross_to_an_ecr_like_registry_exactly_once_in_one_put_each() {
+    let aws = AwsStack::start(true);
+    let registry = Registry::start(ECR_USER, ECR_PASSWORD);
+    let proxy = FaultyProxy::ecr_like(registry.port);
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let digest = build_image(&images, &dir.path().join("cache"), "predict", &[]);
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let o = deploy_with_env(
+        &[
+            "push",
+            "--function",
+            "predict",
+            "--json",
+            "--images",
+            images.to_str().unwrap(),
+            "--registry",
+            &via,
+        ],
+        &aws.env(true),
+    );
+    assert_ok(&o, "push through an ECR-like registry");
+    let out = last_json(&o);
+    assert_eq!(out["digest"], digest.as_str());
+    let pushed = out["bytes_pushed"].as_u64().unwrap() as usize;
+    assert!(pushed > 1 << 20, "{out}");
+    assert_eq!(
+        proxy.patches.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no chunk PATCH"
+    );
+    assert_eq!(
+        proxy.upload_bytes.load(std::sync::atomic::Ordering::SeqCst),
+        pushed,
+        "each byte once"
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("not respecting"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 
@@ -622,6 +732,16 @@ fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
         json!({"Name": "live", "FunctionVersion": "1"}),
     );
 
+    // What deploy sends to API Gateway crosses a recorder.
+    let recorder = StrictLambda::start(
+        &aws.endpoint("apigateway", false),
+        NewAccount {
+            concurrency_quota: 1000,
+            max_memory_mb: 10240,
+        },
+    );
+    let mut env = env;
+    env.push(("AWS_ENDPOINT_URL_API_GATEWAY", recorder.endpoint()));
     let first = deploy_with_env(&["api", "--rest", "--json"], &env);
     assert_ok(&first, "deploy api --rest");
     let api = last_json(&first);
@@ -660,6 +780,22 @@ fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
     assert_eq!(
         stage["methodSettings"]["*/*"]["throttlingRateLimit"], 50.0,
         "{stage}"
+    );
+    // Raw image bodies must reach the function as binary (base64), not as UTF-8 text: the
+    // API is created with binaryMediaTypes (moto drops the field; AWS and LocalStack keep it,
+    // so what was sent is checked).
+    let created = recorder
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(line, _)| line.starts_with("POST /restapis"))
+        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
+        .expect("a CreateRestApi call");
+    assert_eq!(
+        created["binaryMediaTypes"],
+        json!(["image/png", "image/jpeg"]),
+        "{created}"
     );
 
     // Again: the same API, nothing created.

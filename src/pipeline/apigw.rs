@@ -46,13 +46,25 @@ pub struct ApiSpec {
     pub alias: String,
     pub region: String,
     pub account: String,
+    /// The partition every ARN is written in (`aws`, `aws-cn`, `aws-us-gov`).
+    pub partition: String,
+    /// The partition's endpoint domain, for the API's URL.
+    pub dns_suffix: String,
 }
 
 impl ApiSpec {
-    fn alias_arn(&self) -> String {
+    pub(crate) fn alias_arn(&self) -> String {
         format!(
-            "arn:aws:lambda:{}:{}:function:{}:{}",
-            self.region, self.account, self.function_name, self.alias
+            "arn:{}:lambda:{}:{}:function:{}:{}",
+            self.partition, self.region, self.account, self.function_name, self.alias
+        )
+    }
+
+    /// Calls from every stage, method and route of API `api_id` (`routes` path segments).
+    pub(crate) fn execute_api_arn(&self, api_id: &str, segments: &str) -> String {
+        format!(
+            "arn:{}:execute-api:{}:{}:{api_id}/{segments}",
+            self.partition, self.region, self.account
         )
     }
 }
@@ -254,10 +266,7 @@ pub async fn ensure_http_api(
         lambda,
         spec,
         &format!("lambda-cnn-apigw-{api_id}"),
-        &format!(
-            "arn:aws:execute-api:{}:{}:{api_id}/*/*",
-            spec.region, spec.account
-        ),
+        &spec.execute_api_arn(&api_id, "*/*"),
     )
     .await?;
     let url = if spec.stage == "$default" {
@@ -273,31 +282,60 @@ pub async fn ensure_http_api(
 }
 
 /// Lets API Gateway (calls from `source_arn`) invoke predict's alias; a grant made before is
-/// left as it is.
+/// left as it is. Lambda answers `ResourceConflictException` both when the statement exists and
+/// when the function is being updated; only the first means done, the second is retried.
 pub(crate) async fn grant_invoke(
     lambda: &aws_sdk_lambda::Client,
     spec: &ApiSpec,
     statement_id: &str,
     source_arn: &str,
 ) -> Result<(), AwsError> {
-    let permission = lambda
-        .add_permission()
-        .function_name(&spec.function_name)
-        .qualifier(&spec.alias)
-        .statement_id(statement_id)
-        .action("lambda:InvokeFunction")
-        .principal("apigateway.amazonaws.com")
-        .source_arn(source_arn)
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "allowing {source_arn} to invoke {}:{}",
-            spec.function_name, spec.alias
-        )));
-    match permission {
-        Ok(_) => Ok(()),
-        Err(e) if e.is("ResourceConflictException") => Ok(()),
-        Err(e) => Err(e),
+    let mut wait = std::time::Duration::from_secs(1);
+    for attempt in 1.. {
+        let permission = lambda
+            .add_permission()
+            .function_name(&spec.function_name)
+            .qualifier(&spec.alias)
+            .statement_id(statement_id)
+            .action("lambda:InvokeFunction")
+            .principal("apigateway.amazonaws.com")
+            .source_arn(source_arn)
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "allowing {source_arn} to invoke {}:{}",
+                spec.function_name, spec.alias
+            )));
+        match permission {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is("ResourceConflictException") => match conflict(&e.message) {
+                Conflict::Exists => return Ok(()),
+                Conflict::Busy if attempt < 8 => {
+                    tracing::info!(attempt, "the function is being updated; retrying the grant");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(15));
+                }
+                Conflict::Busy => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+#[derive(Debug, PartialEq)]
+enum Conflict {
+    /// "The statement id (…) provided already exists."
+    Exists,
+    /// "The operation cannot be performed at this time. An update is in progress …"
+    Busy,
+}
+
+fn conflict(message: &str) -> Conflict {
+    if message.contains("already exists") {
+        Conflict::Exists
+    } else {
+        Conflict::Busy
     }
 }
 

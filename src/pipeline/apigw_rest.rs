@@ -11,6 +11,9 @@ use super::apigw::{ApiOutcome, ApiSpec, Auth};
 use super::aws::{aws_err, AwsError};
 
 const STAGE: &str = "prod";
+/// Bodies of these types reach the function base64-encoded, byte for byte. Without them a REST
+/// API passes every body as UTF-8 text, and a raw PNG or JPEG arrives corrupted.
+pub const BINARY_MEDIA_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
 const ROUTES: [(&str, &str); 2] = [("predict", "POST"), ("health", "GET")];
 
 pub async fn find_rest_api(
@@ -57,6 +60,7 @@ pub async fn ensure_rest_api(
                 .create_rest_api()
                 .name(&spec.name)
                 .description("lambda-cnn predictions (created by deploy api --rest)")
+                .set_binary_media_types(Some(BINARY_MEDIA_TYPES.map(str::to_owned).to_vec()))
                 .endpoint_configuration(
                     EndpointConfiguration::builder()
                         .types(EndpointType::Regional)
@@ -68,6 +72,9 @@ pub async fn ensure_rest_api(
             (out.id().unwrap_or_default().to_owned(), true)
         }
     };
+    if !created {
+        ensure_binary_media_types(apigw, &id).await?;
+    }
     let resources = apigw
         .get_resources()
         .rest_api_id(&id)
@@ -81,13 +88,10 @@ pub async fn ensure_rest_api(
         .and_then(|r| r.id())
         .ok_or_else(|| AwsError::new(format!("REST API {id}"), "it has no root resource"))?
         .to_owned();
-    let function_arn = format!(
-        "arn:aws:lambda:{}:{}:function:{}:{}",
-        spec.region, spec.account, spec.function_name, spec.alias
-    );
+    let function_arn = spec.alias_arn();
     let uri = format!(
-        "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{function_arn}/invocations",
-        spec.region
+        "arn:{}:apigateway:{}:lambda:path/2015-03-31/functions/{function_arn}/invocations",
+        spec.partition, spec.region
     );
     for (part, method) in ROUTES {
         let path = format!("/{part}");
@@ -200,20 +204,54 @@ pub async fn ensure_rest_api(
         lambda,
         spec,
         &format!("lambda-cnn-apigw-rest-{id}"),
-        &format!(
-            "arn:aws:execute-api:{}:{}:{id}/*/*/*",
-            spec.region, spec.account
-        ),
+        &spec.execute_api_arn(&id, "*/*/*"),
     )
     .await?;
     Ok(ApiOutcome {
         url: format!(
-            "https://{id}.execute-api.{}.amazonaws.com/{STAGE}",
-            spec.region
+            "https://{id}.execute-api.{}.{}/{STAGE}",
+            spec.region, spec.dns_suffix
         ),
         api_id: id,
         created,
     })
+}
+
+/// Adds what [`BINARY_MEDIA_TYPES`] an API made before lacks.
+async fn ensure_binary_media_types(
+    apigw: &aws_sdk_apigateway::Client,
+    id: &str,
+) -> Result<(), AwsError> {
+    let api = apigw
+        .get_rest_api()
+        .rest_api_id(id)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading REST API {id}")))?;
+    let have = api.binary_media_types();
+    let missing: Vec<PatchOperation> = BINARY_MEDIA_TYPES
+        .iter()
+        .filter(|t| !have.iter().any(|h| h == *t))
+        .map(|t| {
+            PatchOperation::builder()
+                .op(Op::Add)
+                // JSON Pointer: "/" in a value is written "~1".
+                .path(format!("/binaryMediaTypes/{}", t.replace('/', "~1")))
+                .build()
+        })
+        .collect();
+    if !missing.is_empty() {
+        apigw
+            .update_rest_api()
+            .rest_api_id(id)
+            .set_patch_operations(Some(missing))
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "letting REST API {id} pass images as binary"
+            )))?;
+    }
+    Ok(())
 }
 
 /// Deletes the REST API named `name`; false when there was none.

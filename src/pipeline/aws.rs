@@ -98,6 +98,34 @@ pub async fn sdk_config(fallback_region: &str) -> SdkConfig {
 pub struct Account {
     pub id: String,
     pub region: String,
+    /// `aws`, `aws-cn` or `aws-us-gov`, from the caller's own ARN: every ARN we write uses it.
+    pub partition: String,
+}
+
+impl Account {
+    /// The domain of the partition's endpoints (`amazonaws.com`, `amazonaws.com.cn` in China).
+    pub fn dns_suffix(&self) -> &'static str {
+        dns_suffix(&self.partition)
+    }
+}
+
+/// The partition an ARN is in (`arn:<partition>:…`); `aws` when it does not say.
+pub fn partition_of(arn: &str) -> String {
+    arn.split(':')
+        .nth(1)
+        .filter(|p| arn.starts_with("arn:") && !p.is_empty())
+        .unwrap_or("aws")
+        .to_owned()
+}
+
+/// The endpoint domain of a partition.
+pub fn dns_suffix(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        "aws-iso" => "c2s.ic.gov",
+        "aws-iso-b" => "sc2s.sgov.gov",
+        _ => "amazonaws.com",
+    }
 }
 
 pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
@@ -109,5 +137,30 @@ pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
     Ok(Account {
         id: who.account().unwrap_or_default().to_owned(),
         region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+        partition: partition_of(who.arn().unwrap_or_default()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_and_its_domain_come_from_the_callers_arn() {
+        assert_eq!(
+            partition_of("arn:aws:sts::123456789012:assumed-role/r/s"),
+            "aws"
+        );
+        assert_eq!(
+            partition_of("arn:aws-cn:iam::123456789012:user/u"),
+            "aws-cn"
+        );
+        assert_eq!(
+            partition_of("arn:aws-us-gov:iam::123456789012:user/u"),
+            "aws-us-gov"
+        );
+        assert_eq!(partition_of(""), "aws");
+        assert_eq!(dns_suffix("aws-cn"), "amazonaws.com.cn");
+        assert_eq!(dns_suffix("aws-us-gov"), "amazonaws.com");
+    }
 }

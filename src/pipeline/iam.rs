@@ -88,6 +88,7 @@ mod tests {
     fn the_shipped_policies_render_to_json_naming_only_our_resources() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam");
         let vars = [
+            ("partition", "aws"),
             ("account", "123456789012"),
             ("region", "eu-west-1"),
             ("bucket", "models-bucket"),

@@ -98,7 +98,12 @@ pub async fn deploy(
         .code()
         .and_then(|c| c.image_uri())
         .unwrap_or_default();
-    if current_uri != spec.image_uri {
+    // The architecture is set with the code: an image of another architecture needs both, and
+    // an architecture change alone is a change.
+    let current_arch = current
+        .configuration()
+        .and_then(|c| c.architectures().first().cloned());
+    if current_uri != spec.image_uri || current_arch != Some(architecture(spec.arch)) {
         lambda
             .update_function_code()
             .function_name(name)
@@ -145,6 +150,107 @@ pub async fn deploy(
         change = Change::Updated;
     }
     Ok(change)
+}
+
+/// New accounts may not configure more than this much memory (a quota AWS raises on request).
+pub const NEW_ACCOUNT_MAX_MEMORY_MB: i32 = 3008;
+
+/// Whether `e` is Lambda refusing a memory size over the account's cap:
+/// `'MemorySize' value failed to satisfy constraint: Member must have value less than or equal
+/// to 3008`. Returns the cap.
+pub fn memory_cap(e: &AwsError) -> Option<i32> {
+    if !(e.is("ValidationException") || e.is("InvalidParameterValueException")) {
+        return None;
+    }
+    let message = e.message.to_ascii_lowercase();
+    let rest = message.split("memorysize").nth(1)?;
+    let rest = rest.split("less than or equal to").nth(1)?;
+    rest.trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}
+
+/// [`deploy`], and when Lambda refuses the memory size as over the account's cap, again at the
+/// cap, saying so: a new account's first deploy goes through, slower, rather than stopping.
+pub async fn deploy_within_memory_cap(
+    lambda: &aws_sdk_lambda::Client,
+    spec: &FunctionSpec,
+    warn: &(dyn Fn(String) + Sync),
+) -> Result<(Change, i32), AwsError> {
+    match deploy(lambda, spec).await {
+        Ok(change) => Ok((change, spec.memory_mb)),
+        Err(e) => match memory_cap(&e) {
+            Some(cap) if cap < spec.memory_mb => {
+                warn(format!(
+                    "warning: {}: this account allows at most {cap} MB of memory per function (a quota: ask AWS Support to raise \"Lambda function memory\"); deploying with {cap} MB instead of {}",
+                    spec.name, spec.memory_mb
+                ));
+                let capped = FunctionSpec {
+                    memory_mb: cap,
+                    ..spec.clone()
+                };
+                Ok((deploy(lambda, &capped).await?, cap))
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// The account's concurrency: its limit and what is not reserved by any function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct AccountConcurrency {
+    pub limit: i32,
+    pub unreserved: i32,
+}
+
+/// Lambda keeps at least this many executions unreserved: reserving is refused below it.
+pub const MIN_UNRESERVED: i32 = 100;
+
+pub async fn account_concurrency(
+    lambda: &aws_sdk_lambda::Client,
+) -> Result<AccountConcurrency, AwsError> {
+    let out = lambda.get_account_settings().send().await.map_err(aws_err(
+        "reading the account's Lambda limits (GetAccountSettings)",
+    ))?;
+    let limit = out.account_limit();
+    Ok(AccountConcurrency {
+        limit: limit.map_or(0, |l| l.concurrent_executions()),
+        unreserved: limit
+            .and_then(|l| l.unreserved_concurrent_executions())
+            .unwrap_or(0),
+    })
+}
+
+/// What reserving `wanted` executions for a function that has `current` reserved does, given
+/// the account: `Ok` to reserve, or why not (Lambda would refuse it).
+pub fn can_reserve(account: AccountConcurrency, current: i32, wanted: i32) -> Result<(), String> {
+    let after = account.unreserved + current - wanted;
+    if after >= MIN_UNRESERVED {
+        Ok(())
+    } else {
+        Err(format!(
+            "reserving {wanted} concurrent executions would leave the account {after} unreserved of its {}; Lambda keeps at least {MIN_UNRESERVED} unreserved, so this account needs a concurrency quota of at least {} (Service Quotas: \"Concurrent executions\")",
+            account.limit,
+            account.limit - after + MIN_UNRESERVED,
+        ))
+    }
+}
+
+/// The function's reserved concurrency, if any.
+pub async fn reserved_concurrency(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+) -> Result<Option<i32>, AwsError> {
+    let out = lambda
+        .get_function_concurrency()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "reading the reserved concurrency of {name}"
+        )))?;
+    Ok(out.reserved_concurrent_executions())
 }
 
 async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<(), AwsError> {
@@ -215,12 +321,27 @@ pub async fn publish(
         .send()
         .await
         .map_err(aws_err(format!("publishing a version of {name}")))?;
-    out.version().map(str::to_owned).ok_or_else(|| {
+    let version = out.version().map(str::to_owned).ok_or_else(|| {
         AwsError::new(
             format!("publishing a version of {name}"),
             "no version in the answer",
         )
-    })
+    })?;
+    // A new version is `Pending` while Lambda optimises its image; invoking it or pointing an
+    // alias at it before it is `Active` fails (docs: "functions-states").
+    lambda
+        .wait_until_published_version_active()
+        .function_name(name)
+        .qualifier(&version)
+        .wait(WAIT)
+        .await
+        .map_err(|e| {
+            AwsError::new(
+                format!("waiting for version {version} of {name} to become active"),
+                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+            )
+        })?;
+    Ok(version)
 }
 
 /// The version `alias` points at, or None when the alias does not exist yet.
@@ -318,6 +439,26 @@ pub async fn invoke(
     })
 }
 
+/// The image digest a published version runs (`…@sha256:…` in its code location).
+pub async fn version_image_digest(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    version: &str,
+) -> Result<Option<String>, AwsError> {
+    let out = lambda
+        .get_function()
+        .function_name(name)
+        .qualifier(version)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading version {version} of {name}")))?;
+    Ok(out
+        .code()
+        .and_then(|c| c.image_uri())
+        .and_then(|uri| uri.split_once('@'))
+        .map(|(_, digest)| digest.to_owned()))
+}
+
 /// The published versions of a function, as numbers, ascending.
 pub async fn versions(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<Vec<u64>, AwsError> {
     let mut out = Vec::new();
@@ -353,4 +494,47 @@ pub async fn set_reserved_concurrency(
             "reserving {reserved} concurrent executions for {name}"
         )))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_is_read_from_lambdas_refusal() {
+        for field in ["memorySize", "MemorySize"] {
+            let e = AwsError {
+                action: "creating function f".into(),
+                code: Some("ValidationException".into()),
+                message: format!("1 validation error detected: Value '3538' at '{field}' failed to satisfy constraint: Member must have value less than or equal to 3008"),
+            };
+            assert_eq!(memory_cap(&e), Some(3008));
+        }
+        assert_eq!(memory_cap(&AwsError::new("x", "no")), None);
+    }
+
+    #[test]
+    fn reserving_leaves_a_hundred_unreserved_or_says_what_quota_it_needs() {
+        let big = AccountConcurrency {
+            limit: 1000,
+            unreserved: 1000,
+        };
+        assert!(can_reserve(big, 0, 20).is_ok());
+        let new = AccountConcurrency {
+            limit: 10,
+            unreserved: 10,
+        };
+        let why = can_reserve(new, 0, 20).unwrap_err();
+        assert!(why.contains("at least 120"), "{why}");
+        // What the function already has counts back in.
+        assert!(can_reserve(
+            AccountConcurrency {
+                limit: 1000,
+                unreserved: 100
+            },
+            20,
+            20
+        )
+        .is_ok());
+    }
 }

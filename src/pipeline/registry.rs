@@ -99,6 +99,11 @@ where
 
 fn client(dest: &Destination) -> Client {
     Client::new(ClientConfig {
+        // One POST and one PUT per blob. Chunked uploads (PATCH) are unsafe against ECR: it
+        // answers a PATCH with 201 where the spec says 202, which oci-client takes for a spec
+        // violation and answers by sending the whole blob again, and its upload Range stops
+        // advancing after the first chunk (aws/containers-roadmap#2831).
+        use_monolithic_push: true,
         protocol: if dest.plain_http {
             // The string must equal the reference's registry exactly.
             ClientProtocol::HttpsExcept(vec![dest.registry.clone()])

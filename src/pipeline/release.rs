@@ -66,6 +66,9 @@ pub struct ReleaseRequest<'a> {
     pub model_s3_uri: Option<&'a str>,
     /// Percent of traffic for the new version; the rest stays on the current one.
     pub canary_percent: Option<f64>,
+    /// The image's own architecture (from its config): the function gets this one, whatever
+    /// the config says, since Lambda checks nothing until the first invoke fails.
+    pub arch: crate::arch::Arch,
 }
 
 /// Creates the models bucket when missing: private, encrypted at rest.
@@ -142,6 +145,7 @@ pub async fn ensure_role(
 ) -> Result<String, AwsError> {
     let bucket = config.bucket_name(&account.id, &account.region);
     let vars = [
+        ("partition", account.partition.as_str()),
         ("account", account.id.as_str()),
         ("region", account.region.as_str()),
         ("bucket", bucket.as_str()),
@@ -156,6 +160,43 @@ pub async fn ensure_role(
     )
     .await?;
     Ok(arn)
+}
+
+/// Reserves `reserved` concurrent executions for `name` when the account allows it; when it
+/// does not (new accounts have a concurrency quota of 10 or 50, and Lambda keeps 100
+/// unreserved), says so and goes on without the cap rather than stopping the release.
+async fn cap_concurrency(
+    lambda_client: &aws_sdk_lambda::Client,
+    name: &str,
+    reserved: i32,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), AwsError> {
+    let current = lambda::reserved_concurrency(lambda_client, name).await?;
+    if current == Some(reserved) {
+        return Ok(());
+    }
+    let skip = |why: String| {
+        say(format!(
+            "warning: {name}: no concurrency cap: {why}; until then the function shares the account's pool (deploy doctor says more)"
+        ));
+        Ok(())
+    };
+    // Emulators may not serve GetAccountSettings: then Lambda's answer to the reservation
+    // itself decides.
+    if let Ok(account) = lambda::account_concurrency(lambda_client).await {
+        if let Err(why) = lambda::can_reserve(account, current.unwrap_or(0), reserved) {
+            return skip(why);
+        }
+    }
+    match lambda::set_reserved_concurrency(lambda_client, name, reserved).await {
+        Err(e)
+            if e.is("InvalidParameterValueException")
+                && e.message.contains("UnreservedConcurrentExecution") =>
+        {
+            skip(e.message)
+        }
+        other => other,
+    }
 }
 
 pub async fn release(
@@ -227,13 +268,21 @@ pub async fn release(
         memory_mb: fc.memory_mb,
         timeout_s: fc.timeout_s,
         ephemeral_mb: fc.ephemeral_mb,
-        arch: config
-            .arch()
-            .map_err(|e| AwsError::new("reading the architecture", e))?,
+        arch: req.arch,
         env,
     };
+    if config.arch().ok() != Some(req.arch) {
+        say(format!(
+            "{name}: the image is {}, the config says {}: deploying as {} (the image's)",
+            req.arch, config.architecture, req.arch
+        ));
+    }
     say(format!("{name}: bringing the function to {image_uri}"));
-    let change = lambda::deploy(&clients.lambda, &spec).await?;
+    let (change, _memory) = lambda::deploy_within_memory_cap(&clients.lambda, &spec, say).await?;
+    // Before the alias moves and before the "already live" return: a re-run applies it too.
+    if let Some(reserved) = fc.reserved_concurrency {
+        cap_concurrency(&clients.lambda, name, reserved, say).await?;
+    }
     let previous = lambda::alias_version(&clients.lambda, name, alias).await?;
     let version = lambda::publish(&clients.lambda, name, &format!("image {}", req.digest)).await?;
     if previous.as_deref() == Some(version.as_str()) {
@@ -283,8 +332,32 @@ pub async fn release(
             None
         }
     };
-    if let Some(reserved) = fc.reserved_concurrency {
-        lambda::set_reserved_concurrency(&clients.lambda, name, reserved).await?;
+    // What the alias points at (and the version a rollback would go back to) must outlive the
+    // repository's lifecycle policy: `live-…` tags are never expired.
+    let live = super::ecr::live_tag(f);
+    if canary.is_some() {
+        super::ecr::tag_image(
+            &clients.ecr,
+            req.repository,
+            req.digest,
+            &format!("{live}-canary"),
+        )
+        .await?;
+    } else {
+        super::ecr::tag_image(&clients.ecr, req.repository, req.digest, &live).await?;
+        if let Some(old) = &previous {
+            if let Some(digest) = lambda::version_image_digest(&clients.lambda, name, old).await? {
+                if digest != req.digest {
+                    super::ecr::tag_image(
+                        &clients.ecr,
+                        req.repository,
+                        &digest,
+                        &format!("{live}-previous"),
+                    )
+                    .await?;
+                }
+            }
+        }
     }
     Ok(ReleaseOutcome {
         function: name.to_owned(),

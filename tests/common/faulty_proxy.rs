@@ -1,5 +1,8 @@
 //! An HTTP/1.1 proxy in front of a registry that answers `503 Service Unavailable` to the first
 //! N blob-upload requests, passing everything else through: a registry having a bad moment.
+//! [`FaultyProxy::ecr_like`] makes it answer as ECR does where the local registry is kinder:
+//! a chunk `PATCH` gets `201 Created` (the distribution spec says 202), and it counts the
+//! upload bytes that cross it, so a test can see each layer sent exactly once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,17 +13,32 @@ pub struct FaultyProxy {
     pub port: u16,
     /// How many 503s it has answered.
     pub injected: Arc<AtomicUsize>,
+    /// Bytes of blob data sent in upload requests (PATCH and PUT bodies), decoded.
+    pub upload_bytes: Arc<AtomicUsize>,
+    /// Chunk PATCH requests seen.
+    pub patches: Arc<AtomicUsize>,
 }
 
-struct Message {
-    head: Vec<u8>,
-    body: Vec<u8>,
-    first_line: String,
+pub struct Message {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+    pub first_line: String,
+    /// The body's length once any chunked transfer encoding is taken off.
+    pub payload_len: usize,
+}
+
+#[derive(Clone)]
+struct Counters {
+    remaining: Arc<AtomicUsize>,
+    injected: Arc<AtomicUsize>,
+    upload_bytes: Arc<AtomicUsize>,
+    patches: Arc<AtomicUsize>,
+    ecr_like: bool,
 }
 
 /// Reads one HTTP message (head and body) from `r`; `None` at end of stream.
 /// `no_body`: a response to HEAD, or a status that carries none.
-fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<Message> {
+pub fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<Message> {
     let mut head = Vec::new();
     loop {
         let mut line = Vec::new();
@@ -51,10 +69,12 @@ fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<
     let bodiless =
         is_response && (response_to_head || status == 204 || status == 304 || status < 200);
     let mut body = Vec::new();
+    let mut payload_len = 0;
     if !bodiless {
         if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.resize(len, 0);
             r.read_exact(&mut body).ok()?;
+            payload_len = len;
         } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
             loop {
                 let mut size_line = String::new();
@@ -63,6 +83,7 @@ fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<
                 let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
                 let mut chunk = vec![0; size + 2];
                 r.read_exact(&mut chunk).ok()?;
+                payload_len += size;
                 body.extend_from_slice(&chunk);
                 if size == 0 {
                     break;
@@ -74,15 +95,11 @@ fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Option<
         head,
         body,
         first_line,
+        payload_len,
     })
 }
 
-fn serve(
-    client: TcpStream,
-    upstream_port: u16,
-    remaining: Arc<AtomicUsize>,
-    injected: Arc<AtomicUsize>,
-) {
+fn serve(client: TcpStream, upstream_port: u16, c: Counters) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         return;
     };
@@ -95,11 +112,11 @@ fn serve(
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         if method == "POST"
             && path.contains("/blobs/uploads/")
-            && remaining
+            && c.remaining
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         {
-            injected.fetch_add(1, Ordering::SeqCst);
+            c.injected.fetch_add(1, Ordering::SeqCst);
             let _ = client_w
                 .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
             continue;
@@ -107,9 +124,21 @@ fn serve(
         if upstream_w.write_all(&req.head).is_err() || upstream_w.write_all(&req.body).is_err() {
             return;
         }
-        let Some(resp) = read_message(&mut upstream_r, method == "HEAD") else {
+        let upload = path.contains("/blobs/uploads/");
+        if upload && (method == "PATCH" || method == "PUT") {
+            c.upload_bytes.fetch_add(req.payload_len, Ordering::SeqCst);
+        }
+        if upload && method == "PATCH" {
+            c.patches.fetch_add(1, Ordering::SeqCst);
+        }
+        let Some(mut resp) = read_message(&mut upstream_r, method == "HEAD") else {
             return;
         };
+        if c.ecr_like && upload && method == "PATCH" && resp.first_line.contains(" 202 ") {
+            let head =
+                String::from_utf8_lossy(&resp.head).replacen(" 202 Accepted", " 201 Created", 1);
+            resp.head = head.into_bytes();
+        }
         if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
             return;
         }
@@ -119,17 +148,36 @@ fn serve(
 impl FaultyProxy {
     /// Proxies to 127.0.0.1:`upstream_port`, failing the first `failures` blob uploads.
     pub fn start(upstream_port: u16, failures: usize) -> Self {
+        Self::spawn(upstream_port, failures, false)
+    }
+
+    /// Proxies to 127.0.0.1:`upstream_port` answering chunk uploads as ECR does (201).
+    pub fn ecr_like(upstream_port: u16) -> Self {
+        Self::spawn(upstream_port, 0, true)
+    }
+
+    fn spawn(upstream_port: u16, failures: usize, ecr_like: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let remaining = Arc::new(AtomicUsize::new(failures));
-        let injected = Arc::new(AtomicUsize::new(0));
-        let inj = injected.clone();
+        let counters = Counters {
+            remaining: Arc::new(AtomicUsize::new(failures)),
+            injected: Arc::new(AtomicUsize::new(0)),
+            upload_bytes: Arc::new(AtomicUsize::new(0)),
+            patches: Arc::new(AtomicUsize::new(0)),
+            ecr_like,
+        };
+        let proxy = FaultyProxy {
+            port,
+            injected: counters.injected.clone(),
+            upload_bytes: counters.upload_bytes.clone(),
+            patches: counters.patches.clone(),
+        };
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (remaining, inj) = (remaining.clone(), inj.clone());
-                std::thread::spawn(move || serve(conn, upstream_port, remaining, inj));
+                let c = counters.clone();
+                std::thread::spawn(move || serve(conn, upstream_port, c));
             }
         });
-        FaultyProxy { port, injected }
+        proxy
     }
 }

@@ -9,6 +9,7 @@ pub mod image_run;
 pub mod localstack;
 pub mod moto;
 pub mod registry;
+pub mod strict_lambda;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

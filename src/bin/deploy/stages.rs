@@ -201,6 +201,7 @@ async fn push(
         &ctx.clients.ecr,
         &cfg.repository.name,
         cfg.repository.keep_images,
+        &ctx.account,
     )
     .await?;
     if created {
@@ -323,6 +324,7 @@ async fn release_functions(
         &ctx.clients.ecr,
         &cfg.repository.name,
         cfg.repository.keep_images,
+        &ctx.account,
     )
     .await?;
     let mut outcomes = Vec::new();
@@ -335,6 +337,7 @@ async fn release_functions(
             digest: &img.manifest_digest,
             model_s3_uri: if f == Function::Predict { model } else { None },
             canary_percent: canary,
+            arch: img.arch,
         };
         let outcome =
             release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say).await?;
@@ -379,6 +382,8 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
         alias: cfg.release.alias.clone(),
         region: ctx.account.region.clone(),
         account: ctx.account.id.clone(),
+        partition: ctx.account.partition.clone(),
+        dns_suffix: ctx.account.dns_suffix().to_owned(),
     };
     let out = if args.rest {
         lambda_cnn::pipeline::apigw_rest::ensure_rest_api(&ctx.rest, &ctx.clients.lambda, &spec)
