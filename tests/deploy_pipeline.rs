@@ -358,6 +358,119 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
     );
 }
 
+/// `deploy doctor` on a new account (strict layer: quota 10, 3008 MB cap) names what would
+/// bite, creating nothing; missing data is a FAIL that stops `deploy all` before anything is
+/// created; with the data there, `deploy all` completes.
+#[test]
+fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
+    let s = Stack::start();
+    let strict = StrictLambda::start(
+        &s.aws.endpoint("lambda", true),
+        NewAccount {
+            concurrency_quota: 10,
+            max_memory_mb: 3008,
+        },
+    );
+    let mut env = s.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
+    env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+    // The build inside `deploy all` must find this build's outputs.
+    let target = workspace_binary("predict")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_owned();
+    env.push(("CARGO_TARGET_DIR", target.display().to_string()));
+
+    let images = s.images();
+    let doctor = deploy_with_env(&["doctor", "--images", images.to_str().unwrap()], &env);
+    assert_ok(&doctor, "deploy doctor");
+    let out = stdout(&doctor);
+    for expect in [
+        "OK   identity",
+        "WARN concurrency",
+        "quota of at least 120",
+        "WARN memory",
+        "lambda-cnn-train is configured with 3538 MB",
+        "OK   architecture  predict: image and config are x86_64",
+        "OK   bucket",
+        "OK   role",
+    ] {
+        assert!(out.contains(expect), "{expect:?} not in:\n{out}");
+    }
+    let (status, _) = s.aws.call(
+        "lambda",
+        true,
+        "GET",
+        &format!("/2015-03-31/functions/{PREDICT}"),
+        None,
+        None,
+    );
+    assert_eq!(status, 404, "doctor created nothing");
+    let json = deploy_with_env(
+        &["doctor", "--json", "--images", images.to_str().unwrap()],
+        &env,
+    );
+    let levels: Vec<String> = json_lines(&json)
+        .iter()
+        .map(|c| c["level"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        levels.contains(&"WARN".to_owned()) && !levels.contains(&"FAIL".to_owned()),
+        "{levels:?}"
+    );
+
+    // No MNIST: a FAIL, exit status 1, and `deploy all` stops before creating anything.
+    let empty = tempfile::tempdir().unwrap();
+    let mut no_data = env.clone();
+    no_data.push(("MNIST_DIR", empty.path().display().to_string()));
+    let failed = deploy_with_env(&["doctor", "--images", images.to_str().unwrap()], &no_data);
+    assert!(!failed.status.success());
+    assert!(
+        stdout(&failed).contains("FAIL mnist"),
+        "{}",
+        stdout(&failed)
+    );
+    let stopped = s.deploy_with(&["all"], no_data);
+    let err = String::from_utf8_lossy(&stopped.stderr).into_owned();
+    assert!(
+        !stopped.status.success() && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("error: deploy doctor found 1 problem(s)"),
+        "{err}"
+    );
+    let (status, _) = s.aws.call(
+        "lambda",
+        true,
+        "GET",
+        &format!("/2015-03-31/functions/{PREDICT}"),
+        None,
+        None,
+    );
+    assert_eq!(status, 404, "nothing created after a FAIL");
+
+    // With the data: all of it, on the new account.
+    let all = s.deploy_with(
+        &["all", "--invoke-endpoint", &s.emu.invoke_endpoint()],
+        env.clone(),
+    );
+    assert_ok(&all, "deploy all on a new account");
+    let err = String::from_utf8_lossy(&all.stderr);
+    assert!(
+        err.contains("allows at most 3008 MB") && err.contains("no concurrency cap"),
+        "{err}"
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+    assert_eq!(s.live_version(TRAIN)["FunctionVersion"], "1");
+    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    assert_eq!(train["Configuration"]["MemorySize"], 3008);
+}
+
 /// The shipped weights with every parameter zeroed: loads fine, answers 0 for everything.
 fn zero_weights(dir: &Path) -> PathBuf {
     let bytes = std::fs::read(shipped_weights()).unwrap();
@@ -385,7 +498,11 @@ fn config_edited(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
     let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra");
     let out = dir.join(name);
     std::fs::create_dir_all(out.join("iam")).unwrap();
-    for f in ["trust-policy.json", "execution-policy.json"] {
+    for f in [
+        "trust-policy.json",
+        "execution-policy.json",
+        "deployer-policy.json",
+    ] {
         std::fs::copy(infra.join("iam").join(f), out.join("iam").join(f)).unwrap();
     }
     let text = std::fs::read_to_string(infra.join("deploy.toml"))

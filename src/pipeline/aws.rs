@@ -100,6 +100,8 @@ pub struct Account {
     pub region: String,
     /// `aws`, `aws-cn` or `aws-us-gov`, from the caller's own ARN: every ARN we write uses it.
     pub partition: String,
+    /// Who the deploy runs as (`sts:GetCallerIdentity`).
+    pub caller_arn: String,
 }
 
 impl Account {
@@ -138,6 +140,7 @@ pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
         id: who.account().unwrap_or_default().to_owned(),
         region: config.region().map(|r| r.to_string()).unwrap_or_default(),
         partition: partition_of(who.arn().unwrap_or_default()),
+        caller_arn: who.arn().unwrap_or_default().to_owned(),
     })
 }
 

@@ -26,7 +26,19 @@ pub async fn ensure_role(
         .await
         .map_err(aws_err(format!("looking up IAM role {name}")));
     let (arn, created) = match found {
-        Ok(out) => (out.role().map(|r| r.arn().to_owned()), false),
+        Ok(out) => {
+            // A role made before (or by hand) may not let Lambda assume it: the trust policy is
+            // brought to ours as well as the permissions.
+            iam.update_assume_role_policy()
+                .role_name(name)
+                .policy_document(trust_policy)
+                .send()
+                .await
+                .map_err(aws_err(format!(
+                    "setting the trust policy of IAM role {name}"
+                )))?;
+            (out.role().map(|r| r.arn().to_owned()), false)
+        }
         Err(e) if e.is("NoSuchEntity") => {
             let out = iam
                 .create_role()

@@ -230,8 +230,9 @@ pub fn can_reserve(account: AccountConcurrency, current: i32, wanted: i32) -> Re
         Ok(())
     } else {
         Err(format!(
-            "reserving {wanted} concurrent executions would leave the account {after} unreserved of its {}; Lambda keeps at least {MIN_UNRESERVED} unreserved, so this account needs a concurrency quota of at least {} (Service Quotas: \"Concurrent executions\")",
+            "the account's concurrency quota is {} ({} unreserved) and Lambda keeps at least {MIN_UNRESERVED} (or, under 100, all of them) unreserved, so reserving {wanted} needs a quota of at least {} (Service Quotas: Lambda \"Concurrent executions\")",
             account.limit,
+            account.unreserved,
             account.limit - after + MIN_UNRESERVED,
         ))
     }

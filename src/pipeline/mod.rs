@@ -8,6 +8,7 @@ pub mod aws;
 pub mod binary;
 pub mod build;
 pub mod config;
+pub mod doctor;
 pub mod ecr;
 pub mod iam;
 pub mod image;

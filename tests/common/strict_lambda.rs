@@ -6,6 +6,7 @@
 //!   unreserved: `InvalidParameterValueException`, with AWS's message;
 //! - `CreateFunction` / `UpdateFunctionConfiguration` over the memory cap: the
 //!   `ValidationException` new accounts get.
+//!
 //! Everything else passes through unchanged.
 
 use super::faulty_proxy::{read_message, Message};

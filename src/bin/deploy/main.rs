@@ -73,8 +73,38 @@ enum Command {
     Monitor(MonitorArgs),
     /// The cost model C = C0 + C1·t + C2·Σ rᵢ·tᵢ with Lambda's prices, for a what-if.
     Cost(CostArgs),
-    /// build → image → push → release → api, for both functions.
+    /// build → image → push → release → api, for both functions (after `doctor`, which stops
+    /// it on any FAIL).
     All(AllArgs),
+    /// What would stop `deploy all` in this account and region, before anything is created:
+    /// identity, permissions, Lambda quotas (concurrency, memory), names already taken, image
+    /// architecture, data. Creates nothing. Exits non-zero on any FAIL.
+    #[command(
+        long_about = "What would stop `deploy all` in this account and region, found before \
+        anything is created, with what to do about each.\n\n\
+        Checks: the caller's identity and partition; whether the caller may call what the \
+        deploy calls (infra/iam/deployer-policy.json, by iam:SimulatePrincipalPolicy where \
+        allowed, else 'not checked'); the account's Lambda concurrency (GetAccountSettings) \
+        against predict's reserved_concurrency; memory sizes against the 3008 MB cap of new \
+        accounts; the images' architecture against the config; the MNIST files the train \
+        image packs; whether the bucket name is taken by another account; whether an existing \
+        role lets Lambda assume it.\n\n\
+        Prints one OK / WARN / FAIL line each (--json: one object each). Exit status 1 on any \
+        FAIL."
+    )]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Clone)]
+struct DoctorArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The MNIST files the train image packs.
+    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    mnist_dir: PathBuf,
+    /// Print JSON (one object per check) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which function(s) a stage acts on.
@@ -308,9 +338,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", lambda_cnn::errors::one_line(&e));
+            if let Some(hint) = aws_hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about the AWS error behind `e`, when it is one AWS documents.
+fn aws_hint(e: &anyhow::Error) -> Option<String> {
+    use lambda_cnn::pipeline::aws::AwsError;
+    use lambda_cnn::pipeline::release::ReleaseError;
+    e.chain().find_map(|c| {
+        let aws =
+            c.downcast_ref::<AwsError>()
+                .or_else(|| match c.downcast_ref::<ReleaseError>() {
+                    Some(ReleaseError::Aws(a)) => Some(a),
+                    _ => None,
+                })?;
+        lambda_cnn::pipeline::doctor::explain(aws)
+    })
 }
 
 fn workspace_root() -> Result<PathBuf> {

@@ -20,8 +20,8 @@ use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
 use super::{
-    AllArgs, ApiArgs, Command, DestroyArgs, MonitorArgs, ReleaseArgs, RoleArgs, RollbackArgs,
-    Target,
+    AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RoleArgs,
+    RollbackArgs, Target,
 };
 
 #[derive(Clone)]
@@ -62,6 +62,7 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
             Command::Destroy(a) => destroy(&ctx, &a).await,
             Command::Monitor(a) => monitor(&ctx, &a).await,
             Command::All(a) => all(&ctx, &a).await,
+            Command::Doctor(a) => doctor(&ctx, &a).await,
             Command::Build | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
         }
     })
@@ -98,7 +99,9 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             if a.all { format!(", repository {} and bucket {}", config.repository.name, config.bucket.name) } else { String::new() }
         )],
         Command::Monitor(a) => vec![format!("read REPORT lines of {} since {:?}", names(&a.which.functions()), a.since)],
+        Command::Doctor(_) => vec!["read the account's identity, permissions, Lambda limits and the names the deploy takes (creating nothing)".into()],
         Command::All(_) => vec![
+            "check the account (deploy doctor), stopping on any FAIL".into(),
             "build the functions (release)".into(),
             "build both images into .local/images".into(),
             "push, release (smoke-tested), api".into(),
@@ -620,7 +623,74 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
     }
 }
 
+/// Runs every check and prints them; an error when any FAILs.
+async fn doctor(ctx: &Ctx, args: &DoctorArgs) -> Result<()> {
+    let checks = examine(ctx, &args.target, &args.mnist_dir).await?;
+    for c in &checks {
+        if args.json {
+            println!("{}", serde_json::to_string(c)?);
+        } else {
+            println!("{c}");
+        }
+    }
+    fail_on(&checks)
+}
+
+async fn examine(
+    ctx: &Ctx,
+    target: &Target,
+    mnist_dir: &Path,
+) -> Result<Vec<lambda_cnn::pipeline::doctor::Check>> {
+    use lambda_cnn::pipeline::doctor;
+    let deployer_policy = policy(ctx, "deployer-policy.json")?;
+    Ok(doctor::examine(
+        &doctor::Clients {
+            lambda: &ctx.clients.lambda,
+            iam: &ctx.clients.iam,
+            s3: &ctx.clients.s3,
+            ecr: &ctx.clients.ecr,
+        },
+        &ctx.config,
+        &ctx.account,
+        &doctor::Local {
+            images: &target.images,
+            mnist_dir,
+            deployer_policy: &deployer_policy,
+        },
+    )
+    .await)
+}
+
+fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
+    use lambda_cnn::pipeline::doctor::Level;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.level == Level::Fail)
+        .map(|c| format!("{} ({})", c.found, c.fix.as_deref().unwrap_or_default()))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "deploy doctor found {} problem(s): {}",
+            failed.len(),
+            failed.join("; ")
+        )
+    }
+}
+
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
+    // The preflight first: nothing is created when something would stop the deploy.
+    let mnist_dir =
+        std::env::var_os("MNIST_DIR").map_or_else(|| PathBuf::from("data/mnist"), PathBuf::from);
+    let checks = examine(ctx, &args.target, &mnist_dir).await?;
+    for c in checks
+        .iter()
+        .filter(|c| c.level != lambda_cnn::pipeline::doctor::Level::Ok)
+    {
+        say(c.to_string());
+    }
+    fail_on(&checks)?;
     let built = super::run_build()?;
     for f in [Function::Predict, Function::Train] {
         let out = args.target.images.join(f.name());

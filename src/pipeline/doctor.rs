@@ -1,0 +1,478 @@
+//! `deploy doctor`: what would stop `deploy all` in this account and region, found before
+//! anything is created, each with what to do. It only reads: caller identity, the account's
+//! Lambda limits, the names the deploy would take, the images' architecture, and (where the
+//! caller may ask) whether the caller holds the permissions in `infra/iam/deployer-policy.json`.
+
+use std::path::Path;
+
+use super::aws::{aws_err, Account, AwsError};
+use super::config::DeployConfig;
+use super::image::Function;
+use super::lambda::{self, NEW_ACCOUNT_MAX_MEMORY_MB};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, not `write_str`: the table lines align the level with `{:<5}`.
+        f.pad(match self {
+            Level::Ok => "OK",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        })
+    }
+}
+
+/// One finding: what was checked, what was found, and what to do when it is not OK.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Check {
+    pub level: Level,
+    pub check: &'static str,
+    pub found: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(check: &'static str, found: impl Into<String>) -> Self {
+        Check {
+            level: Level::Ok,
+            check,
+            found: found.into(),
+            fix: None,
+        }
+    }
+
+    fn warn(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            level: Level::Warn,
+            check,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    fn fail(check: &'static str, found: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            level: Level::Fail,
+            check,
+            found: found.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<5}{:<14}{}", self.level, self.check, self.found)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n{:19}→ {fix}", "")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Clients<'a> {
+    pub lambda: &'a aws_sdk_lambda::Client,
+    pub iam: &'a aws_sdk_iam::Client,
+    pub s3: &'a aws_sdk_s3::Client,
+    pub ecr: &'a aws_sdk_ecr::Client,
+}
+
+/// What the doctor looks at besides AWS.
+pub struct Local<'a> {
+    /// Where `deploy all` writes (and `release` reads) the images: DIR/<function>.
+    pub images: &'a Path,
+    /// The MNIST files the train image packs.
+    pub mnist_dir: &'a Path,
+    /// `infra/iam/deployer-policy.json`: the actions the deploy calls.
+    pub deployer_policy: &'a str,
+}
+
+/// Every check, in the order a first deploy meets them.
+pub async fn examine(
+    clients: &Clients<'_>,
+    config: &DeployConfig,
+    account: &Account,
+    local: &Local<'_>,
+) -> Vec<Check> {
+    let mut out = vec![Check::ok(
+        "identity",
+        format!(
+            "account {} in partition {}, region {}, as {}",
+            account.id, account.partition, account.region, account.caller_arn
+        ),
+    )];
+    out.push(permissions(clients.iam, account, local.deployer_policy).await);
+    out.push(concurrency(clients.lambda, config).await);
+    out.extend(memory(config));
+    out.extend(architecture(config, local.images));
+    out.push(mnist(local.mnist_dir));
+    out.push(
+        bucket(
+            clients.s3,
+            &config.bucket_name(&account.id, &account.region),
+        )
+        .await,
+    );
+    out.push(role(clients.iam, &config.role.name).await);
+    out
+}
+
+/// The most serious level found.
+pub fn worst(checks: &[Check]) -> Level {
+    checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok)
+}
+
+async fn concurrency(lambda_client: &aws_sdk_lambda::Client, config: &DeployConfig) -> Check {
+    let predict = config.function(Function::Predict);
+    let settings = match lambda::account_concurrency(lambda_client).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::warn(
+                "concurrency",
+                format!("cannot read the account's Lambda limits: {e}"),
+                "check that lambda:GetAccountSettings is allowed",
+            )
+        }
+    };
+    let Some(wanted) = predict.reserved_concurrency else {
+        return Check::ok(
+            "concurrency",
+            format!(
+                "account limit {}, {} unreserved; no cap configured for {}",
+                settings.limit, settings.unreserved, predict.name
+            ),
+        );
+    };
+    let current = lambda::reserved_concurrency(lambda_client, &predict.name)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    match lambda::can_reserve(settings, current, wanted) {
+        Ok(()) => Check::ok(
+            "concurrency",
+            format!(
+                "account limit {}, {} unreserved: {} can be capped at {wanted}",
+                settings.limit, settings.unreserved, predict.name
+            ),
+        ),
+        Err(why) => Check::warn(
+            "concurrency",
+            format!("{}: {why}", predict.name),
+            "deploy goes on without the cap (the public endpoint then shares the account's pool); raise \"Concurrent executions\" in Service Quotas (Lambda), or set reserved_concurrency lower in infra/deploy.toml",
+        ),
+    }
+}
+
+fn memory(config: &DeployConfig) -> Vec<Check> {
+    [Function::Predict, Function::Train]
+        .into_iter()
+        .map(|f| {
+            let fc = config.function(f);
+            if fc.memory_mb > NEW_ACCOUNT_MAX_MEMORY_MB {
+                Check::warn(
+                    "memory",
+                    format!(
+                        "{} is configured with {} MB; new accounts are often capped at {NEW_ACCOUNT_MAX_MEMORY_MB} MB (an account-level quota)",
+                        fc.name, fc.memory_mb
+                    ),
+                    format!("if Lambda refuses it, deploy uses {NEW_ACCOUNT_MAX_MEMORY_MB} MB and says so; to get more, open an AWS Support case to raise the account's function memory limit, or lower memory_mb in infra/deploy.toml"),
+                )
+            } else {
+                Check::ok("memory", format!("{}: {} MB", fc.name, fc.memory_mb))
+            }
+        })
+        .collect()
+}
+
+fn architecture(config: &DeployConfig, images: &Path) -> Vec<Check> {
+    [Function::Predict, Function::Train]
+        .into_iter()
+        .map(|f| match super::image::read_layout(&images.join(f.name()), f) {
+            Err(_) => Check::ok(
+                "architecture",
+                format!("{f}: no image in {} yet (deploy all builds it for this machine's architecture)", images.display()),
+            ),
+            Ok(img) if config.arch().ok() == Some(img.arch) => {
+                Check::ok("architecture", format!("{f}: image and config are {}", img.arch))
+            }
+            Ok(img) => Check::warn(
+                "architecture",
+                format!("{f}: the image is {}, infra/deploy.toml says {}", img.arch, config.architecture),
+                format!("deploy gives the function the image's architecture ({}); set architecture = \"{}\" to say so", img.arch, img.arch),
+            ),
+        })
+        .collect()
+}
+
+fn mnist(dir: &Path) -> Check {
+    let missing: Vec<&str> = crate::data::FILES
+        .iter()
+        .map(|f| f.name)
+        .filter(|name| !dir.join(format!("{name}.gz")).is_file() && !dir.join(name).is_file())
+        .collect();
+    if missing.is_empty() {
+        Check::ok(
+            "mnist",
+            format!("the train image's data is in {}", dir.display()),
+        )
+    } else {
+        Check::fail(
+            "mnist",
+            format!("{} lacks {}", dir.display(), missing.join(", ")),
+            "run `make data` (downloads and checks MNIST into data/mnist) or set MNIST_DIR",
+        )
+    }
+}
+
+async fn bucket(s3: &aws_sdk_s3::Client, name: &str) -> Check {
+    match s3.head_bucket().bucket(name).send().await {
+        Ok(_) => Check::ok("bucket", format!("{name} exists and is yours")),
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(404) => Check::ok("bucket", format!("{name} is free: deploy creates it")),
+            Some(403) => Check::fail(
+                "bucket",
+                format!("{name} exists and belongs to someone else (bucket names are global)"),
+                "set [bucket] name in infra/deploy.toml to another name ({account} and {region} are filled in)",
+            ),
+            _ => {
+                let e = aws_err(format!("looking up bucket {name}"))(e);
+                Check::warn(
+                    "bucket",
+                    format!("cannot tell whether {name} is free: {e}"),
+                    "check s3:ListBucket is allowed",
+                )
+            }
+        },
+    }
+}
+
+async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Check {
+    let found = iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up IAM role {name}")));
+    match found {
+        Ok(out) => {
+            let trust = out
+                .role()
+                .and_then(|r| r.assume_role_policy_document())
+                .map(percent_decode)
+                .unwrap_or_default();
+            if trust.contains("lambda.amazonaws.com") {
+                Check::ok("role", format!("{name} exists and Lambda may assume it"))
+            } else {
+                Check::warn(
+                    "role",
+                    format!("{name} exists but its trust policy does not name lambda.amazonaws.com"),
+                    "deploy release replaces its trust policy with infra/iam/trust-policy.json; if the role is used elsewhere, set [role] name in infra/deploy.toml to another",
+                )
+            }
+        }
+        Err(e) if e.is("NoSuchEntity") => {
+            Check::ok("role", format!("{name} is free: deploy creates it"))
+        }
+        Err(e) => Check::warn("role", e.to_string(), "check iam:GetRole is allowed"),
+    }
+}
+
+/// The IAM principal to simulate for `caller_arn`: an assumed role is simulated as its role.
+pub fn principal_for_simulation(caller_arn: &str) -> Option<String> {
+    // arn:<partition>:sts::<account>:assumed-role/<role>/<session>
+    let mut parts = caller_arn.splitn(6, ':');
+    let (arn, partition, service, _region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if arn != "arn" || service != "sts" {
+        return None;
+    }
+    let role = resource.strip_prefix("assumed-role/")?.split('/').next()?;
+    Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+}
+
+fn actions(policy: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(policy).unwrap_or_default();
+    let mut out: Vec<String> = v["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::String(a) => vec![a.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            _ => vec![],
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str) -> Check {
+    let wanted = actions(policy);
+    if account.caller_arn.ends_with(":root") {
+        return Check::warn(
+            "permissions",
+            "running as the account's root user: every permission, and no limit to mistakes",
+            "create an IAM user or role with infra/iam/deployer-policy.json and deploy as it",
+        );
+    }
+    let principal = if account.caller_arn.contains(":sts::") {
+        principal_for_simulation(&account.caller_arn)
+    } else {
+        Some(account.caller_arn.clone())
+    };
+    let not_checked = |why: String| {
+        Check::warn(
+            "permissions",
+            format!("not checked ({why}); the deploy needs {} actions", wanted.len()),
+            "grant infra/iam/deployer-policy.json, or allow iam:SimulatePrincipalPolicy so that doctor can check",
+        )
+    };
+    let Some(principal) = principal else {
+        return not_checked(format!("{} cannot be simulated", account.caller_arn));
+    };
+    let mut denied = Vec::new();
+    // The API takes at most 128 actions a call; ours are fewer.
+    let sim = iam
+        .simulate_principal_policy()
+        .policy_source_arn(&principal)
+        .set_action_names(Some(wanted.clone()))
+        .send()
+        .await
+        .map_err(aws_err(
+            "simulating the deploy's permissions (iam:SimulatePrincipalPolicy)",
+        ));
+    match sim {
+        Ok(out) => {
+            for r in out.evaluation_results() {
+                if r.eval_decision().as_str() != "allowed" {
+                    denied.push(r.eval_action_name().to_owned());
+                }
+            }
+            if denied.is_empty() {
+                Check::ok(
+                    "permissions",
+                    format!(
+                        "{principal} may call all {} actions the deploy uses",
+                        wanted.len()
+                    ),
+                )
+            } else {
+                Check::fail(
+                    "permissions",
+                    format!("{principal} may not call: {}", denied.join(", ")),
+                    "attach infra/iam/deployer-policy.json (or the missing actions) to it",
+                )
+            }
+        }
+        Err(e) => not_checked(e.to_string()),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(Ok(b)) = s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The account's errors the deploy meets, as one line each: what happened and what to do.
+pub fn explain(e: &AwsError) -> Option<String> {
+    let code = e.code.as_deref()?;
+    Some(match code {
+        "ExpiredToken" | "ExpiredTokenException" => "the AWS credentials have expired: renew them (aws sso login, or new keys)".to_owned(),
+        "InvalidClientTokenId" | "UnrecognizedClientException" => "the AWS access key is not known: check AWS_PROFILE / AWS_ACCESS_KEY_ID".to_owned(),
+        "AccessDenied" | "AccessDeniedException" => format!("{}: not allowed; `deploy doctor` lists what the deploy needs (infra/iam/deployer-policy.json)", e.action),
+        "TooManyRequestsException" | "ThrottlingException" => format!("{}: throttled by AWS; run again in a minute", e.action),
+        "ResourceConflictException" => format!("{}: the function is being updated; run again when it is done", e.action),
+        "CodeStorageExceededException" => "the account's Lambda code storage (75 GB) is full: delete old function versions".to_owned(),
+        _ if lambda::memory_cap(e).is_some() => format!("{}: this account caps memory; lower memory_mb in infra/deploy.toml or ask AWS Support", e.action),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_assumed_role_is_simulated_as_its_role() {
+        assert_eq!(
+            principal_for_simulation("arn:aws:sts::123456789012:assumed-role/deployer/session-1")
+                .as_deref(),
+            Some("arn:aws:iam::123456789012:role/deployer")
+        );
+        assert_eq!(
+            principal_for_simulation("arn:aws-cn:sts::123:assumed-role/r/s").as_deref(),
+            Some("arn:aws-cn:iam::123:role/r")
+        );
+        assert_eq!(principal_for_simulation("arn:aws:iam::123:user/u"), None);
+    }
+
+    #[test]
+    fn the_deployer_policy_names_every_service_the_deploy_calls() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam/deployer-policy.json"),
+        )
+        .unwrap();
+        let a = actions(&text);
+        for needed in [
+            "lambda:GetAccountSettings",
+            "lambda:PutFunctionConcurrency",
+            "ecr:SetRepositoryPolicy",
+            "ecr:PutLifecyclePolicy",
+            "iam:PassRole",
+            "iam:UpdateAssumeRolePolicy",
+            "apigateway:PATCH",
+        ] {
+            assert!(a.iter().any(|x| x == needed), "{needed} missing");
+        }
+        assert!(
+            a.len() < 128,
+            "SimulatePrincipalPolicy takes at most 128 actions a call"
+        );
+    }
+
+    #[test]
+    fn the_worst_level_decides_and_each_line_says_what_to_do() {
+        let checks = vec![
+            Check::ok("identity", "a"),
+            Check::warn("memory", "b", "do c"),
+        ];
+        assert_eq!(worst(&checks), Level::Warn);
+        assert_eq!(
+            checks[1].to_string(),
+            format!("WARN memory        b\n{:19}→ do c", "")
+        );
+        assert_eq!(percent_decode("%7B%22a%22%3A1%7D"), "{\"a\":1}");
+    }
+}
