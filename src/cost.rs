@@ -66,6 +66,25 @@ pub const US_EAST_1: Prices = Prices {
     rest_api_request: 3.50 / 1e6,
 };
 
+/// The price tables carried, one per region read. Lambda's and API Gateway's rates differ by
+/// region; only tables read off AWS's pages belong here.
+pub const TABLES: [Prices; 1] = [US_EAST_1];
+
+/// The prices of `region`, and a note when there is no table for it (then us-east-1's, said
+/// so: a figure for another region is an estimate).
+pub fn prices_for(region: &str) -> (&'static Prices, Option<String>) {
+    match TABLES.iter().find(|p| p.region == region) {
+        Some(p) => (p, None),
+        None => (
+            &TABLES[0],
+            Some(format!(
+                "no price table for {region}: priced at {}'s rates of {}, which may differ from {region}'s",
+                TABLES[0].region, TABLES[0].as_of
+            )),
+        ),
+    }
+}
+
 impl Prices {
     pub fn gb_second(&self, arch: Arch) -> f64 {
         match arch {
@@ -156,6 +175,14 @@ impl fmt::Display for Cost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_region_without_a_table_is_priced_at_us_east_1_and_says_so() {
+        assert_eq!(prices_for("us-east-1"), (&US_EAST_1, None));
+        let (p, note) = prices_for("ap-southeast-2");
+        assert_eq!(p.region, "us-east-1");
+        assert!(note.unwrap().contains("no price table for ap-southeast-2"));
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9_f64.max(b.abs() * 1e-9)

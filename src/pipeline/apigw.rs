@@ -114,6 +114,10 @@ pub async fn ensure_http_api(
         .allow_methods("OPTIONS")
         .allow_headers("content-type")
         .allow_headers("authorization")
+        // What a SigV4-signing browser client sends with --auth iam.
+        .allow_headers("x-amz-date")
+        .allow_headers("x-amz-security-token")
+        .allow_headers("x-amz-content-sha256")
         .max_age(3600)
         .build();
     let (api_id, endpoint, created) = match find_api(apigw, &spec.name).await? {

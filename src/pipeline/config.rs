@@ -84,6 +84,12 @@ pub struct ApiConfig {
     pub jwt_audience: Vec<String>,
 }
 
+/// The retention periods CloudWatch Logs accepts (PutRetentionPolicy's `retentionInDays`).
+pub const LOG_RETENTION_DAYS: [i32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
 impl DeployConfig {
     pub fn load(path: &Path) -> Result<DeployConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -127,6 +133,22 @@ impl DeployConfig {
                     fc.ephemeral_mb
                 ));
             }
+        }
+        if !LOG_RETENTION_DAYS.contains(&self.release.log_retention_days) {
+            return Err(format!(
+                "release.log_retention_days = {}: CloudWatch Logs allows {}",
+                self.release.log_retention_days,
+                LOG_RETENTION_DAYS.map(|d| d.to_string()).join(", ")
+            ));
+        }
+        if let Some(r) = self
+            .functions
+            .values()
+            .find_map(|f| f.reserved_concurrency.filter(|r| *r < 0))
+        {
+            return Err(format!(
+                "reserved_concurrency = {r}: give 0 or more, or leave it out"
+            ));
         }
         if !["none", "iam", "jwt"].contains(&self.api.auth.as_str()) {
             return Err(format!("api.auth = {:?}: none, iam or jwt", self.api.auth));
@@ -188,6 +210,10 @@ mod tests {
         assert!(DeployConfig::parse(&bad)
             .unwrap_err()
             .contains("jwt_issuer"));
+        let bad = shipped().replace("log_retention_days = 14", "log_retention_days = 10");
+        assert!(DeployConfig::parse(&bad)
+            .unwrap_err()
+            .contains("log_retention_days = 10: CloudWatch Logs allows 1, 3, 5, 7, 14"));
         let bad = shipped().replace("[role]", "[role]\ntypo = 1");
         assert!(DeployConfig::parse(&bad).unwrap_err().contains("typo"));
     }

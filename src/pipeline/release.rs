@@ -317,6 +317,22 @@ pub async fn release(
             }
         })?;
 
+    for uri in smoke::leftovers(f, &invoked.payload) {
+        // Best effort: a test model left behind is clutter, not a failed release.
+        if let Err(e) = clients
+            .s3
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+        {
+            say(format!(
+                "{name}: could not delete the smoke run's {uri}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            ));
+        }
+    }
     let canary = match (req.canary_percent, &previous) {
         (Some(p), Some(old)) => {
             let share = (p / 100.0).clamp(0.0, 1.0);

@@ -53,9 +53,33 @@ pub fn judge(f: Function, function_error: Option<&str>, answer: &[u8]) -> Result
     }
 }
 
+/// What the smoke run left in S3 (train's weights and card): deleted after judging, so that
+/// releases do not pile up test models in the bucket.
+pub fn leftovers(f: Function, answer: &[u8]) -> Vec<crate::store::S3Uri> {
+    if f != Function::Train {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
+    ["weights", "card"]
+        .iter()
+        .filter_map(|k| v["metrics"][k].as_str()?.parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_train_runs_objects_are_found_for_deleting() {
+        let answer = br#"{"statusCode":200,"metrics":{"weights":"s3://b/models/w.safetensors","card":"s3://b/models/w.json"}}"#;
+        let found = leftovers(Function::Train, answer);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].to_string(), "s3://b/models/w.safetensors");
+        assert!(leftovers(Function::Predict, answer).is_empty());
+        let local = br#"{"metrics":{"weights":"/tmp/w.safetensors"}}"#;
+        assert!(leftovers(Function::Train, local).is_empty());
+    }
 
     #[test]
     fn a_right_digit_passes_and_a_wrong_one_or_an_error_fails() {

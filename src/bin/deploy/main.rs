@@ -242,6 +242,10 @@ struct CostArgs {
     /// API Gateway in front: none, http or rest.
     #[arg(long, default_value = "http")]
     api: String,
+    /// The region whose prices apply (only us-east-1's table is carried; others are priced at
+    /// it, with a note).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
     /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
@@ -533,7 +537,11 @@ fn source_date_epoch() -> Result<u64> {
 }
 
 fn run_cost(args: CostArgs) -> Result<()> {
-    use lambda_cnn::cost::{self, Api, Usage, US_EAST_1};
+    use lambda_cnn::cost::{self, Api, Usage};
+    let (prices, note) = cost::prices_for(&args.region);
+    if let Some(note) = &note {
+        eprintln!("note: {note}");
+    }
     let api: Api = args.api.parse().map_err(anyhow::Error::msg)?;
     if !(args.invocations >= 0.0 && args.invocations.is_finite()) {
         bail!("--invocations must be a non-negative number");
@@ -546,7 +554,7 @@ fn run_cost(args: CostArgs) -> Result<()> {
     );
     usage.ephemeral_mb = args.ephemeral_mb;
     usage.api = api;
-    let c = cost::cost(&usage, &US_EAST_1);
+    let c = cost::cost(&usage, prices);
     if args.json {
         println!(
             "{}",
@@ -554,7 +562,7 @@ fn run_cost(args: CostArgs) -> Result<()> {
                 "invocations": usage.invocations, "billed_ms": usage.billed_ms,
                 "memory_mb": usage.memory_mb, "ephemeral_mb": usage.ephemeral_mb,
                 "arch": usage.arch.lambda_name(),
-            }, "cost": c, "prices": {"region": US_EAST_1.region, "as_of": US_EAST_1.as_of}})
+            }, "cost": c, "prices": {"region": prices.region, "as_of": prices.as_of, "for_region": args.region, "note": note}})
         );
     } else {
         println!(
@@ -563,7 +571,7 @@ fn run_cost(args: CostArgs) -> Result<()> {
         );
         println!(
             "  C0 (per request) + C1·t (GB-seconds) + C2·Σ rᵢ·tᵢ (storage, API Gateway); prices: {} as of {}, free tier not deducted",
-            US_EAST_1.region, US_EAST_1.as_of
+            prices.region, prices.as_of
         );
     }
     Ok(())

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use oci_client::secrets::RegistryAuth;
 
-use lambda_cnn::cost::{Api, US_EAST_1};
+use lambda_cnn::cost::{self, Api};
 use lambda_cnn::pipeline::apigw::{self, ApiSpec, Auth};
 use lambda_cnn::pipeline::aws::{self, Account};
 use lambda_cnn::pipeline::config::DeployConfig;
@@ -541,24 +541,28 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
             .await
             .is_ok()
         {
-            let listed = ctx
+            // Every page: ListObjectsV2 answers at most 1000 keys at a time, and a bucket
+            // that is not empty cannot be deleted.
+            let mut pages = ctx
                 .clients
                 .s3
                 .list_objects_v2()
                 .bucket(&bucket)
-                .send()
-                .await
-                .map_err(aws::aws_err(format!("listing bucket {bucket}")))?;
-            for o in listed.contents() {
-                if let Some(key) = o.key() {
-                    ctx.clients
-                        .s3
-                        .delete_object()
-                        .bucket(&bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(aws::aws_err(format!("deleting s3://{bucket}/{key}")))?;
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(aws::aws_err(format!("listing bucket {bucket}")))?;
+                for o in page.contents() {
+                    if let Some(key) = o.key() {
+                        ctx.clients
+                            .s3
+                            .delete_object()
+                            .bucket(&bucket)
+                            .key(key)
+                            .send()
+                            .await
+                            .map_err(aws::aws_err(format!("deleting s3://{bucket}/{key}")))?;
+                    }
                 }
             }
             ctx.clients
@@ -584,6 +588,9 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
         .as_millis() as i64;
     let mut since: Vec<i64> = vec![now_ms - args.since.as_millis() as i64; 2];
     let mut seen: Vec<Vec<report::Report>> = vec![Vec::new(), Vec::new()];
+    if let (_, Some(note)) = cost::prices_for(&ctx.account.region) {
+        say(format!("note: {note}"));
+    }
     loop {
         for (i, f) in args.which.functions().into_iter().enumerate() {
             let fc = cfg.function(f);
@@ -596,7 +603,8 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
             } else {
                 Api::None
             };
-            let s = report::summarize(&seen[i], arch, api, fc.ephemeral_mb as u32, &US_EAST_1);
+            let (prices, _) = cost::prices_for(&ctx.account.region);
+            let s = report::summarize(&seen[i], arch, api, fc.ephemeral_mb as u32, prices);
             if args.json {
                 println!("{}", serde_json::json!({"function": fc.name, "summary": s}));
             } else if s.invocations == 0 {
