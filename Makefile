@@ -14,7 +14,10 @@ CARGO := cargo
 MNIST_MIRRORS := https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
 MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
 # Local stand-ins the tests start themselves: the Lambda Runtime API emulator (cargo-lambda)
-# and the AWS API emulator (moto), both from PyPI, in a project venv.
+# and the AWS API emulator (moto), both from PyPI, in a project venv. The venvs live outside
+# the clone, one per set of pins (TOOL_CACHE/venv-<hash>), and .venv links to its own: a
+# fresh clone (CI) reuses them instead of installing again.
+TOOL_CACHE ?= $(HOME)/.cache/lambda-cnn
 VENV := .venv
 PYTHON ?= python3
 TOOLS_STAMP := $(VENV)/.tools-2
@@ -61,15 +64,25 @@ system-tools:
 
 localstack: $(LOCALSTACK_STAMP) ## install LocalStack (community) into .venv-localstack, for AWS_EMULATOR=localstack
 
+# A venv for `$(1)` (the link in the clone) made by `$(2)` with packages `$(3)`, built once in
+# TOOL_CACHE under a name that hashes the pins and the Python: what changes either gets a new one.
+define cached_venv
+	@key=$$(echo '$(3)' "$$($(2) -V 2>&1)" | sha256sum | cut -c1-16); real=$(TOOL_CACHE)/venv-$$key; \
+	if [ ! -f $$real/.complete ]; then \
+	  echo "installing into $$real: $(3)"; rm -rf $$real; mkdir -p $(TOOL_CACHE); \
+	  $(2) -m venv $$real && $$real/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(3),'$(p)') \
+	    && touch $$real/.complete || { rm -rf $$real; exit 1; }; \
+	fi; \
+	rm -rf $(1); ln -s $$real $(1)
+endef
+
 $(LOCALSTACK_STAMP):
 	@[ -n "$(LOCALSTACK_PYTHON)" ] || { echo "LocalStack needs Python 3.12 or newer: install it (e.g. pyenv install 3.13) or set LOCALSTACK_PYTHON" >&2; exit 1; }
-	$(LOCALSTACK_PYTHON) -m venv $(LOCALSTACK_VENV)
-	$(LOCALSTACK_VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach p,$(LOCALSTACK_PKGS),'$(p)')
+	$(call cached_venv,$(LOCALSTACK_VENV),$(LOCALSTACK_PYTHON),$(LOCALSTACK_PKGS))
 	touch $@
 
 $(TOOLS_STAMP):
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	$(call cached_venv,$(VENV),$(PYTHON),$(PY_TOOLS))
 	touch $@
 
 test: build tools localstack ## format and lint checks, then every unit and integration test

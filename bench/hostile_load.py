@@ -11,7 +11,6 @@ import concurrent.futures
 import gzip
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -21,22 +20,7 @@ import time
 import urllib.request
 import zlib
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=60):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+from predict_load import free_port, wait_port  # the same emulator start-up as `make bench`
 
 
 def chunk(kind, data):

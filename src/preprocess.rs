@@ -33,7 +33,7 @@ pub fn to_model_input(
 }
 
 /// Whether 28×28 grey values already look like an MNIST digit: light ink on a dark
-/// background, its centre of mass near the frame's centre and clear of the frame's edge. Such
+/// background, its centre of mass near the frame's centre, spanning no more than MNIST's box. Such
 /// an input is the model's own format, and reprocessing it would only blur it; a dark-on-light
 /// or off-centre 28×28 drawing is not, and gets the same treatment as any other picture.
 pub fn is_mnist_like(values: &[f32]) -> Result<bool, PreprocessError> {
@@ -63,23 +63,23 @@ pub fn is_mnist_like(values: &[f32]) -> Result<bool, PreprocessError> {
     }
     let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
     let off = ((mx / mass - centre).abs()).max((my / mass - centre).abs());
-    let edge_ink = (0..IMAGE_SIDE).any(|k| {
-        [
-            values[k],
-            values[(IMAGE_SIDE - 1) * IMAGE_SIDE + k],
-            values[k * IMAGE_SIDE],
-            values[k * IMAGE_SIDE + IMAGE_SIDE - 1],
-        ]
-        .iter()
-        .any(|&p| p - bg > INK)
-    });
-    Ok(off <= MNIST_MAX_OFF_CENTRE && !edge_ink)
+    // MNIST scaled every digit into a 20×20 box: all 10,000 test digits' ink spans at most 20
+    // pixels (a few touch the frame's edge, centred by mass); a drawing that fills the frame
+    // does not look like that to the model.
+    let lifted: Vec<f32> = values.iter().map(|&p| p - bg).collect();
+    let Some((x0, y0, x1, y1)) = bounding_box(&lifted, IMAGE_SIDE, IMAGE_SIDE) else {
+        return Err(PreprocessError::Blank);
+    };
+    let extent = (x1 - x0 + 1).max(y1 - y0 + 1);
+    Ok(off <= MNIST_MAX_OFF_CENTRE && extent <= MNIST_MAX_EXTENT)
 }
 
 /// An MNIST border is black: a median above this is a light or grey background.
 const MNIST_BACKGROUND: f32 = 0.1;
 /// MNIST centres each digit's mass in the frame; its digits stay within this many pixels.
 const MNIST_MAX_OFF_CENTRE: f32 = 3.0;
+/// The most pixels an MNIST-like digit's ink spans, across or down (MNIST's: 20, and some slack).
+const MNIST_MAX_EXTENT: usize = 22;
 /// Less contrast than this between the darkest and lightest value is a blank image.
 const MIN_CONTRAST: f32 = 0.15;
 
@@ -198,6 +198,33 @@ mod tests {
             .filter(|&y| (0..IMAGE_SIDE).any(|x| at(x, y) > 0.5))
             .count();
         assert_eq!(rows_with_ink, 20);
+    }
+
+    #[test]
+    fn a_28x28_digit_is_mnist_like_only_when_it_looks_like_mnists() {
+        let frame =
+            |x0: usize, x1: usize, y0: usize, y1: usize, ink: f32, paper: f32| -> Vec<f32> {
+                (0..IMAGE_PIXELS)
+                    .map(|i| {
+                        let (x, y) = (i % IMAGE_SIDE, i / IMAGE_SIDE);
+                        if (x0..x1).contains(&x) && (y0..y1).contains(&y) {
+                            ink
+                        } else {
+                            paper
+                        }
+                    })
+                    .collect()
+            };
+        // A bar 20 tall in the middle, light on dark: as MNIST draws it.
+        assert_eq!(is_mnist_like(&frame(13, 15, 4, 24, 1.0, 0.0)), Ok(true));
+        // The same, dark on light; the frame's full height; pushed into a corner.
+        assert_eq!(is_mnist_like(&frame(13, 15, 4, 24, 0.0, 1.0)), Ok(false));
+        assert_eq!(is_mnist_like(&frame(13, 15, 0, 28, 1.0, 0.0)), Ok(false));
+        assert_eq!(is_mnist_like(&frame(0, 3, 0, 10, 1.0, 0.0)), Ok(false));
+        assert_eq!(
+            is_mnist_like(&vec![0.3; IMAGE_PIXELS]),
+            Err(PreprocessError::Blank)
+        );
     }
 
     #[test]

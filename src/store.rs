@@ -126,20 +126,7 @@ mod client {
         }
 
         pub async fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, StoreError> {
-            let err = |message: String| StoreError::Get {
-                uri: uri.to_string(),
-                message,
-            };
-            let out = self
-                .client
-                .get_object()
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .send()
-                .await
-                .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
-            let body = out.body.collect().await.map_err(|e| err(e.to_string()))?;
-            Ok(body.into_bytes().to_vec())
+            self.get_capped(uri, u64::MAX).await
         }
 
         /// [`Store::get`], refusing an object over `max` bytes by its length before reading

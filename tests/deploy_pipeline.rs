@@ -113,6 +113,22 @@ impl Stack {
         deploy_with_env(&all, &env)
     }
 
+    /// Lambda behind the strict layer of a new account (quota 10, 3008 MB cap), and the
+    /// environment that reaches it.
+    fn as_new_account(&self) -> (StrictLambda, Vec<(&'static str, String)>) {
+        let strict = StrictLambda::start(
+            &self.aws.endpoint("lambda", true),
+            NewAccount {
+                concurrency_quota: 10,
+                max_memory_mb: 3008,
+            },
+        );
+        let mut env = self.env();
+        env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
+        env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+        (strict, env)
+    }
+
     fn lambda(&self, path: &str) -> Value {
         let (status, v) = self.aws.call("lambda", true, "GET", path, None, None);
         // moto answers GetAlias with 201.
@@ -318,16 +334,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
 #[test]
 fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_cap() {
     let s = Stack::start();
-    let strict = StrictLambda::start(
-        &s.aws.endpoint("lambda", true),
-        NewAccount {
-            concurrency_quota: 10,
-            max_memory_mb: 3008,
-        },
-    );
-    let mut env = s.env();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
-    env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+    let (strict, env) = s.as_new_account();
     assert_ok(&s.deploy_with(&["push"], env.clone()), "deploy push");
     for run in ["first", "second"] {
         let release = s.deploy_with(&["release", "--json"], env.clone());
@@ -364,16 +371,7 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
 #[test]
 fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     let s = Stack::start();
-    let strict = StrictLambda::start(
-        &s.aws.endpoint("lambda", true),
-        NewAccount {
-            concurrency_quota: 10,
-            max_memory_mb: 3008,
-        },
-    );
-    let mut env = s.env();
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
-    env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+    let (_strict, mut env) = s.as_new_account();
     // The build inside `deploy all` must find this build's outputs.
     let target = workspace_binary("predict")
         .parent()

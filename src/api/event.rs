@@ -201,7 +201,12 @@ pub fn response(flavour: Flavour, reply: &HttpReply) -> Value {
     for (name, value) in &reply.headers {
         headers.insert((*name).into(), json!(value));
     }
-    let body = reply.body.to_string();
+    // A 204 carries no body at all.
+    let body = if reply.status == 204 {
+        String::new()
+    } else {
+        reply.body.to_string()
+    };
     match flavour {
         Flavour::RestV1 | Flavour::HttpV2 => json!({
             "statusCode": reply.status,
@@ -340,6 +345,12 @@ mod tests {
             r["multiValueHeaders"]["content-type"],
             json!(["application/json"])
         );
+        let preflight = HttpReply {
+            status: 204,
+            body: Value::Null,
+            headers: vec![],
+        };
+        assert_eq!(response(Flavour::RestV1, &preflight)["body"], "");
         let r = response(Flavour::HttpV2, &HttpReply::ok(json!({"a": 1})));
         assert_eq!(r["body"], "{\"a\":1}");
         assert_eq!(r["headers"]["content-type"], "application/json");

@@ -2,6 +2,8 @@
 //! The function binaries only adapt the runtime's events to these; tests reach them directly.
 
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod predict;
 pub mod train;
 

@@ -466,3 +466,27 @@ fn graph_probabilities(model: &Cnn, pixels: &[f32]) -> Vec<Vec<f32>> {
         .to_vec2::<f32>()
         .unwrap()
 }
+
+#[test]
+fn a_weights_file_over_the_cap_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(weights::MAX_WEIGHTS_BYTES + 1).unwrap();
+    let err = Cnn::load(&path).err().unwrap().to_string();
+    assert!(err.contains("over 67108864 bytes"), "{err}");
+}
+
+#[test]
+fn weights_holding_nan_are_refused_naming_the_tensor() {
+    let mut tensors = Cnn::init(3).unwrap().to_pytorch().unwrap();
+    let mut v = tensors[5].1.to_vec1::<f32>().unwrap();
+    v[2] = f32::INFINITY;
+    tensors[5].1 = candle_core::Tensor::new(v, &candle_core::Device::Cpu).unwrap();
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), None).unwrap();
+    let err = Cnn::from_safetensors(&bytes).err().unwrap().to_string();
+    assert!(
+        err.contains("tensor fc2.bias holds inf at index 2"),
+        "{err}"
+    );
+}
