@@ -260,6 +260,15 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["GET /health", "POST /predict"]);
+    // A browser signing requests for --auth iam sends these; CORS must let them through.
+    let (_, api_conf) = s
+        .aws
+        .moto
+        .call("apigateway", "GET", &format!("/v2/apis/{id}"), None, None);
+    let allowed = api_conf["corsConfiguration"]["allowHeaders"].to_string();
+    for h in ["x-amz-date", "x-amz-security-token", "x-amz-content-sha256"] {
+        assert!(allowed.contains(h), "{h} not allowed by CORS: {api_conf}");
+    }
 
     // Everything again: no layer bytes sent, nothing new released, the same API.
     let again = s.deploy(&["push", "--json"]);
@@ -362,6 +371,44 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
     assert!(
         refused.iter().any(|r| r.starts_with("CreateFunction")),
         "{refused:?}"
+    );
+    // Each new version was Pending at first: the release waited until it read Active.
+    let polls = strict
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(line, _)| line.starts_with("GET ") && line.contains("/configuration?Qualifier="))
+        .count();
+    assert!(
+        polls >= 4,
+        "{polls} reads of new versions' state (two functions, Pending then Active)"
+    );
+
+    // A config that names another architecture than the image's: Lambda would take it and
+    // fail at the first invoke (exec format error); the function gets the image's.
+    let config = config_edited(
+        s.dir.path(),
+        "infra-arm64",
+        "architecture = \"x86_64\"",
+        "architecture = \"arm64\"",
+    );
+    let c = config.to_str().unwrap();
+    let r = s.deploy_with(
+        &["release", "--function", "predict", "--config", c, "--json"],
+        env.clone(),
+    );
+    assert_ok(&r, "release with a config for arm64");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("the image is x86_64, the config says arm64"),
+        "{err}"
+    );
+    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
+    assert_eq!(
+        f["Configuration"]["Architectures"],
+        json!(["x86_64"]),
+        "{f}"
     );
 }
 

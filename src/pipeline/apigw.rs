@@ -397,3 +397,20 @@ pub async fn delete_api(
         .map_err(aws_err(format!("deleting API {name} ({id})")))?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conflict_is_done_only_when_the_statement_exists() {
+        assert_eq!(
+            conflict("The statement id (lambda-cnn-apigw-x) provided already exists. Please provide a new statement id, or remove the existing statement."),
+            Conflict::Exists
+        );
+        assert_eq!(
+            conflict("The operation cannot be performed at this time. An update is in progress for resource: arn:aws:lambda:us-east-1:123456789012:function:lambda-cnn-predict"),
+            Conflict::Busy
+        );
+    }
+}

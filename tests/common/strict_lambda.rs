@@ -7,6 +7,9 @@
 //! - `CreateFunction` / `UpdateFunctionConfiguration` over the memory cap: the
 //!   `ValidationException` new accounts get.
 //!
+//! - a newly published version is `Pending` at its first read (Lambda optimises the image
+//!   first; "functions-states"), where moto makes it `Active` at once.
+//!
 //! Everything else passes through unchanged.
 
 use super::faulty_proxy::{read_message, Message};
@@ -48,10 +51,11 @@ impl StrictLambda {
         let refused = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (r, s) = (refused.clone(), seen.clone());
+        let pending = Arc::new(Mutex::new(std::collections::HashSet::new()));
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (r, s) = (r.clone(), s.clone());
-                std::thread::spawn(move || serve(conn, upstream_port, account, r, s));
+                let (r, s, p) = (r.clone(), s.clone(), pending.clone());
+                std::thread::spawn(move || serve(conn, upstream_port, account, r, s, p));
             }
         });
         StrictLambda {
@@ -59,6 +63,41 @@ impl StrictLambda {
             refused,
             seen,
         }
+    }
+}
+
+/// `GET …/functions/NAME/configuration?Qualifier=N` (a numbered version): its key.
+fn version_read(first_line: &str) -> Option<String> {
+    let path = first_line.split_whitespace().nth(1)?;
+    let (path, query) = path.split_once('?')?;
+    let qualifier = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Qualifier="))?;
+    (first_line.starts_with("GET ")
+        && path.ends_with("/configuration")
+        && qualifier.parse::<u64>().is_ok())
+    .then(|| format!("{path}:{qualifier}"))
+}
+
+/// The same answer with the version's `State` as `Pending`.
+fn as_pending(resp: Message) -> Message {
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&resp.body) else {
+        return resp;
+    };
+    body["State"] = serde_json::json!("Pending");
+    body["StateReasonCode"] = serde_json::json!("Creating");
+    let body = body.to_string().into_bytes();
+    let head = String::from_utf8_lossy(&resp.head)
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:") && !l.is_empty())
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + &format!("Content-Length: {}\r\n\r\n", body.len());
+    Message {
+        head: head.into_bytes(),
+        payload_len: body.len(),
+        body,
+        first_line: resp.first_line,
     }
 }
 
@@ -150,6 +189,7 @@ fn serve(
     account: NewAccount,
     refused: Arc<Mutex<Vec<String>>>,
     seen: Seen,
+    pending: Arc<Mutex<std::collections::HashSet<String>>>,
 ) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         return;
@@ -173,9 +213,15 @@ fn serve(
         if upstream_w.write_all(&req.head).is_err() || upstream_w.write_all(&req.body).is_err() {
             return;
         }
-        let Some(resp) = read_message(&mut upstream_r, head_request) else {
+        let Some(mut resp) = read_message(&mut upstream_r, head_request) else {
             return;
         };
+        if let Some(key) = version_read(&req.first_line) {
+            let first = pending.lock().unwrap().insert(key);
+            if first {
+                resp = as_pending(resp);
+            }
+        }
         if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
             return;
         }
