@@ -67,8 +67,20 @@ pub const US_EAST_1: Prices = Prices {
 };
 
 /// The price tables carried, one per region read. Lambda's and API Gateway's rates differ by
-/// region; only tables read off AWS's pages belong here.
-pub const TABLES: [Prices; 1] = [US_EAST_1];
+/// region; only tables read off AWS's pages belong here. US East (Ohio) and US West (Oregon)
+/// share N. Virginia's Lambda and API Gateway rates (the pricing pages give their examples for
+/// "US East (N. Virginia, Ohio), US West (Oregon)").
+pub const TABLES: [Prices; 3] = [
+    US_EAST_1,
+    Prices {
+        region: "us-east-2",
+        ..US_EAST_1
+    },
+    Prices {
+        region: "us-west-2",
+        ..US_EAST_1
+    },
+];
 
 /// The prices of `region`, and a note when there is no table for it (then us-east-1's, said
 /// so: a figure for another region is an estimate).
@@ -179,6 +191,8 @@ mod tests {
     #[test]
     fn a_region_without_a_table_is_priced_at_us_east_1_and_says_so() {
         assert_eq!(prices_for("us-east-1"), (&US_EAST_1, None));
+        assert_eq!(prices_for("us-west-2").0.region, "us-west-2");
+        assert!(prices_for("us-west-2").1.is_none());
         let (p, note) = prices_for("ap-southeast-2");
         assert_eq!(p.region, "us-east-1");
         assert!(note.unwrap().contains("no price table for ap-southeast-2"));

@@ -857,6 +857,80 @@ fn deploy_role_creates_the_execution_role_with_least_privilege() {
     for part in ["lambda-cnn-models-", "logs", "s3", "lambda-cnn-predict"] {
         assert!(policy.contains(part), "{part} not in {policy}");
     }
+
+    // A role whose trust policy was changed (by hand, or made by another tool) gets ours back:
+    // otherwise Lambda cannot assume it and every create fails.
+    let ec2_trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let encoded: String = ec2_trust
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    iam(&format!(
+        "Action=UpdateAssumeRolePolicy&RoleName=lambda-cnn-execution&PolicyDocument={encoded}"
+    ));
+    assert!(!iam("Action=GetRole&RoleName=lambda-cnn-execution").contains("lambda.amazonaws.com"));
+    assert_ok(
+        &deploy_with_env(&["role", "--json"], &env),
+        "deploy role over a changed role",
+    );
+    let role = iam("Action=GetRole&RoleName=lambda-cnn-execution");
+    assert!(role.contains("lambda.amazonaws.com"), "{role}");
+}
+
+/// `destroy --all` empties the bucket through every page of its listing (ListObjectsV2 answers
+/// at most 1000 keys a call), so that the bucket itself can go.
+#[test]
+fn destroy_all_deletes_a_bucket_of_more_than_a_thousand_objects() {
+    let aws = AwsStack::start(false);
+    let env = aws.env(false);
+    // The bucket is named after the account the emulator reports (moto's or LocalStack's).
+    let role = deploy_with_env(&["role", "--json"], &env);
+    assert_ok(&role, "deploy role");
+    let arn = last_json(&role)["arn"].as_str().unwrap().to_owned();
+    let account = arn.split(':').nth(4).unwrap().to_owned();
+    let bucket = &format!("lambda-cnn-models-{account}-us-east-1");
+    aws.create_bucket(bucket);
+    let var = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = lambda_cnn::store::Store::with_endpoint(
+            &aws.endpoint("s3", false),
+            "us-east-1",
+            &var("AWS_ACCESS_KEY_ID"),
+            &var("AWS_SECRET_ACCESS_KEY"),
+        )
+        .await;
+        for i in 0..1005 {
+            let uri =
+                lambda_cnn::store::S3Uri::join(bucket, "models", &format!("w-{i}.safetensors"));
+            store
+                .put(&uri, vec![1], "application/octet-stream")
+                .await
+                .unwrap();
+        }
+    });
+    let gone = deploy_with_env(&["destroy", "--yes", "--all"], &env);
+    assert_ok(&gone, "destroy --all");
+    assert!(
+        stdout(&gone).contains(&format!("deleted bucket {bucket}")),
+        "{}",
+        stdout(&gone)
+    );
+    let (status, _) = aws.call("s3", false, "HEAD", &format!("/{bucket}"), None, None);
+    assert_eq!(status, 404, "the bucket is gone");
 }
 
 #[test]

@@ -242,8 +242,8 @@ struct CostArgs {
     /// API Gateway in front: none, http or rest.
     #[arg(long, default_value = "http")]
     api: String,
-    /// The region whose prices apply (only us-east-1's table is carried; others are priced at
-    /// it, with a note).
+    /// The region whose prices apply (tables for us-east-1, us-east-2, us-west-2; another
+    /// region is priced at us-east-1's rates, with a note).
     #[arg(long, default_value = "us-east-1")]
     region: String,
     /// Print JSON (one object per line) instead of text.
