@@ -248,6 +248,8 @@ def pipeline(args):
         aws_env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{ls_port}", AWS_ENDPOINT_URL_ECR=moto,
                        AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto)
     registry = f"127.0.0.1:{reg_port}"
+    say("deploy doctor (what would stop a deploy in this account; it creates nothing)")
+    run([args.deploy, "doctor", "--images", images], env=dict(aws_env, MNIST_DIR=args.mnist_dir))
     say("deploy push (to the local registry; ECR's control plane is moto)")
     pushed = [json.loads(l) for l in run([args.deploy, "push", "--registry", registry, "--images", images, "--json"],
                                          env=aws_env, capture=True).splitlines() if l.startswith("{")]
