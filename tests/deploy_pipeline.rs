@@ -636,28 +636,33 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
     assert_eq!(alias["FunctionVersion"], "1", "{alias}");
 }
 
+/// Builds the predict image and pushes it through 127.0.0.1:`port` (a proxy before the
+/// registry); returns the push's output and the image's digest.
+fn push_predict_via(aws: &AwsStack, port: u16) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let digest = build_image(&images, &dir.path().join("cache"), "predict", &[]);
+    let via = format!("127.0.0.1:{port}");
+    let images = images.to_str().unwrap();
+    let args = [
+        "push",
+        "--function",
+        "predict",
+        "--json",
+        "--images",
+        images,
+        "--registry",
+        &via,
+    ];
+    (deploy_with_env(&args, &aws.env(true)), digest)
+}
+
 #[test]
 fn a_registry_that_fails_the_first_blob_upload_is_retried() {
     let aws = AwsStack::start(true);
     let registry = Registry::start(ECR_USER, ECR_PASSWORD);
     let proxy = FaultyProxy::start(registry.port, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let images = dir.path().join("images");
-    let digest = build_image(&images, &dir.path().join("cache"), "predict", &[]);
-    let via = format!("127.0.0.1:{}", proxy.port);
-    let o = deploy_with_env(
-        &[
-            "push",
-            "--function",
-            "predict",
-            "--json",
-            "--images",
-            images.to_str().unwrap(),
-            "--registry",
-            &via,
-        ],
-        &aws.env(true),
-    );
+    let (o, digest) = push_predict_via(&aws, proxy.port);
     assert_ok(&o, "push through the faulty proxy");
     assert_eq!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(last_json(&o)["digest"], digest.as_str());
@@ -676,23 +681,7 @@ fn blobs_cross_to_an_ecr_like_registry_exactly_once_in_one_put_each() {
     let aws = AwsStack::start(true);
     let registry = Registry::start(ECR_USER, ECR_PASSWORD);
     let proxy = FaultyProxy::ecr_like(registry.port);
-    let dir = tempfile::tempdir().unwrap();
-    let images = dir.path().join("images");
-    let digest = build_image(&images, &dir.path().join("cache"), "predict", &[]);
-    let via = format!("127.0.0.1:{}", proxy.port);
-    let o = deploy_with_env(
-        &[
-            "push",
-            "--function",
-            "predict",
-            "--json",
-            "--images",
-            images.to_str().unwrap(),
-            "--registry",
-            &via,
-        ],
-        &aws.env(true),
-    );
+    let (o, digest) = push_predict_via(&aws, proxy.port);
     assert_ok(&o, "push through an ECR-like registry");
     let out = last_json(&o);
     assert_eq!(out["digest"], digest.as_str());
@@ -895,33 +884,10 @@ fn destroy_all_deletes_a_bucket_of_more_than_a_thousand_objects() {
     let account = arn.split(':').nth(4).unwrap().to_owned();
     let bucket = &format!("lambda-cnn-models-{account}-us-east-1");
     aws.create_bucket(bucket);
-    let var = |k: &str| {
-        env.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = lambda_cnn::store::Store::with_endpoint(
-            &aws.endpoint("s3", false),
-            "us-east-1",
-            &var("AWS_ACCESS_KEY_ID"),
-            &var("AWS_SECRET_ACCESS_KEY"),
-        )
-        .await;
-        for i in 0..1005 {
-            let uri =
-                lambda_cnn::store::S3Uri::join(bucket, "models", &format!("w-{i}.safetensors"));
-            store
-                .put(&uri, vec![1], "application/octet-stream")
-                .await
-                .unwrap();
-        }
-    });
+    let objects: Vec<(String, Vec<u8>)> = (0..1005)
+        .map(|i| (format!("models/w-{i}.safetensors"), vec![1]))
+        .collect();
+    aws.put(bucket, &objects);
     let gone = deploy_with_env(&["destroy", "--yes", "--all"], &env);
     assert_ok(&gone, "destroy --all");
     assert!(

@@ -102,33 +102,9 @@ fn predict_with_a_missing_s3_model_fails_init_with_a_clear_log() {
 fn predict_refuses_an_s3_model_over_the_size_cap_without_reading_it() {
     let aws = AwsStack::start(false);
     aws.create_bucket("models");
-    let env = env_pairs(&aws);
-    let var = |k: &str| {
-        env.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| std::env::var(k).unwrap_or_default())
-    };
     // A "model" over the cap (64 MB): refused by its length, not read into memory.
     let big = vec![0u8; (lambda_cnn::model::weights::MAX_WEIGHTS_BYTES + 1) as usize];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = lambda_cnn::store::Store::with_endpoint(
-            &aws.endpoint("s3", false),
-            "us-east-1",
-            &var("AWS_ACCESS_KEY_ID"),
-            &var("AWS_SECRET_ACCESS_KEY"),
-        )
-        .await;
-        let uri: lambda_cnn::store::S3Uri = "s3://models/huge.safetensors".parse().unwrap();
-        store
-            .put(&uri, big, "application/octet-stream")
-            .await
-            .unwrap();
-    });
+    aws.put("models", &[("huge.safetensors".to_owned(), big)]);
     let mut emu = Emulator::start();
     let mut env = env_pairs(&aws);
     env.push(("MODEL_S3_URI", "s3://models/huge.safetensors".into()));

@@ -3,7 +3,7 @@
 //! beside it through the SDK's per-service endpoint variables (`AWS_ENDPOINT_URL_<SERVICE>`).
 
 use super::localstack::LocalStack;
-use super::moto::{s3_get, signed_call, Moto};
+use super::moto::{s3_get, s3_put, signed_call, Moto};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -139,5 +139,10 @@ impl AwsStack {
 
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         s3_get(&self.endpoint("s3", false), bucket, key)
+    }
+
+    /// Puts `objects` (key, bytes) into `bucket` through the SDK-backed store.
+    pub fn put(&self, bucket: &str, objects: &[(String, Vec<u8>)]) {
+        s3_put(&self.endpoint("s3", false), bucket, objects)
     }
 }

@@ -117,6 +117,29 @@ pub fn s3_get(endpoint: &str, bucket: &str, key: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// Puts each (key, bytes) of `objects` into `bucket` at the S3 `endpoint`.
+pub fn s3_put(endpoint: &str, bucket: &str, objects: &[(String, Vec<u8>)]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store =
+            lambda_cnn::store::Store::with_endpoint(endpoint, "us-east-1", "testing", "testing")
+                .await;
+        for (key, bytes) in objects {
+            let uri = lambda_cnn::store::S3Uri {
+                bucket: bucket.into(),
+                key: key.clone(),
+            };
+            store
+                .put(&uri, bytes.clone(), "application/octet-stream")
+                .await
+                .unwrap_or_else(|e| panic!("put {uri}: {e}"));
+        }
+    });
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
