@@ -131,31 +131,38 @@ fn read_checked(dir: &Path, spec: FileSpec) -> Result<Vec<u8>, DataError> {
     Ok(parsed.data)
 }
 
+/// Where file `name` is in `dir`: `NAME.gz` if present, else `NAME`; `None` when neither is.
+pub fn locate(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(format!("{name}.gz")), dir.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
 fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>), DataError> {
-    let gz = dir.join(format!("{name}.gz"));
-    let raw = dir.join(name);
     let io = |path: &Path| {
         let path = path.to_owned();
         move |cause| DataError::Io { path, cause }
     };
-    if gz.is_file() {
-        let file = std::fs::File::open(&gz).map_err(io(&gz))?;
-        let mut bytes = Vec::new();
-        GzDecoder::new(std::io::BufReader::new(file))
-            .read_to_end(&mut bytes)
-            .map_err(|cause| DataError::Gzip {
-                path: gz.clone(),
-                cause,
-            })?;
-        Ok((gz, bytes))
-    } else if raw.is_file() {
-        let bytes = std::fs::read(&raw).map_err(io(&raw))?;
-        Ok((raw, bytes))
-    } else {
-        Err(DataError::Missing {
+    match locate(dir, name) {
+        Some(gz) if gz.extension().is_some_and(|e| e == "gz") => {
+            let file = std::fs::File::open(&gz).map_err(io(&gz))?;
+            let mut bytes = Vec::new();
+            GzDecoder::new(std::io::BufReader::new(file))
+                .read_to_end(&mut bytes)
+                .map_err(|cause| DataError::Gzip {
+                    path: gz.clone(),
+                    cause,
+                })?;
+            Ok((gz, bytes))
+        }
+        Some(raw) => {
+            let bytes = std::fs::read(&raw).map_err(io(&raw))?;
+            Ok((raw, bytes))
+        }
+        None => Err(DataError::Missing {
             dir: dir.to_owned(),
             name: name.to_owned(),
-        })
+        }),
     }
 }
 

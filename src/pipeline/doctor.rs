@@ -82,7 +82,6 @@ pub struct Clients<'a> {
     pub lambda: &'a aws_sdk_lambda::Client,
     pub iam: &'a aws_sdk_iam::Client,
     pub s3: &'a aws_sdk_s3::Client,
-    pub ecr: &'a aws_sdk_ecr::Client,
 }
 
 /// What the doctor looks at besides AWS.
@@ -217,7 +216,7 @@ fn mnist(dir: &Path) -> Check {
     let missing: Vec<&str> = crate::data::FILES
         .iter()
         .map(|f| f.name)
-        .filter(|name| !dir.join(format!("{name}.gz")).is_file() && !dir.join(name).is_file())
+        .filter(|name| crate::data::mnist::locate(dir, name).is_none())
         .collect();
     if missing.is_empty() {
         Check::ok(
@@ -256,17 +255,10 @@ async fn bucket(s3: &aws_sdk_s3::Client, name: &str) -> Check {
 }
 
 async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Check {
-    let found = iam
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("looking up IAM role {name}")));
-    match found {
-        Ok(out) => {
-            let trust = out
-                .role()
-                .and_then(|r| r.assume_role_policy_document())
+    match super::iam::find_role(iam, name).await {
+        Ok(Some(role)) => {
+            let trust = role
+                .assume_role_policy_document()
                 .map(percent_decode)
                 .unwrap_or_default();
             if trust.contains("lambda.amazonaws.com") {
@@ -279,9 +271,7 @@ async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Check {
                 )
             }
         }
-        Err(e) if e.is("NoSuchEntity") => {
-            Check::ok("role", format!("{name} is free: deploy creates it"))
-        }
+        Ok(None) => Check::ok("role", format!("{name} is free: deploy creates it")),
         Err(e) => Check::warn("role", e.to_string(), "check iam:GetRole is allowed"),
     }
 }

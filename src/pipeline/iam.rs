@@ -12,6 +12,24 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
     })
 }
 
+/// The role `name`, or `None` when there is none.
+pub async fn find_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_iam::types::Role>, AwsError> {
+    match iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up IAM role {name}")))
+    {
+        Ok(out) => Ok(out.role().cloned()),
+        Err(e) if e.is("NoSuchEntity") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the role when missing and (re)sets its inline policy; returns (ARN, created).
 pub async fn ensure_role(
     iam: &aws_sdk_iam::Client,
@@ -19,14 +37,8 @@ pub async fn ensure_role(
     trust_policy: &str,
     policy: &str,
 ) -> Result<(String, bool), AwsError> {
-    let found = iam
-        .get_role()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("looking up IAM role {name}")));
-    let (arn, created) = match found {
-        Ok(out) => {
+    let (arn, created) = match find_role(iam, name).await? {
+        Some(role) => {
             // A role made before (or by hand) may not let Lambda assume it: the trust policy is
             // brought to ours as well as the permissions.
             iam.update_assume_role_policy()
@@ -37,9 +49,9 @@ pub async fn ensure_role(
                 .map_err(aws_err(format!(
                     "setting the trust policy of IAM role {name}"
                 )))?;
-            (out.role().map(|r| r.arn().to_owned()), false)
+            (Some(role.arn().to_owned()), false)
         }
-        Err(e) if e.is("NoSuchEntity") => {
+        None => {
             let out = iam
                 .create_role()
                 .role_name(name)
@@ -50,7 +62,6 @@ pub async fn ensure_role(
                 .map_err(aws_err(format!("creating IAM role {name}")))?;
             (out.role().map(|r| r.arn().to_owned()), true)
         }
-        Err(e) => return Err(e),
     };
     let arn =
         arn.ok_or_else(|| AwsError::new(format!("IAM role {name}"), "no ARN in the answer"))?;

@@ -235,13 +235,11 @@ fn layer_specs(
             // Checked now, not at the first invocation in the cloud.
             crate::data::load(dir)?;
             for spec in crate::data::FILES {
-                let gz = dir.join(format!("{}.gz", spec.name));
-                let (source, name) = if gz.is_file() {
-                    (gz, format!("{}.gz", spec.name))
-                } else {
-                    (dir.join(spec.name), spec.name.to_owned())
-                };
-                data.file(&format!("{MNIST_IN_IMAGE}/{name}"), &source, 0o644)?;
+                // `load` above found every file.
+                if let Some(source) = crate::data::mnist::locate(dir, spec.name) {
+                    let name = source.file_name().unwrap_or_default().to_string_lossy();
+                    data.file(&format!("{MNIST_IN_IMAGE}/{name}"), &source, 0o644)?;
+                }
             }
         }
     }

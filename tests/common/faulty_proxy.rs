@@ -99,7 +99,16 @@ pub fn read_message(r: &mut BufReader<TcpStream>, response_to_head: bool) -> Opt
     })
 }
 
-fn serve(client: TcpStream, upstream_port: u16, c: Counters) {
+/// Relays one connection to 127.0.0.1:`upstream_port`, message by message. `on_request` may
+/// answer a request itself (the raw response bytes) instead of passing it on; `on_response`
+/// sees each upstream answer, with its request, and may rewrite it. The proxies of the tests
+/// (this one, `strict_lambda`) are this loop with their own two hooks.
+pub fn relay(
+    client: TcpStream,
+    upstream_port: u16,
+    mut on_request: impl FnMut(&Message) -> Option<Vec<u8>>,
+    mut on_response: impl FnMut(&Message, Message) -> Message,
+) {
     let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
         return;
     };
@@ -108,41 +117,66 @@ fn serve(client: TcpStream, upstream_port: u16, c: Counters) {
     let mut client_r = BufReader::new(client);
     let mut upstream_r = BufReader::new(upstream);
     while let Some(req) = read_message(&mut client_r, false) {
-        let mut parts = req.first_line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if method == "POST"
-            && path.contains("/blobs/uploads/")
-            && c.remaining
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            c.injected.fetch_add(1, Ordering::SeqCst);
-            let _ = client_w
-                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+        if let Some(answer) = on_request(&req) {
+            if client_w.write_all(&answer).is_err() {
+                return;
+            }
             continue;
         }
         if upstream_w.write_all(&req.head).is_err() || upstream_w.write_all(&req.body).is_err() {
             return;
         }
+        let head_request = req.first_line.starts_with("HEAD ");
+        let Some(resp) = read_message(&mut upstream_r, head_request) else {
+            return;
+        };
+        let resp = on_response(&req, resp);
+        if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
+            return;
+        }
+    }
+}
+
+fn method_path(req: &Message) -> (&str, &str) {
+    let mut parts = req.first_line.split_whitespace();
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+fn serve(client: TcpStream, upstream_port: u16, c: Counters) {
+    let on_request = |req: &Message| {
+        let (method, path) = method_path(req);
         let upload = path.contains("/blobs/uploads/");
+        if method == "POST"
+            && upload
+            && c.remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            c.injected.fetch_add(1, Ordering::SeqCst);
+            return Some(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec());
+        }
         if upload && (method == "PATCH" || method == "PUT") {
             c.upload_bytes.fetch_add(req.payload_len, Ordering::SeqCst);
         }
         if upload && method == "PATCH" {
             c.patches.fetch_add(1, Ordering::SeqCst);
         }
-        let Some(mut resp) = read_message(&mut upstream_r, method == "HEAD") else {
-            return;
-        };
-        if c.ecr_like && upload && method == "PATCH" && resp.first_line.contains(" 202 ") {
+        None
+    };
+    let on_response = |req: &Message, mut resp: Message| {
+        let (method, path) = method_path(req);
+        if c.ecr_like
+            && path.contains("/blobs/uploads/")
+            && method == "PATCH"
+            && resp.first_line.contains(" 202 ")
+        {
             let head =
                 String::from_utf8_lossy(&resp.head).replacen(" 202 Accepted", " 201 Created", 1);
             resp.head = head.into_bytes();
         }
-        if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
-            return;
-        }
-    }
+        resp
+    };
+    relay(client, upstream_port, on_request, on_response);
 }
 
 impl FaultyProxy {

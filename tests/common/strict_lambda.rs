@@ -12,8 +12,7 @@
 //!
 //! Everything else passes through unchanged.
 
-use super::faulty_proxy::{read_message, Message};
-use std::io::{BufReader, Write};
+use super::faulty_proxy::{relay, Message};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -101,7 +100,7 @@ fn as_pending(resp: Message) -> Message {
     }
 }
 
-fn respond(w: &mut TcpStream, status: &str, error_type: Option<&str>, body: &serde_json::Value) {
+fn response_bytes(status: &str, error_type: Option<&str>, body: &serde_json::Value) -> Vec<u8> {
     let body = body.to_string();
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -111,8 +110,7 @@ fn respond(w: &mut TcpStream, status: &str, error_type: Option<&str>, body: &ser
         head.push_str(&format!("X-Amzn-ErrorType: {t}\r\n"));
     }
     head.push_str("\r\n");
-    let _ = w.write_all(head.as_bytes());
-    let _ = w.write_all(body.as_bytes());
+    [head.into_bytes(), body.into_bytes()].concat()
 }
 
 /// AWS's answer to `req` where it differs from the emulator's; `None`: pass it on.
@@ -191,39 +189,25 @@ fn serve(
     seen: Seen,
     pending: Arc<Mutex<std::collections::HashSet<String>>>,
 ) {
-    let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
-        return;
-    };
-    let mut client_w = client.try_clone().unwrap();
-    let mut upstream_w = upstream.try_clone().unwrap();
-    let mut client_r = BufReader::new(client);
-    let mut upstream_r = BufReader::new(upstream);
-    while let Some(req) = read_message(&mut client_r, false) {
+    let on_request = |req: &Message| {
         seen.lock()
             .unwrap()
             .push((req.first_line.clone(), req.body.clone()));
-        if let Some((what, status, error_type, body)) = strict_answer(&req, account) {
-            if !what.is_empty() {
-                refused.lock().unwrap().push(what);
-            }
-            respond(&mut client_w, status, error_type, &body);
-            continue;
+        let (what, status, error_type, body) = strict_answer(req, account)?;
+        if !what.is_empty() {
+            refused.lock().unwrap().push(what);
         }
-        let head_request = req.first_line.starts_with("HEAD ");
-        if upstream_w.write_all(&req.head).is_err() || upstream_w.write_all(&req.body).is_err() {
-            return;
+        Some(response_bytes(status, error_type, &body))
+    };
+    // A new version reads Pending the first time it is asked for.
+    let on_response = |req: &Message, resp: Message| {
+        let first =
+            version_read(&req.first_line).is_some_and(|k| pending.lock().unwrap().insert(k));
+        if first {
+            as_pending(resp)
+        } else {
+            resp
         }
-        let Some(mut resp) = read_message(&mut upstream_r, head_request) else {
-            return;
-        };
-        if let Some(key) = version_read(&req.first_line) {
-            let first = pending.lock().unwrap().insert(key);
-            if first {
-                resp = as_pending(resp);
-            }
-        }
-        if client_w.write_all(&resp.head).is_err() || client_w.write_all(&resp.body).is_err() {
-            return;
-        }
-    }
+    };
+    relay(client, upstream_port, on_request, on_response);
 }

@@ -656,7 +656,6 @@ async fn examine(
             lambda: &ctx.clients.lambda,
             iam: &ctx.clients.iam,
             s3: &ctx.clients.s3,
-            ecr: &ctx.clients.ecr,
         },
         &ctx.config,
         &ctx.account,
