@@ -21,8 +21,9 @@ TOOL_CACHE ?= $(HOME)/.cache/lambda-cnn
 VENV := .venv
 PYTHON ?= python3
 TOOLS_STAMP := $(VENV)/.tools-2
-# bcrypt: the local registry's htpasswd accepts only bcrypt hashes.
-PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0
+# bcrypt: the local registry's htpasswd accepts only bcrypt hashes. selenium: drives Debian's
+# Chromium through Debian's chromedriver (no browser download) for the digit page's test.
+PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0 selenium==4.50.0
 
 # LocalStack (community, host mode, offline) for `AWS_EMULATOR=localstack`: localstack-core
 # needs Python >= 3.12, and these pins to install and start here.
@@ -38,7 +39,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy mnist test build tools localstack system-tools image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run deploy mnist test build tools localstack system-tools browser-tools serve image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,11 +49,22 @@ build: ## release-build the library, the CLI, the functions, every test, and the
 	@# Its own feature set, without candle: see Cargo.toml's [features].
 	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
 
-tools: $(TOOLS_STAMP) system-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
+tools: $(TOOLS_STAMP) system-tools browser-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
 SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docker-registry
+# The digit page's test runs Debian's Chromium: installed when root may, else that test says
+# SKIPPED with the reason (the rest of `make test` does not need a browser).
+BROWSER_TOOLS := chromium chromium-driver
+browser-tools:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian: $(BROWSER_TOOLS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_TOOLS) >/dev/null; \
+	  else echo "note: no Chromium and no root to install it: the digit page's browser test will be SKIPPED (apt-get install $(BROWSER_TOOLS))" >&2; fi; \
+	fi
+
 system-tools:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -111,6 +123,9 @@ lint: ## cargo fmt and clippy, fixing what they can
 run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
 	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
+
+serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
+	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda
 
 deploy: build mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)
 	$(DEPLOY) all

@@ -11,13 +11,19 @@ use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
 use common::registry::Registry;
-use common::strict_lambda::{NewAccount, StrictLambda};
+use common::strict_lambda::{InvokeLayer, NewAccount, StrictLambda};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const PREDICT: &str = "lambda-cnn-predict";
+/// The architecture of the images built here, as Lambda names it.
+const HOST_ARCH: &str = if cfg!(target_arch = "aarch64") {
+    "arm64"
+} else {
+    "x86_64"
+};
 const TRAIN: &str = "lambda-cnn-train";
 /// What moto's GetAuthorizationToken decodes to.
 const ECR_USER: &str = "AWS";
@@ -107,15 +113,17 @@ impl Stack {
                 &registry,
             ]);
         }
-        if sub == "release" {
+        // An environment with its own invoke endpoint (a strict layer) keeps it.
+        if sub == "release" && !env.iter().any(|(k, _)| *k == "DEPLOY_INVOKE_ENDPOINT") {
             all.extend(["--invoke-endpoint", &endpoint]);
         }
         deploy_with_env(&all, &env)
     }
 
-    /// Lambda behind the strict layer of a new account (quota 10, 3008 MB cap), and the
-    /// environment that reaches it.
-    fn as_new_account(&self) -> (StrictLambda, Vec<(&'static str, String)>) {
+    /// Lambda behind the strict layer of a new account (quota 10, 3008 MB cap), the images run
+    /// behind its invoke layer (an invocation of a function of another architecture than
+    /// this machine's images fails as on Lambda), and the environment that reaches both.
+    fn as_new_account(&self) -> (StrictLambda, InvokeLayer, Vec<(&'static str, String)>) {
         let strict = StrictLambda::start(
             &self.aws.endpoint("lambda", true),
             NewAccount {
@@ -123,10 +131,12 @@ impl Stack {
                 max_memory_mb: 3008,
             },
         );
+        let invoke = strict.invoke_layer(&self.emu.invoke_endpoint(), HOST_ARCH);
         let mut env = self.env();
         env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
         env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
-        (strict, env)
+        env.push(("DEPLOY_INVOKE_ENDPOINT", invoke.endpoint()));
+        (strict, invoke, env)
     }
 
     fn lambda(&self, path: &str) -> Value {
@@ -343,7 +353,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
 #[test]
 fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_cap() {
     let s = Stack::start();
-    let (strict, env) = s.as_new_account();
+    let (strict, invoke, env) = s.as_new_account();
     assert_ok(&s.deploy_with(&["push"], env.clone()), "deploy push");
     for run in ["first", "second"] {
         let release = s.deploy_with(&["release", "--json"], env.clone());
@@ -404,12 +414,83 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
         err.contains("the image is x86_64, the config says arm64"),
         "{err}"
     );
-    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
+    let f = strict_get(&strict, &format!("/2015-03-31/functions/{PREDICT}"));
     assert_eq!(
         f["Configuration"]["Architectures"],
-        json!(["x86_64"]),
+        json!([HOST_ARCH]),
         "{f}"
     );
+    assert!(invoke.failed.lock().unwrap().is_empty());
+
+    // Someone switches the function to the other architecture (the code stays): its next
+    // invocation fails as on Lambda, and a release notices the change of architecture alone
+    // and puts it back, smoke-tested.
+    let other = if HOST_ARCH == "x86_64" {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    let uri = f["Code"]["ImageUri"].as_str().unwrap().to_owned();
+    let (status, switched) = common::moto::signed_call(
+        &strict.endpoint(),
+        "lambda",
+        "PUT",
+        &format!("/2015-03-31/functions/{PREDICT}/code"),
+        None,
+        Some(json!({"ImageUri": uri, "Architectures": [other]})),
+    );
+    assert_eq!(status, 200, "{switched}");
+    assert_eq!(switched["Architectures"], json!([other]));
+    let (status, failed) = post_json(
+        &format!(
+            "{}/2015-03-31/functions/{PREDICT}/invocations",
+            invoke.endpoint()
+        ),
+        json!({}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(failed["errorType"], "Runtime.InvalidEntrypoint", "{failed}");
+    let live_before = s.live_version(PREDICT)["FunctionVersion"].clone();
+    let r = s.deploy_with(&["release", "--function", "predict", "--json"], env.clone());
+    assert_ok(&r, "release after an architecture switch");
+    let released = json_lines(&r);
+    assert_eq!(released[0]["change"], "updated", "{released:?}");
+    let live = s.live_version(PREDICT)["FunctionVersion"].clone();
+    assert_ne!(live, live_before, "a new version went live");
+    let v = strict_get(
+        &strict,
+        &format!(
+            "/2015-03-31/functions/{PREDICT}/configuration?Qualifier={}",
+            live.as_str().unwrap()
+        ),
+    );
+    assert_eq!(v["Architectures"], json!([HOST_ARCH]), "{v}");
+    // Only the deliberate invocation failed: every smoke test ran on the right architecture.
+    assert_eq!(invoke.failed.lock().unwrap().len(), 1);
+}
+
+/// An unsigned JSON POST (the Invoke API of the Runtime API emulator and the layer in front).
+fn post_json(url: &str, body: Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A GET through the strict layer (which keeps what moto forgets), asserting success.
+fn strict_get(strict: &StrictLambda, path: &str) -> Value {
+    let (status, v) =
+        common::moto::signed_call(&strict.endpoint(), "lambda", "GET", path, None, None);
+    assert!((200..300).contains(&status), "GET {path}: {status} {v}");
+    v
 }
 
 /// `deploy doctor` on a new account (strict layer: quota 10, 3008 MB cap) names what would
@@ -418,7 +499,7 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
 #[test]
 fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     let s = Stack::start();
-    let (_strict, mut env) = s.as_new_account();
+    let (_strict, invoke, mut env) = s.as_new_account();
     // The build inside `deploy all` must find this build's outputs.
     let target = workspace_binary("predict")
         .parent()
@@ -440,6 +521,8 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
         "OK   architecture  predict: image and config are x86_64",
         "OK   bucket",
         "OK   role",
+        "OK   repository    lambda-cnn is free",
+        "OK   api           lambda-cnn is free",
     ] {
         assert!(out.contains(expect), "{expect:?} not in:\n{out}");
     }
@@ -464,6 +547,63 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
         levels.contains(&"WARN".to_owned()) && !levels.contains(&"FAIL".to_owned()),
         "{levels:?}"
     );
+
+    // Names the deploy would trip on: a tag-immutable repository (the second release could
+    // not move its live-<function> tag) is a FAIL; two HTTP APIs of one name (API Gateway
+    // allows it) a WARN.
+    let (status, made) = s.aws.call(
+        "ecr",
+        true,
+        "POST",
+        "/",
+        Some("AmazonEC2ContainerRegistry_V20150921.CreateRepository"),
+        Some(json!({"repositoryName": "frozen", "imageTagMutability": "IMMUTABLE"})),
+    );
+    assert_eq!(status, 200, "{made}");
+    for _ in 0..2 {
+        // HTTP APIs are signed as `apigateway`, and served by moto in either stack.
+        let (status, made) = common::moto::signed_call(
+            &s.aws.endpoint("apigatewayv2", true),
+            "apigateway",
+            "POST",
+            "/v2/apis",
+            None,
+            Some(json!({"name": "twins", "protocolType": "HTTP"})),
+        );
+        assert!((200..300).contains(&status), "{made}");
+    }
+    let renamed = config_edited(
+        s.dir.path(),
+        "infra-names",
+        "[repository]\n# The ECR repository for both functions' images (tags say which function).\nname = \"lambda-cnn\"",
+        "[repository]\nname = \"frozen\"",
+    );
+    let text = std::fs::read_to_string(&renamed).unwrap().replacen(
+        "[api]\nname = \"lambda-cnn\"",
+        "[api]\nname = \"twins\"",
+        1,
+    );
+    assert!(text.contains("name = \"frozen\"") && text.contains("name = \"twins\""));
+    std::fs::write(&renamed, text).unwrap();
+    let names = deploy_with_env(
+        &[
+            "doctor",
+            "--config",
+            renamed.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!names.status.success(), "a FAIL is a non-zero exit");
+    let out = stdout(&names);
+    for expect in [
+        "FAIL repository    frozen has tag mutability IMMUTABLE",
+        "put-image-tag-mutability --repository-name frozen",
+        "WARN api           2 HTTP APIs are named twins",
+    ] {
+        assert!(out.contains(expect), "{expect:?} not in:\n{out}");
+    }
 
     // No MNIST: a FAIL, exit status 1, and `deploy all` stops before creating anything.
     let empty = tempfile::tempdir().unwrap();
@@ -500,11 +640,9 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     assert_eq!(status, 404, "nothing created after a FAIL");
 
     // With the data: all of it, on the new account.
-    let all = s.deploy_with(
-        &["all", "--invoke-endpoint", &s.emu.invoke_endpoint()],
-        env.clone(),
-    );
+    let all = s.deploy_with(&["all"], env.clone());
     assert_ok(&all, "deploy all on a new account");
+    assert!(invoke.failed.lock().unwrap().is_empty());
     let err = String::from_utf8_lossy(&all.stderr);
     assert!(
         err.contains("allows at most 3008 MB") && err.contains("no concurrency cap"),

@@ -264,6 +264,15 @@ def pipeline(args):
         say("deploy api --rest (a REST API, on LocalStack's API Gateway v1)")
         rest = json.loads(run([args.deploy, "api", "--rest", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
 
+    # The digit page, from the deployed image, through the emulator's Function URL front door.
+    page_url = f"http://127.0.0.1:{rt_port}/lambda-url/{NAMES['predict']}/"
+    say(f"the digit page: {page_url}")
+    with urllib.request.urlopen(page_url, timeout=60) as r:
+        page_type = r.headers.get("content-type", "")
+        page_bytes = len(r.read())
+    if r.status != 200 or not page_type.startswith("text/html"):
+        sys.exit(f"error: {page_url} answered {r.status} {page_type}")
+
     say(f"predicting {args.digits} real test digits through the deployed predict code")
     event_path = os.path.join(ROOT, "tests", "fixtures", "events", "apigw-v2-predict.json")
     with open(event_path) as ef:
@@ -285,6 +294,7 @@ def pipeline(args):
                            "--memory-mb", "1024", "--json"], capture=True).strip().splitlines()[-1])
     print()
     print("summary")
+    print(f"  digit page: {api['page']} once deployed to AWS (`make serve` serves it here: {page_bytes} bytes of HTML)")
     for p in pushed:
         print(f"  {p['function']:8} {p['digest']}  pushed {p['bytes_pushed']} bytes, skipped {p['bytes_skipped']}"
               + ("  (layers already in the registry)" if p["bytes_pushed"] == 0 else ""))

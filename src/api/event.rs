@@ -34,6 +34,8 @@ pub struct HttpEvent {
     /// The path without any API Gateway stage prefix.
     pub path: String,
     pub content_type: Option<String>,
+    /// `If-None-Match`, for the page's 304.
+    pub if_none_match: Option<String>,
     /// The body as sent, or why it could not be read (a bad request, not a bad event).
     pub body: Result<Vec<u8>, String>,
 }
@@ -122,12 +124,14 @@ impl HttpEvent {
             _ => ctx.and_then(|c| c.stage.clone()),
         };
         let content_type = header(&wire, "content-type");
+        let if_none_match = header(&wire, "if-none-match");
         let body = body_bytes(wire.body, wire.is_base64_encoded.unwrap_or(false));
         Ok(Self {
             flavour,
             method: method.to_ascii_uppercase(),
             path: without_stage(&raw_path, stage.as_deref()),
             content_type,
+            if_none_match,
             body,
         })
     }
@@ -197,20 +201,29 @@ fn without_stage(path: &str, stage: Option<&str>) -> String {
 /// The integration's response for `reply`: JSON body, `Content-Type: application/json`.
 pub fn response(flavour: Flavour, reply: &HttpReply) -> Value {
     let mut headers = Map::new();
-    headers.insert("content-type".into(), json!("application/json"));
+    headers.insert("content-type".into(), json!(reply.body.content_type()));
     for (name, value) in &reply.headers {
         headers.insert((*name).into(), json!(value));
     }
-    // A 204 carries no body at all.
-    let body = if reply.status == 204 {
+    // A 204 or a 304 carries no body at all.
+    let body = if reply.status == 204 || reply.status == 304 {
         String::new()
     } else {
         reply.body.to_string()
     };
     match flavour {
-        Flavour::RestV1 | Flavour::HttpV2 => json!({
+        Flavour::RestV1 => json!({
             "statusCode": reply.status,
             "headers": headers,
+            "body": body,
+            "isBase64Encoded": false,
+        }),
+        // Payload format 2.0 has `cookies` (readers built on aws_lambda_events, such as
+        // cargo-lambda's Function URL front door, require the field).
+        Flavour::HttpV2 => json!({
+            "statusCode": reply.status,
+            "headers": headers,
+            "cookies": [],
             "body": body,
             "isBase64Encoded": false,
         }),
@@ -237,6 +250,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -347,10 +361,22 @@ mod tests {
         );
         let preflight = HttpReply {
             status: 204,
-            body: Value::Null,
+            body: crate::api::Body::Empty,
             headers: vec![],
         };
         assert_eq!(response(Flavour::RestV1, &preflight)["body"], "");
+        let page = HttpReply {
+            status: 200,
+            body: crate::api::Body::Text {
+                content_type: "text/html; charset=utf-8",
+                text: "<p>hi</p>".into(),
+            },
+            headers: vec![],
+        };
+        let r = response(Flavour::HttpV2, &page);
+        assert_eq!(r["body"], "<p>hi</p>");
+        assert_eq!(r["headers"]["content-type"], "text/html; charset=utf-8");
+        assert_eq!(r["cookies"], json!([]));
         let r = response(Flavour::HttpV2, &HttpReply::ok(json!({"a": 1})));
         assert_eq!(r["body"], "{\"a\":1}");
         assert_eq!(r["headers"]["content-type"], "application/json");

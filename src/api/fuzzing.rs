@@ -24,6 +24,7 @@ pub fn predict_event(service: &PredictService, data: &[u8]) -> Result<(), String
             return Ok(());
         };
         let reply = service.handle(HttpRequest {
+            if_none_match: ev.if_none_match.as_deref(),
             method: &ev.method,
             path: &ev.path,
             content_type: ev.content_type.as_deref(),
@@ -35,6 +36,7 @@ pub fn predict_event(service: &PredictService, data: &[u8]) -> Result<(), String
         let content_type = ["application/json", "image/png", "image/jpeg", "text/plain"]
             [(selector >> 1) as usize % 4];
         service.handle(HttpRequest {
+            if_none_match: None,
             method: "POST",
             path: "/predict",
             content_type: Some(content_type),

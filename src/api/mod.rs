@@ -4,6 +4,7 @@
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod page;
 pub mod predict;
 pub mod train;
 
@@ -30,16 +31,66 @@ pub(crate) fn clip_to(text: &str, max: usize) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpReply {
     pub status: u16,
-    pub body: serde_json::Value,
+    pub body: Body,
     /// Extra headers (e.g. `Allow` on a 405).
     pub headers: Vec<(&'static str, String)>,
+}
+
+/// What an answer carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Json(serde_json::Value),
+    /// A document of another type (the page), sent as it is.
+    Text {
+        content_type: &'static str,
+        text: String,
+    },
+    /// Nothing (a 204, a 304, an answer to HEAD).
+    Empty,
+}
+
+impl Body {
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Body::Text { content_type, .. } => content_type,
+            Body::Json(_) | Body::Empty => "application/json",
+        }
+    }
+}
+
+impl std::fmt::Display for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Json(v) => write!(f, "{v}"),
+            Body::Text { text, .. } => f.write_str(text),
+            Body::Empty => Ok(()),
+        }
+    }
+}
+
+/// A JSON body's field, as on a `Value`; `Null` for anything else.
+impl std::ops::Index<&str> for Body {
+    type Output = serde_json::Value;
+    fn index(&self, key: &str) -> &serde_json::Value {
+        static NULL: serde_json::Value = serde_json::Value::Null;
+        match self {
+            Body::Json(v) => &v[key],
+            _ => &NULL,
+        }
+    }
+}
+
+impl PartialEq<serde_json::Value> for Body {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        matches!(self, Body::Json(v) if v == other)
+    }
 }
 
 impl HttpReply {
     pub fn ok(body: serde_json::Value) -> Self {
         Self {
             status: 200,
-            body,
+            body: Body::Json(body),
             headers: Vec::new(),
         }
     }
@@ -48,7 +99,9 @@ impl HttpReply {
     pub fn error(status: u16, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: serde_json::json!({ "error": clip_to(&message.into(), MESSAGE_CHARS) }),
+            body: Body::Json(
+                serde_json::json!({ "error": clip_to(&message.into(), MESSAGE_CHARS) }),
+            ),
             headers: Vec::new(),
         }
     }

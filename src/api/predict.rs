@@ -1,4 +1,6 @@
-//! `POST /predict` and `GET /health`, whatever Lambda event flavour carried the request.
+//! `POST /predict`, `GET /health` and `GET /` (the digit page, [`super::page`]), whatever
+//! Lambda event flavour carried the request. Every answer says how long the function took
+//! (`Server-Timing: fn;dur=…`), which the page shows beside the round trip.
 //!
 //! Inputs: JSON `{"pixels":[784 numbers 0..=255]}` (row-major, white digit on black),
 //! JSON `{"image":"<base64 PNG or JPEG>"}` (a `data:image/png;base64,` URL too), a raw
@@ -11,7 +13,8 @@
 //! `{"error": "<what is wrong and what is expected>"}` that repeats at most
 //! [`super::ECHO_CHARS`] characters of any value; nothing a client sends can panic.
 
-use super::{clip, HttpReply};
+use super::page::Page;
+use super::{clip, Body as ReplyBody, HttpReply};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::model::Cnn;
 use crate::predict::{
@@ -39,6 +42,7 @@ pub const MAX_DECODE_TIME: Duration = Duration::from_secs(5);
 pub struct PredictService {
     model: Cnn,
     model_id: String,
+    page: Page,
 }
 
 /// A request already taken out of its Lambda event.
@@ -48,6 +52,8 @@ pub struct HttpRequest<'a> {
     /// The path without any API Gateway stage prefix.
     pub path: &'a str,
     pub content_type: Option<&'a str>,
+    /// `If-None-Match`: the page's ETag answers 304.
+    pub if_none_match: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -58,7 +64,12 @@ impl PredictService {
         if let Err(e) = model.probabilities(&[0.0; crate::data::IMAGE_PIXELS]) {
             tracing::warn!(error = %e, "warm-up prediction failed");
         }
-        Self { model, model_id }
+        let page = Page::new(&model_id);
+        Self {
+            model,
+            model_id,
+            page,
+        }
     }
 
     pub fn model_id(&self) -> &str {
@@ -73,25 +84,57 @@ impl PredictService {
     /// Answers `req`, refusing it (413) if its images are still being decoded at `deadline`
     /// (the invocation's deadline less what answering takes).
     pub fn handle_until(&self, req: HttpRequest<'_>, deadline: Instant) -> HttpReply {
-        let deadline = deadline.min(Instant::now() + MAX_DECODE_TIME);
+        let start = Instant::now();
+        let deadline = deadline.min(start + MAX_DECODE_TIME);
         let path = req.path.trim_end_matches('/');
         let path = if path.is_empty() { "/" } else { path };
-        match (path, req.method) {
+        let mut reply = match (path, req.method) {
             ("/predict", "POST") => self.predict(req, deadline),
             ("/health", "GET" | "HEAD") => {
                 HttpReply::ok(json!({"status": "ok", "model": self.model_id}))
             }
+            ("/" | "/index.html", "GET" | "HEAD") => self.page(req),
             ("/predict" | "/health", "OPTIONS") => preflight(path),
             ("/predict", _) => method_not_allowed(req.method, path, "POST, OPTIONS"),
-            ("/health", _) => method_not_allowed(req.method, path, "GET, HEAD, OPTIONS"),
+            ("/health" | "/" | "/index.html", _) => {
+                method_not_allowed(req.method, path, "GET, HEAD, OPTIONS")
+            }
             _ => HttpReply::error(
                 404,
                 format!(
-                    "no route {} {}; the routes are POST /predict and GET /health",
+                    "no route {} {}; the routes are GET / (the digit page), POST /predict and GET /health",
                     clip(req.method),
                     clip(req.path)
                 ),
             ),
+        };
+        if req.method == "HEAD" {
+            reply.body = ReplyBody::Empty;
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        reply
+            .headers
+            .push(("server-timing", format!("fn;dur={ms:.1};desc=\"function\"")));
+        reply
+    }
+
+    /// The page, or 304 when the client holds this very page.
+    fn page(&self, req: HttpRequest<'_>) -> HttpReply {
+        let headers = self.page.headers();
+        if req.if_none_match.is_some_and(|tag| self.page.matches(tag)) {
+            return HttpReply {
+                status: 304,
+                body: ReplyBody::Empty,
+                headers,
+            };
+        }
+        HttpReply {
+            status: 200,
+            body: ReplyBody::Text {
+                content_type: "text/html; charset=utf-8",
+                text: self.page.html.clone(),
+            },
+            headers,
         }
     }
 
@@ -145,7 +188,7 @@ fn preflight(path: &str) -> HttpReply {
     };
     HttpReply {
         status: 204,
-        body: serde_json::Value::Null,
+        body: ReplyBody::Empty,
         headers: vec![
             ("allow", methods.to_owned()),
             ("access-control-allow-origin", "*".to_owned()),
@@ -643,6 +686,7 @@ pub(crate) mod tests {
 
     fn post(s: &PredictService, ct: Option<&str>, body: &[u8]) -> HttpReply {
         s.handle(HttpRequest {
+            if_none_match: None,
             method: "POST",
             path: "/predict",
             content_type: ct,
@@ -728,6 +772,7 @@ pub(crate) mod tests {
         let s = service();
         let call = |m: &str, p: &str| {
             s.handle(HttpRequest {
+                if_none_match: None,
                 method: m,
                 path: p,
                 content_type: None,
@@ -741,7 +786,7 @@ pub(crate) mod tests {
         assert_eq!(call("GET", "/health/").status, 200);
         let r = call("GET", "/predict");
         assert_eq!(r.status, 405);
-        assert_eq!(r.headers, vec![("allow", "POST, OPTIONS".to_owned())]);
+        assert!(r.headers.contains(&("allow", "POST, OPTIONS".to_owned())));
         assert_eq!(call("DELETE", "/health").status, 405);
         let r = call("GET", "/nope");
         assert_eq!(r.status, 404);
@@ -751,6 +796,63 @@ pub(crate) mod tests {
         assert!(r
             .headers
             .contains(&("access-control-allow-methods", "POST, OPTIONS".to_owned())));
+    }
+
+    fn header<'a>(r: &'a HttpReply, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_page_is_served_at_the_root_with_its_etag_and_csp_and_304_when_unchanged() {
+        let s = service();
+        let call = |m: &str, p: &str, tag: Option<&str>| {
+            s.handle(HttpRequest {
+                if_none_match: tag,
+                method: m,
+                path: p,
+                content_type: None,
+                body: b"",
+            })
+        };
+        let r = call("GET", "/", None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.content_type(), "text/html; charset=utf-8");
+        assert!(r.body.to_string().starts_with("<!doctype html>"));
+        assert!(
+            header(&r, "content-security-policy").is_some_and(|c| c.contains("default-src 'none'"))
+        );
+        let etag = header(&r, "etag").unwrap().to_owned();
+        let again = call("GET", "/", Some(&etag));
+        assert_eq!((again.status, again.body.to_string()), (304, String::new()));
+        assert_eq!(header(&again, "etag"), Some(etag.as_str()));
+        assert_eq!(call("GET", "/", Some("\"other\"")).status, 200);
+        assert_eq!(call("GET", "/index.html", None).status, 200);
+        let head = call("HEAD", "/", None);
+        assert_eq!((head.status, head.body.to_string()), (200, String::new()));
+        let post = call("POST", "/", None);
+        assert_eq!(post.status, 405);
+        assert!(post.body.to_string().contains("GET, HEAD"));
+    }
+
+    #[test]
+    fn every_answer_says_how_long_the_function_took() {
+        let s = service();
+        let body = json!({"pixels": bar()}).to_string();
+        for r in [
+            post(&s, Some("application/json"), body.as_bytes()),
+            post(&s, Some("text/plain"), b"x"),
+        ] {
+            let timing = header(&r, "server-timing").unwrap();
+            let ms: f64 = timing
+                .strip_prefix("fn;dur=")
+                .and_then(|t| t.split(';').next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("{timing}"));
+            assert!((0.0..5000.0).contains(&ms), "{timing}");
+        }
     }
 
     #[test]
@@ -974,6 +1076,7 @@ pub(crate) mod tests {
         let body = json!({"instances": [{"pixels": bar()}, {"pixels": bar()}]}).to_string();
         let r = s.handle_until(
             HttpRequest {
+                if_none_match: None,
                 method: "POST",
                 path: "/predict",
                 content_type: Some("application/json"),
@@ -1011,6 +1114,7 @@ pub(crate) mod tests {
         assert_eq!(r.status, 415);
         assert!(!err(&r).contains(&"A".repeat(101)));
         let r = s.handle(HttpRequest {
+            if_none_match: None,
             method: &long,
             path: &long,
             content_type: None,

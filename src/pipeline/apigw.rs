@@ -1,5 +1,5 @@
-//! The public HTTPS endpoint: an API Gateway HTTP API with `POST /predict` and `GET /health`
-//! routed to predict's `live` alias, guarded by stage throttling, CORS, optional IAM or JWT
+//! The public HTTPS endpoint: an API Gateway HTTP API with `GET /` (the digit page),
+//! `POST /predict` and `GET /health` routed to predict's `live` alias, guarded by stage throttling, CORS, optional IAM or JWT
 //! authorization, and the invoke permission scoped to this API. Every step finds what exists
 //! before creating, so running it again changes nothing.
 
@@ -10,7 +10,7 @@ use aws_sdk_apigatewayv2::types::{
 
 use super::aws::{aws_err, AwsError};
 
-pub const ROUTES: [&str; 2] = ["POST /predict", "GET /health"];
+pub const ROUTES: [&str; 3] = ["GET /", "POST /predict", "GET /health"];
 const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +73,17 @@ impl ApiSpec {
 pub struct ApiOutcome {
     pub api_id: String,
     pub url: String,
+    /// The digit page: open it in a browser.
+    pub page: String,
     pub created: bool,
 }
 
-/// The API named `name`, if any.
-pub async fn find_api(
+/// Every HTTP API named `name` (API Gateway does not keep names unique): (id, endpoint).
+async fn named(
     apigw: &aws_sdk_apigatewayv2::Client,
     name: &str,
-) -> Result<Option<(String, String)>, AwsError> {
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut found = Vec::new();
     let mut token = None;
     loop {
         let page = apigw
@@ -89,17 +92,42 @@ pub async fn find_api(
             .send()
             .await
             .map_err(aws_err("listing HTTP APIs"))?;
-        if let Some(api) = page.items().iter().find(|a| a.name() == Some(name)) {
-            return Ok(Some((
-                api.api_id().unwrap_or_default().to_owned(),
-                api.api_endpoint().unwrap_or_default().to_owned(),
-            )));
-        }
+        found.extend(
+            page.items()
+                .iter()
+                .filter(|a| a.name() == Some(name))
+                .map(|api| {
+                    (
+                        api.api_id().unwrap_or_default().to_owned(),
+                        api.api_endpoint().unwrap_or_default().to_owned(),
+                    )
+                }),
+        );
         token = page.next_token().map(str::to_owned);
         if token.is_none() {
-            return Ok(None);
+            return Ok(found);
         }
     }
+}
+
+/// The API named `name`, if any: the first listed.
+pub async fn find_api(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    name: &str,
+) -> Result<Option<(String, String)>, AwsError> {
+    Ok(named(apigw, name).await?.into_iter().next())
+}
+
+/// The ids of every HTTP API named `name`.
+pub async fn apis_named(
+    apigw: &aws_sdk_apigatewayv2::Client,
+    name: &str,
+) -> Result<Vec<String>, AwsError> {
+    Ok(named(apigw, name)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 pub async fn ensure_http_api(
@@ -280,6 +308,7 @@ pub async fn ensure_http_api(
     };
     Ok(ApiOutcome {
         api_id,
+        page: format!("{}/", url.trim_end_matches('/')),
         url,
         created,
     })

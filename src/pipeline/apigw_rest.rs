@@ -14,12 +14,23 @@ const STAGE: &str = "prod";
 /// Bodies of these types reach the function base64-encoded, byte for byte. Without them a REST
 /// API passes every body as UTF-8 text, and a raw PNG or JPEG arrives corrupted.
 pub const BINARY_MEDIA_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
-const ROUTES: [(&str, &str); 2] = [("predict", "POST"), ("health", "GET")];
+/// (path part under the root, method); "" is the root itself, which serves the digit page.
+const ROUTES: [(&str, &str); 3] = [("", "GET"), ("predict", "POST"), ("health", "GET")];
 
+/// The REST API named `name`, if any: the first listed.
 pub async fn find_rest_api(
     apigw: &aws_sdk_apigateway::Client,
     name: &str,
 ) -> Result<Option<String>, AwsError> {
+    Ok(rest_apis_named(apigw, name).await?.into_iter().next())
+}
+
+/// The ids of every REST API named `name` (API Gateway does not keep names unique).
+pub async fn rest_apis_named(
+    apigw: &aws_sdk_apigateway::Client,
+    name: &str,
+) -> Result<Vec<String>, AwsError> {
+    let mut found = Vec::new();
     let mut position = None;
     loop {
         let page = apigw
@@ -28,12 +39,15 @@ pub async fn find_rest_api(
             .send()
             .await
             .map_err(aws_err("listing REST APIs"))?;
-        if let Some(api) = page.items().iter().find(|a| a.name() == Some(name)) {
-            return Ok(api.id().map(str::to_owned));
-        }
+        found.extend(
+            page.items()
+                .iter()
+                .filter(|a| a.name() == Some(name))
+                .filter_map(|a| a.id().map(str::to_owned)),
+        );
         position = page.position().map(str::to_owned);
         if position.is_none() || page.items().is_empty() {
-            return Ok(None);
+            return Ok(found);
         }
     }
 }
@@ -101,6 +115,7 @@ pub async fn ensure_rest_api(
             .find(|r| r.path() == Some(path.as_str()))
         {
             Some(r) => r.id().unwrap_or_default().to_owned(),
+            None if part.is_empty() => root.clone(),
             None => apigw
                 .create_resource()
                 .rest_api_id(&id)
@@ -207,11 +222,13 @@ pub async fn ensure_rest_api(
         &spec.execute_api_arn(&id, "*/*/*"),
     )
     .await?;
+    let url = format!(
+        "https://{id}.execute-api.{}.{}/{STAGE}",
+        spec.region, spec.dns_suffix
+    );
     Ok(ApiOutcome {
-        url: format!(
-            "https://{id}.execute-api.{}.{}/{STAGE}",
-            spec.region, spec.dns_suffix
-        ),
+        page: format!("{url}/"),
+        url,
         api_id: id,
         created,
     })

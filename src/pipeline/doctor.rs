@@ -1,7 +1,8 @@
 //! `deploy doctor`: what would stop `deploy all` in this account and region, found before
 //! anything is created, each with what to do. It only reads: caller identity, the account's
-//! Lambda limits, the names the deploy would take, the images' architecture, and (where the
-//! caller may ask) whether the caller holds the permissions in `infra/iam/deployer-policy.json`.
+//! Lambda limits, the names the deploy would take (bucket, role, repository, API), the images'
+//! architecture, and (where the caller may ask) whether the caller holds the permissions in
+//! `infra/iam/deployer-policy.json`.
 
 use std::path::Path;
 
@@ -82,6 +83,9 @@ pub struct Clients<'a> {
     pub lambda: &'a aws_sdk_lambda::Client,
     pub iam: &'a aws_sdk_iam::Client,
     pub s3: &'a aws_sdk_s3::Client,
+    pub ecr: &'a aws_sdk_ecr::Client,
+    pub http_apis: &'a aws_sdk_apigatewayv2::Client,
+    pub rest_apis: &'a aws_sdk_apigateway::Client,
 }
 
 /// What the doctor looks at besides AWS.
@@ -121,6 +125,8 @@ pub async fn examine(
         .await,
     );
     out.push(role(clients.iam, &config.role.name).await);
+    out.push(repository(clients.ecr, &config.repository.name).await);
+    out.push(apis(clients.http_apis, clients.rest_apis, &config.api.name).await);
     out
 }
 
@@ -273,6 +279,100 @@ async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Check {
         }
         Ok(None) => Check::ok("role", format!("{name} is free: deploy creates it")),
         Err(e) => Check::warn("role", e.to_string(), "check iam:GetRole is allowed"),
+    }
+}
+
+/// The ECR repository: reused when it exists, but `deploy` moves the `live-<function>` tags
+/// that keep live images from expiring, which a tag-immutable repository refuses
+/// (`ImageTagAlreadyExistsException` on the second release).
+async fn repository(ecr: &aws_sdk_ecr::Client, name: &str) -> Check {
+    let found = ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up ECR repository {name}")));
+    match found {
+        Ok(out) => {
+            let mutability = out
+                .repositories()
+                .first()
+                .and_then(|r| r.image_tag_mutability())
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_else(|| "MUTABLE".to_owned());
+            if mutability == "MUTABLE" {
+                Check::ok(
+                    "repository",
+                    format!("{name} exists: deploy pushes to it and replaces its lifecycle and repository policies"),
+                )
+            } else {
+                Check::fail(
+                    "repository",
+                    format!("{name} has tag mutability {mutability}: the second release cannot move its live-<function> tags"),
+                    format!("set [repository] name in infra/deploy.toml to a new name, or `aws ecr put-image-tag-mutability --repository-name {name} --image-tag-mutability MUTABLE`"),
+                )
+            }
+        }
+        Err(e) if e.is("RepositoryNotFoundException") => {
+            Check::ok("repository", format!("{name} is free: deploy creates it"))
+        }
+        Err(e) => Check::warn(
+            "repository",
+            format!("cannot tell whether {name} is free: {e}"),
+            "check ecr:DescribeRepositories is allowed",
+        ),
+    }
+}
+
+/// API names are not unique in API Gateway: with two APIs of one name, `deploy api` would
+/// update whichever is listed first.
+async fn apis(
+    http: &aws_sdk_apigatewayv2::Client,
+    rest: &aws_sdk_apigateway::Client,
+    name: &str,
+) -> Check {
+    let http = super::apigw::apis_named(http, name).await;
+    let rest = super::apigw_rest::rest_apis_named(rest, name).await;
+    let (http, rest) = match (http, rest) {
+        (Ok(h), Ok(r)) => (h, r),
+        (Err(e), _) | (_, Err(e)) => {
+            return Check::warn(
+                "api",
+                format!("cannot list the APIs named {name}: {e}"),
+                "check apigateway:GET is allowed",
+            )
+        }
+    };
+    let several = |kind: &str, ids: &[String]| {
+        Check::warn(
+            "api",
+            format!(
+                "{} {kind} APIs are named {name} ({}): deploy api updates the first one listed",
+                ids.len(),
+                ids.join(", ")
+            ),
+            "delete the ones you do not use, or set [api] name in infra/deploy.toml to a new name",
+        )
+    };
+    if http.len() > 1 {
+        return several("HTTP", &http);
+    }
+    if rest.len() > 1 {
+        return several("REST", &rest);
+    }
+    match (http.first(), rest.first()) {
+        (None, None) => Check::ok("api", format!("{name} is free: deploy api creates it")),
+        (h, r) => Check::ok(
+            "api",
+            format!(
+                "{name} exists ({}): deploy api updates its routes",
+                h.map(|id| format!("HTTP API {id}"))
+                    .into_iter()
+                    .chain(r.map(|id| format!("REST API {id}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     }
 }
 

@@ -50,6 +50,7 @@ async fn serve(exec: Instant) -> Result<(), Error> {
                             method: &http.method,
                             path: &http.path,
                             content_type: http.content_type.as_deref(),
+                            if_none_match: http.if_none_match.as_deref(),
                             body,
                         },
                         deadline(ev.context.deadline, start),

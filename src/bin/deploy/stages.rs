@@ -397,6 +397,8 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
+        // The page first: it is what a person wants to open.
+        println!("digit page: {}", out.page);
         println!(
             "{} {} API {} ({}): POST {}/predict, GET {}/health",
             if out.created { "created" } else { "updated" },
@@ -656,6 +658,9 @@ async fn examine(
             lambda: &ctx.clients.lambda,
             iam: &ctx.clients.iam,
             s3: &ctx.clients.s3,
+            ecr: &ctx.clients.ecr,
+            http_apis: &ctx.apigw,
+            rest_apis: &ctx.rest,
         },
         &ctx.config,
         &ctx.account,

@@ -1,0 +1,114 @@
+//! `GET /`: the digit page. One self-contained HTML document (inline CSS and JS, no external
+//! resource of any kind) embedded in the binary, so that it works offline, behind any API
+//! Gateway stage, Function URL or custom domain (it uses relative URLs only), under a strict
+//! Content-Security-Policy that allows exactly its own script and style by hash.
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+const TEMPLATE: &str = include_str!("page/index.html");
+const STYLE: &str = include_str!("page/page.css");
+const SCRIPT: &str = include_str!("page/page.js");
+
+/// The page for one model: its HTML, validator and headers, built once at init.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub html: String,
+    /// A strong validator: the page changes only with the model (its hash is on the page)
+    /// and with the binary.
+    pub etag: String,
+    pub csp: String,
+}
+
+/// CSP's hash source for an inline element's exact text.
+fn csp_hash(text: &str) -> String {
+    format!(
+        "'sha256-{}'",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
+    )
+}
+
+impl Page {
+    /// The page showing `model_id` (the weights' SHA-256) in short.
+    pub fn new(model_id: &str) -> Self {
+        let short: String = model_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        let html = TEMPLATE
+            .replace("{{style}}", STYLE)
+            .replace("{{script}}", SCRIPT)
+            .replace("{{model}}", &short);
+        let csp = format!(
+            "default-src 'none'; script-src {}; style-src {}; img-src data: blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            csp_hash(SCRIPT),
+            csp_hash(STYLE)
+        );
+        let etag = format!(
+            "\"{}\"",
+            &hex::encode(Sha256::digest(html.as_bytes()))[..32]
+        );
+        Page { html, etag, csp }
+    }
+
+    /// Whether an `If-None-Match` header value names this page (a list, or `*`).
+    pub fn matches(&self, if_none_match: &str) -> bool {
+        if_none_match.split(',').any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == self.etag
+        })
+    }
+
+    /// The headers of both the page and its 304.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("etag", self.etag.clone()),
+            ("cache-control", "no-cache".to_owned()),
+            ("content-security-policy", self.csp.clone()),
+            ("x-content-type-options", "nosniff".to_owned()),
+            ("referrer-policy", "no-referrer".to_owned()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_is_self_contained_small_and_names_the_model() {
+        let p = Page::new("0123456789abcdef0123");
+        assert!(p.html.len() < 50 * 1024, "{} bytes", p.html.len());
+        assert!(p.html.contains(">0123456789ab<"));
+        assert!(!p.html.contains("{{"), "every placeholder filled");
+        for external in [
+            "http://", "https://", "//cdn", "@import", "src=\"/", "href=\"/",
+        ] {
+            assert!(!p.html.contains(external), "{external} in the page");
+        }
+        // The script and style the CSP allows are exactly the ones on the page.
+        assert!(p.html.contains(&format!("<script>{SCRIPT}</script>")));
+        assert!(p.html.contains(&format!("<style>{STYLE}</style>")));
+        assert!(p.csp.contains(&csp_hash(SCRIPT)) && p.csp.starts_with("default-src 'none'"));
+        assert!(!p.csp.contains("unsafe"));
+    }
+
+    #[test]
+    fn the_etag_follows_the_model_and_if_none_match_is_read_as_a_list() {
+        let a = Page::new("aaaa");
+        let b = Page::new("bbbb");
+        assert_ne!(a.etag, b.etag);
+        assert_eq!(a.etag, Page::new("aaaa").etag);
+        assert!(a.matches(&a.etag));
+        assert!(a.matches(&format!("\"x\", W/{}", a.etag)));
+        assert!(a.matches("*"));
+        assert!(!a.matches(&b.etag) && !a.matches(""));
+    }
+
+    #[test]
+    fn a_hostile_model_id_cannot_inject_markup() {
+        let p = Page::new("<script>alert(1)</script>");
+        assert!(!p.html.contains("alert(1)"));
+    }
+}
