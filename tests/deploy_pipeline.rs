@@ -269,7 +269,16 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
         .map(|r| r["routeKey"].as_str().unwrap())
         .collect();
     keys.sort();
-    assert_eq!(keys, ["GET /health", "POST /predict"]);
+    assert_eq!(keys, ["GET /", "GET /health", "POST /predict"]);
+    // For people, the page's address comes first; running it again changes nothing.
+    let again = s.deploy(&["api"]);
+    assert_ok(&again, "deploy api again");
+    let first_line = stdout(&again).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first_line,
+        format!("digit page: {}", api["page"].as_str().unwrap())
+    );
+    assert!(first_line.ends_with('/'), "{first_line}");
     // A browser signing requests for --auth iam sends these; CORS must let them through.
     let (_, api_conf) = s
         .aws
@@ -1100,7 +1109,8 @@ fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
         .or(resources["items"].as_array())
         .unwrap()
         .clone();
-    for (path, method) in [("/predict", "POST"), ("/health", "GET")] {
+    assert!(api["page"].as_str().unwrap().ends_with("/prod/"), "{api}");
+    for (path, method) in [("/", "GET"), ("/predict", "POST"), ("/health", "GET")] {
         let r = items
             .iter()
             .find(|r| r["path"] == path)
