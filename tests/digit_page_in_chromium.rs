@@ -5,7 +5,7 @@
 //! dark mode and a phone-sized screen, and nothing failing that was not meant to.
 
 mod common;
-use common::emulator::{venv_tool, wait_for_port};
+use common::emulator::venv_tool;
 use common::events::start_predict;
 use common::mnist_dir;
 use serde_json::{json, Value};
@@ -61,11 +61,6 @@ fn a_person_draws_digits_and_uploads_pictures_in_chromium_and_reads_the_answers(
     }
     let python = venv_tool("LAMBDA_CNN_PYTHON", "python", "selenium");
     let emu = start_predict();
-    wait_for_port(
-        emu.port,
-        "the Runtime API emulator",
-        Duration::from_secs(30),
-    );
     let base = format!("http://127.0.0.1:{}/lambda-url/predict/", emu.port);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -120,23 +120,51 @@ impl Emulator {
     }
 
     fn start_in(project: &Path, dir: tempfile::TempDir) -> Self {
-        let port = free_port();
-        let emulator = spawn(
-            "cargo-lambda-watch",
-            Command::new(cargo_lambda())
-                .args([
-                    "lambda",
-                    "watch",
-                    "--only-lambda-apis",
-                    "--invoke-address",
-                    "127.0.0.1",
-                    "--invoke-port",
-                ])
-                .arg(port.to_string())
-                .current_dir(project),
-            dir.path(),
-        );
-        wait_for_port(port, "cargo lambda watch", Duration::from_secs(60));
+        // A port found free may be taken again before the emulator binds it (by a parallel
+        // test's connection): the emulator then exits while the port answers for someone
+        // else. So the emulator's own "listening" line is what counts, and a lost race is
+        // retried on another port.
+        let mut attempt = 0;
+        let (port, emulator) = loop {
+            attempt += 1;
+            let port = free_port();
+            let mut emulator = spawn(
+                "cargo-lambda-watch",
+                Command::new(cargo_lambda())
+                    .args([
+                        "lambda",
+                        "watch",
+                        "--only-lambda-apis",
+                        "--invoke-address",
+                        "127.0.0.1",
+                        "--invoke-port",
+                    ])
+                    .arg(port.to_string())
+                    .current_dir(project),
+                dir.path(),
+            );
+            let listening = format!("runtime_addr=127.0.0.1:{port}");
+            let start = Instant::now();
+            let up = loop {
+                let log = std::fs::read_to_string(&emulator.log).unwrap_or_default();
+                if log.contains(&listening) && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break true;
+                }
+                if emulator.child.try_wait().ok().flatten().is_some() {
+                    break false;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "cargo lambda watch did not listen on 127.0.0.1:{port} within 60 s:\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if up {
+                break (port, emulator);
+            }
+            let log = std::fs::read_to_string(&emulator.log).unwrap_or_default();
+            assert!(attempt < 3, "cargo lambda watch exited at start:\n{log}");
+        };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
