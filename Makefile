@@ -39,7 +39,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy mnist test build tools localstack system-tools browser-tools serve image lint fmt data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run deploy mnist test check build tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,7 @@ SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docke
 # The digit page's test runs Debian's Chromium: installed when root may, else that test says
 # SKIPPED with the reason (the rest of `make test` does not need a browser).
 BROWSER_TOOLS := chromium chromium-driver
-browser-tools:
+browser-tools: ## install Debian's Chromium and chromedriver for the digit page's browser test (as root; else that test is SKIPPED)
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing from Debian: $(BROWSER_TOOLS)"; \
@@ -65,7 +65,7 @@ browser-tools:
 	  else echo "note: no Chromium and no root to install it: the digit page's browser test will be SKIPPED (apt-get install $(BROWSER_TOOLS))" >&2; fi; \
 	fi
 
-system-tools:
+system-tools: ## install the image tools the tests use from Debian (skopeo, umoci, bubblewrap, docker-registry; as root)
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -115,8 +115,14 @@ test: build tools localstack ## format and lint checks, then every unit and inte
 	@# The pipeline's unit tests, in the deploy binary's feature set.
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 
-lint: ## cargo fmt and clippy, fixing what they can
+check: ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	$(CARGO) test --release --locked --lib
+
+lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -D warnings as make test runs it
 	$(CARGO) fmt --all
+	$(CARGO) clippy --release --workspace --all-targets --fix --allow-dirty --allow-staged
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
@@ -131,7 +137,7 @@ deploy: build mnist ## deploy all into the AWS account of the standard config ch
 	$(DEPLOY) all
 
 # The train image carries MNIST: `make deploy` fetches it first when MNIST_DIR lacks it.
-mnist:
+mnist: ## make sure MNIST_DIR holds MNIST (make data downloads it when MNIST_DIR is the default data/mnist): make deploy packs it into the train image
 	@[ -s "$(MNIST_DIR)/t10k-labels-idx1-ubyte.gz" ] && [ -s "$(MNIST_DIR)/train-images-idx3-ubyte.gz" ] \
 	  || { [ "$(MNIST_DIR)" = "$(abspath data/mnist)" ] && $(MAKE) --no-print-directory data; } \
 	  || { echo "MNIST is not in MNIST_DIR=$(MNIST_DIR): run \`make data\` (downloads into data/mnist) or point MNIST_DIR at a copy" >&2; exit 1; }
@@ -184,7 +190,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 CARGO_FUZZ_VERSION := 0.13.1
 
-fuzz-tools:
+fuzz-tools: ## install cargo-fuzz and the nightly toolchain it needs
 	@command -v cargo-fuzz >/dev/null && cargo fuzz --version | grep -q $(CARGO_FUZZ_VERSION) \
 	  || cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -15,16 +15,25 @@ pub fn init_stderr_logging() {
 /// What failed and why, each cause said once (many error types repeat their cause in their own
 /// message), on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
+    chain(e.as_ref())
+}
+
+/// [`one_line`] for any error: `e` and its sources, each once, joined by ": ". The AWS SDK's
+/// own rendering (`DisplayErrorContext`) ends with a Debug dump no user should have to read;
+/// this is what the deploy and the S3 store say instead.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
-    for cause in e.chain() {
+    let mut next = Some(e);
+    while let Some(cause) = next {
         let text = cause.to_string().replace('\n', " ");
-        if line.contains(text.trim()) {
-            continue;
+        let text = text.trim();
+        if !line.contains(text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(text);
         }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(text.trim());
+        next = cause.source();
     }
     line
 }

@@ -18,6 +18,18 @@ pub mod report;
 pub mod simd;
 pub mod store;
 
+/// The path of the shipped weights, as a literal (for `concat!`): see [`SHIPPED_WEIGHTS`].
+#[macro_export]
+macro_rules! shipped_weights_path {
+    () => {
+        "model-weights/mnist-cnn.safetensors"
+    };
+}
+
+/// The shipped weights, relative to the repository root (and to /var/task in an image): the
+/// one place the path is written.
+pub const SHIPPED_WEIGHTS: &str = shipped_weights_path!();
+
 #[cfg(feature = "ml")]
 pub mod bench;
 #[cfg(feature = "ml")]

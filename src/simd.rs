@@ -3,8 +3,10 @@
 //!
 //! Why not one build for the host: the same binary runs on a build machine, in CI and on
 //! Lambda's x86_64 hosts, which differ (some have AVX-512, all have AVX2 + FMA). The kernels
-//! are written as plain loops over fixed-size arrays that LLVM vectorises; compiled inside a
+//! are mostly plain loops over fixed-size arrays that LLVM vectorises; compiled inside a
 //! `#[target_feature]` function they use 512- or 256-bit registers and fused multiply-adds.
+//! The convolution/pooling kernels also have hand-written AVX2 and AVX-512 intrinsics
+//! (`model/conv_pool.rs`), tested bit-identical to the loops.
 
 /// An instruction set the kernels are compiled for, one this CPU has: the only ways to get one
 /// are [`Isa::detect`] and [`Isa::available`], which is what makes running a kernel safe.
@@ -73,6 +75,17 @@ impl std::fmt::Display for Isa {
     }
 }
 
+/// The capabilities `LAMBDA_CNN_REQUIRE` (comma-separated: `avx2`, `avx512`, `docker`,
+/// `chromium`) says this machine has: a test that would skip for want of one of them fails
+/// instead (`.ci/run` sets it from what the machine has), so a kernel or a stage cannot go
+/// untested unnoticed.
+pub fn required(capability: &str) -> bool {
+    std::env::var("LAMBDA_CNN_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|c| c.trim() == capability)
+}
+
 /// `a·b + c`, fused where the instruction set has FMA (a library call otherwise, so the
 /// portable build multiplies and adds).
 #[inline(always)]
@@ -117,3 +130,21 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `LAMBDA_CNN_REQUIRE` names must be what the kernel tests get from
+    /// [`Isa::available`]: otherwise they would test fewer builds than the machine runs.
+    #[test]
+    fn every_required_instruction_set_is_available_to_the_kernel_tests() {
+        let available: Vec<String> = Isa::available().iter().map(Isa::to_string).collect();
+        for isa in ["avx2", "avx512"] {
+            assert!(
+                !required(isa) || available.iter().any(|a| a == isa),
+                "LAMBDA_CNN_REQUIRE names {isa}, but the kernel tests would run only {available:?}"
+            );
+        }
+    }
+}

@@ -69,7 +69,6 @@ pub use client::{Store, StoreError};
 #[cfg(feature = "s3")]
 mod client {
     use super::S3Uri;
-    use aws_sdk_s3::error::DisplayErrorContext;
     use aws_sdk_s3::primitives::ByteStream;
 
     #[derive(Debug, thiserror::Error)]
@@ -147,7 +146,7 @@ mod client {
                 .key(&uri.key)
                 .send()
                 .await
-                .map_err(|e| err(DisplayErrorContext(&e).to_string()))?;
+                .map_err(|e| err(crate::errors::chain(&e)))?;
             if out.content_length.is_some_and(|n| n < 0 || n as u64 > max) {
                 return Err(too_large());
             }
@@ -177,7 +176,7 @@ mod client {
                 .await
                 .map_err(|e| StoreError::Put {
                     uri: uri.to_string(),
-                    message: DisplayErrorContext(&e).to_string(),
+                    message: crate::errors::chain(&e),
                 })?;
             Ok(())
         }

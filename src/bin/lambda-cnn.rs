@@ -17,7 +17,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SHIPPED_WEIGHTS: &str = "model-weights/mnist-cnn.safetensors";
+use lambda_cnn::SHIPPED_WEIGHTS;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,9 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate saved weights on the 10k MNIST test images.
     Eval(EvalArgs),
-    /// Predict the digit in a PNG or JPEG image (28×28, white digit on black, as in MNIST).
+    /// Predict the digit in a PNG or JPEG image: a photo or a drawing, any size, dark ink on
+    /// light or light on dark (scaled and centred as MNIST is); a 28×28 MNIST-like image is
+    /// used as it is.
     Predict(PredictArgs),
     /// Check that a folder holds the four MNIST files, intact (shapes and SHA-256).
     CheckData(DataArgs),
@@ -87,7 +89,7 @@ struct ReadyProbeArgs {
 #[derive(Args)]
 struct DataArgs {
     /// Folder with the four MNIST IDX files (raw or .gz).
-    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
 }
 

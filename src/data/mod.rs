@@ -5,6 +5,15 @@ pub mod mnist;
 
 pub use mnist::{load, load_split, Mnist, Split, SplitKind, FILES, IMAGE_PIXELS, IMAGE_SIDE};
 
+/// Where MNIST is read from when neither `--mnist-dir` nor `MNIST_DIR` says: what `make data`
+/// fills.
+pub const DEFAULT_DIR: &str = "data/mnist";
+
+/// `MNIST_DIR`, else [`DEFAULT_DIR`].
+pub fn dir_from_env() -> std::path::PathBuf {
+    std::env::var_os("MNIST_DIR").map_or_else(|| DEFAULT_DIR.into(), std::path::PathBuf::from)
+}
+
 use std::path::PathBuf;
 
 /// Everything that can be wrong with the data files. Each variant names the file.

@@ -25,8 +25,7 @@ pub const TENSORS: [(&str, &[usize]); 6] = [
     ("fc2.bias", &[CLASSES]),
 ];
 
-/// The shipped weights, relative to the repository root (and to /var/task in an image).
-pub const SHIPPED_WEIGHTS: &str = "model-weights/mnist-cnn.safetensors";
+pub use crate::SHIPPED_WEIGHTS;
 
 /// The largest weights file read (the model's is 2.8 MB): a path or S3 object that names
 /// something else entirely fails at once instead of filling the function's memory.

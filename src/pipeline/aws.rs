@@ -57,7 +57,7 @@ where
                     body.trim()
                 )
             }
-            _ => causes(&e),
+            _ => crate::errors::chain(&e),
         };
         AwsError {
             action,
@@ -65,21 +65,6 @@ where
             message,
         }
     }
-}
-
-/// The chain of causes of `e`, each once: the SDK's own rendering (`DisplayErrorContext`)
-/// ends with a Debug dump no user should have to read.
-fn causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 /// The SDK configuration from the standard chain; `fallback_region` when none is configured.

@@ -28,7 +28,7 @@ use super::libs::{self, LibsError};
 pub const BOOTSTRAP: &str = "/var/runtime/bootstrap";
 /// The function's working directory, as on Lambda (`LAMBDA_TASK_ROOT`).
 pub const TASK_ROOT: &str = "/var/task";
-pub const WEIGHTS_IN_IMAGE: &str = "/var/task/model-weights/mnist-cnn.safetensors";
+pub const WEIGHTS_IN_IMAGE: &str = concat!("/var/task/", crate::shipped_weights_path!());
 pub const CARD_IN_IMAGE: &str = "/var/task/model-weights/mnist-cnn.json";
 pub const MNIST_IN_IMAGE: &str = "/var/task/mnist";
 /// Where Debian, Ubuntu and Amazon Linux 2023 keep their bundle: also the first place
@@ -218,7 +218,11 @@ fn layer_specs(
             let weights = inputs.weights.as_ref().ok_or(ImageError::MissingInput {
                 function: f,
                 what: "model weights",
-                hint: "give --weights FILE (e.g. model-weights/mnist-cnn.safetensors)",
+                hint: concat!(
+                    "give --weights FILE (e.g. ",
+                    crate::shipped_weights_path!(),
+                    ")"
+                ),
             })?;
             data.file(WEIGHTS_IN_IMAGE, weights, 0o644)?;
             let card = weights.with_extension("json");

@@ -67,7 +67,7 @@ async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(),
         .map_err(|e| {
             AwsError::new(
                 format!("waiting for {name} to finish updating (LastUpdateStatus)"),
-                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+                crate::errors::chain(&e),
             )
         })
 }
@@ -302,7 +302,7 @@ async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<
         .map_err(|e| {
             AwsError::new(
                 format!("waiting for {name} to become active"),
-                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+                crate::errors::chain(&e),
             )
         })?;
     Ok(())
@@ -339,7 +339,7 @@ pub async fn publish(
         .map_err(|e| {
             AwsError::new(
                 format!("waiting for version {version} of {name} to become active"),
-                aws_sdk_lambda::error::DisplayErrorContext(e).to_string(),
+                crate::errors::chain(&e),
             )
         })?;
     Ok(version)

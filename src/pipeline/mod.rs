@@ -1,6 +1,7 @@
 //! The deploy pipeline, one module per stage: build → image → registry (+ ecr) → lambda
 //! (+ iam, smoke) → apigw → logs (monitor). A stage takes the previous one's outputs, never
-//! its internals; `release` and `stack` chain them.
+//! its internals; `release` chains lambda, iam, smoke and logs for one function, `doctor`
+//! reads what each would meet, and `destroy` removes what they made.
 
 pub mod apigw;
 pub mod apigw_rest;
@@ -8,6 +9,7 @@ pub mod aws;
 pub mod binary;
 pub mod build;
 pub mod config;
+pub mod destroy;
 pub mod doctor;
 pub mod ecr;
 pub mod iam;

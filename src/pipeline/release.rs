@@ -329,7 +329,7 @@ pub async fn release(
         {
             say(format!(
                 "{name}: could not delete the smoke run's {uri}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(e)
+                crate::errors::chain(&e)
             ));
         }
     }

@@ -23,7 +23,7 @@ pub fn mnist_dir() -> PathBuf {
 }
 
 pub fn shipped_weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("model-weights/mnist-cnn.safetensors")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(lambda_cnn::SHIPPED_WEIGHTS)
 }
 
 /// Runs `lambda-cnn` with `args`, feeding `stdin`, with no MNIST_DIR/MODEL_PATH inherited.

@@ -85,7 +85,7 @@ fn main() -> Result<(), lambda_runtime::Error> {
             None => None,
         };
         let state = Arc::new(State {
-            mnist_dir: std::env::var_os("MNIST_DIR").map_or_else(|| PathBuf::from("data/mnist"), PathBuf::from),
+            mnist_dir: lambda_cnn::data::dir_from_env(),
             mnist: Mutex::new(None),
             s3,
             fn_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "train".into()),

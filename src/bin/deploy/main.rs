@@ -100,7 +100,7 @@ struct DoctorArgs {
     #[command(flatten)]
     target: Target,
     /// The MNIST files the train image packs.
-    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
     /// Print JSON (one object per check) instead of text.
     #[arg(long)]
@@ -287,10 +287,10 @@ struct ImageArgs {
     #[arg(long, default_value = "latest")]
     tag: String,
     /// Model weights for the predict image (the card beside it, *.json, goes in too).
-    #[arg(long, default_value = "model-weights/mnist-cnn.safetensors")]
+    #[arg(long, default_value = lambda_cnn::SHIPPED_WEIGHTS)]
     weights: PathBuf,
     /// The four MNIST files for the train image (checked before packing).
-    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
     /// PEM certificates the functions trust for HTTPS. Default: this machine's CA bundle.
     #[arg(long)]
@@ -505,12 +505,8 @@ fn image_from(f: Function, binary: PathBuf, out: &Path) -> Result<()> {
         function: f,
         binary,
         arch: None,
-        weights: Some(PathBuf::from("model-weights/mnist-cnn.safetensors")),
-        mnist_dir: Some(
-            std::env::var_os("MNIST_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("data/mnist")),
-        ),
+        weights: Some(PathBuf::from(lambda_cnn::SHIPPED_WEIGHTS)),
+        mnist_dir: Some(lambda_cnn::data::dir_from_env()),
         ca_bundle: None,
         source_date_epoch: source_date_epoch()?,
     };

@@ -484,99 +484,18 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
             bail!("nothing deleted");
         }
     }
-    if apigw::delete_api(&ctx.apigw, &cfg.api.name).await? {
-        println!("deleted API {}", cfg.api.name);
-    }
-    if lambda_cnn::pipeline::apigw_rest::delete_rest_api(&ctx.rest, &cfg.api.name).await? {
-        println!("deleted REST API {}", cfg.api.name);
-    }
-    for f in [Function::Predict, Function::Train] {
-        let name = &cfg.function(f).name;
-        match ctx
-            .clients
-            .lambda
-            .delete_function()
-            .function_name(name)
-            .send()
-            .await
-        {
-            Ok(_) => println!("deleted function {name} (its versions and aliases with it)"),
-            Err(e) => {
-                let e = aws::aws_err(format!("deleting function {name}"))(e);
-                if !e.is("ResourceNotFoundException") {
-                    return Err(e.into());
-                }
-            }
-        }
-        if logs::delete_log_group(&ctx.clients.logs, &logs::log_group(name)).await? {
-            println!("deleted log group {}", logs::log_group(name));
-        }
-    }
-    if lambda_cnn::pipeline::iam::delete_role(&ctx.clients.iam, &cfg.role.name).await? {
-        println!("deleted role {}", cfg.role.name);
-    }
-    if args.all {
-        match ctx
-            .clients
-            .ecr
-            .delete_repository()
-            .repository_name(&cfg.repository.name)
-            .force(true)
-            .send()
-            .await
-        {
-            Ok(_) => println!("deleted ECR repository {}", cfg.repository.name),
-            Err(e) => {
-                let e = aws::aws_err(format!("deleting ECR repository {}", cfg.repository.name))(e);
-                if !e.is("RepositoryNotFoundException") {
-                    return Err(e.into());
-                }
-            }
-        }
-        let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
-        if ctx
-            .clients
-            .s3
-            .head_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .is_ok()
-        {
-            // Every page: ListObjectsV2 answers at most 1000 keys at a time, and a bucket
-            // that is not empty cannot be deleted.
-            let mut pages = ctx
-                .clients
-                .s3
-                .list_objects_v2()
-                .bucket(&bucket)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(aws::aws_err(format!("listing bucket {bucket}")))?;
-                for o in page.contents() {
-                    if let Some(key) = o.key() {
-                        ctx.clients
-                            .s3
-                            .delete_object()
-                            .bucket(&bucket)
-                            .key(key)
-                            .send()
-                            .await
-                            .map_err(aws::aws_err(format!("deleting s3://{bucket}/{key}")))?;
-                    }
-                }
-            }
-            ctx.clients
-                .s3
-                .delete_bucket()
-                .bucket(&bucket)
-                .send()
-                .await
-                .map_err(aws::aws_err(format!("deleting bucket {bucket}")))?;
-            println!("deleted bucket {bucket}");
-        }
-    }
+    lambda_cnn::pipeline::destroy::destroy(
+        &lambda_cnn::pipeline::destroy::Clients {
+            stages: &ctx.clients,
+            http_apis: &ctx.apigw,
+            rest_apis: &ctx.rest,
+        },
+        cfg,
+        &ctx.account,
+        args.all,
+        &mut |deleted| println!("deleted {deleted}"),
+    )
+    .await?;
     Ok(())
 }
 
@@ -693,8 +612,7 @@ fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
 
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     // The preflight first: nothing is created when something would stop the deploy.
-    let mnist_dir =
-        std::env::var_os("MNIST_DIR").map_or_else(|| PathBuf::from("data/mnist"), PathBuf::from);
+    let mnist_dir = lambda_cnn::data::dir_from_env();
     let checks = examine(ctx, &args.target, &mnist_dir).await?;
     for c in checks
         .iter()

@@ -1,0 +1,105 @@
+//! `deploy destroy`: removes what the stages made, each only when it is there, so that a
+//! second run (or one after a partial failure) finishes the job. Without `all`: the APIs, the
+//! functions (their versions and aliases go with them) and log groups, the role. With `all`,
+//! also the ECR repository with its images and the models bucket with every object in it.
+
+use super::aws::{aws_err, Account, AwsError};
+use super::config::DeployConfig;
+use super::image::Function;
+use super::{apigw, apigw_rest, iam, logs, release};
+
+/// The clients `destroy` deletes through.
+pub struct Clients<'a> {
+    pub stages: &'a release::Clients,
+    pub http_apis: &'a aws_sdk_apigatewayv2::Client,
+    pub rest_apis: &'a aws_sdk_apigateway::Client,
+}
+
+/// Deletes what `config` names in this account; `deleted` hears of each thing as it goes.
+pub async fn destroy(
+    clients: &Clients<'_>,
+    config: &DeployConfig,
+    account: &Account,
+    all: bool,
+    deleted: &mut dyn FnMut(String),
+) -> Result<(), AwsError> {
+    let c = clients.stages;
+    if apigw::delete_api(clients.http_apis, &config.api.name).await? {
+        deleted(format!("API {}", config.api.name));
+    }
+    if apigw_rest::delete_rest_api(clients.rest_apis, &config.api.name).await? {
+        deleted(format!("REST API {}", config.api.name));
+    }
+    for f in [Function::Predict, Function::Train] {
+        let name = &config.function(f).name;
+        match c.lambda.delete_function().function_name(name).send().await {
+            Ok(_) => deleted(format!(
+                "function {name} (its versions and aliases with it)"
+            )),
+            Err(e) => {
+                let e = aws_err(format!("deleting function {name}"))(e);
+                if !e.is("ResourceNotFoundException") {
+                    return Err(e);
+                }
+            }
+        }
+        if logs::delete_log_group(&c.logs, &logs::log_group(name)).await? {
+            deleted(format!("log group {}", logs::log_group(name)));
+        }
+    }
+    if iam::delete_role(&c.iam, &config.role.name).await? {
+        deleted(format!("role {}", config.role.name));
+    }
+    if !all {
+        return Ok(());
+    }
+    let repository = &config.repository.name;
+    match c
+        .ecr
+        .delete_repository()
+        .repository_name(repository)
+        .force(true)
+        .send()
+        .await
+    {
+        Ok(_) => deleted(format!("ECR repository {repository}")),
+        Err(e) => {
+            let e = aws_err(format!("deleting ECR repository {repository}"))(e);
+            if !e.is("RepositoryNotFoundException") {
+                return Err(e);
+            }
+        }
+    }
+    let bucket = config.bucket_name(&account.id, &account.region);
+    if delete_bucket(&c.s3, &bucket).await? {
+        deleted(format!("bucket {bucket}"));
+    }
+    Ok(())
+}
+
+/// Empties and deletes `bucket`; `false` when there is none.
+async fn delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<bool, AwsError> {
+    if s3.head_bucket().bucket(bucket).send().await.is_err() {
+        return Ok(false);
+    }
+    // Every page: ListObjectsV2 answers at most 1000 keys at a time, and a bucket that is not
+    // empty cannot be deleted.
+    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(aws_err(format!("listing bucket {bucket}")))?;
+        for key in page.contents().iter().filter_map(|o| o.key()) {
+            s3.delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(aws_err(format!("deleting s3://{bucket}/{key}")))?;
+        }
+    }
+    s3.delete_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(aws_err(format!("deleting bucket {bucket}")))?;
+    Ok(true)
+}
