@@ -4,9 +4,14 @@
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "s3")]
+pub mod model_source;
 pub mod page;
 pub mod predict;
+pub mod predict_fn;
 pub mod train;
+#[cfg(feature = "s3")]
+pub mod train_service;
 
 /// The most characters of any input value an error message repeats.
 pub const ECHO_CHARS: usize = 100;

@@ -1,0 +1,50 @@
+//! Where the predict function's weights come from: `MODEL_S3_URI` when set, else `MODEL_PATH`
+//! (default: the shipped weights), at most [`MAX_WEIGHTS_BYTES`] either way; weights that are
+//! not all finite are refused.
+
+use crate::model::weights::{sha256_hex, MAX_WEIGHTS_BYTES};
+use crate::model::{Cnn, ModelError};
+use crate::store::{BadS3Uri, S3Uri, Store, StoreError};
+use crate::SHIPPED_WEIGHTS;
+
+/// Why the model could not be loaded; the function logs it and stops its init.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Uri(#[from] BadS3Uri),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// A loaded model and where it came from.
+pub struct Loaded {
+    pub model: Cnn,
+    /// The SHA-256 of the weights file: the model's identity in answers and on the page.
+    pub id: String,
+    /// The S3 URI or the path it was read from.
+    pub source: String,
+}
+
+/// Loads the weights the environment names (see the module's documentation).
+pub async fn from_env() -> Result<Loaded, LoadError> {
+    if let Ok(uri) = std::env::var("MODEL_S3_URI") {
+        let uri: S3Uri = uri.parse()?;
+        let store = Store::from_env().await;
+        let bytes = store.get_capped(&uri, MAX_WEIGHTS_BYTES).await?;
+        let model = Cnn::from_safetensors(&bytes)?;
+        return Ok(Loaded {
+            model,
+            id: sha256_hex(&bytes),
+            source: uri.to_string(),
+        });
+    }
+    let path = std::env::var("MODEL_PATH").unwrap_or_else(|_| SHIPPED_WEIGHTS.into());
+    let (model, id) = Cnn::load(std::path::Path::new(&path))?;
+    Ok(Loaded {
+        model,
+        id,
+        source: path,
+    })
+}
