@@ -87,6 +87,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Sums up `reports`; cost from their billed durations and memory sizes (each invocation at
 /// its own memory size, so a mid-period memory change is priced right).
+/// One line for people: counts, durations, memory, cost.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} invocations ({} cold, {} errors); \
+             duration p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+            self.invocations,
+            self.cold_starts,
+            self.errors,
+            self.duration_p50_ms,
+            self.duration_p95_ms,
+            self.duration_max_ms
+        )?;
+        if let Some(init) = self.init_max_ms {
+            write!(f, ", init max {init:.1} ms")?;
+        }
+        write!(
+            f,
+            "; memory {} of {} MB used ({:.0}% headroom); cost {}",
+            self.max_memory_used_mb,
+            self.memory_size_mb,
+            self.memory_headroom * 100.0,
+            self.cost
+        )
+    }
+}
+
 pub fn summarize(
     reports: &[Report],
     arch: Arch,
@@ -198,6 +226,12 @@ mod tests {
         assert!((s.cost.gb_seconds - 1.525).abs() < 1e-12);
         let expected = 1.525 * 0.000_016_666_7 + 4.0 * 0.20e-6 + 4.0 * 1.0e-6;
         assert!((s.cost.total - expected).abs() < 1e-15, "{}", s.cost.total);
+        let line = s.to_string();
+        assert!(
+            line.starts_with("4 invocations (1 cold, 1 errors); duration p50 3.0 ms")
+                && line.contains(", init max 11.9 ms; memory 60 of 512 MB used (88% headroom)"),
+            "{line}"
+        );
     }
 
     #[test]

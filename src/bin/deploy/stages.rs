@@ -78,28 +78,79 @@ fn plan(cmd: &Command, config: &DeployConfig) {
     let both = [Function::Predict, Function::Train];
     let lines: Vec<String> = match cmd {
         Command::Push(a) => vec![
-            format!("ensure ECR repository {} (scan on push, keep {} images)", config.repository.name, config.repository.keep_images),
-            format!("push the images of {} from {} to {}, skipping blobs already there", names(&a.which.functions()), a.target.images.display(), a.target.registry.as_deref().unwrap_or("ECR")),
+            format!(
+                "ensure ECR repository {} (scan on push, keep {} images)",
+                config.repository.name, config.repository.keep_images
+            ),
+            format!(
+                "push the images of {} from {} to {}, skipping blobs already there",
+                names(&a.which.functions()),
+                a.target.images.display(),
+                a.target.registry.as_deref().unwrap_or("ECR")
+            ),
         ],
         Command::Release(a) => vec![
-            format!("ensure IAM role {} and bucket {}", config.role.name, config.bucket.name),
-            format!("create or update {} from the pushed images (by digest), wait, publish a version", names(&a.which.functions())),
-            format!("smoke-test each new version, then point alias {} at it{}", config.release.alias, a.canary.map(|c| format!(" ({c}% canary)")).unwrap_or_default()),
+            format!(
+                "ensure IAM role {} and bucket {}",
+                config.role.name, config.bucket.name
+            ),
+            format!(
+                "create or update {} from the pushed images (by digest), wait, publish a version",
+                names(&a.which.functions())
+            ),
+            format!(
+                "smoke-test each new version, then point alias {} at it{}",
+                config.release.alias,
+                a.canary
+                    .map(|c| format!(" ({c}% canary)"))
+                    .unwrap_or_default()
+            ),
         ],
         Command::Api(_) => vec![format!(
-            "ensure HTTP API {} (POST /predict, GET /health → {}:{}), throttled {}/s burst {}, auth {}",
-            config.api.name, config.function(Function::Predict).name, config.release.alias,
-            config.api.throttle_rate, config.api.throttle_burst, config.api.auth
+            "ensure HTTP API {} (GET /, POST /predict, GET /health → {}:{}), \
+             throttled {}/s burst {}, auth {}",
+            config.api.name,
+            config.function(Function::Predict).name,
+            config.release.alias,
+            config.api.throttle_rate,
+            config.api.throttle_burst,
+            config.api.auth
         )],
-        Command::Role(_) => vec![format!("ensure IAM role {} with the policies in infra/iam/", config.role.name)],
-        Command::Rollback(a) => vec![format!("point {} of {} at the previous version", config.release.alias, names(&a.which.functions()))],
-        Command::Destroy(a) => vec![format!(
-            "delete API {}, functions {}, role {}, their log groups{}",
-            config.api.name, names(&both), config.role.name,
-            if a.all { format!(", repository {} and bucket {}", config.repository.name, config.bucket.name) } else { String::new() }
+        Command::Role(_) => vec![format!(
+            "ensure IAM role {} with the policies in infra/iam/",
+            config.role.name
         )],
-        Command::Monitor(a) => vec![format!("read REPORT lines of {} since {:?}", names(&a.which.functions()), a.since)],
-        Command::Doctor(_) => vec!["read the account's identity, permissions, Lambda limits and the names the deploy takes (creating nothing)".into()],
+        Command::Rollback(a) => vec![format!(
+            "point {} of {} at the previous version",
+            config.release.alias,
+            names(&a.which.functions())
+        )],
+        Command::Destroy(a) => {
+            let also = if a.all {
+                format!(
+                    ", repository {} and bucket {}",
+                    config.repository.name, config.bucket.name
+                )
+            } else {
+                String::new()
+            };
+            vec![format!(
+                "delete API {}, functions {}, role {}, their log groups{also}",
+                config.api.name,
+                names(&both),
+                config.role.name
+            )]
+        }
+        Command::Monitor(a) => vec![format!(
+            "read REPORT lines of {} since {:?}",
+            names(&a.which.functions()),
+            a.since
+        )],
+        Command::Doctor(_) => vec![
+            "read the account's identity, permissions, Lambda limits and \
+             the names the deploy takes (creating nothing)"
+                .into(),
+        ],
         Command::All(_) => vec![
             "check the account (deploy doctor), stopping on any FAIL".into(),
             "build the functions (release)".into(),
@@ -261,9 +312,15 @@ async fn push(
             );
         } else {
             println!(
-                "{f}: pushed {}@{} — {} bytes sent ({} blobs), {} bytes skipped ({} blobs already there); tags {}",
-                dest.repository, outcome.digest, outcome.bytes_pushed, outcome.blobs_pushed,
-                outcome.bytes_skipped, outcome.blobs_skipped, outcome.tags.join(", ")
+                "{f}: pushed {}@{} — {} bytes sent ({} blobs), \
+                 {} bytes skipped ({} blobs already there); tags {}",
+                dest.repository,
+                outcome.digest,
+                outcome.bytes_pushed,
+                outcome.blobs_pushed,
+                outcome.bytes_skipped,
+                outcome.blobs_skipped,
+                outcome.tags.join(", ")
             );
         }
         outcomes.push(outcome);
@@ -537,12 +594,7 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
                     );
                 }
             } else {
-                println!(
-                    "{}: {} invocations ({} cold, {} errors); duration p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms{}; memory {} of {} MB used ({:.0}% headroom); cost {}",
-                    fc.name, s.invocations, s.cold_starts, s.errors, s.duration_p50_ms, s.duration_p95_ms, s.duration_max_ms,
-                    s.init_max_ms.map(|i| format!(", init max {i:.1} ms")).unwrap_or_default(),
-                    s.max_memory_used_mb, s.memory_size_mb, s.memory_headroom * 100.0, s.cost
-                );
+                println!("{}: {s}", fc.name);
             }
         }
         if !args.follow {
