@@ -13,7 +13,7 @@ use std::fmt;
 pub use crate::arch::Arch;
 
 /// API Gateway in front of the function, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
     None,
     /// HTTP API (v2).

@@ -1,7 +1,7 @@
 //! `lambda-cnn`: train, evaluate and run the seed's MNIST CNN locally.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lambda_cnn::card::ModelCard;
 use lambda_cnn::data::{self, SplitKind};
@@ -93,30 +93,24 @@ struct DataArgs {
     mnist_dir: PathBuf,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum OptimizerArg {
-    Adam,
-    Sgd,
-}
-
 #[derive(Args)]
 struct TrainArgs {
     /// Passes over the training set.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
     /// Samples per optimizer step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
-    #[arg(long, value_enum, default_value = "adam")]
-    optimizer: OptimizerArg,
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
+    optimizer: OptimizerKind,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
     lr: f64,
     /// Momentum (SGD only; 0 is the seed's plain SGD).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainConfig::default().momentum)]
     momentum: f64,
     /// Seeds the initial weights and the shuffling: the same seed gives the same model.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
     /// Train on the first N training samples only (for quick runs).
     #[arg(long)]
@@ -241,10 +235,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
-        optimizer: match args.optimizer {
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Sgd => OptimizerKind::Sgd,
-        },
+        optimizer: args.optimizer,
         learning_rate: args.lr,
         momentum: args.momentum,
         seed: args.seed,

@@ -13,7 +13,7 @@ use super::aws::{aws_err, AwsError};
 pub const ROUTES: [&str; 3] = ["GET /", "POST /predict", "GET /health"];
 const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Auth {
     None,
     Iam,

@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use lambda_cnn::cost::Api;
+use lambda_cnn::pipeline::apigw::Auth;
 use lambda_cnn::pipeline::binary::Arch;
 use lambda_cnn::pipeline::build;
 use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
@@ -176,9 +178,9 @@ struct RoleArgs {
 
 #[derive(Args, Clone)]
 struct ApiArgs {
-    /// none, iam or jwt; default: the config's.
-    #[arg(long)]
-    auth: Option<String>,
+    /// Who may call the API; default: the config's `[api] auth`.
+    #[arg(long, value_enum)]
+    auth: Option<Auth>,
     /// A REST API (API Gateway v1) instead of an HTTP API: resources, proxy integrations, a
     /// `prod` stage with throttling (no CORS or JWT there).
     #[arg(long)]
@@ -217,9 +219,9 @@ struct MonitorArgs {
     /// Keep reading new invocations every 5 s until interrupted.
     #[arg(long)]
     follow: bool,
-    /// API Gateway in front, for the cost: none, http or rest.
-    #[arg(long, default_value = "http")]
-    api: String,
+    /// API Gateway in front, for the cost.
+    #[arg(long, value_enum, default_value_t = Api::Http)]
+    api: Api,
     /// Print JSON (one object per line) instead of text.
     #[arg(long)]
     json: bool,
@@ -239,9 +241,9 @@ struct CostArgs {
     /// x86_64 or arm64.
     #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
     arch: Arch,
-    /// API Gateway in front: none, http or rest.
-    #[arg(long, default_value = "http")]
-    api: String,
+    /// API Gateway in front.
+    #[arg(long, value_enum, default_value_t = Api::Http)]
+    api: Api,
     /// The region whose prices apply (tables for us-east-1, us-east-2, us-west-2; another
     /// region is priced at us-east-1's rates, with a note).
     #[arg(long, default_value = "us-east-1")]
@@ -533,12 +535,12 @@ fn source_date_epoch() -> Result<u64> {
 }
 
 fn run_cost(args: CostArgs) -> Result<()> {
-    use lambda_cnn::cost::{self, Api, Usage};
+    use lambda_cnn::cost::{self, Usage};
     let (prices, note) = cost::prices_for(&args.region);
     if let Some(note) = &note {
         eprintln!("note: {note}");
     }
-    let api: Api = args.api.parse().map_err(anyhow::Error::msg)?;
+    let api = args.api;
     if !(args.invocations >= 0.0 && args.invocations.is_finite()) {
         bail!("--invocations must be a non-negative number");
     }

@@ -423,12 +423,10 @@ async fn release_functions(
 
 async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
     let cfg = &ctx.config;
-    let auth: Auth = args
-        .auth
-        .as_deref()
-        .unwrap_or(&cfg.api.auth)
-        .parse()
-        .map_err(anyhow::Error::msg)?;
+    let auth: Auth = match args.auth {
+        Some(a) => a,
+        None => cfg.api.auth.parse().map_err(anyhow::Error::msg)?,
+    };
     let spec = ApiSpec {
         name: cfg.api.name.clone(),
         stage: cfg.api.stage.clone(),
@@ -559,7 +557,7 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
 async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
     let cfg = &ctx.config;
     let arch = cfg.arch().map_err(anyhow::Error::msg)?;
-    let api: Api = args.api.parse().map_err(anyhow::Error::msg)?;
+    let api = args.api;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
