@@ -219,6 +219,7 @@ impl Trainer {
         // The rest runs on a worker of the thread pool, so that its parallel phases pass
         // between the workers instead of each being injected from this thread and waited for.
         rayon::scope(|_| {
+            let isa = self.backprop.isa();
             let mut step = self
                 .optimizer
                 .begin_step(&Params::SHAPES.map(|(_, len)| len))?;
@@ -236,7 +237,7 @@ impl Trainer {
                 .enumerate()
             {
                 if index != Params::FC1_W {
-                    step.take(index).apply(p, g);
+                    step.take(index).apply(isa, p, g);
                 }
             }
             Ok(loss)

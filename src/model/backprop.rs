@@ -52,6 +52,11 @@ impl Default for Backprop {
 }
 
 impl Backprop {
+    /// The instruction set its kernels run with (and the optimizer's updates, in training).
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
     pub fn new(isa: Isa) -> Self {
         Self {
             isa,
@@ -318,7 +323,7 @@ impl Backprop {
                     .for_each(|(t, ((dw, w), update))| {
                         // The input gradient needs the weights before the update.
                         task(t, dw, w);
-                        update.apply(w, dw);
+                        update.apply(isa, w, dw);
                     })
             }
         }

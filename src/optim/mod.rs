@@ -61,11 +61,12 @@ pub trait Optimizer: Send {
         }
         let lengths: Vec<usize> = params.iter().map(|p| p.len()).collect();
         let mut step = self.begin_step(&lengths)?;
+        let isa = Isa::detect();
         for (index, (p, g)) in params.iter_mut().zip(grads).enumerate() {
             let piece = step.take(index);
             if p.len() <= CHUNK {
                 // Not worth a hand-off to another thread.
-                piece.apply(p, g);
+                piece.apply(isa, p, g);
                 continue;
             }
             piece
@@ -73,7 +74,7 @@ pub trait Optimizer: Send {
                 .into_par_iter()
                 .zip(p.par_chunks_mut(CHUNK))
                 .zip(g.par_chunks(CHUNK))
-                .for_each(|((piece, p), g)| piece.apply(p, g));
+                .for_each(|((piece, p), g)| piece.apply(isa, p, g));
         }
         Ok(())
     }
@@ -176,11 +177,13 @@ impl<'a> Piece<'a> {
         out
     }
 
-    /// Updates `params` from `grads`, both as long as the piece.
+    /// Updates `params` from `grads`, both as long as the piece, with the kernels built for
+    /// `isa` (the caller's, so that a model run with one instruction set updates with it, and
+    /// tests can compare every build).
     ///
     /// # Panics
     /// If the lengths differ (a bug of the caller: [`Optimizer::step`] checks them first).
-    pub fn apply(self, params: &mut [f32], grads: &[f32]) {
+    pub fn apply(self, isa: Isa, params: &mut [f32], grads: &[f32]) {
         assert!(
             params.len() == self.len && grads.len() == self.len,
             "an update of {} values applied to {} values and {} gradients",
@@ -188,7 +191,6 @@ impl<'a> Piece<'a> {
             params.len(),
             grads.len()
         );
-        let isa = Isa::detect();
         let [a, b] = self.state;
         match self.rule {
             Rule::Sgd(rule) => sgd::update(isa, &rule, params, grads, a),
@@ -258,12 +260,58 @@ mod tests {
                 let mut at = b.len();
                 while let Some(part) = parts.pop() {
                     let from = at - part.len();
-                    part.apply(&mut b[from..at], &g[from..at]);
+                    part.apply(Isa::detect(), &mut b[from..at], &g[from..at]);
                     at = from;
                 }
             }
             assert_eq!(a, b);
             assert_ne!(a, p0);
+        }
+    }
+
+    /// Every build of the update kernels (portable, AVX2, AVX-512: what this CPU has) follows
+    /// the portable one: the same formulas, FMA rounding apart.
+    #[test]
+    fn every_instruction_set_updates_as_the_portable_build() {
+        let p0: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let grads: Vec<Vec<f32>> = (0..4)
+            .map(|s| {
+                (0..1000)
+                    .map(|i| ((i * (s + 3)) as f32 * 0.13).cos())
+                    .collect()
+            })
+            .collect();
+        let optimizers = || -> [Box<dyn Optimizer>; 3] {
+            [
+                Box::new(Adam::new(1e-2)),
+                Box::new(Sgd::with_momentum(0.1, 0.9)),
+                Box::new(Sgd::new(0.1)),
+            ]
+        };
+        let run = |isa: Isa, opt: &mut dyn Optimizer| {
+            let mut p = p0.clone();
+            for g in &grads {
+                opt.begin_step(&[p.len()])
+                    .unwrap()
+                    .take(0)
+                    .apply(isa, &mut p, g);
+            }
+            p
+        };
+        let isas = Isa::available();
+        assert_eq!(isas[0].to_string(), "portable");
+        for (k, _) in optimizers().iter().enumerate() {
+            let portable = run(isas[0], &mut *optimizers().into_iter().nth(k).unwrap());
+            assert_ne!(portable, p0);
+            for &isa in &isas[1..] {
+                let got = run(isa, &mut *optimizers().into_iter().nth(k).unwrap());
+                let worst = got
+                    .iter()
+                    .zip(&portable)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "optimizer {k} on {isa}: off by {worst}");
+            }
         }
     }
 
