@@ -7,7 +7,6 @@
 mod common;
 use common::emulator::venv_tool;
 use common::events::start_predict;
-use common::mnist_dir;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,8 +115,7 @@ fn a_person_draws_digits_and_uploads_pictures_in_chromium_and_reads_the_answers(
     assert_eq!(again.status(), 304);
 
     // The cases: real test digits to draw; a photo as PNG and JPEG; a text file.
-    let test = lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test)
-        .expect("the MNIST test set loads");
+    let test = common::mnist_test();
     let dir = tempfile::tempdir().unwrap();
     let digits: Vec<Value> = (0..DIGITS)
         .map(|i| json!({"label": test.labels[i], "pixels": test.image(i)}))

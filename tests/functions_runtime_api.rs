@@ -131,8 +131,7 @@ fn train_reports_missing_data_as_a_typed_error() {
 #[test]
 fn predict_recognises_real_digits_in_every_input_form_and_event_flavour() {
     let emu = start_predict();
-    let test =
-        lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test).unwrap();
+    let test = common::mnist_test();
     let (_, model_sha) = lambda_cnn::model::Cnn::load(&shipped_weights()).unwrap();
     for (n, flavour) in [Flavour::RestV1, Flavour::HttpV2, Flavour::FunctionUrl]
         .into_iter()

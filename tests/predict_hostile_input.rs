@@ -268,8 +268,7 @@ fn error_messages_stay_small_whatever_the_input() {
 #[test]
 fn real_world_inputs_get_the_right_answer_and_blank_ones_a_400() {
     let mut emu = start_predict();
-    let test =
-        lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test).unwrap();
+    let test = common::mnist_test();
     // Blank at every size, in every form.
     refused(
         &mut emu,

@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 use image::{GrayImage, Luma};
-use lambda_cnn::data::{load_split, SplitKind};
 use lambda_cnn::model::Cnn;
 use lambda_cnn::predict::{image_to_pixels, predict};
 
@@ -23,7 +22,7 @@ fn as_drawing(digit: &[u8], scale: u32, page: (u32, u32), at: (u32, u32)) -> Vec
 
 #[test]
 fn dark_on_light_scaled_up_digits_are_still_recognised() {
-    let test = load_split(&mnist_dir(), SplitKind::Test).unwrap();
+    let test = common::mnist_test();
     let (model, _) = Cnn::load(&shipped_weights()).unwrap();
     let n = 100;
     let mut correct = 0;
@@ -57,7 +56,7 @@ fn png_of(img: &GrayImage) -> Vec<u8> {
 
 #[test]
 fn real_mnist_digits_are_taken_as_they_are_and_28x28_drawings_are_not() {
-    let test = load_split(&mnist_dir(), SplitKind::Test).unwrap();
+    let test = common::mnist_test();
     let (model, _) = Cnn::load(&shipped_weights()).unwrap();
     let n = 1000;
     let (mut as_is, mut inverted_right, mut shifted_right) = (0, 0, 0);

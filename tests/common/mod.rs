@@ -112,10 +112,18 @@ pub fn assert_clean_failure(out: &Output, expect_in_message: &str) {
     );
 }
 
+/// The real MNIST test set, read and checked once per test binary.
+pub fn mnist_test() -> &'static lambda_cnn::data::Split {
+    static TEST: std::sync::OnceLock<lambda_cnn::data::Split> = std::sync::OnceLock::new();
+    TEST.get_or_init(|| {
+        lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test)
+            .expect("the MNIST test set loads")
+    })
+}
+
 /// Test digit `i` of the real test set as a 28×28 grey PNG, with its label.
 pub fn test_digit_png(i: usize) -> (Vec<u8>, u8) {
-    let test = lambda_cnn::data::load_split(&mnist_dir(), lambda_cnn::data::SplitKind::Test)
-        .expect("the MNIST test set loads");
+    let test = mnist_test();
     let img = image::GrayImage::from_raw(28, 28, test.image(i).to_vec()).unwrap();
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
