@@ -228,24 +228,32 @@ fn ensure_state(state: &mut Vec<Vec<f32>>, lengths: &[usize]) -> Result<(), Opti
 mod tests {
     use super::*;
 
-    /// A step applied in pieces, in any order, is the step applied whole.
-    #[test]
-    fn pieces_in_any_order_make_the_whole_step() {
-        let p0: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let grads: Vec<Vec<f32>> = (0..3)
+    /// 1000 parameters and `steps` gradients of them.
+    fn fixture(steps: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
+        let p0 = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let grads = (0..steps)
             .map(|s| {
                 (0..1000)
                     .map(|i| ((i * (s + 2)) as f32 * 0.11).cos())
                     .collect()
             })
             .collect();
-        let optimizers = || -> [Box<dyn Optimizer>; 3] {
-            [
-                Box::new(Adam::new(1e-2)),
-                Box::new(Sgd::with_momentum(0.1, 0.9)),
-                Box::new(Sgd::new(0.1)),
-            ]
-        };
+        (p0, grads)
+    }
+
+    /// One of each optimizer the crate has, with settings that move the parameters visibly.
+    fn optimizers() -> [Box<dyn Optimizer>; 3] {
+        [
+            Box::new(Adam::new(1e-2)),
+            Box::new(Sgd::with_momentum(0.1, 0.9)),
+            Box::new(Sgd::new(0.1)),
+        ]
+    }
+
+    /// A step applied in pieces, in any order, is the step applied whole.
+    #[test]
+    fn pieces_in_any_order_make_the_whole_step() {
+        let (p0, grads) = fixture(3);
         for (mut whole, mut pieces) in optimizers().into_iter().zip(optimizers()) {
             let (mut a, mut b) = (p0.clone(), p0.clone());
             for g in &grads {
@@ -273,21 +281,7 @@ mod tests {
     /// the portable one: the same formulas, FMA rounding apart.
     #[test]
     fn every_instruction_set_updates_as_the_portable_build() {
-        let p0: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let grads: Vec<Vec<f32>> = (0..4)
-            .map(|s| {
-                (0..1000)
-                    .map(|i| ((i * (s + 3)) as f32 * 0.13).cos())
-                    .collect()
-            })
-            .collect();
-        let optimizers = || -> [Box<dyn Optimizer>; 3] {
-            [
-                Box::new(Adam::new(1e-2)),
-                Box::new(Sgd::with_momentum(0.1, 0.9)),
-                Box::new(Sgd::new(0.1)),
-            ]
-        };
+        let (p0, grads) = fixture(4);
         let run = |isa: Isa, opt: &mut dyn Optimizer| {
             let mut p = p0.clone();
             for g in &grads {

@@ -286,20 +286,12 @@ async fn role(iam: &aws_sdk_iam::Client, name: &str) -> Check {
 /// that keep live images from expiring, which a tag-immutable repository refuses
 /// (`ImageTagAlreadyExistsException` on the second release).
 async fn repository(ecr: &aws_sdk_ecr::Client, name: &str) -> Check {
-    let found = ecr
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("looking up ECR repository {name}")));
-    match found {
-        Ok(out) => {
-            let mutability = out
-                .repositories()
-                .first()
-                .and_then(|r| r.image_tag_mutability())
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_else(|| "MUTABLE".to_owned());
+    match super::ecr::find_repository(ecr, name).await {
+        Ok(Some(repo)) => {
+            let mutability = repo
+                .image_tag_mutability()
+                .map_or("MUTABLE", |m| m.as_str())
+                .to_owned();
             if mutability == "MUTABLE" {
                 Check::ok(
                     "repository",
@@ -313,9 +305,7 @@ async fn repository(ecr: &aws_sdk_ecr::Client, name: &str) -> Check {
                 )
             }
         }
-        Err(e) if e.is("RepositoryNotFoundException") => {
-            Check::ok("repository", format!("{name} is free: deploy creates it"))
-        }
+        Ok(None) => Check::ok("repository", format!("{name} is free: deploy creates it")),
         Err(e) => Check::warn(
             "repository",
             format!("cannot tell whether {name} is free: {e}"),

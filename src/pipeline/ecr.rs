@@ -114,6 +114,24 @@ pub async fn tag_image(
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// The repository `name`, if this account has it in this region.
+pub async fn find_repository(
+    ecr: &aws_sdk_ecr::Client,
+    name: &str,
+) -> Result<Option<aws_sdk_ecr::types::Repository>, AwsError> {
+    let found = ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up ECR repository {name}")));
+    match found {
+        Ok(out) => Ok(out.repositories().first().cloned()),
+        Err(e) if e.is("RepositoryNotFoundException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the repository when missing (scan on push), and sets its lifecycle policy.
 pub async fn ensure_repository(
     ecr: &aws_sdk_ecr::Client,
@@ -121,15 +139,9 @@ pub async fn ensure_repository(
     keep_images: u32,
     account: &super::aws::Account,
 ) -> Result<(Repository, bool), AwsError> {
-    let found = ecr
-        .describe_repositories()
-        .repository_names(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("looking up ECR repository {name}")));
-    let (repo, created) = match found {
-        Ok(out) => (out.repositories().first().cloned(), false),
-        Err(e) if e.is("RepositoryNotFoundException") => {
+    let (repo, created) = match find_repository(ecr, name).await? {
+        Some(repo) => (Some(repo), false),
+        None => {
             let out = ecr
                 .create_repository()
                 .repository_name(name)
@@ -143,7 +155,6 @@ pub async fn ensure_repository(
                 .map_err(aws_err(format!("creating ECR repository {name}")))?;
             (out.repository().cloned(), true)
         }
-        Err(e) => return Err(e),
     };
     let uri = repo
         .and_then(|r| r.repository_uri().map(str::to_owned))
