@@ -69,8 +69,29 @@ impl ApiSpec {
     }
 }
 
+/// The page's address first: it is what a person wants to open.
+impl std::fmt::Display for ApiOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "digit page: {}", self.page)?;
+        write!(
+            f,
+            "{} {} API {} ({}): GET {}/, POST {}/predict, GET {}/health",
+            if self.created { "created" } else { "updated" },
+            self.kind,
+            self.name,
+            self.api_id,
+            self.url,
+            self.url,
+            self.url
+        )
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApiOutcome {
+    /// `HTTP` or `REST`.
+    pub kind: &'static str,
+    pub name: String,
     pub api_id: String,
     pub url: String,
     /// The digit page: open it in a browser.
@@ -307,6 +328,8 @@ pub async fn ensure_http_api(
         format!("{endpoint}/{}", spec.stage)
     };
     Ok(ApiOutcome {
+        kind: "HTTP",
+        name: spec.name.clone(),
         api_id,
         page: format!("{}/", url.trim_end_matches('/')),
         url,
@@ -430,6 +453,33 @@ pub async fn delete_api(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_names_the_page_first_for_people_and_all_of_it_in_json() {
+        let o = ApiOutcome {
+            kind: "HTTP",
+            name: "lambda-cnn".into(),
+            api_id: "abc123".into(),
+            url: "https://abc123.execute-api.us-east-1.amazonaws.com".into(),
+            page: "https://abc123.execute-api.us-east-1.amazonaws.com/".into(),
+            created: true,
+        };
+        let text = o.to_string();
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("digit page: https://abc123.execute-api.us-east-1.amazonaws.com/")
+        );
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("created HTTP API lambda-cnn (abc123): GET "));
+        let v = serde_json::to_value(&o).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["page"].as_str()),
+            (Some("HTTP"), Some(o.page.as_str()))
+        );
+    }
 
     #[test]
     fn a_conflict_is_done_only_when_the_statement_exists() {

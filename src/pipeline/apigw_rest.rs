@@ -227,6 +227,8 @@ pub async fn ensure_rest_api(
         spec.region, spec.dns_suffix
     );
     Ok(ApiOutcome {
+        kind: "REST",
+        name: spec.name.clone(),
         page: format!("{url}/"),
         url,
         api_id: id,

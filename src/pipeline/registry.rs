@@ -58,6 +58,33 @@ pub struct PushOutcome {
     pub tags: Vec<String>,
 }
 
+/// What `deploy push` reports for one function: the push, named by its function.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PushReport {
+    pub function: String,
+    #[serde(flatten)]
+    pub outcome: PushOutcome,
+}
+
+impl std::fmt::Display for PushReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.outcome;
+        write!(
+            f,
+            "{}: pushed {}@{} — {} bytes sent ({} blobs), \
+             {} bytes skipped ({} blobs already there); tags {}",
+            self.function,
+            o.repository,
+            o.digest,
+            o.bytes_pushed,
+            o.blobs_pushed,
+            o.bytes_skipped,
+            o.blobs_skipped,
+            o.tags.join(", ")
+        )
+    }
+}
+
 fn retryable(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,

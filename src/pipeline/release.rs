@@ -57,6 +57,20 @@ pub struct ReleaseOutcome {
     pub smoke: String,
 }
 
+impl std::fmt::Display for ReleaseOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.canary {
+            Some(share) => format!("a {:.0}% canary on {}", share * 100.0, self.alias),
+            None => self.alias.clone(),
+        };
+        write!(
+            f,
+            "{}: version {} is {what} ({}; smoke test: {})",
+            self.function, self.version, self.image_uri, self.smoke
+        )
+    }
+}
+
 pub struct ReleaseRequest<'a> {
     pub function: Function,
     pub repository_uri: &'a str,

@@ -15,6 +15,7 @@ use lambda_cnn::pipeline::build;
 use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
 use lambda_cnn::pipeline::layer::LayerCache;
 
+mod output;
 mod stages;
 
 #[derive(Parser)]
@@ -34,6 +35,9 @@ struct Cli {
     /// Print what would be done, without calling AWS or writing anything.
     #[arg(long, global = true)]
     dry_run: bool,
+    /// Print results as JSON, one object per line, instead of text (any subcommand).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,7 +68,7 @@ enum Command {
     Api(ApiArgs),
     /// Ensure the functions' execution role (trust and least-privilege policies from
     /// infra/iam/); `release` does this too.
-    Role(RoleArgs),
+    Role,
     /// Point `live` back at the previous version (or `--to VERSION`).
     Rollback(RollbackArgs),
     /// Remove what deploy created: API, permission, aliases, functions, role, log groups
@@ -104,9 +108,6 @@ struct DoctorArgs {
     /// The MNIST files the train image packs.
     #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
-    /// Print JSON (one object per check) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Which function(s) a stage acts on.
@@ -143,9 +144,6 @@ struct PushArgs {
     which: Which,
     #[command(flatten)]
     target: Target,
-    /// One JSON object per function.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -164,16 +162,6 @@ struct ReleaseArgs {
     /// emulator running the image).
     #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
     invoke_endpoint: Option<String>,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args, Clone)]
-struct RoleArgs {
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -185,9 +173,6 @@ struct ApiArgs {
     /// `prod` stage with throttling (no CORS or JWT there).
     #[arg(long)]
     rest: bool,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -222,9 +207,6 @@ struct MonitorArgs {
     /// API Gateway in front, for the cost.
     #[arg(long, value_enum, default_value_t = Api::Http)]
     api: Api,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -248,9 +230,6 @@ struct CostArgs {
     /// region is priced at us-east-1's rates, with a note).
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -263,9 +242,6 @@ struct AllArgs {
     /// Skip `deploy api`.
     #[arg(long)]
     no_api: bool,
-    /// Print JSON (one object per line) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -303,9 +279,6 @@ struct ImageArgs {
     /// The cache of compressed layers. Default: ~/.cache/lambda-cnn/layers.
     #[arg(long, env = "LAMBDA_CNN_LAYER_CACHE")]
     cache_dir: Option<PathBuf>,
-    /// Print one JSON object instead of the summary.
-    #[arg(long)]
-    json: bool,
 }
 
 fn parse_function(s: &str) -> Result<Function, String> {
@@ -329,6 +302,7 @@ fn main() -> ExitCode {
     lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
     let dry_run = cli.dry_run;
+    let output = output::Output { json: cli.json };
     let config_path = cli.config.clone();
     let result = match cli.command {
         Command::Build if dry_run => {
@@ -336,9 +310,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Build => run_build().map(|_| ()),
-        Command::Image(args) => run_image(*args),
-        Command::Cost(args) => run_cost(args),
-        other => stages::run(other, &config_path, dry_run),
+        Command::Image(args) => run_image(*args, output),
+        Command::Cost(args) => run_cost(args, output),
+        other => stages::run(other, &config_path, dry_run, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,7 +369,7 @@ fn default_cache_dir() -> PathBuf {
     base.join("lambda-cnn/layers")
 }
 
-fn run_image(args: ImageArgs) -> Result<()> {
+fn run_image(args: ImageArgs, output: output::Output) -> Result<()> {
     let host = Arch::host();
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -437,7 +411,7 @@ fn run_image(args: ImageArgs) -> Result<()> {
             .with_context(|| format!("cannot write the docker tar {}", tar.display()))?;
     }
     let seconds = start.elapsed().as_secs_f64();
-    if args.json {
+    if output.json {
         println!("{}", image_json(&img, &out, args.tar.as_deref(), seconds));
     } else {
         print_image(&img, &out, &args, &repo_tag, seconds);
@@ -534,7 +508,7 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-fn run_cost(args: CostArgs) -> Result<()> {
+fn run_cost(args: CostArgs, output: output::Output) -> Result<()> {
     use lambda_cnn::cost::{self, Usage};
     let (prices, note) = cost::prices_for(&args.region);
     if let Some(note) = &note {
@@ -553,7 +527,7 @@ fn run_cost(args: CostArgs) -> Result<()> {
     usage.ephemeral_mb = args.ephemeral_mb;
     usage.api = api;
     let c = cost::cost(&usage, prices);
-    if args.json {
+    if output.json {
         println!(
             "{}",
             serde_json::json!({"usage": {

@@ -14,14 +14,15 @@ use lambda_cnn::pipeline::apigw::{self, ApiSpec, Auth};
 use lambda_cnn::pipeline::aws::{self, Account};
 use lambda_cnn::pipeline::config::DeployConfig;
 use lambda_cnn::pipeline::image::{self, Function, Image};
-use lambda_cnn::pipeline::registry::{self, Destination, PushOutcome};
+use lambda_cnn::pipeline::registry::{self, Destination, PushOutcome, PushReport};
 use lambda_cnn::pipeline::release::{self, Clients, ReleaseOutcome, ReleaseRequest};
 use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
+use super::output::Output;
 use super::{
-    AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RoleArgs,
-    RollbackArgs, Target,
+    AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RollbackArgs,
+    Target,
 };
 
 #[derive(Clone)]
@@ -33,9 +34,10 @@ struct Ctx {
     apigw: aws_sdk_apigatewayv2::Client,
     rest: aws_sdk_apigateway::Client,
     sdk: aws_config::SdkConfig,
+    out: Output,
 }
 
-pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
+pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Result<()> {
     let config = DeployConfig::load(config_path)?;
     if dry_run {
         plan(&cmd, &config);
@@ -50,14 +52,14 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool) -> Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     rt.block_on(async move {
-        let ctx = connect(config, config_dir).await?;
+        let ctx = connect(config, config_dir, out).await?;
         match cmd {
-            Command::Push(a) => push(&ctx, &a.which.functions(), &a.target, a.json)
+            Command::Push(a) => push(&ctx, &a.which.functions(), &a.target)
                 .await
                 .map(|_| ()),
             Command::Release(a) => release_stage(&ctx, &a).await.map(|_| ()),
             Command::Api(a) => api(&ctx, &a).await.map(|_| ()),
-            Command::Role(a) => role(&ctx, &a).await,
+            Command::Role => role(&ctx).await,
             Command::Rollback(a) => rollback(&ctx, &a).await,
             Command::Destroy(a) => destroy(&ctx, &a).await,
             Command::Monitor(a) => monitor(&ctx, &a).await,
@@ -116,7 +118,7 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             config.api.throttle_burst,
             config.api.auth
         )],
-        Command::Role(_) => vec![format!(
+        Command::Role => vec![format!(
             "ensure IAM role {} with the policies in infra/iam/",
             config.role.name
         )],
@@ -164,7 +166,7 @@ fn plan(cmd: &Command, config: &DeployConfig) {
     }
 }
 
-async fn connect(config: DeployConfig, config_dir: PathBuf) -> Result<Ctx> {
+async fn connect(config: DeployConfig, config_dir: PathBuf, out: Output) -> Result<Ctx> {
     let sdk = aws::sdk_config(&config.region).await;
     let account = aws::account(&sdk).await?;
     let lambda_client = aws_sdk_lambda::Client::new(&sdk);
@@ -187,6 +189,7 @@ async fn connect(config: DeployConfig, config_dir: PathBuf) -> Result<Ctx> {
         config,
         config_dir,
         sdk,
+        out,
     })
 }
 
@@ -244,12 +247,7 @@ fn read_image(target: &Target, f: Function) -> Result<Image> {
     image::read_layout(&dir, f).with_context(|| format!("cannot read the {f} image"))
 }
 
-async fn push(
-    ctx: &Ctx,
-    functions: &[Function],
-    target: &Target,
-    json: bool,
-) -> Result<Vec<PushOutcome>> {
+async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<PushOutcome>> {
     let cfg = &ctx.config;
     let (repo, created) = ecr::ensure_repository(
         &ctx.clients.ecr,
@@ -298,31 +296,12 @@ async fn push(
             )
             .await?;
         }
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "function": f.name(),
-                    "repository": outcome.repository,
-                    "digest": outcome.digest,
-                    "bytes_pushed": outcome.bytes_pushed,
-                    "bytes_skipped": outcome.bytes_skipped,
-                    "tags": outcome.tags,
-                })
-            );
-        } else {
-            println!(
-                "{f}: pushed {}@{} — {} bytes sent ({} blobs), \
-                 {} bytes skipped ({} blobs already there); tags {}",
-                dest.repository,
-                outcome.digest,
-                outcome.bytes_pushed,
-                outcome.blobs_pushed,
-                outcome.bytes_skipped,
-                outcome.blobs_skipped,
-                outcome.tags.join(", ")
-            );
-        }
+        let report = PushReport {
+            function: f.name().to_owned(),
+            outcome,
+        };
+        ctx.out.print(&report)?;
+        let outcome = report.outcome;
         outcomes.push(outcome);
     }
     Ok(outcomes)
@@ -342,7 +321,6 @@ async fn release_stage(ctx: &Ctx, args: &ReleaseArgs) -> Result<Vec<ReleaseOutco
         &args.target,
         args.canary,
         args.model.as_deref(),
-        args.json,
     )
     .await
 }
@@ -362,7 +340,6 @@ async fn release_functions(
     target: &Target,
     canary: Option<f64>,
     model: Option<&str>,
-    json: bool,
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
     if model.is_some_and(|m| !m.starts_with("s3://")) {
@@ -401,21 +378,7 @@ async fn release_functions(
         };
         let outcome =
             release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say).await?;
-        if json {
-            println!("{}", serde_json::to_string(&outcome)?);
-        } else {
-            println!(
-                "{}: version {} is {} ({}; smoke test: {})",
-                outcome.function,
-                outcome.version,
-                match outcome.canary {
-                    Some(share) => format!("a {:.0}% canary on {}", share * 100.0, outcome.alias),
-                    None => outcome.alias.clone(),
-                },
-                outcome.image_uri,
-                outcome.smoke
-            );
-        }
+        ctx.out.print(&outcome)?;
         outcomes.push(outcome);
     }
     Ok(outcomes)
@@ -449,25 +412,24 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
     } else {
         apigw::ensure_http_api(&ctx.apigw, &ctx.clients.lambda, &spec).await?
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        // The page first: it is what a person wants to open.
-        println!("digit page: {}", out.page);
-        println!(
-            "{} {} API {} ({}): POST {}/predict, GET {}/health",
-            if out.created { "created" } else { "updated" },
-            if args.rest { "REST" } else { "HTTP" },
-            cfg.api.name,
-            out.api_id,
-            out.url,
-            out.url
-        );
-    }
+    ctx.out.print(&out)?;
     Ok(out)
 }
 
-async fn role(ctx: &Ctx, args: &RoleArgs) -> Result<()> {
+/// `deploy role`'s result.
+#[derive(serde::Serialize)]
+struct RoleReport {
+    role: String,
+    arn: String,
+}
+
+impl std::fmt::Display for RoleReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "role {}: {}", self.role, self.arn)
+    }
+}
+
+async fn role(ctx: &Ctx) -> Result<()> {
     let arn = release::ensure_role(
         &ctx.clients,
         &ctx.config,
@@ -476,14 +438,10 @@ async fn role(ctx: &Ctx, args: &RoleArgs) -> Result<()> {
         &policy(ctx, "execution-policy.json")?,
     )
     .await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"role": ctx.config.role.name, "arn": arn})
-        );
-    } else {
-        println!("role {}: {arn}", ctx.config.role.name);
-    }
+    ctx.out.print(&RoleReport {
+        role: ctx.config.role.name.clone(),
+        arn,
+    })?;
     Ok(())
 }
 
@@ -581,7 +539,7 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
             };
             let (prices, _) = cost::prices_for(&ctx.account.region);
             let s = report::summarize(&seen[i], arch, api, fc.ephemeral_mb as u32, prices);
-            if args.json {
+            if ctx.out.json {
                 println!("{}", serde_json::json!({"function": fc.name, "summary": s}));
             } else if s.invocations == 0 {
                 if !args.follow {
@@ -606,11 +564,7 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
 async fn doctor(ctx: &Ctx, args: &DoctorArgs) -> Result<()> {
     let checks = examine(ctx, &args.target, &args.mnist_dir).await?;
     for c in &checks {
-        if args.json {
-            println!("{}", serde_json::to_string(c)?);
-        } else {
-            println!("{c}");
-        }
+        ctx.out.print(c)?;
     }
     fail_on(&checks)
 }
@@ -677,16 +631,15 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
         super::image_from(f, built.binary(f), &out)?;
     }
     let both = [Function::Predict, Function::Train];
-    push(ctx, &both, &args.target, args.json).await?;
+    push(ctx, &both, &args.target).await?;
     let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
-    release_functions(ctx, &both, &args.target, None, None, args.json).await?;
+    release_functions(ctx, &both, &args.target, None, None).await?;
     if !args.no_api {
         api(
             ctx,
             &ApiArgs {
                 auth: None,
                 rest: false,
-                json: args.json,
             },
         )
         .await?;

@@ -1,0 +1,23 @@
+//! How every subcommand prints its results: for people, or with the global `--json` one JSON
+//! object per line. A result is one value that is both `Display` and `Serialize`, printed here
+//! (cargo-lambda's `OutputFormat` is the model); progress and warnings go to stderr.
+
+use serde::Serialize;
+use std::fmt::Display;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value`: its `Display` for people, its JSON (one line) with `--json`.
+    pub fn print<T: Display + Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        if self.json {
+            println!("{}", serde_json::to_string(value)?);
+        } else {
+            println!("{value}");
+        }
+        Ok(())
+    }
+}
