@@ -1,0 +1,114 @@
+//! Every `--help` of both binaries runs and explains itself, and where it names a default, a
+//! limit or a format, the claim is current: each is checked here against the code that
+//! enforces it, so the help cannot drift from the behaviour.
+
+mod common;
+use common::*;
+use lambda_cnn::train::TrainConfig;
+
+fn help_of(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} --help failed: {}",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.len() > 80, "{what} --help says too little:\n{text}");
+    text
+}
+
+#[test]
+fn every_subcommand_of_both_binaries_explains_itself() {
+    for sub in ["train", "eval", "predict", "check-data", "bench"] {
+        help_of(cli(&[sub, "--help"], b""), &format!("lambda-cnn {sub}"));
+    }
+    for sub in [
+        "build", "image", "push", "release", "api", "role", "rollback", "destroy", "monitor",
+        "cost", "doctor", "all",
+    ] {
+        let text = help_of(deploy(&[sub, "--help"]), &format!("deploy {sub}"));
+        // The global flags are offered everywhere.
+        for flag in ["--json", "--dry-run", "--config"] {
+            assert!(text.contains(flag), "deploy {sub} --help lacks {flag}");
+        }
+    }
+}
+
+#[test]
+fn the_train_defaults_shown_are_the_ones_training_uses() {
+    let text = help_of(cli(&["train", "--help"], b""), "lambda-cnn train");
+    let d = TrainConfig::default();
+    for (flag, value) in [
+        ("--epochs", d.epochs.to_string()),
+        ("--batch-size", d.batch_size.to_string()),
+        ("--optimizer", d.optimizer.to_string()),
+        ("--lr", d.learning_rate.to_string()),
+        ("--seed", d.seed.to_string()),
+    ] {
+        let line = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .take(3)
+            .collect::<String>();
+        assert!(
+            line.contains(&format!("[default: {value}]")),
+            "{flag}: {line:?} should show the default {value}"
+        );
+    }
+}
+
+#[test]
+fn predict_takes_any_picture_as_its_help_says() {
+    let text = help_of(cli(&["predict", "--help"], b""), "lambda-cnn predict");
+    assert!(text.contains("any size"), "{text}");
+    // A test digit as a larger picture, dark on light: what the help promises to read.
+    let test = mnist_test();
+    let (w, h) = (120u32, 90u32);
+    let img = image::GrayImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as i64 - 30, y as i64 - 10);
+        if (0..70).contains(&dx) && (0..70).contains(&dy) {
+            let v = test.image(0)[(dy as usize * 28 / 70) * 28 + dx as usize * 28 / 70];
+            image::Luma([255 - v])
+        } else {
+            image::Luma([255])
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seven.png");
+    img.save(&file).unwrap();
+    let weights = shipped_weights();
+    let out = cli(
+        &[
+            "predict",
+            "--weights",
+            weights.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["digit"], test.labels[0], "{v}");
+}
+
+#[test]
+fn the_regions_cost_names_as_priced_have_price_tables() {
+    let text = help_of(deploy(&["cost", "--help"]), "deploy cost");
+    let named: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            let parts: Vec<&str> = w.split('-').collect();
+            parts.len() == 3 && parts[2].chars().all(|c| c.is_ascii_digit()) && parts[0].len() == 2
+        })
+        .collect();
+    assert!(named.len() >= 3, "{text}");
+    let fallback = named[0];
+    for region in &named {
+        let (prices, note) = lambda_cnn::cost::prices_for(region);
+        assert!(
+            note.is_none() && prices.region == *region,
+            "deploy cost --help names {region} as priced, but it has no table"
+        );
+    }
+    assert_eq!(lambda_cnn::cost::prices_for("eu-west-1").0.region, fallback);
+}
