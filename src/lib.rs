@@ -4,6 +4,8 @@
 //! Data flows one way: [`data`] → [`model`] → [`train`] (with [`optim`]) → weights →
 //! [`predict`].
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[cfg(feature = "ml")]
 pub mod api;
 pub mod arch;

@@ -122,6 +122,7 @@ macro_rules! multiversion {
                 #[cfg(target_arch = "x86_64")]
                 $crate::simd::Kind::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: as for AVX-512 above.
                 $crate::simd::Kind::Avx2 => unsafe { avx2($($arg),*) },
                 // AArch64's baseline has fused multiply-add; x86-64's has not.
                 _ => body::<{ cfg!(target_arch = "aarch64") }, false>($($arg),*),

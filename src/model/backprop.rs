@@ -346,6 +346,7 @@ struct Disjoint<'a> {
 
 // SAFETY: the tasks sharing it write disjoint ranges (the contract of `range`).
 unsafe impl Send for Disjoint<'_> {}
+// SAFETY: shared between tasks only to hand out those disjoint ranges.
 unsafe impl Sync for Disjoint<'_> {}
 
 impl<'a> Disjoint<'a> {

@@ -198,6 +198,7 @@ pub(crate) fn forward_one_isa(
     match isa.kind() {
         // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
         Kind::Avx512 => return unsafe { forward_one_avx512(img, w, b, out, winners) },
+        // SAFETY: as for AVX-512.
         Kind::Avx2 => return unsafe { forward_one_avx2(img, w, b, out, winners) },
         Kind::Portable => {}
     }
@@ -219,6 +220,7 @@ fn backward_one_isa(
     match isa.kind() {
         // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
         Kind::Avx512 => return unsafe { backward_one_avx512(img, out, winners, grad, dw, db) },
+        // SAFETY: as for AVX-512.
         Kind::Avx2 => return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) },
         Kind::Portable => {}
     }

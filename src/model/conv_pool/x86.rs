@@ -23,7 +23,7 @@ pub(super) fn backward_one_avx2(
         out.len() >= POOLED && winners.len() >= POOLED && grad.len() >= POOLED,
         "inputs too short"
     );
-    // SAFETY (every load and store below): in bounds — `dw` and `db` are fixed-size arrays read
+    // SAFETY: every load and store below is in bounds: `dw` and `db` are fixed-size arrays read
     // and written at offsets c0 + 8 ≤ 32; the taps are at `window_corner + tap_offset` < 784 (a
     // compile-time assertion in `super`); the inputs at o + c0 + 8 ≤ POOLED (asserted above).
     unsafe {
@@ -78,7 +78,7 @@ pub(super) fn backward_one_avx512(
         out.len() >= POOLED && winners.len() >= POOLED && grad.len() >= POOLED,
         "inputs too short"
     );
-    // SAFETY (every load and store below): in bounds — `dw` and `db` are fixed-size arrays read
+    // SAFETY: every load and store below is in bounds: `dw` and `db` are fixed-size arrays read
     // and written at offsets 0 and 16 of 32; the taps are at `window_corner + tap_offset` < 784
     // (a compile-time assertion in `super`); the inputs at o + 16 + 16 ≤ POOLED (asserted
     // above).
@@ -149,7 +149,7 @@ pub(super) fn forward_one_avx2(
         out.len() >= POOLED && winners.len() >= POOLED,
         "output too short"
     );
-    // SAFETY (every load and store below): in bounds — the weights and bias are fixed-size
+    // SAFETY: every load and store below is in bounds: the weights and bias are fixed-size
     // arrays read at k ≤ 8 and offsets 8·i < 32; the taps are at `window_corner + tap_offset` <
     // 784 (a compile-time assertion in `super`); the outputs at o + 8·i + 8 ≤ POOLED (asserted
     // above).
@@ -217,7 +217,7 @@ pub(super) fn forward_one_avx512(
         out.len() >= POOLED && winners.len() >= POOLED,
         "output too short"
     );
-    // SAFETY (every load and store below): in bounds — the weights and bias are fixed-size
+    // SAFETY: every load and store below is in bounds: the weights and bias are fixed-size
     // arrays read at k ≤ 8 and offsets 0 and 16 of 32; the taps are at `window_corner +
     // tap_offset` < 784 (a compile-time assertion in `super`); the outputs at o + 16 + 16 ≤
     // POOLED (asserted above).
