@@ -14,6 +14,7 @@ pub mod data;
 pub mod errors;
 pub mod metrics;
 pub mod optim;
+pub mod output;
 #[cfg(feature = "deploy")]
 pub mod pipeline;
 pub mod report;

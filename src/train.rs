@@ -148,6 +148,16 @@ pub struct EvalMetrics {
     pub samples: usize,
 }
 
+impl std::fmt::Display for EvalMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Test accuracy: {:.4}, loss {:.4}, on {} images",
+            self.test_accuracy, self.test_loss, self.samples
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainMetrics {
     pub test_accuracy: f64,

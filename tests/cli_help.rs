@@ -20,7 +20,11 @@ fn help_of(out: std::process::Output, what: &str) -> String {
 #[test]
 fn every_subcommand_of_both_binaries_explains_itself() {
     for sub in ["train", "eval", "predict", "check-data", "bench"] {
-        help_of(cli(&[sub, "--help"], b""), &format!("lambda-cnn {sub}"));
+        let text = help_of(cli(&[sub, "--help"], b""), &format!("lambda-cnn {sub}"));
+        assert!(
+            text.contains("--json"),
+            "lambda-cnn {sub} --help lacks --json"
+        );
     }
     for sub in [
         "build", "image", "push", "release", "api", "role", "rollback", "destroy", "monitor",

@@ -6,6 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lambda_cnn::card::ModelCard;
 use lambda_cnn::data::{self, SplitKind};
 use lambda_cnn::model::Cnn;
+use lambda_cnn::output::Output;
 use lambda_cnn::predict::{image_to_pixels, predict};
 use lambda_cnn::train::{self, EpochMetrics, OptimizerKind, TrainConfig, TrainObserver};
 use serde_json::json;
@@ -33,6 +34,11 @@ lambda-cnn eval --weights model-weights/mnist-cnn.safetensors --mnist-dir ../sha
 lambda-cnn predict --weights model-weights/mnist-cnn.safetensors digit.png"
 )]
 struct Cli {
+    /// Print the result as one line of JSON instead of text: train's metrics, weights and
+    /// their SHA-256 (and per-epoch figures); eval's accuracy and loss; bench's figures.
+    /// `predict` always prints JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,10 +80,6 @@ struct BenchArgs {
     /// Only the training figures (what the peer comparison needs).
     #[arg(long)]
     train_only: bool,
-    /// End with one line of JSON: train_samples_per_second, predict_p50_us, predict_p99_us,
-    /// batch256_images_per_second, cold_start_ms, train_peak_rss_mb.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -120,10 +122,6 @@ struct TrainArgs {
     /// Where to write the weights; the model card goes beside them as NAME.json.
     #[arg(long, default_value = "mnist-cnn.safetensors")]
     out: PathBuf,
-    /// End with one line of JSON: test_accuracy, test_loss, epochs, seconds,
-    /// samples_per_second, weights.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -133,9 +131,6 @@ struct EvalArgs {
     weights: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// End with one line of JSON: test_accuracy, test_loss, samples.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
@@ -151,12 +146,13 @@ fn main() -> ExitCode {
     lambda_cnn::runtime::init_threads();
     lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
+    let out = Output { json: cli.json };
     let result = match cli.command {
-        Command::Train(args) => run_train(args),
-        Command::Eval(args) => run_eval(args),
+        Command::Train(args) => run_train(args, out),
+        Command::Eval(args) => run_eval(args, out),
         Command::Predict(args) => run_predict(args),
         Command::CheckData(args) => run_check_data(args),
-        Command::Bench(args) => run_bench(args),
+        Command::Bench(args) => run_bench(args, out),
         Command::ReadyProbe(args) => load_weights(&args.weights).map(|_| ()),
     };
     match result {
@@ -231,7 +227,7 @@ impl TrainObserver for Progress {
     }
 }
 
-fn run_train(args: TrainArgs) -> Result<()> {
+fn run_train(args: TrainArgs, out: Output) -> Result<()> {
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -258,7 +254,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     ModelCard::new(&config, &metrics, &args.out, &sha)
         .write(&card_path)
         .with_context(|| format!("cannot write the model card {}", card_path.display()))?;
-    if args.json {
+    if out.json {
         println!(
             "{}",
             json!({
@@ -297,21 +293,13 @@ fn load_weights(path: &Path) -> Result<Cnn> {
     Ok(model)
 }
 
-fn run_eval(args: EvalArgs) -> Result<()> {
+fn run_eval(args: EvalArgs, out: Output) -> Result<()> {
     let model = load_weights(&args.weights)?;
     let dir = &args.data.mnist_dir;
     let test = data::load_split(dir, SplitKind::Test)
         .with_context(|| format!("cannot load the MNIST test set from {}", dir.display()))?;
     let m = train::evaluate(&model, &test)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&m)?);
-    } else {
-        println!(
-            "Test accuracy: {:.4}, loss {:.4}, on {} images",
-            m.test_accuracy, m.test_loss, m.samples
-        );
-    }
-    Ok(())
+    out.print(&m)
 }
 
 fn run_predict(args: PredictArgs) -> Result<()> {
@@ -338,7 +326,7 @@ fn run_predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(args: BenchArgs) -> Result<()> {
+fn run_bench(args: BenchArgs, out: Output) -> Result<()> {
     use lambda_cnn::bench;
     let dir = &args.data.mnist_dir;
     let mnist =
@@ -407,7 +395,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         }
         report["cold_start_ms"] = json!(cold_start_ms);
     }
-    if args.json {
+    if out.json {
         println!("{report}");
     }
     Ok(())

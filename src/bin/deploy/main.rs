@@ -15,7 +15,6 @@ use lambda_cnn::pipeline::build;
 use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
 use lambda_cnn::pipeline::layer::LayerCache;
 
-mod output;
 mod stages;
 
 #[derive(Parser)]
@@ -302,7 +301,7 @@ fn main() -> ExitCode {
     lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
     let dry_run = cli.dry_run;
-    let output = output::Output { json: cli.json };
+    let output = lambda_cnn::output::Output { json: cli.json };
     let config_path = cli.config.clone();
     let result = match cli.command {
         Command::Build if dry_run => {
@@ -369,7 +368,7 @@ fn default_cache_dir() -> PathBuf {
     base.join("lambda-cnn/layers")
 }
 
-fn run_image(args: ImageArgs, output: output::Output) -> Result<()> {
+fn run_image(args: ImageArgs, output: lambda_cnn::output::Output) -> Result<()> {
     let host = Arch::host();
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -508,7 +507,7 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-fn run_cost(args: CostArgs, output: output::Output) -> Result<()> {
+fn run_cost(args: CostArgs, output: lambda_cnn::output::Output) -> Result<()> {
     use lambda_cnn::cost::{self, Usage};
     let (prices, note) = cost::prices_for(&args.region);
     if let Some(note) = &note {

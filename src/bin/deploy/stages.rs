@@ -19,11 +19,11 @@ use lambda_cnn::pipeline::release::{self, Clients, ReleaseOutcome, ReleaseReques
 use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
-use super::output::Output;
 use super::{
     AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RollbackArgs,
     Target,
 };
+use lambda_cnn::output::Output;
 
 #[derive(Clone)]
 struct Ctx {

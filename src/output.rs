@@ -1,12 +1,15 @@
-//! How every subcommand prints its results: for people, or with the global `--json` one JSON
-//! object per line. A result is one value that is both `Display` and `Serialize`, printed here
-//! (cargo-lambda's `OutputFormat` is the model); progress and warnings go to stderr.
+//! How the command-line tools (`lambda-cnn`, `deploy`) print their results: for people, or with
+//! the global `--json` one JSON object per line. A result is one value that is both `Display`
+//! and `Serialize`, printed here (cargo-lambda's `OutputFormat` is the model); progress and
+//! warnings go to stderr.
 
 use serde::Serialize;
 use std::fmt::Display;
 
+/// Where results go: text, or JSON lines with `json`.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
+    /// One JSON object per line instead of text.
     pub json: bool,
 }
 
