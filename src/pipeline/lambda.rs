@@ -64,12 +64,15 @@ async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(),
         .wait(WAIT)
         .await
         .map(|_| ())
-        .map_err(|e| {
-            AwsError::new(
-                format!("waiting for {name} to finish updating (LastUpdateStatus)"),
-                crate::errors::chain(&e),
-            )
-        })
+        .map_err(waiting(format!(
+            "waiting for {name} to finish updating (LastUpdateStatus)"
+        )))
+}
+
+/// `map_err` for a waiter: what was awaited, and why it stopped (a timeout, a failed state, the
+/// call itself), each cause once.
+fn waiting<E: std::error::Error + 'static>(action: String) -> impl FnOnce(E) -> AwsError {
+    move |e| AwsError::new(action, crate::errors::chain(&e))
 }
 
 /// Brings function `spec.name` to `spec`: creates it, or updates its code and configuration
@@ -299,12 +302,7 @@ async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<
         .function_name(name)
         .wait(WAIT)
         .await
-        .map_err(|e| {
-            AwsError::new(
-                format!("waiting for {name} to become active"),
-                crate::errors::chain(&e),
-            )
-        })?;
+        .map_err(waiting(format!("waiting for {name} to become active")))?;
     Ok(())
 }
 
@@ -336,12 +334,9 @@ pub async fn publish(
         .qualifier(&version)
         .wait(WAIT)
         .await
-        .map_err(|e| {
-            AwsError::new(
-                format!("waiting for version {version} of {name} to become active"),
-                crate::errors::chain(&e),
-            )
-        })?;
+        .map_err(waiting(format!(
+            "waiting for version {version} of {name} to become active"
+        )))?;
     Ok(version)
 }
 
