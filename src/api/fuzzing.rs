@@ -3,8 +3,9 @@
 //! `Err` with what broke; a panic inside is a finding too.
 
 use super::event::{response, HttpEvent};
-use super::predict::{HttpRequest, PredictService, MAX_REQUEST_PIXELS};
+use super::predict::{HttpRequest, PredictService, MAX_DECODE_TIME, MAX_REQUEST_PIXELS};
 use super::train::TrainRequest;
+use std::time::Instant;
 
 /// The predict function's whole request path: an invocation payload → the event decoder → the
 /// handler → the integration's response. The first byte chooses: even, the rest is a whole
@@ -20,16 +21,7 @@ pub fn predict_event(service: &PredictService, data: &[u8]) -> Result<(), String
         let Ok(ev) = HttpEvent::parse(text) else {
             return Ok(());
         };
-        let Ok(body) = &ev.body else {
-            return Ok(());
-        };
-        let reply = service.handle(HttpRequest {
-            if_none_match: ev.if_none_match.as_deref(),
-            method: &ev.method,
-            path: &ev.path,
-            content_type: ev.content_type.as_deref(),
-            body,
-        });
+        let reply = service.handle_event(&ev, Instant::now() + MAX_DECODE_TIME);
         let _ = response(ev.flavour, &reply);
         reply
     } else {

@@ -118,6 +118,24 @@ impl PredictService {
         reply
     }
 
+    /// Answers a request taken out of its Lambda event; a body the event could not deliver
+    /// (bad base64) is a 400.
+    pub fn handle_event(&self, http: &super::event::HttpEvent, deadline: Instant) -> HttpReply {
+        match &http.body {
+            Ok(body) => self.handle_until(
+                HttpRequest {
+                    method: &http.method,
+                    path: &http.path,
+                    content_type: http.content_type.as_deref(),
+                    if_none_match: http.if_none_match.as_deref(),
+                    body,
+                },
+                deadline,
+            ),
+            Err(message) => HttpReply::error(400, message.clone()),
+        }
+    }
+
     /// The page, or 304 when the client holds this very page.
     fn page(&self, req: HttpRequest<'_>) -> HttpReply {
         let headers = self.page.headers();

@@ -3,9 +3,9 @@
 //! response, with one log line and the CloudWatch metrics of each request. The binary
 //! (`functions/predict`) only wires this to `lambda_runtime`.
 
+use super::clip;
 use super::event::{self, EventError, HttpEvent};
-use super::predict::{HttpRequest, PredictService};
-use super::{clip, HttpReply};
+use super::predict::PredictService;
 use crate::metrics::{self, Unit};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,19 +46,10 @@ impl PredictFunction {
         let http = HttpEvent::parse(payload).inspect_err(|e| {
             tracing::warn!(error = %e, "not an HTTP event");
         })?;
-        let reply = match &http.body {
-            Ok(body) => self.service.handle_until(
-                HttpRequest {
-                    method: &http.method,
-                    path: &http.path,
-                    content_type: http.content_type.as_deref(),
-                    if_none_match: http.if_none_match.as_deref(),
-                    body,
-                },
-                decode_deadline(deadline_ms, start, SystemTime::now()),
-            ),
-            Err(message) => HttpReply::error(400, message.clone()),
-        };
+        let reply = self.service.handle_event(
+            &http,
+            decode_deadline(deadline_ms, start, SystemTime::now()),
+        );
         let ms = start.elapsed().as_secs_f64() * 1e3;
         tracing::info!(method = %clip(&http.method), path = %clip(&http.path), status = reply.status, duration_ms = ms, "request");
         self.record(ms, reply.status);
