@@ -41,6 +41,17 @@ struct State {
     version_arch: HashMap<(String, String), String>,
 }
 
+impl State {
+    /// The architecture of function `name` at `qualifier`: a numbered version's own, else
+    /// `$LATEST`'s (an alias is read as `$LATEST`: the layer does not follow aliases).
+    fn arch(&self, name: &str, qualifier: Option<&str>) -> Option<&String> {
+        match qualifier.filter(|q| q.parse::<u64>().is_ok()) {
+            Some(v) => self.version_arch.get(&(name.to_owned(), v.to_owned())),
+            None => self.latest_arch.get(name),
+        }
+    }
+}
+
 type Shared = Arc<Mutex<State>>;
 
 pub struct StrictLambda {
@@ -98,12 +109,7 @@ impl StrictLambda {
                     let on_request = |req: &Message| {
                         let (name, qualifier) = invocation(&req.first_line)?;
                         let st = state.lock().unwrap();
-                        let arch = match &qualifier {
-                            Some(v) if v.parse::<u64>().is_ok() => {
-                                st.version_arch.get(&(name.clone(), v.clone()))
-                            }
-                            _ => st.latest_arch.get(&name),
-                        }?;
+                        let arch = st.arch(&name, qualifier.as_deref())?;
                         if arch == image_arch {
                             return None;
                         }
@@ -160,11 +166,14 @@ fn invocation(first_line: &str) -> Option<(String, Option<String>)> {
     let name = path
         .strip_prefix("/2015-03-31/functions/")?
         .strip_suffix("/invocations")?;
-    let qualifier = query
+    Some((name.to_owned(), qualifier(query).map(str::to_owned)))
+}
+
+/// The `Qualifier` parameter of a query string.
+fn qualifier(query: &str) -> Option<&str> {
+    query
         .split('&')
         .find_map(|kv| kv.strip_prefix("Qualifier="))
-        .map(str::to_owned);
-    Some((name.to_owned(), qualifier))
 }
 
 /// The function named in a path under `/2015-03-31/functions/`, and what follows it.
@@ -180,9 +189,7 @@ fn function_path(path: &str) -> Option<(&str, &str)> {
 fn version_read(first_line: &str) -> Option<String> {
     let path = first_line.split_whitespace().nth(1)?;
     let (path, query) = path.split_once('?')?;
-    let qualifier = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("Qualifier="))?;
+    let qualifier = qualifier(query)?;
     (first_line.starts_with("GET ")
         && path.ends_with("/configuration")
         && qualifier.parse::<u64>().is_ok())
@@ -363,15 +370,8 @@ fn serve(
                 })
             }
             ("GET", Some((name, rest))) if rest.is_empty() || rest == "configuration" => {
-                let name = name.to_owned();
-                let qualifier = path
-                    .split_once("Qualifier=")
-                    .map(|(_, q)| q.split('&').next().unwrap_or_default().to_owned());
-                let arch = match &qualifier {
-                    Some(v) if v.parse::<u64>().is_ok() => st.version_arch.get(&(name, v.clone())),
-                    _ => st.latest_arch.get(&name),
-                }
-                .cloned();
+                let query = path.split_once('?').map_or("", |(_, q)| q);
+                let arch = st.arch(name, qualifier(query)).cloned();
                 // A new version reads Pending the first time it is asked for.
                 let first = version_read(&req.first_line).is_some_and(|k| st.read.insert(k));
                 edit_json(resp, |b| {
