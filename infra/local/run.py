@@ -24,29 +24,25 @@ import urllib.request
 
 import bcrypt  # the registry's htpasswd accepts only bcrypt hashes (installed into .venv)
 
+from stack import Procs, free_port, runtime_api
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STATE = os.path.join(ROOT, ".local", "stack")
 NAMES = {"predict": "lambda-cnn-predict", "train": "lambda-cnn-train"}
 ECR_USER, ECR_PASSWORD = "AWS", "123456789012-auth-token"  # what moto's ECR hands out
 
-procs = []
+procs = Procs(STATE)
 
 
 def say(msg):
     print(f"==> {msg}", flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port, what, timeout=90):
     start = time.time()
     while time.time() - start < timeout:
-        if procs and procs[-1][1].poll() is not None:
-            sys.exit(f"{what} exited at start; see {STATE}/{procs[-1][0]}.log")
+        if procs.exited(last_only=True) is not None:
+            sys.exit(f"{what} exited at start; see {procs.items[-1][2]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -56,25 +52,7 @@ def wait_port(port, what, timeout=90):
 
 
 def start(name, cmd, env=None, cwd=None):
-    log = open(os.path.join(STATE, f"{name}.log"), "w")
-    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=env, cwd=cwd, start_new_session=True)
-    procs.append((name, p))
-    return p
-
-
-def stop_all():
-    for name, p in reversed(procs):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for _, p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
+    return procs.start(name, cmd, env=env, cwd=cwd)
 
 
 def run(cmd, env=None, capture=False):
@@ -135,7 +113,7 @@ def main():
     try:
         pipeline(args)
     finally:
-        stop_all()
+        procs.stop_all()
         say("stopped the stand-ins")
 
 
@@ -193,17 +171,8 @@ def pipeline(args):
     wait_port(reg_port, "the registry")
 
     say(f"starting the Lambda Runtime API emulator on 127.0.0.1:{rt_port}")
-    stub = os.path.join(STATE, "runtime-api")
-    os.makedirs(stub, exist_ok=True)
-    with open(os.path.join(stub, "Cargo.toml"), "w") as f:
-        # cargo-lambda serves only functions named after binaries of the project it runs in.
-        f.write('[package]\nname = "runtime-api-stand-in"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[workspace]\n')
-        for n in NAMES.values():
-            f.write(f'\n[[bin]]\nname = "{n}"\npath = "main.rs"\n')
-    with open(os.path.join(stub, "main.rs"), "w") as f:
-        f.write("fn main() {}\n")
-    start("runtime-api", [os.path.join(args.venv, "bin", "cargo-lambda"), "lambda", "watch", "--only-lambda-apis",
-                          "--invoke-address", "127.0.0.1", "--invoke-port", str(rt_port)], cwd=stub)
+    runtime_api(procs, os.path.join(args.venv, "bin", "cargo-lambda"), rt_port, os.path.join(STATE, "runtime-api"),
+                list(NAMES.values()))
     wait_port(rt_port, "cargo lambda watch")
 
     use_docker = docker_works()

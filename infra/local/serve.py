@@ -11,12 +11,13 @@ import argparse
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from stack import Procs, free_port, port_open, runtime_api
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FUNCTION = "predict"
@@ -31,23 +32,11 @@ def port_is_free(port):
             return False
 
 
-def port_open(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ok(url, procs, timeout):
     start = time.time()
     while time.time() - start < timeout:
-        for name, p, log in procs:
-            if p.poll() is not None:
-                sys.exit(f"error: {name} exited with status {p.returncode}; its log: {log}")
+        if (gone := procs.exited()) is not None:
+            sys.exit(f"error: {gone[0]} exited with status {gone[1]}; its log: {gone[2]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -75,37 +64,11 @@ def main():
     if port != a.port:
         print(f"port {a.port} is taken; using {port}", flush=True)
 
-    # cargo-lambda serves only functions named after binaries of the project it runs in: a
-    # one-binary stub project named like the function.
     work = tempfile.mkdtemp(prefix="lambda-cnn-serve-")
-    stub = os.path.join(work, "stub")
-    os.makedirs(stub)
-    with open(os.path.join(stub, "Cargo.toml"), "w") as f:
-        f.write('[package]\nname = "serve-stand-in"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n'
-                f'[workspace]\n\n[[bin]]\nname = "{FUNCTION}"\npath = "main.rs"\n')
-    with open(os.path.join(stub, "main.rs"), "w") as f:
-        f.write("fn main() {}\n")
-
-    procs = []
-
-    def start(name, cmd, env=None, cwd=None):
-        log = os.path.join(work, f"{name}.log")
-        p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=env, cwd=cwd, start_new_session=True)
-        procs.append((name, p, log))
-        return p
+    procs = Procs(work)
 
     def stop(*_):
-        for _, p, _ in reversed(procs):
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for _, p, _ in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        procs.stop_all(grace=5)
         print("stopped", flush=True)
         sys.exit(0)
 
@@ -113,12 +76,11 @@ def main():
     signal.signal(signal.SIGTERM, stop)
 
     print(f"starting the Runtime API emulator on 127.0.0.1:{port} and the predict function…", flush=True)
-    start("cargo-lambda-watch", [a.cargo_lambda, "lambda", "watch", "--only-lambda-apis",
-                                 "--invoke-address", "127.0.0.1", "--invoke-port", str(port)], cwd=stub)
+    runtime_api(procs, a.cargo_lambda, port, os.path.join(work, "stub"), [FUNCTION], name="cargo-lambda-watch")
     start_t = time.time()
     while not port_open(port):
         if time.time() - start_t > 60:
-            sys.exit(f"error: cargo lambda watch did not open 127.0.0.1:{port}; its log: {procs[0][2]}")
+            sys.exit(f"error: cargo lambda watch did not open 127.0.0.1:{port}; its log: {procs.items[0][2]}")
         time.sleep(0.1)
     env = dict(os.environ)
     env.update({
@@ -130,15 +92,14 @@ def main():
     })
     for k in ("MODEL_S3_URI", "MODEL_BUCKET"):
         env.pop(k, None)
-    start(FUNCTION, [a.predict], env=env, cwd=ROOT)
+    procs.start(FUNCTION, [a.predict], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}/lambda-url/{FUNCTION}/"
     wait_ok(base + "health", procs, 120)
     print(f"\nthe digit page: {base}\n(draw a digit; Ctrl-C stops; logs in {work})", flush=True)
     while True:
-        for name, p, log in procs:
-            if p.poll() is not None:
-                print(f"error: {name} exited with status {p.returncode}; its log: {log}", file=sys.stderr)
-                stop()
+        if (gone := procs.exited()) is not None:
+            print(f"error: {gone[0]} exited with status {gone[1]}; its log: {gone[2]}", file=sys.stderr)
+            stop()
         time.sleep(1)
 
 
