@@ -67,10 +67,10 @@ def main():
     work = tempfile.mkdtemp(prefix="lambda-cnn-serve-")
     procs = Procs(work)
 
-    def stop(*_):
+    def stop(*_, status=0):
         procs.stop_all(grace=5)
         print("stopped", flush=True)
-        sys.exit(0)
+        sys.exit(status)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -99,7 +99,7 @@ def main():
     while True:
         if (gone := procs.exited()) is not None:
             print(f"error: {gone[0]} exited with status {gone[1]}; its log: {gone[2]}", file=sys.stderr)
-            stop()
+            stop(status=1)
         time.sleep(1)
 
 
