@@ -97,9 +97,13 @@ $(TOOLS_STAMP):
 	$(call cached_venv,$(VENV),$(PYTHON),$(PY_TOOLS))
 	touch $@
 
+# What make check and make test both hold the code to.
+FMT_CHECK := $(CARGO) fmt --all -- --check
+CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+
 test: build tools localstack ## format and lint checks, then every unit and integration test
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	$(FMT_CHECK)
+	$(CLIPPY_CHECK)
 	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
 	$(CARGO) clippy --release --locked --features deploy --lib --tests -- -D warnings
 	@# The boundary: without its `ml` feature the library builds and links neither candle nor AWS.
@@ -116,8 +120,8 @@ test: build tools localstack ## format and lint checks, then every unit and inte
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 
 check: ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+	$(FMT_CHECK)
+	$(CLIPPY_CHECK)
 	$(CARGO) test --release --locked --lib
 
 lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -D warnings as make test runs it
