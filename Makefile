@@ -33,21 +33,54 @@ LOCALSTACK_STAMP := $(LOCALSTACK_VENV)/.localstack-1
 LOCALSTACK_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3 $(HOME)/.pyenv/versions/3.12*/bin/python3) $(shell command -v python3.13 python3.12 2>/dev/null))
 LOCALSTACK_PKGS := localstack-core[runtime]==2026.3.0 cbor2<6 pyopenssl==25.3.0 cryptography>=45.0.7,<47 service_identity
 
+# arm64 (Graviton): the functions cross-built on this machine — Debian's aarch64 gcc links them
+# against Debian's arm64 glibc (.cargo/config.toml), the image carries that libc — and the
+# library's tests of the arm64 build run under qemu-user. `ARCH=arm64` makes `make build` and
+# `make run` do the arm64 build; `make test` always tests both.
+ARCH ?= $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+ARM64_TARGET := aarch64-unknown-linux-gnu
+ARM64_DIR := $(CARGO_TARGET_DIR)/$(ARM64_TARGET)/release
+# command-or-file:Debian package
+CROSS_TOOLS := aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.so.6:libc6-dev-arm64-cross qemu-aarch64-static:qemu-user-static
+ifeq ($(ARCH),arm64)
+FUNCTIONS_DIR := $(ARM64_DIR)
+else ifeq ($(ARCH),x86_64)
+FUNCTIONS_DIR := $(CARGO_TARGET_DIR)/release
+else
+$(error ARCH=$(ARCH): Lambda runs x86_64 or arm64)
+endif
+
 # The peers of `make bench-peers`: the seed's Keras and the same model in PyTorch (large:
 # PyPI's torch brings CUDA wheels, ~7 GB installed). Never part of `make test` or CI.
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy mnist test check build tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run deploy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## release-build the library, the CLI, the functions, every test, and the deploy binary
+build: $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build the library, the CLI, the functions, every test, and the deploy binary (ARCH=arm64: the arm64 functions too)
 	$(CARGO) build --release --workspace --all-targets --locked
 	@# Its own feature set, without candle: see Cargo.toml's [features].
 	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
+
+build-arm64: cross-tools ## cross-build the functions and the library's tests for arm64 (Graviton), into $(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu
+	$(CARGO) build --release --locked --target $(ARM64_TARGET) -p lambda-cnn-predict -p lambda-cnn-train
+	$(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-run
+
+cross-tools: ## install what arm64 builds need: the Rust target, Debian's aarch64 gcc and libc, qemu-user (as root)
+	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
+	@missing=""; for t in $(CROSS_TOOLS); do \
+	  what=$${t%%:*}; if [ "$${what:0:1}" = / ]; then [ -e "$$what" ]; else command -v $$what >/dev/null; fi || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
+	fi
 
 tools: $(TOOLS_STAMP) system-tools browser-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
 
@@ -101,7 +134,7 @@ $(TOOLS_STAMP):
 FMT_CHECK := $(CARGO) fmt --all -- --check
 CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
 
-test: build tools localstack ## format and lint checks, then every unit and integration test
+test: build build-arm64 tools localstack ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
 	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
@@ -112,7 +145,11 @@ test: build tools localstack ## format and lint checks, then every unit and inte
 	  || { echo "the core without 'ml' depends on candle or an AWS SDK" >&2; exit 1; }
 	@! $(CARGO) tree --no-default-features --features deploy -e normal -p lambda-cnn --locked | grep -E 'candle' \
 	  || { echo "the deploy build depends on candle" >&2; exit 1; }
+	$(CARGO) clippy --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --tests -- -D warnings
 	$(CARGO) test --release --workspace --locked --no-fail-fast
+	@# The arm64 build's own tests under qemu-aarch64: the NEON kernels against the loops, the
+	@# model, the optimizers (speed under emulation means nothing; correctness does).
+	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
 	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, Logs, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2 (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
 	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test deploy_pipeline
@@ -130,15 +167,15 @@ lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
-run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train
-	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(CARGO_TARGET_DIR)/release/predict \
-	  --train $(CARGO_TARGET_DIR)/release/train --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
+run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train (ARCH=arm64: arm64 images, run under qemu)
+	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
+	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
 
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
 	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda
 
-deploy: build mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...)
-	$(DEPLOY) all
+deploy: build mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...); ARCH=arm64 for Graviton (default: infra/deploy.toml's)
+	$(DEPLOY) all $(if $(filter command line environment,$(origin ARCH)),--arch $(ARCH))
 
 # The train image carries MNIST: `make deploy` fetches it first when MNIST_DIR lacks it.
 mnist: ## make sure MNIST_DIR holds MNIST (make data downloads it when MNIST_DIR is the default data/mnist): make deploy packs it into the train image
@@ -168,7 +205,7 @@ eval: build ## test accuracy of the shipped weights
 	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)" --json
 
 bench: build tools ## measure ours (training, inference, cold start, memory; the predict function under load); compare with the peers when installed
-	$(CLI) bench --mnist-dir "$(MNIST_DIR)" --json
+	$(CLI) bench --mnist-dir "$(MNIST_DIR)"
 	@# Image assembly from the built binary (the layer cache makes unchanged layers free).
 	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) --out .local/images/predict
 	$(PYTHON) bench/predict_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
@@ -210,10 +247,10 @@ fuzz: fuzz-tools ## run each fuzz target FUZZ_SECONDS (600) seconds, growing fuz
 	  cargo +nightly fuzz cmin --fuzz-dir fuzz --target-dir $(CARGO_TARGET_DIR)/fuzz $$t fuzz/corpus/$$t >/dev/null 2>&1 || true; \
 	done
 
-image: build ## build both functions' OCI images (.local/images/*, with docker tars) and print digests and sizes
-	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) \
+image: build ## build both functions' OCI images (.local/images/*, with docker tars) and print digests and sizes (ARCH=arm64: the arm64 ones)
+	$(DEPLOY) image --function predict --binary $(FUNCTIONS_DIR)/predict --weights $(WEIGHTS) \
 	  --out .local/images/predict --tar .local/images/predict.tar
-	$(DEPLOY) image --function train --binary $(CARGO_TARGET_DIR)/release/train --mnist-dir "$(MNIST_DIR)" \
+	$(DEPLOY) image --function train --binary $(FUNCTIONS_DIR)/train --mnist-dir "$(MNIST_DIR)" \
 	  --out .local/images/train --tar .local/images/train.tar
 
 clean-local: ## forget the local state of `make run`

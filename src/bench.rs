@@ -26,6 +26,67 @@ pub struct PredictBench {
     pub batch256_images_per_second: f64,
 }
 
+/// What `lambda-cnn bench` reports: a table for people, one JSON object with `--json` (the
+/// fields of [`TrainBench`] and [`PredictBench`] at its top level).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    #[serde(flatten)]
+    pub train: TrainBench,
+    /// Untimed steps before the timed ones.
+    pub warmup: usize,
+    pub cores: usize,
+    /// The kernels' instruction set (`avx512`, `avx2`, `neon`, `portable`).
+    pub isa: String,
+    /// Absent with `--train-only`.
+    #[serde(flatten)]
+    pub predict: Option<PredictBench>,
+    /// Median exec → weights loaded of a fresh process; absent with `--train-only`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_start_ms: Option<f64>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.train;
+        writeln!(
+            f,
+            "{:<34}{:>12.0} samples/s   ({} steps of {} after {} warm-up; {} cores, {} kernels)",
+            "train (Adam 1e-3, batch 32)",
+            t.train_samples_per_second,
+            t.train_steps,
+            t.batch_size,
+            self.warmup,
+            self.cores,
+            self.isa
+        )?;
+        write!(
+            f,
+            "{:<34}{:>12.0} MB",
+            "train peak RSS", t.train_peak_rss_mb
+        )?;
+        if let Some(p) = &self.predict {
+            write!(
+                f,
+                "\n{:<34}{:>12.1} µs p50, {:.1} µs p99",
+                "predict, one image", p.predict_p50_us, p.predict_p99_us
+            )?;
+            write!(
+                f,
+                "\n{:<34}{:>12.0} images/s",
+                "predict, batches of 256", p.batch256_images_per_second
+            )?;
+        }
+        if let Some(ms) = self.cold_start_ms {
+            write!(
+                f,
+                "\n{:<34}{:>12.1} ms (median of 15)",
+                "cold start, exec → weights loaded", ms
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// `steps` timed optimizer steps of the seed's configuration (Adam 1e-3, batch 32) after
 /// `warmup` untimed ones, over shuffled batches of `train`.
 pub fn train_throughput(

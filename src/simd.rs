@@ -5,8 +5,10 @@
 //! Lambda's x86_64 hosts, which differ (some have AVX-512, all have AVX2 + FMA). The kernels
 //! are mostly plain loops over fixed-size arrays that LLVM vectorises; compiled inside a
 //! `#[target_feature]` function they use 512- or 256-bit registers and fused multiply-adds.
-//! The convolution/pooling kernels also have hand-written AVX2 and AVX-512 intrinsics
-//! (`model/conv_pool.rs`), tested bit-identical to the loops.
+//! The convolution/pooling kernels also have hand-written intrinsics — AVX2 and AVX-512
+//! (`model/conv_pool/x86.rs`), NEON (`model/conv_pool/aarch64.rs`) — tested bit-identical to
+//! the loops. On AArch64 the loops are compiled for the baseline, which has NEON and fused
+//! multiply-add: there [`Isa`]s differ only in whether the convolution runs the intrinsics.
 
 /// An instruction set the kernels are compiled for, one this CPU has: the only ways to get one
 /// are [`Isa::detect`] and [`Isa::available`], which is what makes running a kernel safe.
@@ -14,10 +16,13 @@
 pub struct Isa(Kind);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[allow(dead_code)] // each target builds the kinds of its own architecture
 pub(crate) enum Kind {
-    /// The target's baseline (SSE2 on x86-64), multiply then add.
+    /// The target's loops, compiled for its baseline: SSE2 on x86-64 (multiply, then add);
+    /// NEON with fused multiply-add on AArch64.
     Portable,
+    /// AArch64: the NEON intrinsics kernels.
+    Neon,
     /// AVX2 with FMA.
     Avx2,
     /// AVX-512 (F, VL) with FMA.
@@ -25,13 +30,14 @@ pub(crate) enum Kind {
 }
 
 impl Isa {
-    /// The best this CPU has; `LAMBDA_CNN_ISA=portable|avx2` caps it (to compare, or to
+    /// The best this CPU has; `LAMBDA_CNN_ISA=portable|avx2|neon` caps it (to compare, or to
     /// sidestep a CPU that down-clocks under 512-bit work).
     pub fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
             let cap = match std::env::var("LAMBDA_CNN_ISA").ok().as_deref() {
                 Some("portable") => Kind::Portable,
+                Some("neon") => Kind::Neon,
                 Some("avx2") => Kind::Avx2,
                 _ => Kind::Avx512,
             };
@@ -44,7 +50,10 @@ impl Isa {
 
     /// Every instruction set this CPU can run, the baseline first.
     pub fn available() -> Vec<Isa> {
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        #[cfg_attr(
+            not(any(target_arch = "x86_64", target_arch = "aarch64")),
+            allow(unused_mut)
+        )]
         let mut isas = vec![Isa(Kind::Portable)];
         #[cfg(target_arch = "x86_64")]
         {
@@ -56,6 +65,10 @@ impl Isa {
                     isas.push(Isa(Kind::Avx512));
                 }
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            isas.push(Isa(Kind::Neon));
         }
         isas
     }
@@ -69,14 +82,15 @@ impl std::fmt::Display for Isa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.0 {
             Kind::Portable => "portable",
+            Kind::Neon => "neon",
             Kind::Avx2 => "avx2",
             Kind::Avx512 => "avx512",
         })
     }
 }
 
-/// The capabilities `LAMBDA_CNN_REQUIRE` (comma-separated: `avx2`, `avx512`, `docker`,
-/// `chromium`) says this machine has: a test that would skip for want of one of them fails
+/// The capabilities `LAMBDA_CNN_REQUIRE` (comma-separated: `avx2`, `avx512`, `neon`, `docker`,
+/// `chromium`, `arm64`) says this machine has: a test that would skip for want of one of them fails
 /// instead (`.ci/run` sets it from what the machine has), so a kernel or a stage cannot go
 /// untested unnoticed.
 pub fn required(capability: &str) -> bool {
@@ -141,7 +155,7 @@ mod tests {
     #[test]
     fn every_required_instruction_set_is_available_to_the_kernel_tests() {
         let available: Vec<String> = Isa::available().iter().map(Isa::to_string).collect();
-        for isa in ["avx2", "avx512"] {
+        for isa in ["avx2", "avx512", "neon"] {
             assert!(
                 !required(isa) || available.iter().any(|a| a == isa),
                 "LAMBDA_CNN_REQUIRE names {isa}, but the kernel tests would run only {available:?}"

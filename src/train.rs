@@ -177,6 +177,36 @@ pub struct TrainMetrics {
     pub per_epoch: Vec<EpochMetrics>,
 }
 
+/// What `lambda-cnn train` made: the run's figures and where its weights and card went.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    #[serde(flatten)]
+    pub metrics: TrainMetrics,
+    pub weights: std::path::PathBuf,
+    pub weights_sha256: String,
+    /// The model card beside the weights.
+    pub card: std::path::PathBuf,
+}
+
+impl std::fmt::Display for TrainOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.metrics;
+        write!(
+            f,
+            "Test accuracy: {:.4} (loss {:.4}) after {} epochs, {:.1} s, {:.0} samples/s\n\
+             weights: {} (sha256 {})\ncard: {}",
+            m.test_accuracy,
+            m.test_loss,
+            m.epochs,
+            m.seconds,
+            m.samples_per_second,
+            self.weights.display(),
+            self.weights_sha256,
+            self.card.display()
+        )
+    }
+}
+
 /// Hooks into a training run. Every method has a do-nothing default.
 pub trait TrainObserver {
     fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}

@@ -9,7 +9,7 @@ use base64::Engine;
 use common::aws_emulator::AwsStack;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
-use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
+use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack};
 use common::registry::Registry;
 use common::strict_lambda::{InvokeLayer, NewAccount, StrictLambda};
 use common::*;
@@ -48,8 +48,19 @@ fn assert_ok(o: &Output, what: &str) {
 
 /// Builds the image of `function` into `images/<function>`; returns its manifest digest.
 fn build_image(images: &Path, cache: &Path, function: &str, extra: &[&str]) -> String {
+    build_image_of(images, cache, function, &workspace_binary(function), extra)
+}
+
+/// [`build_image`] from the given function binary.
+fn build_image_of(
+    images: &Path,
+    cache: &Path,
+    function: &str,
+    binary: &Path,
+    extra: &[&str],
+) -> String {
     let out = images.join(function);
-    let v = deploy_image(function, &workspace_binary(function), &out, cache, extra);
+    let v = deploy_image(function, binary, &out, cache, extra);
     v["manifest_digest"].as_str().unwrap().to_owned()
 }
 
@@ -64,16 +75,19 @@ struct Stack {
 
 impl Stack {
     fn start() -> Self {
+        Self::start_from(workspace_binary)
+    }
+
+    /// The stack with images of the function binaries `binary(function)` gives.
+    fn start_from(binary: impl Fn(&str) -> PathBuf) -> Self {
         let aws = AwsStack::start(true);
         let registry = Registry::start(ECR_USER, ECR_PASSWORD);
         let mut emu = Emulator::start_for(&[PREDICT, TRAIN]);
         let dir = tempfile::tempdir().unwrap();
         let images = dir.path().join("images");
         let cache = dir.path().join("cache");
-        let digests = [
-            build_image(&images, &cache, "predict", &[]),
-            build_image(&images, &cache, "train", &[]),
-        ];
+        let digests =
+            ["predict", "train"].map(|f| build_image_of(&images, &cache, f, &binary(f), &[]));
         for (f, name) in [("predict", PREDICT), ("train", TRAIN)] {
             run_image(dir.path(), &mut emu, f, name);
         }
@@ -124,6 +138,14 @@ impl Stack {
     /// behind its invoke layer (an invocation of a function of another architecture than
     /// this machine's images fails as on Lambda), and the environment that reaches both.
     fn as_new_account(&self) -> (StrictLambda, InvokeLayer, Vec<(&'static str, String)>) {
+        self.as_new_account_running(HOST_ARCH)
+    }
+
+    /// [`Stack::as_new_account`], the images being of architecture `image_arch`.
+    fn as_new_account_running(
+        &self,
+        image_arch: &'static str,
+    ) -> (StrictLambda, InvokeLayer, Vec<(&'static str, String)>) {
         let strict = StrictLambda::start(
             &self.aws.endpoint("lambda", true),
             NewAccount {
@@ -131,7 +153,7 @@ impl Stack {
                 max_memory_mb: 3008,
             },
         );
-        let invoke = strict.invoke_layer(&self.emu.invoke_endpoint(), HOST_ARCH);
+        let invoke = strict.invoke_layer(&self.emu.invoke_endpoint(), image_arch);
         let mut env = self.env();
         env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
         env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
@@ -505,17 +527,49 @@ fn strict_get(strict: &StrictLambda, path: &str) -> Value {
 /// `deploy doctor` on a new account (strict layer: quota 10, 3008 MB cap) names what would
 /// bite, creating nothing; missing data is a FAIL that stops `deploy all` before anything is
 /// created; with the data there, `deploy all` completes.
-#[test]
-fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
-    let s = Stack::start();
-    let (_strict, invoke, mut env) = s.as_new_account();
-    // The build inside `deploy all` must find this build's outputs.
+/// `CARGO_TARGET_DIR` for a `deploy` that builds: this build's own outputs.
+fn this_target_dir() -> (&'static str, String) {
     let target = workspace_binary("predict")
         .parent()
         .and_then(Path::parent)
         .unwrap()
         .to_owned();
-    env.push(("CARGO_TARGET_DIR", target.display().to_string()));
+    ("CARGO_TARGET_DIR", target.display().to_string())
+}
+
+#[test]
+fn deploy_all_for_arm64_cross_builds_and_gives_the_functions_the_images_architecture() {
+    let (Some(_), Some(_)) = (arm64_function("predict"), arm64_function("train")) else {
+        return;
+    };
+    // The functions run from the arm64 images under qemu, behind the invoke layer that fails
+    // an invocation of a function configured for another architecture, as Lambda does.
+    let s = Stack::start_from(|f| arm64_function(f).unwrap());
+    let (_strict, invoke, mut env) = s.as_new_account_running("arm64");
+    env.push(this_target_dir());
+    let all = s.deploy_with(&["all", "--arch", "arm64"], env.clone());
+    assert_ok(&all, "deploy all --arch arm64");
+    assert!(invoke.failed.lock().unwrap().is_empty());
+    let err = String::from_utf8_lossy(&all.stderr);
+    assert!(err.contains("building the functions for arm64"), "{err}");
+    for name in [PREDICT, TRAIN] {
+        let conf = s.lambda(&format!("/2015-03-31/functions/{name}/configuration"));
+        assert_eq!(conf["Architectures"], json!(["arm64"]), "{name}: {conf}");
+        assert_eq!(s.live_version(name)["FunctionVersion"], "1", "{name}");
+    }
+    // The images `deploy all` built, pushed and released are arm64 ones.
+    for f in ["predict", "train"] {
+        let config = image_config(&s.images().join(f));
+        assert_eq!(config["architecture"], "arm64", "{f}: {config}");
+    }
+}
+
+#[test]
+fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
+    let s = Stack::start();
+    let (_strict, invoke, mut env) = s.as_new_account();
+    // The build inside `deploy all` must find this build's outputs.
+    env.push(this_target_dir());
 
     let images = s.images();
     let doctor = deploy_with_env(&["doctor", "--images", images.to_str().unwrap()], &env);

@@ -4,9 +4,8 @@
 //! emulator. Docker runs them too where an engine is available.
 
 mod common;
-use base64::Engine;
 use common::emulator::{free_port, wait_for_port, workspace_binary, Emulator};
-use common::image_run::{bwrap_command, deploy_image, umoci_unpack};
+use common::image_run::{bwrap_command, correct_predictions, deploy_image, umoci_unpack};
 use common::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -188,29 +187,6 @@ fn skopeo_and_umoci_read_the_layout() {
         runtime["process"]["args"],
         json!(["/var/runtime/bootstrap"])
     );
-}
-
-fn predict_event(png: &[u8]) -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/apigw-v2-predict.json");
-    let mut e: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
-    e["isBase64Encoded"] = json!(true);
-    e["headers"]["content-type"] = json!("image/png");
-    e
-}
-
-/// Sends test digits 0..n to the running predict function; returns how many came back right.
-fn correct_predictions(emu: &Emulator, n: usize) -> usize {
-    (0..n)
-        .filter(|&i| {
-            let (png, label) = test_digit_png(i);
-            let r = emu.invoke("predict", &predict_event(&png));
-            assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
-            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            body["digit"] == label as u64
-        })
-        .count()
 }
 
 #[test]
@@ -493,9 +469,7 @@ fn docker_runs_the_loaded_image_where_there_is_an_engine() {
 }
 
 #[test]
-fn an_arm64_image_without_an_arm64_binary_is_a_clear_error() {
-    let o = deploy(&["image", "--function", "predict", "--arch", "arm64"]);
-    assert_clean_failure(&o, "--binary");
+fn an_arm64_image_from_an_x86_64_binary_is_a_clear_error() {
     let o = deploy(&[
         "image",
         "--function",

@@ -4,7 +4,8 @@
 Starts on 127.0.0.1: moto (ECR, Lambda, IAM, S3, Logs, API Gateway), a real OCI registry with
 ECR-style auth, and the Lambda Runtime API emulator (cargo lambda watch). Builds both images,
 runs them the way Lambda would (Docker where the engine works, else bubblewrap on the unpacked
-image), runs `deploy push/release/api` against the stand-ins, sends real test digits and a short
+image; an image of the other architecture — arm64 on x86_64 — under bubblewrap with qemu-user as its
+interpreter), runs `deploy push/release/api` against the stand-ins, sends real test digits and a short
 training run to the deployed code, prints a summary, and stops everything it started.
 
 The registry keeps its blobs in .local/stack/registry, so a second run pushes no layer bytes.
@@ -32,6 +33,22 @@ NAMES = {"predict": "lambda-cnn-predict", "train": "lambda-cnn-train"}
 ECR_USER, ECR_PASSWORD = "AWS", "123456789012-auth-token"  # what moto's ECR hands out
 
 procs = Procs(STATE)
+HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, "x86_64")
+QEMU = {"arm64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
+
+
+def sandbox(rootfs, arch):
+    """The image's entrypoint under bubblewrap as Lambda runs it: the root read-only, a fresh /tmp,
+    uid 993. An image of another architecture runs under qemu-user, bound in read-only (it is
+    static: it needs nothing from the image), with the image's own loader and libraries."""
+    cmd = ["bwrap", "--die-with-parent", "--ro-bind", rootfs, "/", "--tmpfs", "/tmp", "--proc", "/proc",
+           "--dev", "/dev", "--unshare-all", "--share-net", "--uid", "993", "--gid", "990", "--chdir", "/var/task"]
+    if arch == HOST_ARCH:
+        return cmd + ["/var/runtime/bootstrap"]
+    qemu = shutil.which(QEMU[arch])
+    if not qemu:
+        sys.exit(f"error: an {arch} image runs here under {QEMU[arch]}, which is not installed: run `make cross-tools`")
+    return cmd + ["--ro-bind", qemu, "/dev/qemu", "/dev/qemu", "/var/runtime/bootstrap"]
 
 
 def say(msg):
@@ -102,6 +119,8 @@ def main():
     ap.add_argument("--venv", default=os.path.join(ROOT, ".venv"))
     ap.add_argument("--mnist-dir", required=True)
     ap.add_argument("--digits", type=int, default=10)
+    ap.add_argument("--arch", choices=["x86_64", "arm64"], default=HOST_ARCH,
+                    help="the architecture the function binaries are built for (default: this machine's)")
     ap.add_argument("--emulator", choices=["moto", "localstack"], default=os.environ.get("AWS_EMULATOR") or "moto",
                     help="the AWS emulator (AWS_EMULATOR); with localstack, moto serves what it lacks here")
     ap.add_argument("--localstack-venv", default=os.path.join(ROOT, ".venv-localstack"))
@@ -175,7 +194,8 @@ def pipeline(args):
                 list(NAMES.values()))
     wait_port(rt_port, "cargo lambda watch")
 
-    use_docker = docker_works()
+    # Docker runs only this machine's architecture here (no binfmt handlers are registered).
+    use_docker = args.arch == HOST_ARCH and docker_works()
     digests = {}
     for f in ("predict", "train"):
         say(f"building the {f} image")
@@ -184,8 +204,10 @@ def pipeline(args):
                    "--mnist-dir", args.mnist_dir, "--json"], capture=True)
         digests[f] = json.loads(out.strip().splitlines()[-1])["manifest_digest"]
 
-    say("running the images the way Lambda does: read-only root, writable /tmp, uid 993, "
-        + ("in Docker" if use_docker else "under bubblewrap (no Docker engine here)"))
+    how = ("in Docker" if use_docker else
+           f"under bubblewrap with {QEMU[args.arch]} ({args.arch} on {HOST_ARCH})" if args.arch != HOST_ARCH else
+           "under bubblewrap (no Docker engine here)")
+    say(f"running the {args.arch} images the way Lambda does: read-only root, writable /tmp, uid 993, {how}")
     for f, name in NAMES.items():
         rt = f"http://127.0.0.1:{rt_port}/.rt/{name}"
         lambda_env = {"AWS_LAMBDA_RUNTIME_API": rt, "AWS_LAMBDA_FUNCTION_NAME": name,
@@ -204,10 +226,7 @@ def pipeline(args):
             run(["umoci", "unpack", "--image", f"{os.path.join(images, f)}:latest", bundle], capture=True)
             with open(os.path.join(bundle, "config.json")) as cf:
                 image_env = dict(e.split("=", 1) for e in json.load(cf)["process"]["env"])
-            cmd = ["bwrap", "--die-with-parent", "--ro-bind", os.path.join(bundle, "rootfs"), "/",
-                   "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", "--unshare-all", "--share-net",
-                   "--uid", "993", "--gid", "990", "--chdir", "/var/task", "/var/runtime/bootstrap"]
-            start(f"function-{f}", cmd, env={**image_env, **lambda_env})
+            start(f"function-{f}", sandbox(os.path.join(bundle, "rootfs"), args.arch), env={**image_env, **lambda_env})
 
     aws_env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}", AWS_ACCESS_KEY_ID="local",
                    AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
@@ -217,21 +236,26 @@ def pipeline(args):
         aws_env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{ls_port}", AWS_ENDPOINT_URL_ECR=moto,
                        AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto)
     registry = f"127.0.0.1:{reg_port}"
+    # The project's config, saying the architecture the images are for (doctor compares them).
+    config = os.path.join(STATE, "deploy.toml")
+    with open(os.path.join(ROOT, "infra", "deploy.toml")) as src, open(config, "w") as dst:
+        dst.write("".join(f'architecture = "{args.arch}"\n' if line.startswith("architecture =") else line
+                          for line in src))
     say("deploy doctor (what would stop a deploy in this account; it creates nothing)")
-    run([args.deploy, "doctor", "--images", images], env=dict(aws_env, MNIST_DIR=args.mnist_dir))
+    run([args.deploy, "--config", config, "doctor", "--images", images], env=dict(aws_env, MNIST_DIR=args.mnist_dir))
     say("deploy push (to the local registry; ECR's control plane is moto)")
-    pushed = [json.loads(l) for l in run([args.deploy, "push", "--registry", registry, "--images", images, "--json"],
+    pushed = [json.loads(l) for l in run([args.deploy, "--config", config, "push", "--registry", registry, "--images", images, "--json"],
                                          env=aws_env, capture=True).splitlines() if l.startswith("{")]
     say("deploy release (smoke tests run the image's code through the Runtime API emulator)")
-    released = [json.loads(l) for l in run([args.deploy, "release", "--registry", registry, "--images", images,
+    released = [json.loads(l) for l in run([args.deploy, "--config", config, "release", "--registry", registry, "--images", images,
                                             "--invoke-endpoint", f"http://127.0.0.1:{rt_port}", "--json"],
                                            env=aws_env, capture=True).splitlines() if l.startswith("{")]
     say("deploy api")
-    api = json.loads(run([args.deploy, "api", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
+    api = json.loads(run([args.deploy, "--config", config, "api", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
     rest = None
     if ls_port:
         say("deploy api --rest (a REST API, on LocalStack's API Gateway v1)")
-        rest = json.loads(run([args.deploy, "api", "--rest", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
+        rest = json.loads(run([args.deploy, "--config", config, "api", "--rest", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
 
     # The digit page, from the deployed image, through the emulator's Function URL front door.
     page_url = f"http://127.0.0.1:{rt_port}/lambda-url/{NAMES['predict']}/"
@@ -260,7 +284,7 @@ def pipeline(args):
 
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
-                           "--memory-mb", "1024", "--json"], capture=True).strip().splitlines()[-1])
+                           "--memory-mb", "1024", "--arch", args.arch, "--json"], capture=True).strip().splitlines()[-1])
     print()
     print("summary")
     print(f"  digit page: {api['page']} once deployed to AWS (`make serve` serves it here: {page_bytes} bytes of HTML)")
@@ -274,7 +298,8 @@ def pipeline(args):
         print(f"  REST API {rest['api_id']}: {rest['url']}/predict (on LocalStack)")
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
-    print(f"  cost of 1M predictions at that duration, 1024 MB, x86_64, HTTP API: ${cost['cost']['total']:.2f}")
+    print(f"  cost of 1M predictions at that duration, 1024 MB, {args.arch}, HTTP API: ${cost['cost']['total']:.2f}"
+          + (f" (the duration measured under qemu on {HOST_ARCH}: not Graviton's)" if args.arch != HOST_ARCH else ""))
 
 
 if __name__ == "__main__":

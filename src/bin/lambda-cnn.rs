@@ -9,7 +9,6 @@ use lambda_cnn::model::Cnn;
 use lambda_cnn::output::Output;
 use lambda_cnn::predict::{image_to_pixels, predict};
 use lambda_cnn::train::{self, EpochMetrics, OptimizerKind, TrainConfig, TrainObserver};
-use serde_json::json;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -254,32 +253,12 @@ fn run_train(args: TrainArgs, out: Output) -> Result<()> {
     ModelCard::new(&config, &metrics, &args.out, &sha)
         .write(&card_path)
         .with_context(|| format!("cannot write the model card {}", card_path.display()))?;
-    if out.json {
-        println!(
-            "{}",
-            json!({
-                "test_accuracy": metrics.test_accuracy,
-                "test_loss": metrics.test_loss,
-                "epochs": metrics.epochs,
-                "seconds": metrics.seconds,
-                "samples_per_second": metrics.samples_per_second,
-                "weights": args.out,
-                "weights_sha256": sha,
-                "per_epoch": metrics.per_epoch,
-            })
-        );
-    } else {
-        println!(
-            "Test accuracy: {:.4} (loss {:.4}) after {} epochs, {:.1} s, {:.0} samples/s\nweights: {} (sha256 {sha})\ncard: {}",
-            metrics.test_accuracy,
-            metrics.test_loss,
-            metrics.epochs,
-            metrics.seconds,
-            metrics.samples_per_second,
-            args.out.display(),
-            card_path.display()
-        );
-    }
+    out.print(&train::TrainOutcome {
+        metrics,
+        weights: args.out.clone(),
+        weights_sha256: sha,
+        card: card_path,
+    })?;
     Ok(())
 }
 
@@ -339,24 +318,17 @@ fn run_bench(args: BenchArgs, out: Output) -> Result<()> {
         args.steps, args.warmup
     );
     let train = bench::train_throughput(&mnist.train, args.warmup, args.steps)?;
-    let mut report = serde_json::to_value(&train)?;
-    report["cores"] = json!(cores);
-    report["isa"] = json!(isa.to_string());
-    println!(
-        "{:<34}{:>12.0} samples/s   ({} steps of {} after {} warm-up)",
-        "train (Adam 1e-3, batch 32)",
-        train.train_samples_per_second,
-        train.train_steps,
-        train.batch_size,
-        args.warmup
-    );
-    println!(
-        "{:<34}{:>12.0} MB",
-        "train peak RSS", train.train_peak_rss_mb
-    );
+    let mut report = bench::BenchReport {
+        train,
+        warmup: args.warmup,
+        cores,
+        isa: isa.to_string(),
+        predict: None,
+        cold_start_ms: None,
+    };
     if !args.train_only {
         let model = load_weights(&args.weights)?;
-        let p = bench::predict_speed(&model, &mnist.test, 3000, 40)?;
+        report.predict = Some(bench::predict_speed(&model, &mnist.test, 3000, 40)?);
         let exe =
             std::env::current_exe().context("cannot find this executable to time its start")?;
         let mut cold = Vec::new();
@@ -372,31 +344,8 @@ fn run_bench(args: BenchArgs, out: Output) -> Result<()> {
             }
             cold.push(start.elapsed().as_secs_f64() * 1e3);
         }
-        let cold_start_ms = bench::median(cold);
-        println!(
-            "{:<34}{:>12.1} µs p50, {:.1} µs p99",
-            "predict, one image", p.predict_p50_us, p.predict_p99_us
-        );
-        println!(
-            "{:<34}{:>12.0} images/s",
-            "predict, batches of 256", p.batch256_images_per_second
-        );
-        println!(
-            "{:<34}{:>12.1} ms (median of 15)",
-            "cold start, exec → weights loaded", cold_start_ms
-        );
-        let p = serde_json::to_value(&p)?;
-        for key in [
-            "predict_p50_us",
-            "predict_p99_us",
-            "batch256_images_per_second",
-        ] {
-            report[key] = p[key].clone();
-        }
-        report["cold_start_ms"] = json!(cold_start_ms);
+        report.cold_start_ms = Some(bench::median(cold));
     }
-    if out.json {
-        println!("{report}");
-    }
+    out.print(&report)?;
     Ok(())
 }

@@ -189,7 +189,7 @@ impl Backprop {
             .zip(self.pixels.par_chunks_exact(PIXELS))
             .for_each(|((out, win), img)| {
                 let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                conv_pool::forward_one_isa(isa, img, &kernel, bias, out, win)
+                conv_pool::forward_one(isa, img, &kernel, bias, out, win)
             });
     }
 

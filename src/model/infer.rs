@@ -51,9 +51,17 @@ impl InferenceWeights {
     pub(crate) fn probabilities(&self, img: &[f32; PIXELS]) -> [f32; CLASSES] {
         let mut pooled = vec![0f32; POOLED];
         let mut winners = vec![0u8; POOLED];
-        conv_pool::forward_one(img, &self.conv_w, &self.conv_b, &mut pooled, &mut winners);
+        let isa = Isa::detect();
+        conv_pool::forward_one(
+            isa,
+            img,
+            &self.conv_w,
+            &self.conv_b,
+            &mut pooled,
+            &mut winners,
+        );
         let mut hidden = self.fc1_b;
-        fc1(&pooled, &self.fc1_w, &mut hidden);
+        fc1(isa, &pooled, &self.fc1_w, &mut hidden);
         let mut logits = self.fc2_b;
         for (h, row) in hidden.iter().zip(self.fc2_w.chunks_exact(CLASSES)) {
             let h = h.max(0.0);
@@ -73,7 +81,7 @@ impl InferenceWeights {
 
 multiversion! {
     /// `hidden += pooledᵀ·w`, skipping the rows of the pooled values the ReLU zeroed.
-    fn fc1_isa<FMA, WIDE>(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
+    fn fc1<FMA, WIDE>(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
         for (&x, row) in pooled.iter().zip(w.chunks_exact(HIDDEN)) {
             if x != 0.0 {
                 for (h, w) in hidden.iter_mut().zip(row) {
@@ -82,8 +90,4 @@ multiversion! {
             }
         }
     }
-}
-
-fn fc1(pooled: &[f32], w: &[f32], hidden: &mut [f32; HIDDEN]) {
-    fc1_isa(Isa::detect(), pooled, w, hidden)
 }

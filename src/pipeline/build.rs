@@ -1,9 +1,12 @@
-//! Step 1 of the pipeline: release-build the function binaries with cargo.
+//! Step 1 of the pipeline: release-build the function binaries with cargo, for this machine's
+//! architecture or cross-compiled for the other one (arm64 on x86_64: Debian's aarch64 gcc
+//! links, as `.cargo/config.toml` says).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::image::Function;
+use crate::arch::Arch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -15,6 +18,24 @@ pub enum BuildError {
     Metadata(String),
     #[error("cargo built, but {path} is not there")]
     NotBuilt { path: PathBuf },
+    #[error(
+        "cannot cross-build for {arch} here: {missing}; run `make cross-tools` (or `rustup \
+         target add {target}` and apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)"
+    )]
+    NoCrossTools {
+        arch: Arch,
+        target: &'static str,
+        missing: String,
+    },
+}
+
+/// The Rust target a Lambda architecture is built for (glibc: what Lambda's hosts have and
+/// what the image carries).
+pub fn rust_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-unknown-linux-gnu",
+        Arch::Arm64 => "aarch64-unknown-linux-gnu",
+    }
 }
 
 /// The release binaries of the functions, built in the workspace at `root`.
@@ -29,13 +50,19 @@ impl Built {
     }
 }
 
-/// `cargo build --release --locked --workspace --bins` in `root`: the same command and
-/// features as `make build`'s, so nothing is rebuilt twice. Cargo's output goes to the
-/// terminal (it has its own progress).
-pub fn build_functions(root: &Path) -> Result<Built, BuildError> {
-    let args = ["build", "--release", "--locked", "--workspace", "--bins"];
+/// For this machine's architecture, `cargo build --release --locked --workspace --bins` in
+/// `root`; for the other one, the two functions with `--target` (the same commands and
+/// features as `make build` / `make build-arm64`, so nothing is rebuilt twice). Cargo's output
+/// goes to the terminal (it has its own progress).
+pub fn build_functions(root: &Path, arch: Arch) -> Result<Built, BuildError> {
+    let native = Arch::host() == Some(arch);
+    let target = rust_target(arch);
+    if !native {
+        check_cross_tools(arch)?;
+    }
+    let args = cargo_args(arch);
     let status = Command::new(cargo())
-        .args(args)
+        .args(&args)
         .current_dir(root)
         .status()
         .map_err(|source| BuildError::Cargo { source })?;
@@ -45,8 +72,13 @@ pub fn build_functions(root: &Path) -> Result<Built, BuildError> {
             status: status.to_string(),
         });
     }
+    let dir = target_dir(root)?;
     let built = Built {
-        release_dir: target_dir(root)?.join("release"),
+        release_dir: if native {
+            dir.join("release")
+        } else {
+            dir.join(target).join("release")
+        },
     };
     for f in [Function::Predict, Function::Train] {
         let path = built.binary(f);
@@ -55,6 +87,64 @@ pub fn build_functions(root: &Path) -> Result<Built, BuildError> {
         }
     }
     Ok(built)
+}
+
+/// The cargo arguments that build the functions for `arch`.
+fn cargo_args(arch: Arch) -> Vec<&'static str> {
+    let mut args = vec!["build", "--release", "--locked"];
+    if Arch::host() == Some(arch) {
+        args.extend(["--workspace", "--bins"]);
+    } else {
+        let target = rust_target(arch);
+        args.extend([
+            "--target",
+            target,
+            "-p",
+            "lambda-cnn-predict",
+            "-p",
+            "lambda-cnn-train",
+        ]);
+    }
+    args
+}
+
+/// The command [`build_functions`] runs, for `--dry-run`.
+pub fn command_line(arch: Arch) -> String {
+    format!("cargo {}", cargo_args(arch).join(" "))
+}
+
+/// The linker `.cargo/config.toml` names and the target's standard library, checked before
+/// cargo runs so that the error says what to install rather than what failed to link.
+fn check_cross_tools(arch: Arch) -> Result<(), BuildError> {
+    let target = rust_target(arch);
+    let linker = format!("{}-linux-gnu-gcc", super::libs::gnu_name(arch));
+    let mut missing = Vec::new();
+    if Command::new(&linker).arg("--version").output().is_err() {
+        missing.push(format!("no linker {linker}"));
+    }
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(sysroot) = sysroot.filter(|s| !s.is_empty()) {
+        if !Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(target)
+            .is_dir()
+        {
+            missing.push(format!("no Rust standard library for {target}"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BuildError::NoCrossTools {
+            arch,
+            target,
+            missing: missing.join(", "),
+        })
+    }
 }
 
 fn cargo() -> String {

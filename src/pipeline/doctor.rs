@@ -204,7 +204,7 @@ fn architecture(config: &DeployConfig, images: &Path) -> Vec<Check> {
         .map(|f| match super::image::read_layout(&images.join(f.name()), f) {
             Err(_) => Check::ok(
                 "architecture",
-                format!("{f}: no image in {} yet (deploy all builds it for this machine's architecture)", images.display()),
+                format!("{f}: no image in {} yet (deploy all builds it for the config's architecture)", images.display()),
             ),
             Ok(img) if config.arch().ok() == Some(img.arch) => {
                 Check::ok("architecture", format!("{f}: image and config are {}", img.arch))

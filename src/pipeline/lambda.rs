@@ -435,6 +435,29 @@ pub async fn invoke(
     })
 }
 
+/// The architecture a function runs on (`$LATEST`'s), or `None` if there is no such function.
+pub async fn function_arch(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+) -> Result<Option<crate::arch::Arch>, AwsError> {
+    let found = lambda
+        .get_function_configuration()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading the configuration of {name}")));
+    let conf = match found {
+        Ok(conf) => conf,
+        Err(e) if e.is("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Lambda's default when none is listed.
+    Ok(Some(match conf.architectures().first() {
+        Some(aws_sdk_lambda::types::Architecture::Arm64) => crate::arch::Arch::Arm64,
+        _ => crate::arch::Arch::X86_64,
+    }))
+}
+
 /// The image digest a published version runs (`…@sha256:…` in its code location).
 pub async fn version_image_digest(
     lambda: &aws_sdk_lambda::Client,

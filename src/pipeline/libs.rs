@@ -1,6 +1,12 @@
 //! The shared libraries a dynamically linked binary needs, found by asking its own dynamic
 //! loader (`ld.so --list`), so the image carries exactly what the loader would map, wherever
 //! this distribution keeps it.
+//!
+//! A binary for the other architecture (arm64 cross-built on x86_64, or the reverse) gets the
+//! same treatment from that architecture's loader and libraries: the cross sysroot Debian's
+//! `libc6-dev-<arch>-cross` installs (`/usr/aarch64-linux-gnu`, or `LAMBDA_CNN_SYSROOT`), its
+//! loader run under qemu-user with the sysroot as its root. The image then carries the
+//! sysroot's files — never the host's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,13 +25,18 @@ pub struct SharedLib {
 pub enum LibsError {
     #[error(
         "{binary} is a dynamically linked {arch} binary and this machine is {host}: its shared \
-         libraries cannot be resolved here; give a statically linked binary (e.g. built for \
-         {arch}-unknown-linux-musl) with --binary"
+         libraries come from the {arch} sysroot {sysroot}, which {why}; install the cross \
+         libc and qemu-user (`make cross-tools`, or apt-get install {packages}), set \
+         LAMBDA_CNN_SYSROOT to another {arch} root, or give a statically linked binary with \
+         --binary"
     )]
     Foreign {
         binary: PathBuf,
         arch: Arch,
         host: String,
+        sysroot: PathBuf,
+        why: String,
+        packages: &'static str,
     },
     #[error("cannot run the dynamic loader {loader} on {binary}: {source}")]
     Loader {
@@ -43,20 +54,95 @@ pub enum LibsError {
     NotFound { binary: PathBuf, lib: String },
 }
 
+/// Where a foreign binary's loader and libraries are found, and the emulator that runs the
+/// loader: the defaults of Debian's cross packages for `arch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sysroot {
+    /// The root the binary's absolute library paths are read under.
+    pub root: PathBuf,
+    /// qemu-user for `arch` (statically linked: it needs nothing from the sysroot).
+    pub qemu: String,
+}
+
+impl Sysroot {
+    /// `LAMBDA_CNN_SYSROOT` if set, else `/usr/<gnu-arch>-linux-gnu`.
+    pub fn for_arch(arch: Arch) -> Sysroot {
+        let gnu = gnu_name(arch);
+        Sysroot {
+            root: std::env::var_os("LAMBDA_CNN_SYSROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(format!("/usr/{gnu}-linux-gnu"))),
+            qemu: format!("qemu-{gnu}-static"),
+        }
+    }
+
+    /// Where a path inside the image is on this machine.
+    fn host_path(&self, image_path: &str) -> PathBuf {
+        self.root.join(image_path.trim_start_matches('/'))
+    }
+}
+
+/// The architecture's name in GNU triples (`aarch64-linux-gnu`).
+pub(crate) fn gnu_name(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64",
+        Arch::Arm64 => "aarch64",
+    }
+}
+
 /// The loader plus every library it maps for `binary`; empty for a static binary.
 pub fn resolve(binary: &Path, info: &BinaryInfo) -> Result<Vec<SharedLib>, LibsError> {
+    if Arch::host() == Some(info.arch) {
+        resolve_with(binary, info, None)
+    } else {
+        resolve_with(binary, info, Some(&Sysroot::for_arch(info.arch)))
+    }
+}
+
+/// [`resolve`], with the loader run natively (`sysroot` None) or under qemu in `sysroot`.
+pub fn resolve_with(
+    binary: &Path,
+    info: &BinaryInfo,
+    sysroot: Option<&Sysroot>,
+) -> Result<Vec<SharedLib>, LibsError> {
     let Some(loader) = &info.interpreter else {
         return Ok(Vec::new());
     };
-    if Arch::host() != Some(info.arch) {
-        return Err(LibsError::Foreign {
-            binary: binary.to_owned(),
-            arch: info.arch,
-            host: std::env::consts::ARCH.to_owned(),
-        });
-    }
+    let mut command = match sysroot {
+        None => Command::new(loader),
+        Some(root) => {
+            let foreign = |why: String| LibsError::Foreign {
+                binary: binary.to_owned(),
+                arch: info.arch,
+                host: std::env::consts::ARCH.to_owned(),
+                sysroot: root.root.clone(),
+                why,
+                packages: match info.arch {
+                    Arch::Arm64 => "gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static",
+                    Arch::X86_64 => "gcc-x86-64-linux-gnu libc6-dev-amd64-cross qemu-user-static",
+                },
+            };
+            let host_loader = root.host_path(loader);
+            if !host_loader.is_file() {
+                return Err(foreign(format!(
+                    "lacks its loader {}",
+                    host_loader.display()
+                )));
+            }
+            let mut c = Command::new(&root.qemu);
+            c.arg("-L").arg(&root.root).arg(host_loader);
+            // Fail here with what to install, not later with a bare "No such file".
+            if let Err(e) = Command::new(&root.qemu).arg("-version").output() {
+                return Err(foreign(format!(
+                    "cannot be used: {} does not run ({e})",
+                    root.qemu
+                )));
+            }
+            c
+        }
+    };
     // The host's own search settings must not leak into what the image gets.
-    let out = Command::new(loader)
+    let out = command
         .arg("--list")
         .arg(binary)
         .env_remove("LD_LIBRARY_PATH")
@@ -87,6 +173,18 @@ pub fn resolve(binary: &Path, info: &BinaryInfo) -> Result<Vec<SharedLib>, LibsE
             host_path: PathBuf::from(loader),
         });
     }
+    // Under qemu the listed paths are the loader's view: its files are in the sysroot.
+    if let Some(root) = sysroot {
+        for lib in &mut libs {
+            lib.host_path = root.host_path(&lib.image_path);
+            if !lib.host_path.is_file() {
+                return Err(LibsError::NotFound {
+                    binary: binary.to_owned(),
+                    lib: format!("{} (not in {})", lib.image_path, root.root.display()),
+                });
+            }
+        }
+    }
     libs.sort_by(|a, b| a.image_path.cmp(&b.image_path));
     libs.dedup_by(|a, b| a.image_path == b.image_path);
     Ok(libs)
@@ -109,7 +207,10 @@ fn parse_list(text: &str, loader: &str) -> Result<Vec<SharedLib>, String> {
         if !path.starts_with('/') {
             continue; // the vDSO
         }
-        let image_path = if name.is_empty() && is_loader(path, loader) {
+        // The loader lists itself bare, or (run by another path, as under qemu) as
+        // `/lib/ld-….so.1 => <the path it was run as>`: either way it goes where the binary
+        // names it.
+        let image_path = if (name.is_empty() || name.starts_with('/')) && is_loader(path, loader) {
             loader.to_owned()
         } else {
             path.to_owned()
@@ -152,6 +253,24 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_listing_of_a_loader_run_under_qemu_from_its_sysroot() {
+        let text = "\t (0x0000005502850000)\n\
+            \tlibgcc_s.so.1 => /lib/libgcc_s.so.1 (0x00000055036a0000)\n\
+            \tlibc.so.6 => /lib/libc.so.6 (0x0000005503780000)\n\
+            \t/lib/ld-linux-aarch64.so.1 => /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 (0x55)\n";
+        let libs = parse_list(text, "/lib/ld-linux-aarch64.so.1").unwrap();
+        let paths: Vec<&str> = libs.iter().map(|l| l.image_path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/lib/libgcc_s.so.1",
+                "/lib/libc.so.6",
+                "/lib/ld-linux-aarch64.so.1"
+            ]
+        );
+    }
+
+    #[test]
     fn a_missing_library_is_named() {
         let text = "\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/libc.so.6 (0x1)\n";
         assert_eq!(parse_list(text, LOADER).unwrap_err(), "libfoo.so.3");
@@ -172,21 +291,52 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_dynamic_binary_is_refused_with_what_to_do() {
-        let foreign = match Arch::host() {
-            Some(Arch::X86_64) => Arch::Arm64,
-            _ => Arch::X86_64,
-        };
+    fn a_foreign_binary_without_its_sysroot_is_refused_with_what_to_do() {
         let info = BinaryInfo {
-            arch: foreign,
+            arch: Arch::Arm64,
             interpreter: Some("/lib/ld-linux-aarch64.so.1".into()),
         };
-        let err = resolve(Path::new("bootstrap"), &info)
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot {
+            root: dir.path().to_owned(),
+            qemu: "qemu-aarch64-static".into(),
+        };
+        let err = resolve_with(Path::new("bootstrap"), &info, Some(&root))
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("statically linked") && err.contains("musl"),
+            err.contains("lacks its loader")
+                && err.contains("libc6-dev-arm64-cross")
+                && err.contains("LAMBDA_CNN_SYSROOT")
+                && err.contains("statically linked"),
             "{err}"
         );
+        // The loader is there but the emulator is not.
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("lib/ld-linux-aarch64.so.1"), b"").unwrap();
+        let root = Sysroot {
+            qemu: "qemu-that-is-not-installed".into(),
+            ..root
+        };
+        let err = resolve_with(Path::new("bootstrap"), &info, Some(&root))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("qemu-that-is-not-installed does not run"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_sysroot_is_debians_cross_root() {
+        if std::env::var_os("LAMBDA_CNN_SYSROOT").is_none() {
+            let root = Sysroot::for_arch(Arch::Arm64);
+            assert_eq!(root.root, Path::new("/usr/aarch64-linux-gnu"));
+            assert_eq!(root.qemu, "qemu-aarch64-static");
+            assert_eq!(
+                root.host_path("/lib/libc.so.6"),
+                Path::new("/usr/aarch64-linux-gnu/lib/libc.so.6")
+            );
+        }
     }
 }

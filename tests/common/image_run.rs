@@ -1,7 +1,10 @@
-//! Running a built image the way Lambda runs it: unpacked by umoci, under bubblewrap.
+//! Running a built image the way Lambda runs it: unpacked by umoci, under bubblewrap (and
+//! qemu-user, for an image of the other architecture).
 
-use super::{deploy, last_json, mnist_dir, stderr, system_tool};
-use serde_json::Value;
+use super::emulator::Emulator;
+use super::{deploy, last_json, mnist_dir, stderr, system_tool, test_digit_png};
+use base64::Engine;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,8 +21,8 @@ pub fn umoci_unpack(layout: &Path, bundle: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
-/// The `Env` of the image config in the layout at `layout`.
-pub fn image_env(layout: &Path) -> Vec<(String, String)> {
+/// The image config in the layout at `layout`.
+pub fn image_config(layout: &Path) -> Value {
     let index: Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let blob = |digest: &str| -> Value {
@@ -28,8 +31,12 @@ pub fn image_env(layout: &Path) -> Vec<(String, String)> {
             .unwrap()
     };
     let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
-    let config = blob(manifest["config"]["digest"].as_str().unwrap());
-    config["config"]["Env"]
+    blob(manifest["config"]["digest"].as_str().unwrap())
+}
+
+/// The `Env` of the image config in the layout at `layout`.
+pub fn image_env(layout: &Path) -> Vec<(String, String)> {
+    image_config(layout)["config"]["Env"]
         .as_array()
         .unwrap()
         .iter()
@@ -42,8 +49,19 @@ pub fn image_env(layout: &Path) -> Vec<(String, String)> {
 
 /// The image's entrypoint under bubblewrap, as Lambda runs it: the unpacked root read-only,
 /// a fresh /tmp, uid 993 / gid 990, own namespaces but the host's network (to reach the
-/// emulator), and only the image's environment plus `extra_env`.
+/// emulator), and only the image's environment plus `extra_env`. An image of the other
+/// architecture (its config's `architecture`) runs under qemu-user, bound in read-only: it is
+/// static, so the image's own loader and libraries are all that run.
 pub fn bwrap_command(rootfs: &Path, layout: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let arch = image_config(layout)["architecture"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
     let mut cmd = Command::new(system_tool("bwrap", "bubblewrap"));
     cmd.env_clear()
         .arg("--die-with-parent")
@@ -59,7 +77,18 @@ pub fn bwrap_command(rootfs: &Path, layout: &Path, extra_env: &[(&str, &str)]) -
             "--gid",
             "990",
         ])
-        .args(["--chdir", "/var/task", "/var/runtime/bootstrap"]);
+        .args(["--chdir", "/var/task"]);
+    if arch != host {
+        let qemu = match arch.as_str() {
+            "arm64" => system_tool("qemu-aarch64-static", "qemu-user-static"),
+            "amd64" => system_tool("qemu-x86_64-static", "qemu-user-static"),
+            other => panic!("an image for {other}"),
+        };
+        cmd.arg("--ro-bind")
+            .arg(qemu)
+            .args(["/dev/qemu", "/dev/qemu"]);
+    }
+    cmd.arg("/var/runtime/bootstrap");
     for (k, v) in image_env(layout) {
         cmd.env(k, v);
     }
@@ -98,4 +127,28 @@ pub fn deploy_image(
     let o = deploy(&args);
     assert!(o.status.success(), "deploy image failed: {}", stderr(&o));
     last_json(&o)
+}
+
+/// An API Gateway (HTTP API) event carrying `png` as the request body.
+pub fn predict_event(png: &[u8]) -> Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/apigw-v2-predict.json");
+    let mut e: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
+    e["isBase64Encoded"] = json!(true);
+    e["headers"]["content-type"] = json!("image/png");
+    e
+}
+
+/// Sends test digits 0..n to the running predict function; returns how many came back right.
+pub fn correct_predictions(emu: &Emulator, n: usize) -> usize {
+    (0..n)
+        .filter(|&i| {
+            let (png, label) = test_digit_png(i);
+            let r = emu.invoke("predict", &predict_event(&png));
+            assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            body["digit"] == label as u64
+        })
+        .count()
 }

@@ -130,3 +130,25 @@ pub fn test_digit_png(i: usize) -> (Vec<u8>, u8) {
         .unwrap();
     (png, test.labels[i])
 }
+
+/// The cross-built arm64 function `name`, beside this test binary's target directory; `None`
+/// (the test says SKIPPED) only where `LAMBDA_CNN_REQUIRE` does not name `arm64`.
+pub fn arm64_function(name: &str) -> Option<PathBuf> {
+    let native = emulator::workspace_binary(name);
+    // target/release/<name> → target/aarch64-unknown-linux-gnu/release/<name>
+    let target = native.parent().and_then(Path::parent).unwrap();
+    let path = target.join("aarch64-unknown-linux-gnu/release").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        !lambda_cnn::simd::required("arm64"),
+        "LAMBDA_CNN_REQUIRE names arm64, but {} is not built: run `make build-arm64`",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: no arm64 {name} at {} (`make build-arm64` cross-builds it)",
+        path.display()
+    );
+    None
+}

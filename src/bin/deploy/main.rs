@@ -43,8 +43,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Release-build the function binaries (`cargo build --release --workspace --bins`).
-    Build,
+    /// Release-build the function binaries, for this machine's architecture or cross-compiled
+    /// for the other one (`--arch`; default: the config's `architecture`).
+    #[command(long_about = "Release-build the function binaries.\n\n\
+        For this machine's architecture: `cargo build --release --locked --workspace --bins`. \
+        For the other one (arm64 on x86_64): the two functions cross-compiled with `--target \
+        aarch64-unknown-linux-gnu`, linked by Debian's gcc-aarch64-linux-gnu (`make cross-tools` \
+        installs it and the Rust target). The architecture defaults to the config's \
+        `architecture` (infra/deploy.toml).")]
+    Build(BuildArgs),
     /// Build a function's OCI image: an image layout directory, optionally a `docker load` tar.
     #[command(
         long_about = "Build a function's OCI image from its release binary.\n\n\
@@ -52,8 +59,10 @@ enum Command {
         manifest digest and each layer's size. Layers, most stable first: the dynamic loader, \
         shared libraries and CA bundle; the model weights (predict) or MNIST (train); the \
         binary at /var/runtime/bootstrap. Unchanged layers come from a cache keyed by content.\n\n\
-        Only this machine's architecture can be built here: an image for another one needs a \
-        statically linked binary for it, given with --binary."
+        --arch (default: the binary's, or the config's `architecture` when deploy builds the \
+        binary) picks x86_64 or arm64; an arm64 image is cross-built on x86_64 and carries the \
+        arm64 loader and libraries from Debian's cross sysroot (/usr/aarch64-linux-gnu), never \
+        the host's."
     )]
     Image(Box<ImageArgs>),
     /// Push images to ECR (or `--registry`): create the repository if missing, skip blobs the
@@ -231,10 +240,21 @@ struct CostArgs {
     region: String,
 }
 
+#[derive(Args, Clone, Copy)]
+struct BuildArgs {
+    /// x86_64 or arm64. Default: the config's `architecture`.
+    #[arg(long, value_parser = parse_arch)]
+    arch: Option<Arch>,
+}
+
 #[derive(Args, Clone)]
 struct AllArgs {
     #[command(flatten)]
     target: Target,
+    /// Build, push and release images for this architecture (x86_64 or arm64). Default: the
+    /// config's `architecture`.
+    #[arg(long, value_parser = parse_arch)]
+    arch: Option<Arch>,
     /// The release's smoke-test endpoint (see `deploy release --help`).
     #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
     invoke_endpoint: Option<String>,
@@ -251,7 +271,8 @@ struct ImageArgs {
     /// The function binary to pack; default: release-build it first.
     #[arg(long)]
     binary: Option<PathBuf>,
-    /// The image's architecture (x86_64 or arm64); must be the binary's. Default: the binary's.
+    /// The image's architecture (x86_64 or arm64); must be the binary's. Default: the binary's,
+    /// or, when deploy builds it, the config's `architecture`.
     #[arg(long, value_parser = parse_arch)]
     arch: Option<Arch>,
     /// Where to write the OCI image layout. Default: .local/images/<function>.
@@ -304,12 +325,16 @@ fn main() -> ExitCode {
     let output = lambda_cnn::output::Output { json: cli.json };
     let config_path = cli.config.clone();
     let result = match cli.command {
-        Command::Build if dry_run => {
-            println!("would run: cargo build --release --locked --workspace --bins");
-            Ok(())
+        Command::Build(args) => {
+            let arch = args.arch.unwrap_or_else(|| config_arch(&config_path));
+            if dry_run {
+                println!("would run: {}", build::command_line(arch));
+                Ok(())
+            } else {
+                run_build(arch).map(|_| ())
+            }
         }
-        Command::Build => run_build().map(|_| ()),
-        Command::Image(args) => run_image(*args, output),
+        Command::Image(args) => run_image(*args, &config_path, output),
         Command::Cost(args) => run_cost(args, output),
         other => stages::run(other, &config_path, dry_run, output),
     };
@@ -354,10 +379,23 @@ fn workspace_root() -> Result<PathBuf> {
         })
 }
 
-fn run_build() -> Result<build::Built> {
+/// The architecture the config asks for; this machine's where the config cannot be read (the
+/// commands that need the config say why).
+fn config_arch(config_path: &Path) -> Arch {
+    lambda_cnn::pipeline::config::DeployConfig::load(config_path)
+        .ok()
+        .and_then(|c| c.arch().ok())
+        .or(Arch::host())
+        .unwrap_or(Arch::X86_64)
+}
+
+fn run_build(arch: Arch) -> Result<build::Built> {
     let root = workspace_root()?;
-    eprintln!("building the functions (release) in {}", root.display());
-    build::build_functions(&root).context("deploy build failed")
+    eprintln!(
+        "building the functions for {arch} (release) in {}",
+        root.display()
+    );
+    build::build_functions(&root, arch).context("deploy build failed")
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -368,21 +406,16 @@ fn default_cache_dir() -> PathBuf {
     base.join("lambda-cnn/layers")
 }
 
-fn run_image(args: ImageArgs, output: lambda_cnn::output::Output) -> Result<()> {
-    let host = Arch::host();
+fn run_image(
+    args: ImageArgs,
+    config_path: &Path,
+    output: lambda_cnn::output::Output,
+) -> Result<()> {
     let binary = match &args.binary {
         Some(b) => b.clone(),
         None => {
-            if let Some(asked) = args.arch {
-                if Some(asked) != host {
-                    bail!(
-                        "an {asked} image needs an {asked} binary given with --binary: only \
-                         this machine's architecture ({}) can be built here",
-                        std::env::consts::ARCH
-                    );
-                }
-            }
-            run_build()?.binary(args.function)
+            let arch = args.arch.unwrap_or_else(|| config_arch(config_path));
+            run_build(arch)?.binary(args.function)
         }
     };
     let inputs = ImageInputs {

@@ -65,7 +65,7 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Resu
             Command::Monitor(a) => monitor(&ctx, &a).await,
             Command::All(a) => all(&ctx, &a).await,
             Command::Doctor(a) => doctor(&ctx, &a).await,
-            Command::Build | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
+            Command::Build(_) | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
         }
     })
 }
@@ -159,7 +159,7 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             "build both images into .local/images".into(),
             "push, release (smoke-tested), api".into(),
         ],
-        Command::Build | Command::Image(_) | Command::Cost(_) => vec![],
+        Command::Build(_) | Command::Image(_) | Command::Cost(_) => vec![],
     };
     for l in lines {
         println!("would {l}");
@@ -514,7 +514,15 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
 
 async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
     let cfg = &ctx.config;
-    let arch = cfg.arch().map_err(anyhow::Error::msg)?;
+    let config_arch = cfg.arch().map_err(anyhow::Error::msg)?;
+    // Priced by the architecture each function really runs on, which `deploy release` takes
+    // from its image, whatever the config says.
+    let mut archs = Vec::new();
+    for f in args.which.functions() {
+        let name = &cfg.function(f).name;
+        let arch = lambda::function_arch(&ctx.clients.lambda, name).await?;
+        archs.push(arch.unwrap_or(config_arch));
+    }
     let api = args.api;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -538,7 +546,7 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
                 Api::None
             };
             let (prices, _) = cost::prices_for(&ctx.account.region);
-            let s = report::summarize(&seen[i], arch, api, fc.ephemeral_mb as u32, prices);
+            let s = report::summarize(&seen[i], archs[i], api, fc.ephemeral_mb as u32, prices);
             if ctx.out.json {
                 println!("{}", serde_json::json!({"function": fc.name, "summary": s}));
             } else if s.invocations == 0 {
@@ -625,7 +633,11 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
         say(c.to_string());
     }
     fail_on(&checks)?;
-    let built = super::run_build()?;
+    let arch = match args.arch {
+        Some(arch) => arch,
+        None => ctx.config.arch().map_err(anyhow::Error::msg)?,
+    };
+    let built = super::run_build(arch)?;
     for f in [Function::Predict, Function::Train] {
         let out = args.target.images.join(f.name());
         super::image_from(f, built.binary(f), &out)?;

@@ -13,11 +13,15 @@
 //! bias [32]; output [n, 5408] in (y, x, channel) order of the 13×13×32 pooled map.
 
 use crate::data::IMAGE_SIDE;
-#[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::simd::Kind;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 use crate::simd::{madd, multiversion, Isa};
+#[cfg(target_arch = "aarch64")]
+use aarch64::{backward_one_neon, forward_one_neon};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -186,7 +190,12 @@ multiversion! {
 }
 
 /// One image through conv + ReLU + pool, with the given instruction set.
-pub(crate) fn forward_one_isa(
+///
+/// The naming rule of the kernels: the function named for what it computes takes the [`Isa`]
+/// first and dispatches (`forward_one`); `<name>_loops` is the loop version, compiled for the
+/// `Isa` it is given; `<name>_<instruction set>` (`_avx2`, `_avx512`, `_neon`) the intrinsics.
+/// Nothing below the model picks an `Isa` itself: its callers do, once.
+pub(crate) fn forward_one(
     isa: Isa,
     img: &[f32; PIXELS],
     w: &[[f32; CHANNELS]; TAPS],
@@ -200,14 +209,19 @@ pub(crate) fn forward_one_isa(
         Kind::Avx512 => return unsafe { forward_one_avx512(img, w, b, out, winners) },
         // SAFETY: as for AVX-512.
         Kind::Avx2 => return unsafe { forward_one_avx2(img, w, b, out, winners) },
-        Kind::Portable => {}
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa.kind() == Kind::Neon {
+        // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
+        return unsafe { forward_one_neon(img, w, b, out, winners) };
     }
     forward_one_loops(isa, img, w, b, out, winners)
 }
 
 /// One image's kernel and bias gradients, added to `dw` and `db`, with the given instruction
 /// set.
-fn backward_one_isa(
+fn backward_one(
     isa: Isa,
     img: &[f32; PIXELS],
     out: &[f32],
@@ -222,19 +236,14 @@ fn backward_one_isa(
         Kind::Avx512 => return unsafe { backward_one_avx512(img, out, winners, grad, dw, db) },
         // SAFETY: as for AVX-512.
         Kind::Avx2 => return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) },
-        Kind::Portable => {}
+        _ => {}
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa.kind() == Kind::Neon {
+        // SAFETY: as for the forward.
+        return unsafe { backward_one_neon(img, out, winners, grad, dw, db) };
     }
     backward_one_loops(isa, img, out, winners, grad, dw, db)
-}
-
-pub(crate) fn forward_one(
-    img: &[f32; PIXELS],
-    w: &[[f32; CHANNELS]; TAPS],
-    b: &[f32; CHANNELS],
-    out: &mut [f32],
-    winners: &mut [u8],
-) {
-    forward_one_isa(Isa::detect(), img, w, b, out, winners)
 }
 
 /// The kernel and bias gradients of a batch; `winners` is what the forward recorded.
@@ -265,7 +274,7 @@ pub(crate) fn kernel_gradients(
                 .zip(g.chunks(POOLED))
             {
                 let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                backward_one_isa(isa, img, out, win, g, &mut dw, &mut db);
+                backward_one(isa, img, out, win, g, &mut dw, &mut db);
             }
             (dw, db)
         })
@@ -314,12 +323,13 @@ impl CustomOp3 for ConvReluPool {
         let n = images.len() / PIXELS;
         let mut out = vec![0f32; n * POOLED];
         let mut winners = vec![0u8; n * POOLED];
+        let isa = Isa::detect();
         out.par_chunks_mut(POOLED)
             .zip(winners.par_chunks_mut(POOLED))
             .zip(images.par_chunks_exact(PIXELS))
             .for_each(|((out, win), img)| {
                 let img: &[f32; PIXELS] = img.try_into().expect("chunks of PIXELS");
-                forward_one(img, &kernel, b, out, win)
+                forward_one(isa, img, &kernel, b, out, win)
             });
         *self.winners.lock().unwrap_or_else(|p| p.into_inner()) = winners;
         Ok((CpuStorage::F32(out), Shape::from((n, POOLED))))
@@ -369,8 +379,8 @@ mod tests {
         let run = |isa: Isa| {
             let (mut out, mut win) = (vec![0f32; POOLED], vec![0u8; POOLED]);
             let (mut dw, mut db) = ([[0f32; CHANNELS]; TAPS], [0f32; CHANNELS]);
-            forward_one_isa(isa, &img, &w, &b, &mut out, &mut win);
-            backward_one_isa(isa, &img, &out, &win, &grad, &mut dw, &mut db);
+            forward_one(isa, &img, &w, &b, &mut out, &mut win);
+            backward_one(isa, &img, &out, &win, &grad, &mut dw, &mut db);
             (out, dw, db)
         };
         let isas = Isa::available();
@@ -390,17 +400,17 @@ mod tests {
             o1.iter().any(|&v| v > 0.0) && o1.contains(&0.0),
             "ReLU both open and shut"
         );
-        // The hand-written AVX-512 forward makes the same sums in the same order as the loops
-        // compiled for AVX-512: the same bits, winners included.
+        // The hand-written kernels (AVX2, AVX-512, NEON) make the same sums in the same order as
+        // the loops compiled for their instruction set: the same bits, winners included.
         for &isa in &isas {
             let (mut out1, mut win1) = (vec![0f32; POOLED], vec![0u8; POOLED]);
             let (mut out2, mut win2) = (vec![0f32; POOLED], vec![0u8; POOLED]);
-            forward_one_isa(isa, &img, &w, &b, &mut out1, &mut win1);
+            forward_one(isa, &img, &w, &b, &mut out1, &mut win1);
             forward_one_loops(isa, &img, &w, &b, &mut out2, &mut win2);
             assert_eq!((&out1, &win1), (&out2, &win2), "{isa}");
             let (mut dw1, mut db1) = ([[0.5f32; CHANNELS]; TAPS], [0.25f32; CHANNELS]);
             let (mut dw2, mut db2) = (dw1, db1);
-            backward_one_isa(isa, &img, &out1, &win1, &grad, &mut dw1, &mut db1);
+            backward_one(isa, &img, &out1, &win1, &grad, &mut dw1, &mut db1);
             backward_one_loops(isa, &img, &out1, &win1, &grad, &mut dw2, &mut db2);
             assert_eq!((dw1, db1), (dw2, db2), "{isa}");
         }
