@@ -241,6 +241,11 @@ def pipeline(args):
     with open(os.path.join(ROOT, "infra", "deploy.toml")) as src, open(config, "w") as dst:
         dst.write("".join(f'architecture = "{args.arch}"\n' if line.startswith("architecture =") else line
                           for line in src))
+    # The config names its IAM policies relative to itself.
+    iam = os.path.join(STATE, "iam")
+    if not os.path.islink(iam):
+        shutil.rmtree(iam, ignore_errors=True)
+        os.symlink(os.path.join(ROOT, "infra", "iam"), iam)
     say("deploy doctor (what would stop a deploy in this account; it creates nothing)")
     run([args.deploy, "--config", config, "doctor", "--images", images], env=dict(aws_env, MNIST_DIR=args.mnist_dir))
     say("deploy push (to the local registry; ECR's control plane is moto)")
