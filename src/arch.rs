@@ -1,11 +1,16 @@
 //! The two CPU architectures Lambda runs, under Lambda's names.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::str::FromStr;
 
+/// A CPU architecture Lambda runs functions on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// x86-64 (Lambda's default).
     X86_64,
+    /// AArch64, on Graviton (20 % less per GB-second).
     Arm64,
 }
 

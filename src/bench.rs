@@ -1,6 +1,8 @@
 //! The figures `lambda-cnn bench` reports: training throughput, inference latency and
 //! throughput, and peak memory, measured in process on the real data.
 
+#![warn(missing_docs)]
+
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::model::Cnn;
 use crate::predict::predict;
@@ -10,19 +12,27 @@ use rand::SeedableRng;
 use serde::Serialize;
 use std::time::Instant;
 
+/// Training throughput of the seed's configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainBench {
+    /// Images per second over the timed steps.
     pub train_samples_per_second: f64,
+    /// Timed optimizer steps.
     pub train_steps: usize,
+    /// Images per step.
     pub batch_size: usize,
     /// Peak resident memory of this process while training (data set, model, optimizer).
     pub train_peak_rss_mb: f64,
 }
 
+/// Inference speed, in process.
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictBench {
+    /// Median latency of one image, µs.
     pub predict_p50_us: f64,
+    /// 99th percentile latency of one image, µs.
     pub predict_p99_us: f64,
+    /// Throughput on batches of 256.
     pub batch256_images_per_second: f64,
 }
 
@@ -30,10 +40,12 @@ pub struct PredictBench {
 /// fields of [`TrainBench`] and [`PredictBench`] at its top level).
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// Training throughput.
     #[serde(flatten)]
     pub train: TrainBench,
     /// Untimed steps before the timed ones.
     pub warmup: usize,
+    /// CPU cores available to this process.
     pub cores: usize,
     /// The kernels' instruction set (`avx512`, `avx2`, `neon`, `portable`).
     pub isa: String,

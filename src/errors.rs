@@ -1,6 +1,8 @@
 //! How the command-line tools report on stderr: log lines, and an error as one line with the
 //! whole chain of causes.
 
+#![warn(missing_docs)]
+
 /// Log lines on stderr (stdout carries results), at the level in `RUST_LOG`, default `warn`.
 pub fn init_stderr_logging() {
     tracing_subscriber::fmt()

@@ -1,15 +1,23 @@
 //! Custom metrics in CloudWatch Embedded Metric Format: one JSON line on stdout per record,
 //! which CloudWatch Logs turns into metrics without any API call from the function.
 
+#![warn(missing_docs)]
+
 use serde_json::{json, Map, Value};
 
+/// The CloudWatch namespace of every metric the functions emit.
 pub const NAMESPACE: &str = "lambda-cnn";
 
+/// A metric's unit, as CloudWatch names it.
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
+    /// Milliseconds.
     Milliseconds,
+    /// Seconds.
     Seconds,
+    /// A count.
     Count,
+    /// No unit (a ratio, an accuracy).
     None,
 }
 

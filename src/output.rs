@@ -3,6 +3,8 @@
 //! and `Serialize`, printed here (cargo-lambda's `OutputFormat` is the model); progress and
 //! warnings go to stderr.
 
+#![warn(missing_docs)]
+
 use serde::Serialize;
 use std::fmt::Display;
 

@@ -3,6 +3,8 @@
 //! scaled to fit a 20×20 box keeping its aspect ratio, and placed in a 28×28 frame with its
 //! centre of mass at the centre.
 
+#![warn(missing_docs)]
+
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use image::imageops::FilterType;
 use image::{GrayImage, ImageBuffer, Luma};
@@ -13,6 +15,8 @@ const BOX: u32 = 20;
 const INK: f32 = 0.1;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
+// Documented by its messages.
+#[allow(missing_docs)]
 pub enum PreprocessError {
     #[error("the image is blank: no digit stands out from the background")]
     Blank,

@@ -10,6 +10,8 @@
 //! the loops. On AArch64 the loops are compiled for the baseline, which has NEON and fused
 //! multiply-add: there [`Isa`]s differ only in whether the convolution runs the intrinsics.
 
+#![warn(missing_docs)]
+
 /// An instruction set the kernels are compiled for, one this CPU has: the only ways to get one
 /// are [`Isa::detect`] and [`Isa::available`], which is what makes running a kernel safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

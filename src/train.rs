@@ -2,6 +2,8 @@
 //! evaluation on the test set. Progress goes to a [`TrainObserver`], so the CLI can draw a bar,
 //! the Lambda function can log and stop before its deadline, and tests can stay quiet.
 
+#![warn(missing_docs)]
+
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::model::backprop::Backprop;
 use crate::model::{argmax, Cnn, ModelError, Params, CLASSES};
@@ -14,8 +16,11 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+/// Which of our optimizers trains.
 pub enum OptimizerKind {
+    /// Adam (β1 0.9, β2 0.999, ε 1e-7, bias-corrected): the seed's.
     Adam,
+    /// SGD, with optional momentum.
     Sgd,
 }
 
@@ -31,12 +36,17 @@ impl std::fmt::Display for OptimizerKind {
 /// The seed's hyper-parameters are the defaults: Adam, lr 1e-3, batch 32, 5 epochs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Images per optimizer step.
     pub batch_size: usize,
+    /// Which optimizer.
     pub optimizer: OptimizerKind,
+    /// The optimizer's learning rate.
     pub learning_rate: f64,
     /// SGD only.
     pub momentum: f64,
+    /// Seeds the initial weights and the shuffling: the same seed, the same model.
     pub seed: u64,
     /// Train on the first `limit` training samples only.
     pub limit: Option<usize>,
@@ -114,7 +124,10 @@ impl TrainConfig {
     }
 }
 
+/// Why a training run stopped.
 #[derive(Debug, thiserror::Error)]
+// Documented by its messages.
+#[allow(missing_docs)]
 pub enum TrainError {
     #[error("invalid training configuration: {0}")]
     InvalidConfig(String),
@@ -132,19 +145,29 @@ impl From<candle_core::Error> for TrainError {
     }
 }
 
+/// One epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
+    /// 1-based.
     pub epoch: usize,
+    /// The mean training loss over its batches.
     pub train_loss: f32,
+    /// Training images seen.
     pub samples: usize,
+    /// Its training time.
     pub seconds: f64,
+    /// `samples / seconds`.
     pub samples_per_second: f64,
 }
 
+/// A model's figures on a test set.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalMetrics {
+    /// The share of images classified right, 0..=1.
     pub test_accuracy: f64,
+    /// The mean cross-entropy.
     pub test_loss: f64,
+    /// How many images.
     pub samples: usize,
 }
 
@@ -158,9 +181,12 @@ impl std::fmt::Display for EvalMetrics {
     }
 }
 
+/// A training run's figures: the trained model on the test set, and how training went.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainMetrics {
+    /// The share of test images classified right, 0..=1.
     pub test_accuracy: f64,
+    /// The mean cross-entropy on the test set.
     pub test_loss: f64,
     /// Epochs trained in: the last one may be partial when training was stopped early.
     pub epochs: usize,
@@ -170,19 +196,25 @@ pub struct TrainMetrics {
     pub epochs_completed: f64,
     /// Training time, evaluation excluded.
     pub seconds: f64,
+    /// Training images per second of training time.
     pub samples_per_second: f64,
+    /// Training images in the set trained on (after `limit`).
     pub train_samples: usize,
     /// False when the observer stopped training before the last epoch ended.
     pub completed: bool,
+    /// Each epoch's figures, in order.
     pub per_epoch: Vec<EpochMetrics>,
 }
 
 /// What `lambda-cnn train` made: the run's figures and where its weights and card went.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainOutcome {
+    /// The run's figures.
     #[serde(flatten)]
     pub metrics: TrainMetrics,
+    /// Where the weights were written.
     pub weights: std::path::PathBuf,
+    /// The SHA-256 of the weights file, hex.
     pub weights_sha256: String,
     /// The model card beside the weights.
     pub card: std::path::PathBuf,
@@ -209,8 +241,11 @@ impl std::fmt::Display for TrainOutcome {
 
 /// Hooks into a training run. Every method has a do-nothing default.
 pub trait TrainObserver {
+    /// Epoch `epoch` of `epochs` (1-based) begins, `batches` batches long.
     fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// Batch `batch` (1-based in its epoch) was trained on, with this loss.
     fn batch_done(&mut self, _batch: usize, _loss: f32) {}
+    /// An epoch ended, with its figures.
     fn epoch_done(&mut self, _metrics: &EpochMetrics, _epochs: usize) {}
     /// Asked before each batch: `true` ends training there, keeping what was learned so far.
     fn should_stop(&mut self) -> bool {
@@ -231,6 +266,7 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// A trainer starting from `model`'s weights.
     pub fn new(model: Cnn, optimizer: Box<dyn Optimizer>) -> Result<Self, TrainError> {
         Ok(Self {
             params: model.params()?,
@@ -240,10 +276,12 @@ impl Trainer {
         })
     }
 
+    /// The weights as they stand.
     pub fn params(&self) -> &Params {
         &self.params
     }
 
+    /// The trained model.
     pub fn into_model(self) -> Result<Cnn, TrainError> {
         Ok(Cnn::from_params(&self.params)?)
     }

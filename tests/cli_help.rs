@@ -49,11 +49,17 @@ fn the_train_defaults_shown_are_the_ones_training_uses() {
         ("--lr", d.learning_rate.to_string()),
         ("--seed", d.seed.to_string()),
     ] {
-        let line = text
+        // The flag's block: its line and what follows up to the next flag.
+        let mut block = text
             .lines()
-            .skip_while(|l| !l.trim_start().starts_with(flag))
-            .take(3)
-            .collect::<String>();
+            .skip_while(|l| !l.trim_start().starts_with(flag));
+        let first = block.next().unwrap_or_default().to_owned();
+        let line = first
+            + &block
+                .take_while(|l| {
+                    !l.trim_start().starts_with('-') || l.trim_start().starts_with("- ")
+                })
+                .collect::<String>();
         assert!(
             line.contains(&format!("[default: {value}]")),
             "{flag}: {line:?} should show the default {value}"

@@ -8,7 +8,9 @@ use std::path::Path;
 /// An IDX file of unsigned bytes, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxU8 {
+    /// The size of each dimension, outermost first.
     pub dims: Vec<usize>,
+    /// The elements, row-major.
     pub data: Vec<u8>,
 }
 

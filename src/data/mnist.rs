@@ -7,14 +7,19 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The width and height of an MNIST image.
 pub const IMAGE_SIDE: usize = 28;
+/// The pixels of an MNIST image (784).
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 
 /// One of the four files: its name, the SHA-256 of its decompressed bytes and the shape it has.
 #[derive(Debug, Clone, Copy)]
 pub struct FileSpec {
+    /// The file's name, without `.gz`.
     pub name: &'static str,
+    /// The published SHA-256 of its decompressed bytes, hex.
     pub sha256: &'static str,
+    /// The shape its IDX header must give.
     pub dims: &'static [usize],
 }
 
@@ -42,9 +47,12 @@ const TEST_LABELS: FileSpec = FileSpec {
 /// All four files, as `make data` downloads them and the model card records them.
 pub const FILES: [FileSpec; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
+/// Which of MNIST's two splits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitKind {
+    /// The 60,000 training images.
     Train,
+    /// The 10,000 test images.
     Test,
 }
 
@@ -61,15 +69,19 @@ impl SplitKind {
 /// black); the model scales them when it builds a batch, so the set is held once.
 #[derive(Debug, Clone)]
 pub struct Split {
+    /// The images, 784 bytes each, one after the other.
     pub images: Vec<u8>,
+    /// The digit (0..=9) of each image.
     pub labels: Vec<u8>,
 }
 
 impl Split {
+    /// How many images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -80,9 +92,12 @@ impl Split {
     }
 }
 
+/// Both splits, checked.
 #[derive(Debug, Clone)]
 pub struct Mnist {
+    /// The training split.
     pub train: Split,
+    /// The test split.
     pub test: Split,
 }
 

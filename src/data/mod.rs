@@ -1,5 +1,7 @@
 //! MNIST: the IDX reader, the four files with their checksums, and the in-memory data set.
 
+#![warn(missing_docs)]
+
 pub mod idx;
 pub mod mnist;
 
@@ -18,6 +20,8 @@ use std::path::PathBuf;
 
 /// Everything that can be wrong with the data files. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
+// Error enums are documented by their messages: each says what went wrong and what to do.
+#[allow(missing_docs)]
 pub enum DataError {
     #[error("{name} not found in {dir} (looked for {name}.gz and {name}); set --mnist-dir or MNIST_DIR to the folder holding the four MNIST IDX files, or run `make data` to download them")]
     Missing { dir: PathBuf, name: String },

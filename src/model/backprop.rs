@@ -57,6 +57,7 @@ impl Backprop {
         self.isa
     }
 
+    /// A training step whose kernels run on `isa`.
     pub fn new(isa: Isa) -> Self {
         Self {
             isa,

@@ -11,6 +11,8 @@
 //! the reference the tests differentiate); `backprop.rs` is a training step by hand on flat
 //! [`Params`], which is what training runs; `infer.rs` predicts image by image.
 
+#![warn(missing_docs)]
+
 pub mod backprop;
 pub mod conv_pool;
 mod dense;
@@ -23,11 +25,17 @@ pub use conv_pool::{CHANNELS, POOL_SIDE, TAPS as PATCH_LEN};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-pub const FLAT: usize = conv_pool::POOLED; // 5408
+/// The flattened pooled map fc1 reads: 13 × 13 × 32 = 5408.
+pub const FLAT: usize = conv_pool::POOLED;
+/// fc1's outputs.
 pub const HIDDEN: usize = 128;
+/// The digits 0..=9.
 pub const CLASSES: usize = 10;
 
+/// What can go wrong in the model: its input, its weights file, a training step.
 #[derive(Debug, thiserror::Error)]
+// Documented by its messages.
+#[allow(missing_docs)]
 pub enum ModelError {
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
@@ -66,11 +74,17 @@ pub enum ModelError {
 /// of [`Cnn::vars`]: what the training step and the optimizers work on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
+    /// The conv kernel, [9, 32] (tap-major).
     pub conv_w: Vec<f32>,
+    /// The conv bias, [32].
     pub conv_b: Vec<f32>,
+    /// fc1's weight, [5408, 128] (rows in the pooled map's order).
     pub fc1_w: Vec<f32>,
+    /// fc1's bias, [128].
     pub fc1_b: Vec<f32>,
+    /// fc2's weight, [128, 10].
     pub fc2_w: Vec<f32>,
+    /// fc2's bias, [10].
     pub fc2_b: Vec<f32>,
 }
 
@@ -88,6 +102,7 @@ impl Params {
     /// The index of fc1's weight in [`Params::SHAPES`] and the buffers.
     pub const FC1_W: usize = 2;
 
+    /// Every parameter zero (the shape of a gradient before it is accumulated).
     pub fn zeros() -> Self {
         let z = |i: usize| vec![0f32; Self::SHAPES[i].1];
         Self {
@@ -100,6 +115,7 @@ impl Params {
         }
     }
 
+    /// The six buffers, in [`Params::SHAPES`] order.
     pub fn buffers(&self) -> [&[f32]; 6] {
         [
             &self.conv_w,
@@ -111,6 +127,7 @@ impl Params {
         ]
     }
 
+    /// The six buffers, mutable, in [`Params::SHAPES`] order.
     pub fn buffers_mut(&mut self) -> [&mut [f32]; 6] {
         [
             &mut self.conv_w,

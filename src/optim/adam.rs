@@ -18,6 +18,7 @@
 use super::{ensure_state, OptimError, Optimizer, Step};
 use crate::simd::multiversion;
 
+/// Adam: its hyper-parameters, step count and per-parameter first and second moments.
 #[derive(Debug, Clone)]
 pub struct Adam {
     lr: f64,
@@ -36,6 +37,7 @@ impl Adam {
         Self::with_params(lr, 0.9, 0.999, 1e-7)
     }
 
+    /// Adam with the given learning rate, moment decays β1, β2 and ε, bias-corrected.
     pub fn with_params(lr: f64, beta1: f64, beta2: f64, eps: f64) -> Self {
         Self {
             lr,

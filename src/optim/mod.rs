@@ -1,6 +1,8 @@
 //! Our optimizers, written from their textbook formulas (the seed's §4.1), working in place on
 //! flat `f32` parameter buffers so they know nothing of the model or of candle.
 
+#![warn(missing_docs)]
+
 pub mod adam;
 pub mod sgd;
 
@@ -10,18 +12,24 @@ pub use sgd::Sgd;
 use crate::simd::Isa;
 use rayon::prelude::*;
 
+/// Why a step was refused; the parameters and the optimizer's state are left as they were.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[allow(missing_docs)] // the fields are what the messages say
 pub enum OptimError {
+    /// The step got a different number of gradients than parameters.
     #[error("{params} parameter buffers but {grads} gradients")]
     CountMismatch { params: usize, grads: usize },
+    /// A gradient's length differs from its parameter's.
     #[error("parameter {index} has {param} values but its gradient has {grad}")]
     LengthMismatch {
         index: usize,
         param: usize,
         grad: usize,
     },
+    /// The number of parameters changed since the first step (the state is per parameter).
     #[error("{before} parameters at the first step, {now} now")]
     CountChanged { before: usize, now: usize },
+    /// A parameter's length changed since the first step.
     #[error("parameter {index} had {before} values at the first step and has {now} now")]
     ShapeChanged {
         index: usize,
@@ -39,6 +47,7 @@ pub trait Optimizer: Send {
     /// state is made at the first step and must keep its lengths after that.
     fn begin_step(&mut self, lengths: &[usize]) -> Result<Step<'_>, OptimError>;
 
+    /// Its learning rate (what the model card records).
     fn learning_rate(&self) -> f64;
 
     /// `params[i]` is updated in place from `grads[i]`: [`Optimizer::begin_step`], then each
@@ -138,10 +147,12 @@ impl<'a> Piece<'a> {
         Self { rule, len, state }
     }
 
+    /// How many values this piece updates.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it updates none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

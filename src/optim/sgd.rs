@@ -4,6 +4,7 @@
 use super::{ensure_state, OptimError, Optimizer, Step};
 use crate::simd::multiversion;
 
+/// SGD, with optional momentum: its learning rate, momentum and per-parameter velocity.
 #[derive(Debug, Clone)]
 pub struct Sgd {
     lr: f32,
@@ -12,10 +13,12 @@ pub struct Sgd {
 }
 
 impl Sgd {
+    /// Plain SGD with learning rate `lr`: the seed's formula.
     pub fn new(lr: f64) -> Self {
         Self::with_momentum(lr, 0.0)
     }
 
+    /// SGD with momentum `momentum` (μ; 0 is plain SGD), as PyTorch applies it.
     pub fn with_momentum(lr: f64, momentum: f64) -> Self {
         Self {
             lr: lr as f32,

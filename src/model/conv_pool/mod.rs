@@ -28,12 +28,18 @@ use std::sync::Mutex;
 #[cfg(target_arch = "x86_64")]
 use x86::{backward_one_avx2, backward_one_avx512, forward_one_avx2, forward_one_avx512};
 
+/// The conv kernel's side.
 pub const KERNEL: usize = 3;
+/// The conv layer's output channels.
 pub const CHANNELS: usize = 32;
-pub const TAPS: usize = KERNEL * KERNEL; // 9
-pub const CONV_SIDE: usize = IMAGE_SIDE - KERNEL + 1; // 26
-pub const POOL_SIDE: usize = CONV_SIDE / 2; // 13
-pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS; // 5408
+/// The kernel's taps (9).
+pub const TAPS: usize = KERNEL * KERNEL;
+/// The side of the conv's output (26: a valid 3×3 convolution of 28×28).
+pub const CONV_SIDE: usize = IMAGE_SIDE - KERNEL + 1;
+/// The side of the pooled map (13).
+pub const POOL_SIDE: usize = CONV_SIDE / 2;
+/// The values of the pooled map per image (5408).
+pub const POOLED: usize = POOL_SIDE * POOL_SIDE * CHANNELS;
 pub(crate) const PIXELS: usize = crate::data::IMAGE_PIXELS;
 
 /// Conv + ReLU + max-pool of `images` [n, 784] with `kernel` [9, 32] and `bias` [32].
