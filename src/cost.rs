@@ -8,6 +8,8 @@
 //!
 //! The free tier is left out: it is per account, not per function.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 
 pub use crate::arch::Arch;
@@ -15,6 +17,7 @@ pub use crate::arch::Arch;
 /// API Gateway in front of the function, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
+    /// None: the function is invoked directly.
     None,
     /// HTTP API (v2).
     Http,
@@ -37,6 +40,7 @@ impl std::str::FromStr for Api {
 /// One price table, with where and when it was read.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prices {
+    /// The AWS region these prices are for.
     pub region: &'static str,
     /// When these were read off the public price pages.
     pub as_of: &'static str,
@@ -98,6 +102,7 @@ pub fn prices_for(region: &str) -> (&'static Prices, Option<String>) {
 }
 
 impl Prices {
+    /// USD per GB-second of execution on `arch`.
     pub fn gb_second(&self, arch: Arch) -> f64 {
         match arch {
             Arch::X86_64 => self.gb_second_x86_64,
@@ -105,6 +110,7 @@ impl Prices {
         }
     }
 
+    /// USD per request through `api` (0 without one).
     pub fn api_request(&self, api: Api) -> f64 {
         match api {
             Api::None => 0.0,
@@ -117,12 +123,17 @@ impl Prices {
 /// What was (or would be) run: the inputs of the model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Usage {
+    /// How many invocations.
     pub invocations: u64,
     /// Σ billed duration over all invocations, in milliseconds.
     pub billed_ms: f64,
+    /// The function's memory size.
     pub memory_mb: u32,
+    /// The function's ephemeral storage (512 MB are free).
     pub ephemeral_mb: u32,
+    /// The architecture it runs on (priced differently).
     pub arch: Arch,
+    /// API Gateway in front, if any.
     pub api: Api,
 }
 
@@ -152,10 +163,13 @@ pub struct Cost {
     pub ephemeral_storage: f64,
     /// Part of C2·Σ rᵢ·tᵢ: API Gateway requests.
     pub api_gateway: f64,
+    /// The sum of the terms.
     pub total: f64,
+    /// The GB-seconds of execution behind `compute`.
     pub gb_seconds: f64,
 }
 
+/// `C = C0 + C1·t + C2·Σ rᵢ·tᵢ` of `usage` at `prices`, term by term.
 pub fn cost(usage: &Usage, prices: &Prices) -> Cost {
     let seconds = usage.billed_ms / 1000.0;
     let gb_seconds = seconds * f64::from(usage.memory_mb) / 1024.0;

@@ -8,15 +8,22 @@
 //! `Status`/`Error Type` on failed ones (timeouts, crashes), and newer runtimes may add fields
 //! (`XRAY TraceId`, `Restore Duration`) that are ignored.
 
+#![warn(missing_docs)]
+
 use crate::cost::{self, Api, Arch, Cost, Prices, Usage};
 
 /// One invocation, from its REPORT line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// The invocation's request id.
     pub request_id: String,
+    /// `Duration`: the handler's time.
     pub duration_ms: f64,
+    /// `Billed Duration`: what was charged (the duration rounded up to the millisecond).
     pub billed_ms: f64,
+    /// `Memory Size`: the configured memory.
     pub memory_size_mb: u32,
+    /// `Max Memory Used`: the invocation's peak.
     pub max_memory_used_mb: u32,
     /// Present on cold starts.
     pub init_ms: Option<f64>,
@@ -62,17 +69,27 @@ pub fn parse(line: &str) -> Option<Report> {
 /// What a set of invocations adds up to.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
+    /// How many invocations.
     pub invocations: usize,
+    /// Those with an `Init Duration`.
     pub cold_starts: usize,
+    /// Those with a failure `Status` (error, timeout).
     pub errors: usize,
+    /// Median duration.
     pub duration_p50_ms: f64,
+    /// 95th percentile duration.
     pub duration_p95_ms: f64,
+    /// Longest duration.
     pub duration_max_ms: f64,
+    /// Longest cold-start init, if there was a cold start.
     pub init_max_ms: Option<f64>,
+    /// The configured memory (the largest seen).
     pub memory_size_mb: u32,
+    /// The largest peak any invocation used.
     pub max_memory_used_mb: u32,
     /// Share of the configured memory never used by any invocation.
     pub memory_headroom: f64,
+    /// What the invocations cost.
     pub cost: Cost,
 }
 
@@ -115,6 +132,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The figures of `reports`, priced for `arch` with `api` in front at `prices`.
 pub fn summarize(
     reports: &[Report],
     arch: Arch,
