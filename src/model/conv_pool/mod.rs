@@ -209,20 +209,18 @@ pub(crate) fn forward_one(
     out: &mut [f32],
     winners: &mut [u8],
 ) {
-    #[cfg(target_arch = "x86_64")]
     match isa.kind() {
         // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
-        Kind::Avx512 => return unsafe { forward_one_avx512(img, w, b, out, winners) },
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 => unsafe { forward_one_avx512(img, w, b, out, winners) },
         // SAFETY: as for AVX-512.
-        Kind::Avx2 => return unsafe { forward_one_avx2(img, w, b, out, winners) },
-        _ => {}
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx2 => unsafe { forward_one_avx2(img, w, b, out, winners) },
+        // SAFETY: as for AVX-512.
+        #[cfg(target_arch = "aarch64")]
+        Kind::Neon => unsafe { forward_one_neon(img, w, b, out, winners) },
+        _ => forward_one_loops(isa, img, w, b, out, winners),
     }
-    #[cfg(target_arch = "aarch64")]
-    if isa.kind() == Kind::Neon {
-        // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
-        return unsafe { forward_one_neon(img, w, b, out, winners) };
-    }
-    forward_one_loops(isa, img, w, b, out, winners)
 }
 
 /// One image's kernel and bias gradients, added to `dw` and `db`, with the given instruction
@@ -236,20 +234,18 @@ fn backward_one(
     dw: &mut [[f32; CHANNELS]; TAPS],
     db: &mut [f32; CHANNELS],
 ) {
-    #[cfg(target_arch = "x86_64")]
     match isa.kind() {
         // SAFETY: an `Isa` of a kind exists only where the CPU has its instructions.
-        Kind::Avx512 => return unsafe { backward_one_avx512(img, out, winners, grad, dw, db) },
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx512 => unsafe { backward_one_avx512(img, out, winners, grad, dw, db) },
         // SAFETY: as for AVX-512.
-        Kind::Avx2 => return unsafe { backward_one_avx2(img, out, winners, grad, dw, db) },
-        _ => {}
+        #[cfg(target_arch = "x86_64")]
+        Kind::Avx2 => unsafe { backward_one_avx2(img, out, winners, grad, dw, db) },
+        // SAFETY: as for AVX-512.
+        #[cfg(target_arch = "aarch64")]
+        Kind::Neon => unsafe { backward_one_neon(img, out, winners, grad, dw, db) },
+        _ => backward_one_loops(isa, img, out, winners, grad, dw, db),
     }
-    #[cfg(target_arch = "aarch64")]
-    if isa.kind() == Kind::Neon {
-        // SAFETY: as for the forward.
-        return unsafe { backward_one_neon(img, out, winners, grad, dw, db) };
-    }
-    backward_one_loops(isa, img, out, winners, grad, dw, db)
 }
 
 /// The kernel and bias gradients of a batch; `winners` is what the forward recorded.
