@@ -25,6 +25,12 @@ TOOLS_STAMP := $(VENV)/.tools-2
 # Chromium through Debian's chromedriver (no browser download) for the digit page's test.
 PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0 selenium==4.50.0
 
+# AWS's Lambda Runtime Interface Emulator for the local data plane (infra/local/
+# lambda_dataplane.py): the two static binaries PyPI's aws-sam-cli ships, taken out of its wheel
+# (SAM itself is not installed), cached in TOOL_CACHE by version, linked at .rie.
+RIE_FROM := aws-sam-cli==1.170.0
+RIE_DIR := .rie
+
 # LocalStack (community, host mode, offline) for `AWS_EMULATOR=localstack`: localstack-core
 # needs Python >= 3.12, and these pins to install and start here.
 LOCALSTACK_VENV := .venv-localstack
@@ -56,7 +62,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run deploy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run tune deploy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -82,7 +88,7 @@ cross-tools: ## install what arm64 builds need: the Rust target, Debian's aarch6
 	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
 	fi
 
-tools: $(TOOLS_STAMP) system-tools browser-tools ## install what the tests use: emulators (cargo-lambda, moto) into .venv, image tools from Debian
+tools: $(TOOLS_STAMP) $(RIE_DIR)/aws-lambda-rie-x86_64 system-tools browser-tools ## install what the tests use: emulators (cargo-lambda, moto, AWS's Runtime Interface Emulator), image tools from Debian
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
@@ -130,6 +136,22 @@ $(TOOLS_STAMP):
 	$(call cached_venv,$(VENV),$(PYTHON),$(PY_TOOLS))
 	touch $@
 
+$(RIE_DIR)/aws-lambda-rie-x86_64: $(TOOLS_STAMP)
+	@real=$(TOOL_CACHE)/rie-$$(echo '$(RIE_FROM)' | sha256sum | cut -c1-16); \
+	if [ ! -f $$real/.complete ]; then \
+	  echo "installing AWS's Lambda Runtime Interface Emulator from $(RIE_FROM) into $$real"; \
+	  rm -rf $$real $$real.whl && mkdir -p $$real.whl \
+	  && $(VENV)/bin/pip download --quiet --disable-pip-version-check --no-deps '$(RIE_FROM)' -d $$real.whl \
+	  && $(VENV)/bin/python -c 'import glob, os, sys, zipfile; \
+	      whl = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); os.makedirs(sys.argv[2]); \
+	      names = [n for n in whl.namelist() if n.startswith("samcli/local/rapid/aws-lambda-rie-")]; \
+	      assert len(names) == 2, names; \
+	      [open(os.path.join(sys.argv[2], os.path.basename(n)), "wb").write(whl.read(n)) for n in names]; \
+	      [os.chmod(os.path.join(sys.argv[2], os.path.basename(n)), 0o755) for n in names]' $$real.whl $$real \
+	  && rm -rf $$real.whl && touch $$real/.complete || { rm -rf $$real $$real.whl; exit 1; }; \
+	fi; \
+	rm -rf $(RIE_DIR); ln -s $$real $(RIE_DIR)
+
 # What make check and make test both hold the code to.
 FMT_CHECK := $(CARGO) fmt --all -- --check
 CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
@@ -170,6 +192,10 @@ lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -
 run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train (ARCH=arm64: arm64 images, run under qemu)
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
 	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
+
+tune: build tools ## make run, then `deploy tune` of both functions on the local data plane (memory buys CPU there as on Lambda; needs Docker); charts into docs/
+	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
+	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" --tune docs
 
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
 	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda

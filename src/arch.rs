@@ -39,6 +39,12 @@ impl fmt::Display for Arch {
     }
 }
 
+impl serde::Serialize for Arch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.lambda_name())
+    }
+}
+
 impl FromStr for Arch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod report;
 pub mod simd;
 pub mod store;
+pub mod tune;
 
 /// The path of the shipped weights, as a literal (for `concat!`): see [`SHIPPED_WEIGHTS`].
 #[macro_export]

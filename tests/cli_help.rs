@@ -28,7 +28,7 @@ fn every_subcommand_of_both_binaries_explains_itself() {
     }
     for sub in [
         "build", "image", "push", "release", "api", "role", "rollback", "destroy", "monitor",
-        "cost", "doctor", "all",
+        "cost", "doctor", "all", "tune",
     ] {
         let text = help_of(deploy(&[sub, "--help"]), &format!("deploy {sub}"));
         // The global flags are offered everywhere.
@@ -121,4 +121,29 @@ fn the_regions_cost_names_as_priced_have_price_tables() {
         );
     }
     assert_eq!(lambda_cnn::cost::prices_for("eu-west-1").0.region, fallback);
+}
+
+#[test]
+fn tune_refuses_what_lambda_would_before_touching_the_function() {
+    // No AWS is reachable here: each refusal must come before any call.
+    let unreachable = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned())];
+    for (args, says) in [
+        (vec!["--memory", "64,512"], "128 to 10240"),
+        (vec!["--memory", "512,20000"], "20000"),
+        (vec!["--strategy", "cheap"], "cheap"),
+        (vec!["--weight", "1.5"], "weight from 0 to 1"),
+        (vec!["--invocations", "1"], "2..=1000"),
+        (
+            vec!["--payload", "/nonexistent/event.json"],
+            "/nonexistent/event.json",
+        ),
+    ] {
+        let mut all = vec!["tune", "--function", "predict"];
+        all.extend(args.iter().copied());
+        let o = deploy_with_env(&all, &unreachable);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

@@ -1,12 +1,21 @@
 #!/usr/bin/env python3
 """`make run`: the whole pipeline on local stand-ins, no AWS account needed.
 
-Starts on 127.0.0.1: moto (ECR, Lambda, IAM, S3, Logs, API Gateway), a real OCI registry with
-ECR-style auth, and the Lambda Runtime API emulator (cargo lambda watch). Builds both images,
-runs them the way Lambda would (Docker where the engine works, else bubblewrap on the unpacked
-image; an image of the other architecture — arm64 on x86_64 — under bubblewrap with qemu-user as its
-interpreter), runs `deploy push/release/api` against the stand-ins, sends real test digits and a short
-training run to the deployed code, prints a summary, and stops everything it started.
+Starts on 127.0.0.1: moto (ECR, Lambda, IAM, S3, Logs, API Gateway) and a real OCI registry
+with ECR-style auth. Builds both images and runs `deploy push/release/api` against them.
+
+Where Docker works, invocations go to the local data plane (lambda_dataplane.py): for each
+published version it pulls that version's image by digest from the registry and runs it under
+AWS's Runtime Interface Emulator with the version's memory (as --memory, and CPU as Lambda
+gives it: 1 vCPU at 1769 MB), timeout, /tmp size and environment. So the smoke tests, the digit
+predictions and the training run go to what the `live` alias points at, as deployed.
+
+Without Docker (or for an image of the other architecture — arm64 on x86_64 — which runs under
+bubblewrap with qemu-user as its interpreter), the locally built images run under bubblewrap
+against the Lambda Runtime API emulator (cargo lambda watch): the same code, but memory,
+timeout and the released version make no difference there, and the summary says so.
+
+Sends real test digits and a short training run, prints a summary, and stops everything it started.
 
 The registry keeps its blobs in .local/stack/registry, so a second run pushes no layer bytes.
 """
@@ -102,13 +111,18 @@ def mnist_test(mnist_dir, n):
     return [(list(images[16 + i * 784:16 + (i + 1) * 784]), labels[8 + i]) for i in range(n)]
 
 
-def invoke(port, name, payload):
+def invoke(port, name, payload, qualifier=None):
+    query = f"?Qualifier={qualifier}" if qualifier else ""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations",
+        f"http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations{query}",
         data=json.dumps(payload).encode(), method="POST")
     start = time.time()
     with urllib.request.urlopen(req, timeout=900) as r:
-        return json.loads(r.read()), (time.time() - start) * 1000
+        error = r.headers.get("X-Amz-Function-Error")
+        body, version = r.read(), r.headers.get("X-Amz-Executed-Version")
+    if error:
+        sys.exit(f"error: {name}{':' + qualifier if qualifier else ''} failed ({error}): {body.decode(errors='replace')[:500]}")
+    return json.loads(body), (time.time() - start) * 1000, version
 
 
 def main():
@@ -124,8 +138,12 @@ def main():
     ap.add_argument("--emulator", choices=["moto", "localstack"], default=os.environ.get("AWS_EMULATOR") or "moto",
                     help="the AWS emulator (AWS_EMULATOR); with localstack, moto serves what it lacks here")
     ap.add_argument("--localstack-venv", default=os.path.join(ROOT, ".venv-localstack"))
+    ap.add_argument("--tune", metavar="DIR",
+                    help="then `deploy tune` both functions on the data plane (needs Docker), charts into DIR")
+    ap.add_argument("--rie-dir", default=os.path.join(ROOT, ".rie"),
+                    help="AWS's Runtime Interface Emulator binaries (make tools puts them there)")
     args = ap.parse_args()
-    for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv"):
+    for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv", "rie_dir"):
         setattr(args, a, os.path.abspath(getattr(args, a)))
     os.makedirs(STATE, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -189,13 +207,28 @@ def pipeline(args):
     start("registry", ["docker-registry", "serve", os.path.join(STATE, "registry.yml")])
     wait_port(reg_port, "the registry")
 
-    say(f"starting the Lambda Runtime API emulator on 127.0.0.1:{rt_port}")
-    runtime_api(procs, os.path.join(args.venv, "bin", "cargo-lambda"), rt_port, os.path.join(STATE, "runtime-api"),
-                list(NAMES.values()))
-    wait_port(rt_port, "cargo lambda watch")
-
     # Docker runs only this machine's architecture here (no binfmt handlers are registered).
     use_docker = args.arch == HOST_ARCH and docker_works()
+    rie = os.path.join(args.rie_dir, f"aws-lambda-rie-{HOST_ARCH}")
+    if use_docker and not os.access(rie, os.X_OK):
+        sys.exit(f"error: no Runtime Interface Emulator at {rie}: run `make tools`")
+    if use_docker:
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        say("starting the local Lambda data plane (each released version's image, pulled by digest, under "
+            "AWS's Runtime Interface Emulator in Docker, sized by its MemorySize)")
+        start("dataplane", [os.path.join(args.venv, "bin", "python"), os.path.join(ROOT, "infra", "local", "lambda_dataplane.py"),
+                                    "--port", str(rt_port), "--lambda-endpoint", moto_url,
+                                    "--logs-endpoint", f"http://127.0.0.1:{ls_port}" if ls_port else moto_url,
+                                    "--function-endpoint", f"http://127.0.0.1:{ls_port}" if ls_port else moto_url,
+                                    "--registry", f"127.0.0.1:{reg_port}", "--registry-password", ECR_PASSWORD,
+                                    "--rie-dir", args.rie_dir, "--state-dir", os.path.join(STATE, "dataplane")])
+        wait_port(rt_port, "the data plane")
+    else:
+        say(f"starting the Lambda Runtime API emulator on 127.0.0.1:{rt_port}")
+        runtime_api(procs, os.path.join(args.venv, "bin", "cargo-lambda"), rt_port, os.path.join(STATE, "runtime-api"),
+                    list(NAMES.values()))
+        wait_port(rt_port, "cargo lambda watch")
+
     digests = {}
     for f in ("predict", "train"):
         say(f"building the {f} image")
@@ -204,29 +237,21 @@ def pipeline(args):
                    "--mnist-dir", args.mnist_dir, "--json"], capture=True)
         digests[f] = json.loads(out.strip().splitlines()[-1])["manifest_digest"]
 
-    how = ("in Docker" if use_docker else
-           f"under bubblewrap with {QEMU[args.arch]} ({args.arch} on {HOST_ARCH})" if args.arch != HOST_ARCH else
+    how = (f"under bubblewrap with {QEMU[args.arch]} ({args.arch} on {HOST_ARCH})" if args.arch != HOST_ARCH else
            "under bubblewrap (no Docker engine here)")
-    say(f"running the {args.arch} images the way Lambda does: read-only root, writable /tmp, uid 993, {how}")
-    for f, name in NAMES.items():
+    if not use_docker:
+        say(f"running the {args.arch} images as built, the way Lambda does: read-only root, writable /tmp, uid 993, {how}; "
+            "memory, timeout and the released version are NOT emulated on this path (the data plane needs Docker)")
+    for f, name in ([] if use_docker else NAMES.items()):
         rt = f"http://127.0.0.1:{rt_port}/.rt/{name}"
         lambda_env = {"AWS_LAMBDA_RUNTIME_API": rt, "AWS_LAMBDA_FUNCTION_NAME": name,
                       "AWS_LAMBDA_FUNCTION_VERSION": "1", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}
-        if use_docker:
-            run(["docker", "load", "-q", "-i", os.path.join(images, f + ".tar")], capture=True)
-            cmd = ["docker", "run", "--rm", "--name", f"lambda-cnn-run-{f}", "--network", "host", "--read-only",
-                   "--tmpfs", "/tmp", "--user", "993:990"]
-            for k, v in lambda_env.items():
-                cmd += ["-e", f"{k}={v}"]
-            subprocess.run(["docker", "rm", "-f", f"lambda-cnn-run-{f}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            start(f"function-{f}", cmd + [f"lambda-cnn-{f}:latest"])
-        else:
-            bundle = os.path.join(STATE, f"bundle-{f}")
-            shutil.rmtree(bundle, ignore_errors=True)
-            run(["umoci", "unpack", "--image", f"{os.path.join(images, f)}:latest", bundle], capture=True)
-            with open(os.path.join(bundle, "config.json")) as cf:
-                image_env = dict(e.split("=", 1) for e in json.load(cf)["process"]["env"])
-            start(f"function-{f}", sandbox(os.path.join(bundle, "rootfs"), args.arch), env={**image_env, **lambda_env})
+        bundle = os.path.join(STATE, f"bundle-{f}")
+        shutil.rmtree(bundle, ignore_errors=True)
+        run(["umoci", "unpack", "--image", f"{os.path.join(images, f)}:latest", bundle], capture=True)
+        with open(os.path.join(bundle, "config.json")) as cf:
+            image_env = dict(e.split("=", 1) for e in json.load(cf)["process"]["env"])
+        start(f"function-{f}", sandbox(os.path.join(bundle, "rootfs"), args.arch), env={**image_env, **lambda_env})
 
     aws_env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}", AWS_ACCESS_KEY_ID="local",
                    AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
@@ -251,7 +276,7 @@ def pipeline(args):
     say("deploy push (to the local registry; ECR's control plane is moto)")
     pushed = [json.loads(l) for l in run([args.deploy, "--config", config, "push", "--registry", registry, "--images", images, "--json"],
                                          env=aws_env, capture=True).splitlines() if l.startswith("{")]
-    say("deploy release (smoke tests run the image's code through the Runtime API emulator)")
+    say("deploy release (smoke tests run each new version " + ("through the data plane)" if use_docker else "'s code through the Runtime API emulator)"))
     released = [json.loads(l) for l in run([args.deploy, "--config", config, "release", "--registry", registry, "--images", images,
                                             "--invoke-endpoint", f"http://127.0.0.1:{rt_port}", "--json"],
                                            env=aws_env, capture=True).splitlines() if l.startswith("{")]
@@ -262,34 +287,53 @@ def pipeline(args):
         say("deploy api --rest (a REST API, on LocalStack's API Gateway v1)")
         rest = json.loads(run([args.deploy, "--config", config, "api", "--rest", "--json"], env=aws_env, capture=True).strip().splitlines()[-1])
 
-    # The digit page, from the deployed image, through the emulator's Function URL front door.
-    page_url = f"http://127.0.0.1:{rt_port}/lambda-url/{NAMES['predict']}/"
-    say(f"the digit page: {page_url}")
-    with urllib.request.urlopen(page_url, timeout=60) as r:
-        page_type = r.headers.get("content-type", "")
-        page_bytes = len(r.read())
-    if r.status != 200 or not page_type.startswith("text/html"):
-        sys.exit(f"error: {page_url} answered {r.status} {page_type}")
-
-    say(f"predicting {args.digits} real test digits through the deployed predict code")
     event_path = os.path.join(ROOT, "tests", "fixtures", "events", "apigw-v2-predict.json")
     with open(event_path) as ef:
         template = json.load(ef)
+    # Through the data plane, the `live` alias: the released version, as API Gateway calls it.
+    live = "live" if use_docker else None
+    if use_docker:
+        get = dict(template, routeKey="GET /", rawPath="/", body=None)
+        get["requestContext"] = dict(template["requestContext"], routeKey="GET /",
+                                     http=dict(template["requestContext"]["http"], method="GET", path="/"))
+        get["headers"] = {k: v for k, v in template["headers"].items() if k not in ("content-length", "content-type")}
+        say(f"the digit page: GET / through API Gateway's event to {NAMES['predict']}:live")
+        page, _, _ = invoke(rt_port, NAMES["predict"], get, live)
+        page_type = (page.get("headers") or {}).get("content-type", "")
+        page_bytes = len(page.get("body") or "")
+        if page.get("statusCode") != 200 or not page_type.startswith("text/html"):
+            sys.exit(f"error: GET / answered {page.get('statusCode')} {page_type}")
+    else:
+        # The digit page, from the built image, through the emulator's Function URL front door.
+        page_url = f"http://127.0.0.1:{rt_port}/lambda-url/{NAMES['predict']}/"
+        say(f"the digit page: {page_url}")
+        with urllib.request.urlopen(page_url, timeout=60) as r:
+            page_type = r.headers.get("content-type", "")
+            page_bytes = len(r.read())
+        if r.status != 200 or not page_type.startswith("text/html"):
+            sys.exit(f"error: {page_url} answered {r.status} {page_type}")
+
+    say(f"predicting {args.digits} real test digits through the deployed predict code" + (" (predict:live)" if live else ""))
     right, durations = 0, []
     for i, (pixels, label) in enumerate(mnist_test(args.mnist_dir, args.digits)):
         event = dict(template, body=json.dumps({"pixels": pixels}), isBase64Encoded=False)
         event["headers"] = dict(template["headers"], **{"content-type": "application/json"})
-        answer, ms = invoke(rt_port, NAMES["predict"], event)
+        answer, ms, predict_version = invoke(rt_port, NAMES["predict"], event, live)
         digit = json.loads(answer["body"])["digit"]
         durations.append(ms)
         right += digit == label
         print(f"    test digit {i}: label {label}, predicted {digit} ({ms:.1f} ms)")
-    say("a short training run through the deployed train code (epochs 1, limit 2000)")
-    trained, train_ms = invoke(rt_port, NAMES["train"], {"epochs": 1, "limit": 2000})
+    say("a short training run through the deployed train code (epochs 1, limit 2000)" + (" (train:live)" if live else ""))
+    trained, train_ms, train_version = invoke(rt_port, NAMES["train"], {"epochs": 1, "limit": 2000}, live)
 
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
                            "--memory-mb", "1024", "--arch", args.arch, "--json"], capture=True).strip().splitlines()[-1])
+    if use_docker:
+        ran = f"version {predict_version} of predict and {train_version} of train (what live points at), " \
+              "pulled by digest, under AWS's RIE in Docker with their configured memory and CPU"
+    else:
+        ran = "the images as built, under bubblewrap: memory, timeout and the released version not emulated"
     print()
     print("summary")
     print(f"  digit page: {api['page']} once deployed to AWS (`make serve` serves it here: {page_bytes} bytes of HTML)")
@@ -301,10 +345,30 @@ def pipeline(args):
     print(f"  API {api['api_id']}: {api['url']}/predict (moto records it; it does not serve it)")
     if rest:
         print(f"  REST API {rest['api_id']}: {rest['url']}/predict (on LocalStack)")
+    print(f"  ran: {ran}")
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
     print(f"  cost of 1M predictions at that duration, 1024 MB, {args.arch}, HTTP API: ${cost['cost']['total']:.2f}"
           + (f" (the duration measured under qemu on {HOST_ARCH}: not Graviton's)" if args.arch != HOST_ARCH else ""))
+
+    if args.tune:
+        if not use_docker:
+            sys.exit("error: --tune needs the data plane, which needs Docker running images of this machine's architecture")
+        os.makedirs(args.tune, exist_ok=True)
+        # predict: the recorded digit; train: 20,000 samples, seconds of CPU-bound work.
+        for f, memory, invocations, strategy, payload in (
+                ("predict", "128,256,512,1024,1769", "10", "cost", None),
+                ("train", "512,1024,1769,3538", "3", "speed", {"epochs": 1, "limit": 20000})):
+            cmd = [args.deploy, "--config", config, "tune", "--function", f, "--memory", memory,
+                   "--invocations", invocations, "--strategy", strategy,
+                   "--chart", os.path.join(args.tune, f"tune-{f}.svg"), "--invoke-endpoint", f"http://127.0.0.1:{rt_port}"]
+            if payload:
+                path = os.path.join(STATE, f"tune-{f}.json")
+                with open(path, "w") as pf:
+                    json.dump(payload, pf)
+                cmd += ["--payload", path]
+            say(f"deploy tune --function {f} (memory {memory} MB, {invocations} invocations each)")
+            print(run(cmd, env=aws_env, capture=True), end="", flush=True)
 
 
 if __name__ == "__main__":

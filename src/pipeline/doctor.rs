@@ -528,6 +528,11 @@ mod tests {
         for needed in [
             "lambda:GetAccountSettings",
             "lambda:PutFunctionConcurrency",
+            // monitor and tune read it; tune also publishes, aliases and deletes versions.
+            "lambda:GetFunctionConfiguration",
+            "lambda:PublishVersion",
+            "lambda:DeleteAlias",
+            "lambda:DeleteFunction",
             "ecr:SetRepositoryPolicy",
             "ecr:PutLifecyclePolicy",
             "iam:PassRole",

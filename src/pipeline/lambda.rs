@@ -57,7 +57,8 @@ fn ephemeral_storage(spec: &FunctionSpec) -> Result<EphemeralStorage, AwsError> 
         .map_err(|e| AwsError::new("building the ephemeral storage setting", e.to_string()))
 }
 
-async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
+/// Waits until Lambda reports the last update of `name` done (`LastUpdateStatus`).
+pub async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
     lambda
         .wait_until_function_updated_v2()
         .function_name(name)

@@ -21,3 +21,4 @@ pub mod logs;
 pub mod registry;
 pub mod release;
 pub mod smoke;
+pub mod tune;

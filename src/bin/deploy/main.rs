@@ -107,6 +107,76 @@ enum Command {
         FAIL."
     )]
     Doctor(DoctorArgs),
+    /// Pick a function's memory size from measured invocations: each size published as a
+    /// version behind a temporary alias, invoked, its REPORT lines read; a table, a chart, a
+    /// recommendation by cost, speed or both (balanced). Cleans up after itself.
+    #[command(
+        long_about = "Pick a function's memory size from measured invocations.\n\n\
+        On Lambda, memory is the one dial, and it also buys CPU: 1 vCPU at 1769 MB, \
+        proportionally less below, up to 6 at 10240 MB. For each --memory size, tune sets it \
+        on $LATEST, publishes a version, points a temporary alias (tune-<MB>) at it and invokes \
+        it --invocations times with LogType=Tail, reading each REPORT line from the log tail. \
+        The first invocation of a size is its cold start, reported apart; the warm ones give \
+        the billed-duration p50/p95/mean, and with the peak memory and Lambda's prices (by \
+        the function's architecture) the cost per invocation and per million.\n\n\
+        Strategies, as AWS Lambda Power Tuning defines them: cost (the cheapest), speed (the \
+        fastest), balanced (the least weight·cost/max cost + (1−weight)·duration/max \
+        duration). A pick with under 20% memory headroom over the measured peak is flagged. \
+        A size whose invocation fails (out of memory, a timeout, an error) is shown and not \
+        ranked.\n\n\
+        Nothing to deploy first: tune needs only the function (deploy release). Afterwards \
+        the temporary aliases and versions are gone and $LATEST has its memory back, also \
+        after an error or Ctrl-C. --apply then releases the pick through the normal path: a \
+        new version of the live image at that size, smoke-tested before the live alias moves."
+    )]
+    Tune(TuneArgs),
+}
+
+#[derive(Args, Clone)]
+struct TuneArgs {
+    /// The function to tune: predict or train.
+    #[arg(long, value_parser = parse_function)]
+    function: Function,
+    /// The memory sizes to try, in MB (Lambda allows 128 to 10240).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "128,256,512,1024,1769,3008"
+    )]
+    memory: Vec<u32>,
+    /// Invocations per size; the first is the cold start and is reported apart.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    invocations: u32,
+    /// The event to send, a JSON file. Default: for predict, a recorded API Gateway event
+    /// carrying a real test digit; for train, one epoch over 1000 samples.
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// After each size's cold start, send its other invocations all at once.
+    #[arg(long)]
+    parallel: bool,
+    /// How to pick: cost, speed, or balanced (see --weight).
+    #[arg(long, value_enum, default_value_t = lambda_cnn::tune::Strategy::Cost)]
+    strategy: lambda_cnn::tune::Strategy,
+    /// For balanced: the weight of cost against speed, from 0 (speed only) to 1 (cost only).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_weight)]
+    weight: f64,
+    /// Release the pick: a new version of the live image at that size, smoke-tested, then the
+    /// live alias.
+    #[arg(long)]
+    apply: bool,
+    /// Write the chart (duration and cost against memory) as SVG to this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Invoke through this Lambda Invoke API endpoint (a local data plane) instead of Lambda's.
+    #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
+    invoke_endpoint: Option<String>,
+}
+
+fn parse_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
+        _ => Err(format!("{s:?} is not a weight from 0 to 1")),
+    }
 }
 
 #[derive(Args, Clone)]

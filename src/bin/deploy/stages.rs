@@ -21,7 +21,7 @@ use lambda_cnn::report;
 
 use super::{
     AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RollbackArgs,
-    Target,
+    Target, TuneArgs,
 };
 use lambda_cnn::output::Output;
 
@@ -39,6 +39,11 @@ struct Ctx {
 
 pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Result<()> {
     let config = DeployConfig::load(config_path)?;
+    // What can be refused without AWS is refused before connecting.
+    if let Command::Tune(a) = &cmd {
+        lambda_cnn::pipeline::tune::check_sizes(&a.memory).map_err(anyhow::Error::msg)?;
+        tune_payload(a.function, a.payload.as_deref())?;
+    }
     if dry_run {
         plan(&cmd, &config);
         return Ok(());
@@ -65,6 +70,7 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Resu
             Command::Monitor(a) => monitor(&ctx, &a).await,
             Command::All(a) => all(&ctx, &a).await,
             Command::Doctor(a) => doctor(&ctx, &a).await,
+            Command::Tune(a) => tune(&ctx, &a).await,
             Command::Build(_) | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
         }
     })
@@ -158,6 +164,27 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             "build the functions (release)".into(),
             "build both images into .local/images".into(),
             "push, release (smoke-tested), api".into(),
+        ],
+        Command::Tune(a) => vec![
+            format!(
+                "for each of {:?} MB: set it on {}, publish a version behind alias tune-<MB>, \
+                 invoke it {} times reading the REPORT lines",
+                a.memory,
+                config.function(a.function).name,
+                a.invocations
+            ),
+            format!(
+                "remove those aliases and versions, restore the memory; recommend by {}{}",
+                a.strategy,
+                if a.apply {
+                    format!(
+                        ", then release the pick (smoke-tested) to {}",
+                        config.release.alias
+                    )
+                } else {
+                    String::new()
+                }
+            ),
         ],
         Command::Build(_) | Command::Image(_) | Command::Cost(_) => vec![],
     };
@@ -657,4 +684,217 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// The default event for tuning `f`: predict's smoke event (a real digit through API Gateway),
+/// or a short training run.
+fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
+    match file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the payload {}", path.display()))?;
+            serde_json::from_slice::<serde_json::Value>(&bytes).with_context(|| {
+                format!(
+                    "the payload {} is not JSON (Lambda takes a JSON event)",
+                    path.display()
+                )
+            })?;
+            Ok(bytes)
+        }
+        None => Ok(match f {
+            Function::Predict => lambda_cnn::pipeline::smoke::payload(f).to_vec(),
+            Function::Train => br#"{"epochs":1,"limit":1000}"#.to_vec(),
+        }),
+    }
+}
+
+async fn tune(ctx: &Ctx, args: &TuneArgs) -> Result<()> {
+    use lambda_cnn::pipeline::tune as measuring;
+    use lambda_cnn::tune::{chart, TuneReport};
+
+    let mut sizes = args.memory.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    measuring::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
+    let payload = tune_payload(args.function, args.payload.as_deref())?;
+    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    let name = ctx.config.function(args.function).name.clone();
+    let (prices, note) = cost::prices_for(&ctx.account.region);
+    if let Some(note) = note {
+        say(format!("note: {note}"));
+    }
+    let tuner = measuring::start(&ctx.clients.lambda, &ctx.clients.smoke, &name)
+        .await
+        .map_err(|e| {
+            if e.is("ResourceNotFoundException") {
+                anyhow::anyhow!("{e}: there is no {name} to tune; release it first (deploy release --function {})", args.function)
+            } else {
+                e.into()
+            }
+        })?;
+    let invocations = args.invocations as usize;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new((sizes.len() * invocations) as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} invocations, {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    say(format!(
+        "tuning {name} ({}): {} sizes × {invocations} invocations; it had {} MB",
+        tuner.arch,
+        sizes.len(),
+        tuner.previous_mb
+    ));
+    let progress = |_: measuring::Invocation| bar.inc(1);
+    let measured = async {
+        let mut results = Vec::new();
+        for &mb in &sizes {
+            bar.set_message(format!("{mb} MB"));
+            let r = tuner
+                .measure(mb, invocations, &payload, args.parallel, prices, &progress)
+                .await?;
+            let line = match &r.error {
+                Some(e) => format!("{mb} MB: not ranked: {e}"),
+                None => format!(
+                    "{mb} MB: mean {:.0} ms warm (p95 {:.0}), peak {} MB, ${:.2} per 1M",
+                    r.billed_mean_ms, r.billed_p95_ms, r.max_memory_used_mb, r.cost_per_million
+                ),
+            };
+            bar.suspend(|| say(line));
+            results.push(r);
+        }
+        anyhow::Ok(results)
+    };
+    let outcome = tokio::select! {
+        r = measured => r,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
+    bar.finish_and_clear();
+    say(format!(
+        "cleaning up: removing the tune-* aliases and versions, {name} back to {} MB",
+        tuner.previous_mb
+    ));
+    if let Err(errors) = tuner.clean_up().await {
+        for e in &errors {
+            say(format!("error: cleanup: {e}"));
+        }
+        let first = errors
+            .into_iter()
+            .next()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let why = match &outcome {
+            Err(e) => format!("{e}; and the cleanup failed too: {first}"),
+            Ok(_) => format!("the cleanup failed: {first}"),
+        };
+        bail!("{why} (run deploy tune again or remove the tune-* aliases by hand)");
+    }
+    let results = outcome?;
+    let mut report = TuneReport::new(
+        name.clone(),
+        tuner.arch,
+        args.strategy,
+        args.weight,
+        results,
+        tuner.previous_mb,
+    );
+    if let Some(path) = &args.chart {
+        std::fs::write(path, chart::svg(&report))
+            .with_context(|| format!("cannot write the chart to {}", path.display()))?;
+        report.chart = Some(path.display().to_string());
+    }
+    if args.apply {
+        match report.recommended_mb {
+            Some(mb) => report.applied = Some(apply_memory(ctx, args.function, mb).await?),
+            None => bail!("no size could be measured, so there is nothing to apply:\n{report}"),
+        }
+    }
+    ctx.out.print(&report)?;
+    Ok(())
+}
+
+/// Ctrl-C, or never where signals cannot be watched.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Releases what `live` runs at `memory_mb`, through the normal path: the same image and
+/// model, a new version, the smoke test, then the alias.
+async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> {
+    let cfg = &ctx.config;
+    let name = cfg.function(f).name.clone();
+    let alias = cfg.release.alias.clone();
+    let live = lambda::alias_version(&ctx.clients.lambda, &name, &alias)
+        .await?
+        .with_context(|| {
+            format!("{name} has no {alias} alias: release it first (deploy release)")
+        })?;
+    let digest = lambda::version_image_digest(&ctx.clients.lambda, &name, &live)
+        .await?
+        .with_context(|| format!("{name} version {live} does not run an image by digest"))?;
+    let live_conf = ctx
+        .clients
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .qualifier(&live)
+        .send()
+        .await
+        .map_err(aws::aws_err(format!("reading version {live} of {name}")))?;
+    // Keep the model predict was released with (`deploy release --model`).
+    let model = live_conf
+        .environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get("MODEL_S3_URI"))
+        .cloned();
+    let arch = match live_conf.architectures().first() {
+        Some(aws_sdk_lambda::types::Architecture::Arm64) => lambda_cnn::arch::Arch::Arm64,
+        _ => lambda_cnn::arch::Arch::X86_64,
+    };
+    let mut config = cfg.clone();
+    if let Some(fc) = config.functions.get_mut(f.name()) {
+        fc.memory_mb = memory_mb as i32;
+    }
+    let role_arn = release::ensure_role(
+        &ctx.clients,
+        &config,
+        &ctx.account,
+        &policy(ctx, "trust-policy.json")?,
+        &policy(ctx, "execution-policy.json")?,
+    )
+    .await?;
+    let (repo, _) = ecr::ensure_repository(
+        &ctx.clients.ecr,
+        &config.repository.name,
+        config.repository.keep_images,
+        &ctx.account,
+    )
+    .await?;
+    let req = ReleaseRequest {
+        function: f,
+        repository_uri: &repo.uri,
+        repository: &repo.name,
+        digest: &digest,
+        model_s3_uri: model.as_deref(),
+        canary_percent: None,
+        arch,
+    };
+    let outcome = release::release(&ctx.clients, &config, &ctx.account, &role_arn, &req, &say)
+        .await
+        .with_context(|| format!("releasing {name} at {memory_mb} MB"))?;
+    say(format!(
+        "note: {memory_mb} MB is live; set functions.{}.memory_mb = {memory_mb} in the deploy config, or the next deploy release puts back {} MB",
+        f.name(),
+        cfg.function(f).memory_mb
+    ));
+    Ok(format!(
+        "version {} at {memory_mb} MB is {} ({})",
+        outcome.version, outcome.alias, outcome.smoke
+    ))
 }

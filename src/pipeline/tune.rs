@@ -1,0 +1,384 @@
+//! `deploy tune`, the measuring half: for each memory size, set it on `$LATEST`, publish a
+//! version, point a temporary alias at it, invoke it with `LogType=Tail` and read each REPORT
+//! line from the log tail; then remove what it made and put `$LATEST` back. [`crate::tune`]
+//! judges the figures.
+//!
+//! Cleanup runs whatever happens (an error, a failed invocation, Ctrl-C — the caller drops the
+//! measuring future and calls [`Tuner::clean_up`]): only versions this run published are
+//! deleted (Lambda hands back an existing version when nothing changed, and that one may be
+//! live), and `$LATEST` gets its memory back.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::LogType;
+use base64::Engine;
+
+use super::aws::{aws_err, AwsError};
+use super::lambda;
+use crate::cost::{Arch, Prices};
+use crate::report::{self, Report};
+use crate::tune::SizeResult;
+
+/// The temporary aliases' names: `tune-<MB>`.
+pub fn alias_name(memory_mb: u32) -> String {
+    format!("tune-{memory_mb}")
+}
+
+/// The sizes Lambda allows (AWS: "128 MB to 10,240 MB, in 1-MB increments").
+pub fn check_sizes(sizes: &[u32]) -> Result<(), String> {
+    if sizes.is_empty() {
+        return Err("no memory size to try: give --memory 128,512,...".to_owned());
+    }
+    if let Some(bad) = sizes.iter().find(|m| !(128..=10240).contains(*m)) {
+        return Err(format!("--memory {bad}: Lambda allows 128 to 10240 MB"));
+    }
+    Ok(())
+}
+
+/// One invocation's outcome, for the progress display.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The size being measured.
+    pub memory_mb: u32,
+    /// The REPORT line's figures, when the log tail had one.
+    pub report: Option<Report>,
+}
+
+/// What a tuning run made and must undo.
+#[derive(Default)]
+struct Made {
+    aliases: Vec<String>,
+    versions: Vec<String>,
+}
+
+/// One function's tuning run.
+pub struct Tuner<'a> {
+    /// The control plane (memory, versions, aliases).
+    pub lambda: &'a aws_sdk_lambda::Client,
+    /// Where invocations go: Lambda, or a local data plane serving the Invoke API.
+    pub invoke: &'a aws_sdk_lambda::Client,
+    /// The function.
+    pub name: &'a str,
+    /// Its memory before the run, restored after.
+    pub previous_mb: u32,
+    /// What it runs on (for pricing).
+    pub arch: Arch,
+    existing: BTreeSet<String>,
+    made: Mutex<Made>,
+}
+
+/// `$LATEST`'s memory and architecture, and the versions published before the run.
+pub async fn start<'a>(
+    lambda_client: &'a aws_sdk_lambda::Client,
+    invoke: &'a aws_sdk_lambda::Client,
+    name: &'a str,
+) -> Result<Tuner<'a>, AwsError> {
+    let conf = lambda_client
+        .get_function_configuration()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading the configuration of {name}")))?;
+    let previous_mb = conf.memory_size().unwrap_or(128).max(128) as u32;
+    let arch = match conf.architectures().first() {
+        Some(aws_sdk_lambda::types::Architecture::Arm64) => Arch::Arm64,
+        _ => Arch::X86_64,
+    };
+    let existing = lambda::versions(lambda_client, name)
+        .await?
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect();
+    Ok(Tuner {
+        lambda: lambda_client,
+        invoke,
+        name,
+        previous_mb,
+        arch,
+        existing,
+        made: Mutex::new(Made::default()),
+    })
+}
+
+impl Tuner<'_> {
+    async fn set_memory(&self, memory_mb: u32) -> Result<(), AwsError> {
+        self.lambda
+            .update_function_configuration()
+            .function_name(self.name)
+            .memory_size(memory_mb as i32)
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "setting the memory of {} to {memory_mb} MB",
+                self.name
+            )))?;
+        lambda::wait_updated(self.lambda, self.name).await
+    }
+
+    /// A version of `$LATEST` at `memory_mb` behind alias `tune-<MB>`; returns the alias.
+    async fn prepare(&self, memory_mb: u32) -> Result<String, AwsError> {
+        self.set_memory(memory_mb).await?;
+        let version = lambda::publish(
+            self.lambda,
+            self.name,
+            &format!("deploy tune: {memory_mb} MB (temporary)"),
+        )
+        .await?;
+        if !self.existing.contains(&version) {
+            self.made
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .versions
+                .push(version.clone());
+        }
+        let alias = alias_name(memory_mb);
+        // Recorded before it exists: a failed create leaves nothing, and deleting a missing
+        // alias is not an error.
+        self.made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .aliases
+            .push(alias.clone());
+        lambda::point_alias(self.lambda, self.name, &alias, &version, None).await?;
+        Ok(alias)
+    }
+
+    /// One invocation of `alias` with `payload`; the REPORT line from the log tail, or why
+    /// not.
+    async fn invoke_once(&self, alias: &str, payload: &[u8]) -> Result<Report, String> {
+        let out = self
+            .invoke
+            .invoke()
+            .function_name(self.name)
+            .qualifier(alias)
+            .log_type(LogType::Tail)
+            .payload(Blob::new(payload))
+            .send()
+            .await
+            .map_err(aws_err(format!("invoking {}:{alias}", self.name)))
+            .map_err(|e| e.to_string())?;
+        let tail = out
+            .log_result()
+            .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let found = tail.lines().rev().find_map(report::parse);
+        if let Some(kind) = out.function_error() {
+            let answer = out
+                .payload()
+                .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned())
+                .unwrap_or_default();
+            let answer: String = answer.chars().take(300).collect();
+            return Err(format!("the function failed ({kind}): {answer}"));
+        }
+        found.ok_or_else(|| {
+            "no REPORT line in the log tail (does the endpoint return X-Amz-Log-Result?)".to_owned()
+        })
+    }
+
+    /// Measures one size: `invocations` invocations (the first is the cold start), one after
+    /// another or all at once with `parallel`. A failed invocation ends the size with why.
+    pub async fn measure(
+        &self,
+        memory_mb: u32,
+        invocations: usize,
+        payload: &[u8],
+        parallel: bool,
+        prices: &Prices,
+        progress: &(dyn Fn(Invocation) + Sync),
+    ) -> Result<SizeResult, AwsError> {
+        let alias = self.prepare(memory_mb).await?;
+        let mut reports = Vec::new();
+        let mut failure = None;
+        if parallel && invocations > 1 {
+            // The first alone, so that exactly one cold start leads; the rest at once.
+            let first = self.invoke_once(&alias, payload).await;
+            let rest =
+                futures_join((1..invocations).map(|_| self.invoke_once(&alias, payload))).await;
+            for r in std::iter::once(first).chain(rest) {
+                match r {
+                    Ok(rep) => {
+                        progress(Invocation {
+                            memory_mb,
+                            report: Some(rep.clone()),
+                        });
+                        reports.push(rep);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+        } else {
+            for _ in 0..invocations {
+                match self.invoke_once(&alias, payload).await {
+                    Ok(rep) => {
+                        progress(Invocation {
+                            memory_mb,
+                            report: Some(rep.clone()),
+                        });
+                        reports.push(rep);
+                    }
+                    Err(e) => {
+                        progress(Invocation {
+                            memory_mb,
+                            report: None,
+                        });
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.drop_size().await?;
+        Ok(match failure {
+            Some(why) => SizeResult::failed(memory_mb, why),
+            None => SizeResult::from_reports(memory_mb, &reports, self.arch, prices),
+        })
+    }
+
+    /// Removes one size's alias and version as soon as it is measured; what could not be
+    /// removed stays recorded for [`Tuner::clean_up`].
+    async fn drop_size(&self) -> Result<(), AwsError> {
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
+        let kept = Made {
+            aliases: made.aliases.clone(),
+            versions: made.versions.clone(),
+        };
+        match self.remove(made).await {
+            Ok(()) => Ok(()),
+            Err(mut errors) => {
+                let mut now = self.made.lock().unwrap_or_else(|p| p.into_inner());
+                now.aliases.extend(kept.aliases);
+                now.versions.extend(kept.versions);
+                Err(errors.remove(0))
+            }
+        }
+    }
+
+    async fn remove(&self, made: Made) -> Result<(), Vec<AwsError>> {
+        let mut errors = Vec::new();
+        for alias in &made.aliases {
+            match self
+                .lambda
+                .delete_alias()
+                .function_name(self.name)
+                .name(alias)
+                .send()
+                .await
+                .map_err(aws_err(format!("deleting alias {alias} of {}", self.name)))
+            {
+                Ok(_) => {}
+                Err(e) if e.is("ResourceNotFoundException") => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for version in &made.versions {
+            match self
+                .lambda
+                .delete_function()
+                .function_name(self.name)
+                .qualifier(version)
+                .send()
+                .await
+                .map_err(aws_err(format!(
+                    "deleting version {version} of {}",
+                    self.name
+                ))) {
+                Ok(_) => {}
+                Err(e) if e.is("ResourceNotFoundException") => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Removes every alias and version the run made and puts `$LATEST`'s memory back. Every
+    /// step is tried; the errors are returned together.
+    pub async fn clean_up(&self) -> Result<(), Vec<AwsError>> {
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut errors = self.remove(made).await.err().unwrap_or_default();
+        let current = self
+            .lambda
+            .get_function_configuration()
+            .function_name(self.name)
+            .send()
+            .await
+            .map_err(aws_err(format!(
+                "reading the configuration of {}",
+                self.name
+            )));
+        match current {
+            Ok(c) if c.memory_size() == Some(self.previous_mb as i32) => {}
+            Ok(_) => {
+                if let Err(e) = self.set_memory(self.previous_mb).await {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Runs futures at once, in order of their results' positions.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in out.iter_mut().zip(pinned.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_outside_lambdas_range_are_refused_before_anything_changes() {
+        assert!(check_sizes(&[128, 1769, 10240]).is_ok());
+        assert!(check_sizes(&[]).unwrap_err().contains("--memory"));
+        assert!(check_sizes(&[64]).unwrap_err().contains("128 to 10240"));
+        assert!(check_sizes(&[128, 20000]).unwrap_err().contains("20000"));
+    }
+
+    #[test]
+    fn futures_run_together_and_answer_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let out = rt.block_on(futures_join((0..4u64).map(|i| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200 - i * 40)).await;
+            i
+        })));
+        assert_eq!(out, vec![0, 1, 2, 3]);
+        assert!(start.elapsed() < std::time::Duration::from_millis(400));
+    }
+}

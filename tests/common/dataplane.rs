@@ -1,0 +1,132 @@
+//! The local Lambda data plane (infra/local/lambda_dataplane.py): AWS's Runtime Interface
+//! Emulator in Docker, one container per version and configuration, sized by MemorySize. Needs
+//! a Docker engine; [`docker_or_skip`] decides.
+
+use super::emulator::{venv_tool, wait_for_port};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Whether Docker runs here: true, or false after saying SKIPPED — and a failed test where
+/// `LAMBDA_CNN_REQUIRE` names docker (CI, where the engine is there).
+pub fn docker_or_skip(what: &str) -> bool {
+    let engine = Command::new("docker").arg("info").output();
+    if engine.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(
+        !lambda_cnn::simd::required("docker"),
+        "LAMBDA_CNN_REQUIRE names docker, but `docker info` failed: {engine:?}"
+    );
+    eprintln!("SKIPPED: {what} needs a Docker engine (`docker info` failed)");
+    false
+}
+
+/// The Runtime Interface Emulator binaries `make tools` extracts from PyPI's aws-sam-cli.
+pub fn rie_dir() -> PathBuf {
+    let dir = std::env::var_os("LAMBDA_CNN_RIE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".rie"));
+    assert!(
+        dir.join("aws-lambda-rie-x86_64").exists(),
+        "no Runtime Interface Emulator in {}: run `make tools`",
+        dir.display()
+    );
+    dir
+}
+
+pub struct DataPlane {
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DataPlane {
+    /// In front of the Lambda API at `lambda_endpoint` (moto), pulling from `registry`
+    /// (`127.0.0.1:PORT`, the ECR stand-in) with `user`/`password`.
+    pub fn start(lambda_endpoint: &str, registry: &str, user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dataplane.log");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/lambda_dataplane.py");
+        let mut child = Command::new(venv_tool("LAMBDA_CNN_PYTHON", "python", "moto[server]"))
+            .arg(script)
+            .args(["--lambda-endpoint", lambda_endpoint, "--registry", registry])
+            .args(["--registry-user", user, "--registry-password", password])
+            .arg("--rie-dir")
+            .arg(rie_dir())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python runs the data plane");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let port: u16 = first
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "the data plane did not start: {first:?}; {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        wait_for_port(port, "the data plane", Duration::from_secs(30));
+        DataPlane {
+            port,
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The execution environments (containers) running now.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "--filter",
+                &format!("label=lambda-cnn.dataplane={}", self.child.id()),
+                "--format",
+                "{{.Names}}",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        // SIGTERM: the data plane removes its containers before it exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..300 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
