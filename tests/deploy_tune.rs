@@ -12,6 +12,7 @@ use common::emulator::workspace_binary;
 use common::faulty_proxy::{relay, Message};
 use common::image_run::deploy_image;
 use common::registry::Registry;
+use common::strict_lambda::{NewAccount, StrictLambda};
 use common::*;
 use serde_json::Value;
 use std::net::TcpListener;
@@ -244,6 +245,38 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
     );
     assert_eq!(train["recommended_mb"], 3538, "{train}");
 
+    // A new account caps memory at 3008 MB: a larger size is a finding, not the end.
+    let strict = StrictLambda::start(
+        &s.aws.endpoint("lambda", true),
+        NewAccount {
+            concurrency_quota: 1000,
+            max_memory_mb: 3008,
+        },
+    );
+    let mut env = s.aws.env(true);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA");
+    env.push(("AWS_ENDPOINT_URL_LAMBDA", strict.endpoint()));
+    let o = deploy_with_env(
+        &[
+            "tune",
+            "--function",
+            "predict",
+            "--memory",
+            "3008,4096",
+            "--invocations",
+            "2",
+            "--invoke-endpoint",
+            &s.plane.endpoint(),
+            "--json",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let capped = last_json(&o);
+    assert_eq!(capped["recommended_mb"], 3008, "{capped}");
+    let refused = size(&capped, 4096)["error"].as_str().unwrap().to_owned();
+    assert!(refused.contains("at most 3008 MB"), "{refused}");
+
     // Nothing left behind: no tune-* alias, no new version, the memory as before.
     let after = [PREDICT, TRAIN].map(|f| s.footprint(f));
     assert_eq!(before, after);
@@ -262,8 +295,10 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
         ],
         "deploy monitor",
     );
-    let text = stdout(&o);
-    assert!(text.contains("\"invocations\""), "{text}");
+    let summary = &last_json(&o)["summary"];
+    // The release's smoke test, and the tune's 3 sizes × 5 (each size's first a cold start).
+    assert!(summary["invocations"].as_u64().unwrap() >= 16, "{summary}");
+    assert!(summary["cold_starts"].as_u64().unwrap() >= 4, "{summary}");
 }
 
 /// A proxy in front of the data plane that fails every invocation of a numbered version (what

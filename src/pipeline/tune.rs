@@ -189,7 +189,22 @@ impl Tuner<'_> {
         prices: &Prices,
         progress: &(dyn Fn(Invocation) + Sync),
     ) -> Result<SizeResult, AwsError> {
-        let alias = self.prepare(memory_mb).await?;
+        let alias = match self.prepare(memory_mb).await {
+            Ok(alias) => alias,
+            // A size over the account's cap is a finding, not the end of the run.
+            Err(e) => {
+                match lambda::memory_cap(&e) {
+                    Some(cap) => {
+                        self.drop_size().await?;
+                        return Ok(SizeResult::failed(
+                        memory_mb,
+                        format!("this account allows at most {cap} MB (a quota AWS raises on request)"),
+                    ));
+                    }
+                    None => return Err(e),
+                }
+            }
+        };
         let mut reports = Vec::new();
         let mut failure = None;
         if parallel && invocations > 1 {

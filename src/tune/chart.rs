@@ -44,7 +44,8 @@ fn label(v: f64) -> String {
     } else if v >= 1.0 {
         format!("{v:.1}")
     } else {
-        format!("{v:.3}")
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
@@ -269,5 +270,8 @@ mod tests {
         assert_eq!(nice_max(130.0), 200.0);
         assert_eq!(nice_max(0.42), 0.5);
         assert_eq!(nice_max(f64::NAN), 1.0);
+        assert_eq!(label(0.8), "0.8");
+        assert_eq!(label(0.25), "0.25");
+        assert_eq!(label(1.6), "1.6");
     }
 }
