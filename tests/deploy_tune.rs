@@ -330,6 +330,61 @@ fn failing_smoke_tests(upstream_port: u16) -> u16 {
 }
 
 #[test]
+fn ctrl_c_during_a_tune_removes_its_aliases_and_versions_and_restores_the_memory() {
+    if !docker_or_skip("deploy tune's data plane") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = Stack::start();
+    let before = s.footprint(TRAIN);
+    let payload = s.dir.path().join("train.json");
+    std::fs::write(&payload, r#"{"epochs":1,"limit":20000}"#).unwrap();
+    let child = std::process::Command::new(workspace_binary("deploy"))
+        .args(["tune", "--function", "train", "--memory", "512,1024"])
+        .args([
+            "--invocations",
+            "20",
+            "--payload",
+            payload.to_str().unwrap(),
+        ])
+        .args(["--invoke-endpoint", &s.plane.endpoint()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(s.aws.env(true))
+        .env("MNIST_DIR", mnist_dir())
+        .env_remove("DEPLOY_INVOKE_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted while measuring 512 MB: its alias and version exist, $LATEST is at 512 MB.
+    let start = std::time::Instant::now();
+    while !s.footprint(TRAIN).0.contains(&"tune-512".to_owned()) {
+        assert!(start.elapsed().as_secs() < 60, "no tune-512 alias appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(s.footprint(TRAIN).2, 512);
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("cleaning up"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        start.elapsed().as_secs() < 40,
+        "20 invocations of 2.5 s were not waited for: {err}"
+    );
+    assert_eq!(s.footprint(TRAIN), before);
+}
+
+#[test]
 fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_digest() {
     if !docker_or_skip("deploy tune's data plane") {
         return;
@@ -376,13 +431,21 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
             "--memory",
             "256,512",
             "--invocations",
-            "2",
+            "4",
+            "--parallel",
             "--apply",
             "--json",
         ],
-        "deploy tune --apply",
+        "deploy tune --parallel --apply",
     );
     let report = last_json(&o);
+    for mb in [256, 512] {
+        // The first alone (the cold start), then three at once: a busy environment makes
+        // another, and a new environment's first invocation is a cold start too.
+        let sz = size(&report, mb);
+        assert!(sz["error"].is_null(), "{sz}");
+        assert!(sz["warm_invocations"].as_u64().unwrap() >= 1, "{sz}");
+    }
     let pick = report["recommended_mb"].as_i64().unwrap();
     assert!(
         report["applied"].as_str().unwrap().contains("live"),
