@@ -5,6 +5,7 @@
 //! [`predict`].
 
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "ml")]
 pub mod api;

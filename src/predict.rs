@@ -11,7 +11,9 @@ pub const MAX_IMAGE_SIDE: u32 = 4096;
 /// PNG inflates its profile to a gigabyte before its header is checked.
 pub const MAX_METADATA_BYTES: u64 = 1 << 20;
 
+/// Why an input could not become the model's 784 values.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum InputError {
     #[error("the bytes are not a PNG or JPEG image ({0})")]
     NotAnImage(String),
@@ -30,20 +32,26 @@ impl InputError {
     }
 }
 
+/// The model's answer for one image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {
+    /// The most probable digit.
     pub digit: u8,
+    /// The softmax over the ten digits.
     pub probabilities: [f32; CLASSES],
 }
 
 /// An image's size, read from its header alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageSize {
+    /// Pixels across.
     pub width: u32,
+    /// Pixels down.
     pub height: u32,
 }
 
 impl ImageSize {
+    /// width × height.
     pub fn pixels(&self) -> u64 {
         self.width as u64 * self.height as u64
     }

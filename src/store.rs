@@ -3,16 +3,22 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// `s3://bucket/key`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Uri {
+    /// The bucket.
     pub bucket: String,
+    /// The object's key.
     pub key: String,
 }
 
+/// A string that is not an S3 object URI.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{uri:?} is not an S3 object URI ({why}); expected s3://bucket/key")]
 pub struct BadS3Uri {
+    /// What was given.
     pub uri: String,
+    /// What is wrong with it.
     pub why: &'static str,
 }
 
@@ -71,7 +77,9 @@ mod client {
     use super::S3Uri;
     use aws_sdk_s3::primitives::ByteStream;
 
+    /// Why an object could not be read or written.
     #[derive(Debug, thiserror::Error)]
+    #[allow(missing_docs)] // documented by their messages
     pub enum StoreError {
         #[error("cannot read {uri}: {message}")]
         Get { uri: String, message: String },
@@ -89,6 +97,7 @@ mod client {
     }
 
     impl Store {
+        /// From the standard configuration chain.
         pub async fn from_env() -> Self {
             let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let mut config = aws_sdk_s3::config::Builder::from(&shared);
@@ -124,6 +133,7 @@ mod client {
             }
         }
 
+        /// The object's bytes.
         pub async fn get(&self, uri: &S3Uri) -> Result<Vec<u8>, StoreError> {
             self.get_capped(uri, u64::MAX).await
         }
@@ -160,6 +170,7 @@ mod client {
             Ok(bytes)
         }
 
+        /// Writes `bytes` as the object, with its content type.
         pub async fn put(
             &self,
             uri: &S3Uri,

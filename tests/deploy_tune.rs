@@ -394,6 +394,30 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     let live_before = s.live(PREDICT);
     assert_eq!(live_before["MemorySize"], 1024);
 
+    // An endpoint that runs nothing (moto's Invoke echoes, with no REPORT line): every size
+    // fails with why, nothing is picked or applied, the exit status says so.
+    let moto = s.aws.endpoint("lambda", true);
+    let o = s.deploy(&[
+        "tune",
+        "--function",
+        "predict",
+        "--memory",
+        "256",
+        "--invocations",
+        "2",
+        "--apply",
+        "--invoke-endpoint",
+        &moto,
+    ]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(!o.status.success(), "{out}{err}");
+    assert!(
+        err.contains("no memory size could be measured, so nothing was applied"),
+        "{err}"
+    );
+    assert!(out.contains("not ranked"), "{out}");
+    assert_eq!(s.live(PREDICT)["Version"], live_before["Version"]);
+
     // A smoke test that fails: the pick is measured, but live stays where it was.
     let sabotaged = format!("http://127.0.0.1:{}", failing_smoke_tests(s.plane.port));
     let o = s.deploy(&[

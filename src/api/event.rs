@@ -23,16 +23,22 @@ pub enum Flavour {
     HttpV2,
     /// Application Load Balancer; `multi_value` when the target group has multi-value headers
     /// on (the response must then use `multiValueHeaders` too).
-    Alb { multi_value: bool },
+    Alb {
+        /// Multi-value headers are on.
+        multi_value: bool,
+    },
 }
 
 /// An HTTP request taken out of its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpEvent {
+    /// Which event carried it (the answer must match).
     pub flavour: Flavour,
+    /// The HTTP method.
     pub method: String,
     /// The path without any API Gateway stage prefix.
     pub path: String,
+    /// `Content-Type`.
     pub content_type: Option<String>,
     /// `If-None-Match`, for the page's 304.
     pub if_none_match: Option<String>,

@@ -35,7 +35,9 @@ pub(crate) fn clip_to(text: &str, max: usize) -> String {
 /// An HTTP answer, independent of the Lambda event flavour that carries it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpReply {
+    /// The HTTP status.
     pub status: u16,
+    /// The body.
     pub body: Body,
     /// Extra headers (e.g. `Allow` on a 405).
     pub headers: Vec<(&'static str, String)>,
@@ -44,10 +46,13 @@ pub struct HttpReply {
 /// What an answer carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
+    /// A JSON document.
     Json(serde_json::Value),
     /// A document of another type (the page), sent as it is.
     Text {
+        /// Its media type.
         content_type: &'static str,
+        /// Its text.
         text: String,
     },
     /// Nothing (a 204, a 304, an answer to HEAD).
@@ -55,6 +60,7 @@ pub enum Body {
 }
 
 impl Body {
+    /// The `Content-Type` it goes with.
     pub fn content_type(&self) -> &'static str {
         match self {
             Body::Text { content_type, .. } => content_type,
@@ -92,6 +98,7 @@ impl PartialEq<serde_json::Value> for Body {
 }
 
 impl HttpReply {
+    /// A 200 with a JSON body.
     pub fn ok(body: serde_json::Value) -> Self {
         Self {
             status: 200,

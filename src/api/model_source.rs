@@ -9,6 +9,7 @@ use crate::SHIPPED_WEIGHTS;
 
 /// Why the model could not be loaded; the function logs it and stops its init.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their sources' messages
 pub enum LoadError {
     #[error(transparent)]
     Uri(#[from] BadS3Uri),
@@ -20,6 +21,7 @@ pub enum LoadError {
 
 /// A loaded model and where it came from.
 pub struct Loaded {
+    /// The model.
     pub model: Cnn,
     /// The SHA-256 of the weights file: the model's identity in answers and on the page.
     pub id: String,

@@ -13,10 +13,12 @@ const SCRIPT: &str = include_str!("page/page.js");
 /// The page for one model: its HTML, validator and headers, built once at init.
 #[derive(Debug, Clone)]
 pub struct Page {
+    /// The document.
     pub html: String,
     /// A strong validator: the page changes only with the model (its hash is on the page)
     /// and with the binary.
     pub etag: String,
+    /// The Content-Security-Policy it is served with.
     pub csp: String,
 }
 

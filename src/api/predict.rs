@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 /// Lambda's own limit for a synchronous request payload.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// Images per request (`instances`).
 pub const MAX_INSTANCES: usize = 256;
 /// Pixels decoded per request, all images together, as their headers declare them: one
 /// 2048×2048 image, or 256 of 128×128. Decoding and preprocessing this many takes ~0.2 s on
@@ -48,12 +49,15 @@ pub struct PredictService {
 /// A request already taken out of its Lambda event.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
+    /// The HTTP method.
     pub method: &'a str,
     /// The path without any API Gateway stage prefix.
     pub path: &'a str,
+    /// `Content-Type`.
     pub content_type: Option<&'a str>,
     /// `If-None-Match`: the page's ETag answers 304.
     pub if_none_match: Option<&'a str>,
+    /// The body.
     pub body: &'a [u8],
 }
 
@@ -72,6 +76,7 @@ impl PredictService {
         }
     }
 
+    /// The SHA-256 of the weights file.
     pub fn model_id(&self) -> &str {
         &self.model_id
     }

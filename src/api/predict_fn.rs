@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// Kept back from the invocation's deadline for inference and answering.
 pub const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
+/// The predict function: the service, and what its metrics need.
 pub struct PredictFunction {
     service: PredictService,
     /// The metrics' `FunctionName` dimension.
@@ -24,6 +25,7 @@ pub struct PredictFunction {
 }
 
 impl PredictFunction {
+    /// The function of `service`, named `fn_name` in its metrics, whose init took `init_ms`.
     pub fn new(service: PredictService, fn_name: String, init_ms: f64) -> Self {
         Self {
             service,
@@ -33,6 +35,7 @@ impl PredictFunction {
         }
     }
 
+    /// What answers the requests.
     pub fn service(&self) -> &PredictService {
         &self.service
     }

@@ -5,7 +5,9 @@ use crate::train::{OptimizerKind, TrainConfig, TrainMetrics};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
+/// The most epochs a request may ask for.
 pub const MAX_EPOCHS: usize = 50;
+/// The largest batch a request may ask for.
 pub const MAX_BATCH: usize = 4096;
 
 /// `{"epochs":5,"batch_size":32,"optimizer":"adam","learning_rate":0.001,"seed":42,"limit":null}`,
@@ -13,12 +15,19 @@ pub const MAX_BATCH: usize = 4096;
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
+    /// Passes over the training set (1..=50; default 5).
     pub epochs: Option<usize>,
+    /// Samples per step (default 32).
     pub batch_size: Option<usize>,
+    /// `adam` (default) or `sgd`.
     pub optimizer: Option<OptimizerKind>,
+    /// The step size (default 1e-3).
     pub learning_rate: Option<f64>,
+    /// SGD's momentum.
     pub momentum: Option<f64>,
+    /// The seed of initialisation and shuffling (default 42).
     pub seed: Option<u64>,
+    /// Train on the first N samples only (default: all 60,000).
     pub limit: Option<usize>,
 }
 
@@ -120,7 +129,9 @@ fn kind(v: &serde_json::Value) -> &'static str {
 /// The metrics of `lambda-cnn train --json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResponseMetrics {
+    /// Accuracy on the 10,000 test images.
     pub test_accuracy: f64,
+    /// Mean cross-entropy on them.
     pub test_loss: f64,
     /// Epochs trained in (the last may be partial: see `epochs_completed`).
     pub epochs: usize,
@@ -128,10 +139,13 @@ pub struct ResponseMetrics {
     /// first epoch 40 % of the way through.
     #[serde(default)]
     pub epochs_completed: f64,
+    /// Training time, seconds.
     pub seconds: f64,
+    /// Training throughput.
     pub samples_per_second: f64,
     /// Where the weights went: an S3 URI, or a path in the function's /tmp.
     pub weights: String,
+    /// SHA-256 of the weights file.
     pub weights_sha256: String,
     /// The model card's S3 URI, when the weights went to S3.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,14 +155,19 @@ pub struct ResponseMetrics {
 /// The seed's response shape plus metrics and whether all epochs ran.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainResponse {
+    /// 200.
     #[serde(rename = "statusCode")]
     pub status_code: u16,
+    /// The seed's body: `"Test accuracy: 0.99"`, a JSON string.
     pub body: String,
+    /// The figures.
     pub metrics: ResponseMetrics,
+    /// False when the deadline cut training short.
     pub completed: bool,
 }
 
 impl TrainResponse {
+    /// The answer for a run that made `metrics` and wrote its weights to `weights`.
     pub fn new(
         metrics: &TrainMetrics,
         weights: String,
@@ -198,6 +217,7 @@ impl StopAt {
         Self(Some(now + left - Self::MAX_RESERVE.min(left / 5)))
     }
 
+    /// Whether training must stop at `now`.
     pub fn reached(&self, now: SystemTime) -> bool {
         self.0.is_some_and(|t| now >= t)
     }

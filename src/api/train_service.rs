@@ -16,17 +16,22 @@ use std::time::SystemTime;
 /// The function's errors; [`TrainFnError::error_type`] is the `errorType` a caller branches on.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TrainFnError {
+    /// The event asks for something the function does not do.
     #[error("{0}")]
     InvalidRequest(String),
+    /// MNIST could not be read.
     #[error("{0}")]
     DataUnavailable(String),
+    /// Training itself failed.
     #[error("{0}")]
     TrainingFailed(String),
+    /// The weights could not be stored.
     #[error("{0}")]
     StoreFailed(String),
 }
 
 impl TrainFnError {
+    /// The `errorType` of the function error.
     pub fn error_type(&self) -> &'static str {
         match self {
             TrainFnError::InvalidRequest(_) => "InvalidRequest",
@@ -49,8 +54,11 @@ pub enum Destination {
     Dir(PathBuf),
     /// `s3://bucket/prefix/`: the weights and their model card.
     S3 {
+        /// The bucket.
         bucket: String,
+        /// The key prefix.
         prefix: String,
+        /// The client.
         store: Store,
     },
 }
@@ -124,6 +132,8 @@ pub struct TrainService {
 }
 
 impl TrainService {
+    /// Trains on MNIST from `mnist_dir` (read once, at the first request), stores to
+    /// `destination`, names itself `fn_name` in its metrics.
     pub fn new(mnist_dir: PathBuf, destination: Destination, fn_name: String) -> Self {
         Self {
             mnist_dir,
@@ -133,6 +143,7 @@ impl TrainService {
         }
     }
 
+    /// Where it reads MNIST.
     pub fn mnist_dir(&self) -> &Path {
         &self.mnist_dir
     }

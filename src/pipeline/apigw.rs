@@ -3,6 +3,8 @@
 //! authorization, and the invoke permission scoped to this API. Every step finds what exists
 //! before creating, so running it again changes nothing.
 
+#![warn(missing_docs)]
+
 use aws_sdk_apigatewayv2::types::{
     AuthorizationType, AuthorizerType, Cors, IntegrationType, JwtConfiguration, ProtocolType,
     RouteSettings,
@@ -10,13 +12,18 @@ use aws_sdk_apigatewayv2::types::{
 
 use super::aws::{aws_err, AwsError};
 
+/// The routes of the HTTP API, all to predict's alias.
 pub const ROUTES: [&str; 3] = ["GET /", "POST /predict", "GET /health"];
 const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
 
+/// Who may call the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Auth {
+    /// Anyone (throttled, and capped by predict's reserved concurrency).
     None,
+    /// Callers signing with SigV4 and allowed `execute-api:Invoke`.
     Iam,
+    /// Bearer tokens of the configured issuer and audience.
     Jwt,
 }
 
@@ -32,19 +39,32 @@ impl std::str::FromStr for Auth {
     }
 }
 
+/// The API to make.
 #[derive(Debug, Clone)]
 pub struct ApiSpec {
+    /// The API's name.
     pub name: String,
+    /// The stage (`$default` for an HTTP API).
     pub stage: String,
+    /// Steady requests per second allowed.
     pub throttle_rate: f64,
+    /// Burst allowed.
     pub throttle_burst: i32,
+    /// Origins CORS allows.
     pub cors_origins: Vec<String>,
+    /// Who may call it.
     pub auth: Auth,
+    /// The JWT issuer (auth = jwt).
     pub jwt_issuer: String,
+    /// The JWT audiences (auth = jwt).
     pub jwt_audience: Vec<String>,
+    /// The function behind it (predict).
     pub function_name: String,
+    /// Its alias the integrations call.
     pub alias: String,
+    /// The region.
     pub region: String,
+    /// The account id.
     pub account: String,
     /// The partition every ARN is written in (`aws`, `aws-cn`, `aws-us-gov`).
     pub partition: String,
@@ -87,15 +107,20 @@ impl std::fmt::Display for ApiOutcome {
     }
 }
 
+/// What `deploy api` made.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ApiOutcome {
     /// `HTTP` or `REST`.
     pub kind: &'static str,
+    /// The API's name.
     pub name: String,
+    /// Its id.
     pub api_id: String,
+    /// Its invoke URL (the stage's).
     pub url: String,
     /// The digit page: open it in a browser.
     pub page: String,
+    /// Whether it was created (else updated).
     pub created: bool,
 }
 
@@ -151,6 +176,8 @@ pub async fn apis_named(
         .collect())
 }
 
+/// Creates or updates the HTTP API of `spec` (routes, integration, stage, authorizer,
+/// permission); returns what it made.
 pub async fn ensure_http_api(
     apigw: &aws_sdk_apigatewayv2::Client,
     lambda: &aws_sdk_lambda::Client,

@@ -3,6 +3,8 @@
 //! predict's `live` alias, a deployment to a stage with throttling, and the invoke permission.
 //! CORS and JWT authorizers are HTTP-API features here (`deploy api` without `--rest`).
 
+#![warn(missing_docs)]
+
 use aws_sdk_apigateway::types::{
     EndpointConfiguration, EndpointType, IntegrationType, Op, PatchOperation,
 };
@@ -52,6 +54,8 @@ pub async fn rest_apis_named(
     }
 }
 
+/// Creates or updates the REST API of `spec` (routes, integrations, stage, throttling,
+/// permission); returns its URL and id.
 pub async fn ensure_rest_api(
     apigw: &aws_sdk_apigateway::Client,
     lambda: &aws_sdk_lambda::Client,

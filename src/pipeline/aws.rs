@@ -2,6 +2,8 @@
 //! `AWS_ENDPOINT_URL[_<SERVICE>]`), the account, and one error type that says what was being
 //! attempted.
 
+#![warn(missing_docs)]
+
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
@@ -11,12 +13,16 @@ use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 #[derive(Debug, thiserror::Error)]
 #[error("{action}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
 pub struct AwsError {
+    /// What was attempted ("creating function x").
     pub action: String,
+    /// The service's error code, when it sent one.
     pub code: Option<String>,
+    /// The service's message (or the transport's error).
     pub message: String,
 }
 
 impl AwsError {
+    /// An error without a service code (a transport failure, a waiter, a local check).
     pub fn new(action: impl Into<String>, message: impl Into<String>) -> Self {
         AwsError {
             action: action.into(),
@@ -81,7 +87,9 @@ pub async fn sdk_config(fallback_region: &str) -> SdkConfig {
 /// is found before anything is created).
 #[derive(Debug, Clone)]
 pub struct Account {
+    /// The 12-digit account id.
     pub id: String,
+    /// The region the deploy works in.
     pub region: String,
     /// `aws`, `aws-cn` or `aws-us-gov`, from the caller's own ARN: every ARN we write uses it.
     pub partition: String,
@@ -115,6 +123,7 @@ pub fn dns_suffix(partition: &str) -> &'static str {
     }
 }
 
+/// The account and region of `config`, asked of STS.
 pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
     let sts = aws_sdk_sts::Client::new(config);
     let who = sts.get_caller_identity().send().await.map_err(aws_err(

@@ -2,6 +2,8 @@
 //! asks for a dynamic loader (and which). Read from the ELF headers, never guessed from the
 //! host.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 use object::elf;
@@ -9,7 +11,9 @@ use object::read::elf::{FileHeader, ProgramHeader};
 
 pub use crate::arch::Arch;
 
+/// Why a file is not a function binary Lambda can run.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum BinaryError {
     #[error("cannot read the function binary {path}: {source}")]
     Read {
@@ -27,11 +31,13 @@ pub enum BinaryError {
 /// Facts about one function binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BinaryInfo {
+    /// The architecture it is built for (its ELF machine).
     pub arch: Arch,
     /// The dynamic loader it names (`PT_INTERP`), or `None` for a static binary.
     pub interpreter: Option<String>,
 }
 
+/// Reads the ELF header and program headers of `path`.
 pub fn inspect(path: &Path) -> Result<BinaryInfo, BinaryError> {
     let data = std::fs::read(path).map_err(|source| BinaryError::Read {
         path: path.to_owned(),

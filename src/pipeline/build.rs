@@ -2,13 +2,17 @@
 //! architecture or cross-compiled for the other one (arm64 on x86_64: Debian's aarch64 gcc
 //! links, as `.cargo/config.toml` says).
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::image::Function;
 use crate::arch::Arch;
 
+/// Why the functions could not be built.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum BuildError {
     #[error("cannot run cargo ({source}); install Rust (https://rustup.rs) or give the binary with --binary")]
     Cargo { source: std::io::Error },
@@ -41,10 +45,12 @@ pub fn rust_target(arch: Arch) -> &'static str {
 /// The release binaries of the functions, built in the workspace at `root`.
 #[derive(Debug, Clone)]
 pub struct Built {
+    /// Cargo's release directory for the target (`…/release` or `…/<target>/release`).
     pub release_dir: PathBuf,
 }
 
 impl Built {
+    /// The binary of function `f`.
     pub fn binary(&self, f: Function) -> PathBuf {
         self.release_dir.join(f.name())
     }

@@ -1,5 +1,7 @@
 //! `infra/deploy.toml`: what the pipeline creates and how, in one place.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,9 @@ use serde::Deserialize;
 use super::image::Function;
 use crate::arch::Arch;
 
+/// Why the config could not be used.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read {
@@ -19,67 +23,101 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployConfig {
+    /// The region used when the AWS configuration names none.
     pub region: String,
+    /// `x86_64` or `arm64`: what build, image and all build for by default.
     pub architecture: String,
+    /// `[repository]`.
     pub repository: RepositoryConfig,
+    /// `[role]`.
     pub role: RoleConfig,
+    /// `[bucket]`.
     pub bucket: BucketConfig,
+    /// `[release]`.
     pub release: ReleaseConfig,
+    /// `[functions.predict]` and `[functions.train]`.
     pub functions: BTreeMap<String, FunctionConfig>,
+    /// `[api]`.
     pub api: ApiConfig,
 }
 
+/// `[repository]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
+    /// The ECR repository of both functions' images.
     pub name: String,
+    /// Images each function keeps (the lifecycle policy).
     pub keep_images: u32,
 }
 
+/// `[role]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
+    /// The execution role's name.
     pub name: String,
 }
 
+/// `[bucket]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
+    /// The models bucket's name, with `{account}` and `{region}` to fill in.
     pub name: String,
 }
 
+/// `[release]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseConfig {
+    /// The alias callers use, moved after a smoke test.
     pub alias: String,
+    /// The functions' log groups' retention.
     pub log_retention_days: i32,
 }
 
+/// `[functions.<name>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
+    /// The Lambda function's name.
     pub name: String,
+    /// MemorySize (and so its CPU share).
     pub memory_mb: i32,
+    /// Timeout, seconds.
     pub timeout_s: i32,
+    /// /tmp size, MB.
     pub ephemeral_mb: i32,
+    /// A cap on its concurrent executions.
     #[serde(default)]
     pub reserved_concurrency: Option<i32>,
 }
 
+/// `[api]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
+    /// The API's name.
     pub name: String,
+    /// Its stage.
     pub stage: String,
+    /// Steady requests per second.
     pub throttle_rate: f64,
+    /// Burst.
     pub throttle_burst: i32,
+    /// Origins CORS allows.
     pub cors_origins: Vec<String>,
+    /// `none`, `iam` or `jwt`.
     pub auth: String,
+    /// The JWT issuer (auth = jwt).
     #[serde(default)]
     pub jwt_issuer: String,
+    /// The JWT audiences (auth = jwt).
     #[serde(default)]
     pub jwt_audience: Vec<String>,
 }
@@ -91,6 +129,7 @@ pub const LOG_RETENTION_DAYS: [i32; 22] = [
 ];
 
 impl DeployConfig {
+    /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<DeployConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -102,6 +141,7 @@ impl DeployConfig {
         })
     }
 
+    /// Parses and checks `text`.
     pub fn parse(text: &str) -> Result<DeployConfig, String> {
         let config: DeployConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.check()?;
@@ -161,12 +201,14 @@ impl DeployConfig {
         Ok(())
     }
 
+    /// `architecture`, parsed.
     pub fn arch(&self) -> Result<Arch, String> {
         self.architecture
             .parse()
             .map_err(|e| format!("architecture: {e}"))
     }
 
+    /// The section of function `f`.
     pub fn function(&self, f: Function) -> &FunctionConfig {
         // `check` made sure both are there.
         &self.functions[f.name()]

@@ -3,6 +3,8 @@
 //! functions (their versions and aliases go with them) and log groups, the role. With `all`,
 //! also the ECR repository with its images and the models bucket with every object in it.
 
+#![warn(missing_docs)]
+
 use super::aws::{aws_err, Account, AwsError};
 use super::config::DeployConfig;
 use super::image::Function;
@@ -10,8 +12,11 @@ use super::{apigw, apigw_rest, iam, logs, release};
 
 /// The clients `destroy` deletes through.
 pub struct Clients<'a> {
+    /// Lambda, IAM, Logs, S3 and ECR.
     pub stages: &'a release::Clients,
+    /// API Gateway v2 (the HTTP API).
     pub http_apis: &'a aws_sdk_apigatewayv2::Client,
+    /// API Gateway v1 (the REST API).
     pub rest_apis: &'a aws_sdk_apigateway::Client,
 }
 

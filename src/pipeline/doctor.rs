@@ -4,6 +4,8 @@
 //! architecture, and (where the caller may ask) whether the caller holds the permissions in
 //! `infra/iam/deployer-policy.json`.
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 
 use super::aws::{aws_err, Account, AwsError};
@@ -11,11 +13,15 @@ use super::config::DeployConfig;
 use super::image::Function;
 use super::lambda::{self, NEW_ACCOUNT_MAX_MEMORY_MB};
 
+/// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
+    /// Nothing to do.
     Ok,
+    /// The deploy goes on, with less (said what).
     Warn,
+    /// The deploy would fail: `deploy all` stops.
     Fail,
 }
 
@@ -33,9 +39,13 @@ impl std::fmt::Display for Level {
 /// One finding: what was checked, what was found, and what to do when it is not OK.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Check {
+    /// How bad.
     pub level: Level,
+    /// What was checked (a short name).
     pub check: &'static str,
+    /// What was found.
     pub found: String,
+    /// What to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }
@@ -79,12 +89,19 @@ impl std::fmt::Display for Check {
     }
 }
 
+/// The clients the doctor reads through.
 pub struct Clients<'a> {
+    /// Lambda.
     pub lambda: &'a aws_sdk_lambda::Client,
+    /// IAM.
     pub iam: &'a aws_sdk_iam::Client,
+    /// S3.
     pub s3: &'a aws_sdk_s3::Client,
+    /// ECR.
     pub ecr: &'a aws_sdk_ecr::Client,
+    /// API Gateway v2.
     pub http_apis: &'a aws_sdk_apigatewayv2::Client,
+    /// API Gateway v1.
     pub rest_apis: &'a aws_sdk_apigateway::Client,
 }
 

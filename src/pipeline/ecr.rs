@@ -1,6 +1,8 @@
 //! The ECR control plane: the repository (scan on push, a lifecycle policy), registry
 //! credentials, and registering a pushed manifest (for registries ECR does not front).
 
+#![warn(missing_docs)]
+
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use base64::Engine;
 
@@ -9,6 +11,7 @@ use super::aws::{aws_err, AwsError};
 /// A repository and the registry that serves it.
 #[derive(Debug, Clone)]
 pub struct Repository {
+    /// The repository's name.
     pub name: String,
     /// `<account>.dkr.ecr.<region>.amazonaws.com/<name>`
     pub uri: String,

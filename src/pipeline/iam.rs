@@ -1,8 +1,11 @@
 //! The functions' execution role: Lambda's trust policy and a least-privilege inline policy
 //! (its own log groups, the models bucket), both from `infra/iam/`.
 
+#![warn(missing_docs)]
+
 use super::aws::{aws_err, AwsError};
 
+/// The name of the execution role's inline policy.
 pub const POLICY_NAME: &str = "lambda-cnn";
 
 /// Fills `{account}`, `{region}`, `{bucket}`, `{predict}`, `{train}` in a policy template.

@@ -1,6 +1,8 @@
 //! Lambda: create or update a function from an image (by digest), wait until the update is
 //! done, publish versions, invoke them, and move aliases — with canary weights when asked.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -17,22 +19,33 @@ use crate::arch::Arch;
 /// What a function should be.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
+    /// The function's name.
     pub name: String,
     /// `<repository uri>@sha256:…`: by digest, never by tag.
     pub image_uri: String,
+    /// The execution role.
     pub role_arn: String,
+    /// MemorySize (which also sets the CPU share).
     pub memory_mb: i32,
+    /// Timeout, seconds.
     pub timeout_s: i32,
+    /// EphemeralStorage (/tmp), MB.
     pub ephemeral_mb: i32,
+    /// The architecture (the image's).
     pub arch: Arch,
+    /// Environment variables.
     pub env: BTreeMap<String, String>,
 }
 
+/// What [`deploy`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
+    /// The function did not exist.
     Created,
+    /// Its code or configuration changed.
     Updated,
+    /// It was already as asked.
     Unchanged,
 }
 
@@ -204,13 +217,16 @@ pub async fn deploy_within_memory_cap(
 /// The account's concurrency: its limit and what is not reserved by any function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct AccountConcurrency {
+    /// The account's concurrent executions quota.
     pub limit: i32,
+    /// What no function has reserved.
     pub unreserved: i32,
 }
 
 /// Lambda keeps at least this many executions unreserved: reserving is refused below it.
 pub const MIN_UNRESERVED: i32 = 100;
 
+/// The account's concurrency (GetAccountSettings).
 pub async fn account_concurrency(
     lambda: &aws_sdk_lambda::Client,
 ) -> Result<AccountConcurrency, AwsError> {
@@ -406,10 +422,13 @@ pub async fn point_alias(
 /// The answer of a synchronous invocation.
 #[derive(Debug, Clone)]
 pub struct Invoked {
+    /// `X-Amz-Function-Error` (`Unhandled`) when the function failed.
     pub function_error: Option<String>,
+    /// The answer (or the error document).
     pub payload: Vec<u8>,
 }
 
+/// One synchronous invocation of `name` (at `qualifier`) with `payload`.
 pub async fn invoke(
     lambda: &aws_sdk_lambda::Client,
     name: &str,
@@ -499,6 +518,7 @@ pub async fn versions(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<Vec
     Ok(out)
 }
 
+/// Reserves `reserved` concurrent executions for `name`.
 pub async fn set_reserved_concurrency(
     lambda: &aws_sdk_lambda::Client,
     name: &str,

@@ -5,6 +5,8 @@
 //! Compressed layers are kept in a cache keyed by the digest of the uncompressed tar (the
 //! layer's `diff_id`): a layer whose content did not change is read back, not compressed again.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,9 @@ use sha2::{Digest, Sha256};
 /// Fixed so that digests do not depend on flate2's default.
 pub const GZIP_LEVEL: u32 = 6;
 
+/// Why a layer could not be built.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum LayerError {
     #[error("cannot read {path} for layer {layer:?}: {source}")]
     Read {
@@ -52,11 +56,13 @@ enum Source {
 /// for every file (mode 0755), so a layer unpacks the same with any tool.
 #[derive(Debug, Clone)]
 pub struct LayerSpec {
+    /// What the layer holds, for people ("system: loader, shared libraries, CA bundle").
     pub name: String,
     entries: BTreeMap<String, Entry>,
 }
 
 impl LayerSpec {
+    /// An empty layer named `name`.
     pub fn new(name: impl Into<String>) -> Self {
         LayerSpec {
             name: name.into(),
@@ -77,6 +83,7 @@ impl LayerSpec {
         self.insert(path, Source::Path(source.to_owned()), mode)
     }
 
+    /// A file with these bytes.
     pub fn bytes(
         &mut self,
         path: &str,
@@ -176,6 +183,7 @@ fn relative(path: &str) -> Result<String, LayerError> {
 /// need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
+    /// The spec's name.
     pub name: String,
     /// `sha256:…` of the uncompressed tar (the config's `rootfs.diff_ids`).
     pub diff_id: String,
@@ -183,7 +191,9 @@ pub struct Layer {
     pub digest: String,
     /// Compressed size in bytes.
     pub size: u64,
+    /// Uncompressed size in bytes.
     pub uncompressed_size: u64,
+    /// The compressed blob's file in the cache.
     pub blob: PathBuf,
     /// True when the compressed blob came from the cache.
     pub cached: bool,
@@ -196,10 +206,12 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
+    /// The cache in `dir` (created when first written).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         LayerCache { dir: dir.into() }
     }
 
+    /// Its directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

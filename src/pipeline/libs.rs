@@ -8,6 +8,8 @@
 //! loader run under qemu-user with the sysroot as its root. The image then carries the
 //! sysroot's files — never the host's.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,10 +20,13 @@ use super::binary::{Arch, BinaryInfo};
 pub struct SharedLib {
     /// Absolute path inside the image (the path the loader resolved, or the `PT_INTERP` path).
     pub image_path: String,
+    /// Where its bytes are on this machine (in the sysroot for a foreign binary).
     pub host_path: PathBuf,
 }
 
+/// Why a binary's libraries could not be resolved.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum LibsError {
     #[error(
         "{binary} is a dynamically linked {arch} binary and this machine is {host}: its shared \

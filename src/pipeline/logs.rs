@@ -1,9 +1,12 @@
 //! CloudWatch Logs: the functions' log groups (created with a retention, so they do not grow
 //! forever) and reading REPORT lines back for `deploy monitor`.
 
+#![warn(missing_docs)]
+
 use super::aws::{aws_err, AwsError};
 use crate::report::{self, Report};
 
+/// The log group Lambda writes `function_name`'s logs to.
 pub fn log_group(function_name: &str) -> String {
     format!("/aws/lambda/{function_name}")
 }
@@ -34,6 +37,7 @@ pub async fn ensure_log_group(
     Ok(())
 }
 
+/// Deletes a log group; `false` when there was none.
 pub async fn delete_log_group(
     logs: &aws_sdk_cloudwatchlogs::Client,
     group: &str,

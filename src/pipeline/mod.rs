@@ -3,6 +3,8 @@
 //! its internals; `release` chains lambda, iam, smoke and logs for one function, `doctor`
 //! reads what each would meet, and `destroy` removes what they made.
 
+#![warn(missing_docs)]
+
 pub mod apigw;
 pub mod apigw_rest;
 pub mod aws;

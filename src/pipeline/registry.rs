@@ -2,6 +2,8 @@
 //! `oci-client`. Blobs the registry already has are skipped; the manifest is pushed as the
 //! exact bytes we built, so its digest is the one we computed (and the one Lambda is given).
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -15,7 +17,9 @@ const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Attempts per registry call; transient failures (5xx, dropped connections) are retried.
 const ATTEMPTS: u32 = 4;
 
+/// Why a push failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum RegistryError {
     #[error("{action} on {registry}: {source}")]
     Call {
@@ -42,26 +46,37 @@ pub enum RegistryError {
 pub struct Destination {
     /// `host[:port]`
     pub registry: String,
+    /// The repository's path in it.
     pub repository: String,
     /// Plain HTTP (a registry on 127.0.0.1); HTTPS otherwise.
     pub plain_http: bool,
 }
 
+/// What a push did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PushOutcome {
+    /// `registry/repository`.
     pub repository: String,
+    /// The manifest digest the registry serves.
     pub digest: String,
+    /// Blob bytes uploaded.
     pub bytes_pushed: u64,
+    /// Blob bytes the registry already had.
     pub bytes_skipped: u64,
+    /// Blobs uploaded.
     pub blobs_pushed: usize,
+    /// Blobs the registry already had.
     pub blobs_skipped: usize,
+    /// The tags put on the manifest.
     pub tags: Vec<String>,
 }
 
 /// What `deploy push` reports for one function: the push, named by its function.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PushReport {
+    /// predict or train.
     pub function: String,
+    /// The push.
     #[serde(flatten)]
     pub outcome: PushOutcome,
 }

@@ -2,6 +2,8 @@
 //! publish a version, smoke-test that version, and only then move the alias to it. A failed
 //! smoke test leaves the alias where it was.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use super::aws::{aws_err, Account, AwsError};
@@ -14,15 +16,23 @@ use super::{iam, logs, smoke};
 /// endpoint serving the Lambda Invoke API (a Runtime API emulator running the image).
 #[derive(Clone)]
 pub struct Clients {
+    /// Lambda's control plane.
     pub lambda: aws_sdk_lambda::Client,
+    /// Where smoke tests (and tune's invocations) go.
     pub smoke: aws_sdk_lambda::Client,
+    /// IAM (the execution role).
     pub iam: aws_sdk_iam::Client,
+    /// CloudWatch Logs (log groups, REPORT lines).
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// S3 (the models bucket).
     pub s3: aws_sdk_s3::Client,
+    /// ECR (repository, images, tags).
     pub ecr: aws_sdk_ecr::Client,
 }
 
+/// Why a release stopped.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum ReleaseError {
     #[error(transparent)]
     Aws(#[from] AwsError),
@@ -44,16 +54,24 @@ pub enum ReleaseError {
     },
 }
 
+/// What `deploy release` did for one function.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReleaseOutcome {
+    /// The function's name.
     pub function: String,
+    /// What it runs: `<repository uri>@sha256:…`.
     pub image_uri: String,
+    /// What happened to `$LATEST`.
     pub change: Change,
+    /// The version published (and smoke-tested).
     pub version: String,
+    /// Where the alias pointed before.
     pub previous: Option<String>,
+    /// The alias moved.
     pub alias: String,
     /// Share of traffic on `version` when released as a canary.
     pub canary: Option<f64>,
+    /// What the smoke test saw.
     pub smoke: String,
 }
 
@@ -71,10 +89,15 @@ impl std::fmt::Display for ReleaseOutcome {
     }
 }
 
+/// What to release.
 pub struct ReleaseRequest<'a> {
+    /// The function released.
     pub function: Function,
+    /// The ECR repository's URI.
     pub repository_uri: &'a str,
+    /// The ECR repository's name.
     pub repository: &'a str,
+    /// The image's manifest digest (pushed).
     pub digest: &'a str,
     /// Release new weights: predict loads them from this S3 URI.
     pub model_s3_uri: Option<&'a str>,
@@ -213,6 +236,7 @@ async fn cap_concurrency(
     }
 }
 
+/// Releases one function: the image by digest, a version, its smoke test, then the alias.
 pub async fn release(
     clients: &Clients,
     config: &DeployConfig,

@@ -1,5 +1,7 @@
 //! The smoke test a new version must pass before the `live` alias moves to it.
 
+#![warn(missing_docs)]
+
 use super::image::Function;
 
 /// A recorded API Gateway HTTP API event carrying a real MNIST test digit, a 7.
@@ -9,6 +11,7 @@ const PREDICT_EXPECTED: u64 = 7;
 /// A short training run: enough to prove the data loads and the model learns.
 const TRAIN_EVENT: &str = r#"{"epochs":1,"limit":500}"#;
 
+/// The event a smoke test sends to `f`.
 pub fn payload(f: Function) -> &'static [u8] {
     match f {
         Function::Predict => PREDICT_EVENT.as_bytes(),

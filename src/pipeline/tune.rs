@@ -8,6 +8,8 @@
 //! deleted (Lambda hands back an existing version when nothing changed, and that one may be
 //! live), and `$LATEST` gets its memory back.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
@@ -20,6 +22,61 @@ use super::lambda;
 use crate::cost::{Arch, Prices};
 use crate::report::{self, Report};
 use crate::tune::SizeResult;
+
+/// What an alias runs, to release it again at another size (`deploy tune --apply`).
+#[derive(Debug, Clone)]
+pub struct AliasTarget {
+    /// The version the alias points at.
+    pub version: String,
+    /// The image it runs, `sha256:…`.
+    pub digest: String,
+    /// The architecture it runs on.
+    pub arch: Arch,
+    /// predict's `MODEL_S3_URI` (weights released with `deploy release --model`), kept.
+    pub model_s3_uri: Option<String>,
+}
+
+/// What `alias` of `name` runs; `None` when there is no such alias.
+pub async fn alias_target(
+    lambda_client: &aws_sdk_lambda::Client,
+    name: &str,
+    alias: &str,
+) -> Result<Option<AliasTarget>, AwsError> {
+    let Some(version) = lambda::alias_version(lambda_client, name, alias).await? else {
+        return Ok(None);
+    };
+    let Some(digest) = lambda::version_image_digest(lambda_client, name, &version).await? else {
+        return Err(AwsError::new(
+            format!("reading version {version} of {name}"),
+            "it does not run an image by digest",
+        ));
+    };
+    let conf = lambda_client
+        .get_function_configuration()
+        .function_name(name)
+        .qualifier(&version)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading version {version} of {name}")))?;
+    Ok(Some(AliasTarget {
+        model_s3_uri: conf
+            .environment()
+            .and_then(|e| e.variables())
+            .and_then(|v| v.get("MODEL_S3_URI"))
+            .cloned(),
+        arch: arch_of(conf.architectures()),
+        version,
+        digest,
+    }))
+}
+
+/// Lambda's `Architectures` as ours (x86_64 when none is listed, Lambda's default).
+fn arch_of(listed: &[aws_sdk_lambda::types::Architecture]) -> Arch {
+    match listed.first() {
+        Some(aws_sdk_lambda::types::Architecture::Arm64) => Arch::Arm64,
+        _ => Arch::X86_64,
+    }
+}
 
 /// The temporary aliases' names: `tune-<MB>`.
 pub fn alias_name(memory_mb: u32) -> String {
@@ -82,10 +139,7 @@ pub async fn start<'a>(
         .await
         .map_err(aws_err(format!("reading the configuration of {name}")))?;
     let previous_mb = conf.memory_size().unwrap_or(128).max(128) as u32;
-    let arch = match conf.architectures().first() {
-        Some(aws_sdk_lambda::types::Architecture::Arm64) => Arch::Arm64,
-        _ => Arch::X86_64,
-    };
+    let arch = arch_of(conf.architectures());
     let existing = lambda::versions(lambda_client, name)
         .await?
         .into_iter()

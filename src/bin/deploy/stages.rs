@@ -808,12 +808,21 @@ async fn tune(ctx: &Ctx, args: &TuneArgs) -> Result<()> {
         report.chart = Some(path.display().to_string());
     }
     if args.apply {
-        match report.recommended_mb {
-            Some(mb) => report.applied = Some(apply_memory(ctx, args.function, mb).await?),
-            None => bail!("no size could be measured, so there is nothing to apply:\n{report}"),
+        if let Some(mb) = report.recommended_mb {
+            report.applied = Some(apply_memory(ctx, args.function, mb).await?);
         }
     }
     ctx.out.print(&report)?;
+    if report.recommended_mb.is_none() {
+        bail!(
+            "no memory size could be measured{}: see why beside each size above",
+            if args.apply {
+                ", so nothing was applied"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }
 
@@ -830,33 +839,11 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
     let cfg = &ctx.config;
     let name = cfg.function(f).name.clone();
     let alias = cfg.release.alias.clone();
-    let live = lambda::alias_version(&ctx.clients.lambda, &name, &alias)
+    let live = lambda_cnn::pipeline::tune::alias_target(&ctx.clients.lambda, &name, &alias)
         .await?
         .with_context(|| {
             format!("{name} has no {alias} alias: release it first (deploy release)")
         })?;
-    let digest = lambda::version_image_digest(&ctx.clients.lambda, &name, &live)
-        .await?
-        .with_context(|| format!("{name} version {live} does not run an image by digest"))?;
-    let live_conf = ctx
-        .clients
-        .lambda
-        .get_function_configuration()
-        .function_name(&name)
-        .qualifier(&live)
-        .send()
-        .await
-        .map_err(aws::aws_err(format!("reading version {live} of {name}")))?;
-    // Keep the model predict was released with (`deploy release --model`).
-    let model = live_conf
-        .environment()
-        .and_then(|e| e.variables())
-        .and_then(|v| v.get("MODEL_S3_URI"))
-        .cloned();
-    let arch = match live_conf.architectures().first() {
-        Some(aws_sdk_lambda::types::Architecture::Arm64) => lambda_cnn::arch::Arch::Arm64,
-        _ => lambda_cnn::arch::Arch::X86_64,
-    };
     let mut config = cfg.clone();
     if let Some(fc) = config.functions.get_mut(f.name()) {
         fc.memory_mb = memory_mb as i32;
@@ -880,10 +867,10 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
         function: f,
         repository_uri: &repo.uri,
         repository: &repo.name,
-        digest: &digest,
-        model_s3_uri: model.as_deref(),
+        digest: &live.digest,
+        model_s3_uri: live.model_s3_uri.as_deref(),
         canary_percent: None,
-        arch,
+        arch: live.arch,
     };
     let outcome = release::release(&ctx.clients, &config, &ctx.account, &role_arn, &req, &say)
         .await

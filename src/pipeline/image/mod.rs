@@ -9,6 +9,8 @@
 //! One architecture per manifest (Lambda rejects image indexes), OCI media types, a non-root
 //! user. Everything is reproducible: the same inputs give the same manifest digest.
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,8 +30,11 @@ use super::libs::{self, LibsError};
 pub const BOOTSTRAP: &str = "/var/runtime/bootstrap";
 /// The function's working directory, as on Lambda (`LAMBDA_TASK_ROOT`).
 pub const TASK_ROOT: &str = "/var/task";
+/// The shipped weights' path in the predict image.
 pub const WEIGHTS_IN_IMAGE: &str = concat!("/var/task/", crate::shipped_weights_path!());
+/// The weights' model card in the predict image.
 pub const CARD_IN_IMAGE: &str = "/var/task/model-weights/mnist-cnn.json";
+/// The folder of the four MNIST files in the train image.
 pub const MNIST_IN_IMAGE: &str = "/var/task/mnist";
 /// Where Debian, Ubuntu and Amazon Linux 2023 keep their bundle: also the first place
 /// rustls-native-certs (the AWS SDK's HTTPS client) looks. `SSL_CERT_FILE` names it too.
@@ -48,11 +53,14 @@ pub const HOST_CA_BUNDLES: [&str; 3] = [
 /// The two functions of this project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
+    /// Serves predictions (and the digit page).
     Predict,
+    /// Trains the model on MNIST.
     Train,
 }
 
 impl Function {
+    /// `predict` or `train`.
     pub fn name(self) -> &'static str {
         match self {
             Function::Predict => "predict",
@@ -78,7 +86,9 @@ impl FromStr for Function {
     }
 }
 
+/// Why an image could not be built.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // documented by their messages
 pub enum ImageError {
     #[error(transparent)]
     Binary(#[from] BinaryError),
@@ -119,7 +129,9 @@ pub enum ImageError {
 /// What an image is made of.
 #[derive(Debug, Clone)]
 pub struct ImageInputs {
+    /// Which function.
     pub function: Function,
+    /// Its compiled binary (becomes /var/runtime/bootstrap).
     pub binary: PathBuf,
     /// The architecture asked for; must match the binary's. `None`: the binary's.
     pub arch: Option<Arch>,
@@ -136,12 +148,19 @@ pub struct ImageInputs {
 /// An assembled image: blobs in the layer cache, config and manifest in memory.
 #[derive(Debug, Clone)]
 pub struct Image {
+    /// Which function.
     pub function: Function,
+    /// Its architecture (the binary's).
     pub arch: Arch,
+    /// Its layers, most stable first.
     pub layers: Vec<Layer>,
+    /// The image config's exact bytes.
     pub config: Vec<u8>,
+    /// `sha256:…` of the config.
     pub config_digest: String,
+    /// The manifest's exact bytes.
     pub manifest: Vec<u8>,
+    /// `sha256:…` of the manifest: the image's identity.
     pub manifest_digest: String,
 }
 
@@ -166,7 +185,9 @@ impl Image {
 /// The bytes of one blob: in memory (config, manifest) or a file in the layer cache.
 #[derive(Debug, Clone, Copy)]
 pub enum BlobSource<'a> {
+    /// Bytes in memory.
     Bytes(&'a [u8]),
+    /// A file.
     File(&'a Path),
 }
 
@@ -383,6 +404,7 @@ fn oci_arch(arch: Arch) -> oci_spec::image::Arch {
     }
 }
 
+/// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
