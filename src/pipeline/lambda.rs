@@ -471,11 +471,15 @@ pub async fn function_arch(
         Err(e) if e.is("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(e),
     };
-    // Lambda's default when none is listed.
-    Ok(Some(match conf.architectures().first() {
-        Some(aws_sdk_lambda::types::Architecture::Arm64) => crate::arch::Arch::Arm64,
-        _ => crate::arch::Arch::X86_64,
-    }))
+    Ok(Some(arch_of(conf.architectures())))
+}
+
+/// Lambda's `Architectures` as ours: x86_64 when none is listed (Lambda's default).
+pub fn arch_of(listed: &[Architecture]) -> Arch {
+    match listed.first() {
+        Some(Architecture::Arm64) => Arch::Arm64,
+        _ => Arch::X86_64,
+    }
 }
 
 /// The image digest a published version runs (`…@sha256:…` in its code location).

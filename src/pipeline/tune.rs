@@ -64,18 +64,10 @@ pub async fn alias_target(
             .and_then(|e| e.variables())
             .and_then(|v| v.get("MODEL_S3_URI"))
             .cloned(),
-        arch: arch_of(conf.architectures()),
+        arch: lambda::arch_of(conf.architectures()),
         version,
         digest,
     }))
-}
-
-/// Lambda's `Architectures` as ours (x86_64 when none is listed, Lambda's default).
-fn arch_of(listed: &[aws_sdk_lambda::types::Architecture]) -> Arch {
-    match listed.first() {
-        Some(aws_sdk_lambda::types::Architecture::Arm64) => Arch::Arm64,
-        _ => Arch::X86_64,
-    }
 }
 
 /// The temporary aliases' names: `tune-<MB>`.
@@ -139,7 +131,7 @@ pub async fn start<'a>(
         .await
         .map_err(aws_err(format!("reading the configuration of {name}")))?;
     let previous_mb = conf.memory_size().unwrap_or(128).max(128) as u32;
-    let arch = arch_of(conf.architectures());
+    let arch = lambda::arch_of(conf.architectures());
     let existing = lambda::versions(lambda_client, name)
         .await?
         .into_iter()

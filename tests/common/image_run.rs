@@ -152,3 +152,32 @@ pub fn correct_predictions(emu: &Emulator, n: usize) -> usize {
         })
         .count()
 }
+
+/// Runs the unpacked predict image (`rootfs`, from the layout `layout`) under bubblewrap
+/// against the Runtime API emulator: 10 real test digits must come back right, the process
+/// must stay up, and the weights it loaded must be the image's own.
+pub fn assert_predict_image_serves_real_digits(rootfs: &Path, layout: &Path) {
+    let mut emu = Emulator::start();
+    emu.start_function_command("predict", bwrap_command(rootfs, layout, &[]));
+    assert_eq!(correct_predictions(&emu, 10), 10, "{}", emu.logs());
+    assert!(emu.functions_alive());
+    let log = emu.log("predict");
+    assert!(
+        log.contains("/var/task/model-weights/mnist-cnn.safetensors"),
+        "{log}"
+    );
+}
+
+/// Runs the unpacked train image the same way for one epoch over 1000 samples; returns the
+/// test accuracy it answered.
+pub fn train_image_accuracy(rootfs: &Path, layout: &Path) -> f64 {
+    let mut emu = Emulator::start();
+    emu.start_function_command("train", bwrap_command(rootfs, layout, &[]));
+    let r = emu.invoke("train", &json!({"epochs": 1, "limit": 1000}));
+    assert_eq!(r["statusCode"], 200, "{r}\n{}", emu.logs());
+    r["body"]
+        .as_str()
+        .and_then(|b| b.trim_matches('"').strip_prefix("Test accuracy: "))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {r}"))
+}
