@@ -251,45 +251,43 @@ impl Tuner<'_> {
                 }
             }
         };
-        let mut reports = Vec::new();
-        let mut failure = None;
-        if parallel && invocations > 1 {
+        let outcomes: Vec<Result<Report, String>> = if parallel && invocations > 1 {
             // The first alone, so that exactly one cold start leads; the rest at once.
             let first = self.invoke_once(&alias, payload).await;
             let rest =
                 futures_join((1..invocations).map(|_| self.invoke_once(&alias, payload))).await;
-            for r in std::iter::once(first).chain(rest) {
-                match r {
-                    Ok(rep) => {
-                        progress(Invocation {
-                            memory_mb,
-                            report: Some(rep.clone()),
-                        });
-                        reports.push(rep);
-                    }
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                    }
+            let all: Vec<_> = std::iter::once(first).chain(rest).collect();
+            for r in &all {
+                progress(Invocation {
+                    memory_mb,
+                    report: r.as_ref().ok().cloned(),
+                });
+            }
+            all
+        } else {
+            let mut done = Vec::new();
+            for _ in 0..invocations {
+                let r = self.invoke_once(&alias, payload).await;
+                progress(Invocation {
+                    memory_mb,
+                    report: r.as_ref().ok().cloned(),
+                });
+                let failed = r.is_err();
+                done.push(r);
+                // A failed invocation ends the size.
+                if failed {
+                    break;
                 }
             }
-        } else {
-            for _ in 0..invocations {
-                match self.invoke_once(&alias, payload).await {
-                    Ok(rep) => {
-                        progress(Invocation {
-                            memory_mb,
-                            report: Some(rep.clone()),
-                        });
-                        reports.push(rep);
-                    }
-                    Err(e) => {
-                        progress(Invocation {
-                            memory_mb,
-                            report: None,
-                        });
-                        failure = Some(e);
-                        break;
-                    }
+            done
+        };
+        let mut reports = Vec::new();
+        let mut failure = None;
+        for r in outcomes {
+            match r {
+                Ok(rep) => reports.push(rep),
+                Err(e) => {
+                    failure.get_or_insert(e);
                 }
             }
         }
