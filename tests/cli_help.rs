@@ -127,6 +127,11 @@ fn the_regions_cost_names_as_priced_have_price_tables() {
 fn tune_refuses_what_lambda_would_before_touching_the_function() {
     // No AWS is reachable here: each refusal must come before any call.
     let unreachable = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned())];
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!("\"{}\"", "x".repeat(6 * 1024 * 1024))).unwrap();
+    let not_json = dir.path().join("event.json");
+    std::fs::write(&not_json, "epochs=1").unwrap();
     for (args, says) in [
         (vec!["--memory", "64,512"], "128 to 10240"),
         (vec!["--memory", "512,20000"], "20000"),
@@ -137,6 +142,11 @@ fn tune_refuses_what_lambda_would_before_touching_the_function() {
             vec!["--payload", "/nonexistent/event.json"],
             "/nonexistent/event.json",
         ),
+        (
+            vec!["--payload", big.to_str().unwrap()],
+            "at most 6291456 bytes",
+        ),
+        (vec!["--payload", not_json.to_str().unwrap()], "is not JSON"),
     ] {
         let mut all = vec!["tune", "--function", "predict"];
         all.extend(args.iter().copied());

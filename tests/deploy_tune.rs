@@ -112,24 +112,23 @@ impl Stack {
 
     /// Aliases and published versions of `function`, and `$LATEST`'s memory.
     fn footprint(&self, function: &str) -> (Vec<String>, Vec<String>, i64) {
-        let aliases = self.lambda(&format!("/2015-03-31/functions/{function}/aliases"))["Aliases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["Name"].as_str().unwrap().to_owned())
-            .collect();
-        let versions = self.lambda(&format!("/2015-03-31/functions/{function}/versions"))
-            ["Versions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["Version"].as_str().unwrap().to_owned())
-            .collect();
-        let memory = self.lambda(&format!("/2015-03-31/functions/{function}/configuration"))
-            ["MemorySize"]
+        let path = format!("/2015-03-31/functions/{function}");
+        let names = |list: &str, field: &str, key: &str| -> Vec<String> {
+            self.lambda(&format!("{path}/{list}"))[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x[key].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let memory = self.lambda(&format!("{path}/configuration"))["MemorySize"]
             .as_i64()
             .unwrap();
-        (aliases, versions, memory)
+        (
+            names("aliases", "Aliases", "Name"),
+            names("versions", "Versions", "Version"),
+            memory,
+        )
     }
 
     fn live(&self, function: &str) -> Value {

@@ -691,6 +691,17 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
 fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
     match file {
         Some(path) => {
+            // Lambda's limit for a synchronous request: a larger event fails every invocation.
+            const MAX: u64 = 6 * 1024 * 1024;
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("cannot read the payload {}", path.display()))?
+                .len();
+            if len > MAX {
+                bail!(
+                    "the payload {} is {len} bytes; Lambda takes at most {MAX} bytes in a synchronous invocation",
+                    path.display()
+                );
+            }
             let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read the payload {}", path.display()))?;
             serde_json::from_slice::<serde_json::Value>(&bytes).with_context(|| {
