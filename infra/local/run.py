@@ -145,6 +145,9 @@ def main():
     args = ap.parse_args()
     for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv", "rie_dir"):
         setattr(args, a, os.path.abspath(getattr(args, a)))
+    if args.tune and not (args.arch == HOST_ARCH and docker_works()):
+        sys.exit("error: make tune needs the local data plane, which runs images in Docker (of this machine's "
+                 f"architecture, {HOST_ARCH}): `docker info` must work; without it, memory buys nothing locally")
     os.makedirs(STATE, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
@@ -352,8 +355,6 @@ def pipeline(args):
           + (f" (the duration measured under qemu on {HOST_ARCH}: not Graviton's)" if args.arch != HOST_ARCH else ""))
 
     if args.tune:
-        if not use_docker:
-            sys.exit("error: --tune needs the data plane, which needs Docker running images of this machine's architecture")
         os.makedirs(args.tune, exist_ok=True)
         # predict: the recorded digit; train: 20,000 samples, seconds of CPU-bound work.
         for f, memory, invocations, strategy, payload in (
