@@ -381,6 +381,27 @@ fn ctrl_c_during_a_tune_removes_its_aliases_and_versions_and_restores_the_memory
         "20 invocations of 2.5 s were not waited for: {err}"
     );
     assert_eq!(s.footprint(TRAIN), before);
+
+    // Stopped, the data plane leaves no container and no image name of its run in Docker.
+    let pulled_from = format!("{}/", s.registry.host());
+    drop(s);
+    let out = std::process::Command::new("docker")
+        .args([
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}}@{{.Digest}}",
+        ])
+        .output()
+        .unwrap();
+    let images = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!images.contains(&pulled_from), "{images}");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    let containers = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!containers.contains("lambda-cnn-dp-"), "{containers}");
 }
 
 #[test]

@@ -378,6 +378,17 @@ class DataPlane:
             envs, self.envs = self.envs, []
         for e in envs:
             victim_stop(e)
+        # The images it pulled are named after this run's registry port: left behind, every
+        # run would add names to the user's `docker images` (the layers themselves are shared).
+        for ref in sorted(self.pulled):
+            for attempt in range(3):
+                r = subprocess.run(["docker", "rmi", "-f", ref], capture_output=True, text=True)
+                if r.returncode == 0 or "No such image" in r.stderr:
+                    break
+                time.sleep(0.5)  # a container of it may still be going away
+            else:
+                log(f"could not remove the image {ref}: {r.stderr.strip()}")
+        self.pulled.clear()
 
     # --- logs -----------------------------------------------------------------------------
 
