@@ -7,7 +7,7 @@
 mod common;
 
 use common::aws_emulator::AwsStack;
-use common::dataplane::{docker_or_skip, DataPlane};
+use common::dataplane::{docker, docker_or_skip, DataPlane};
 use common::emulator::workspace_binary;
 use common::faulty_proxy::{relay, Message};
 use common::image_run::deploy_image;
@@ -37,6 +37,16 @@ struct Stack {
 }
 
 impl Stack {
+    /// [`Stack::start`] for a test that has this machine to itself (the lock held as long as
+    /// the guard lives); `None`, after saying SKIPPED, where there is no Docker.
+    fn start_alone() -> Option<(std::sync::MutexGuard<'static, ()>, Self)> {
+        if !docker_or_skip("deploy tune's data plane") {
+            return None;
+        }
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        Some((one, Stack::start()))
+    }
+
     /// The stand-ins, both images built, pushed and released (smoke-tested through the data
     /// plane, so the release itself ran the images in Docker).
     fn start() -> Self {
@@ -155,11 +165,9 @@ fn mean_ms(report: &Value, mb: u64) -> f64 {
 
 #[test]
 fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
-    if !docker_or_skip("deploy tune's data plane") {
+    let Some((_one, s)) = Stack::start_alone() else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = Stack::start();
+    };
     let before = [PREDICT, TRAIN].map(|f| s.footprint(f));
 
     // predict: about a millisecond of arithmetic per digit.
@@ -330,11 +338,9 @@ fn failing_smoke_tests(upstream_port: u16) -> u16 {
 
 #[test]
 fn ctrl_c_during_a_tune_removes_its_aliases_and_versions_and_restores_the_memory() {
-    if !docker_or_skip("deploy tune's data plane") {
+    let Some((_one, s)) = Stack::start_alone() else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = Stack::start();
+    };
     let before = s.footprint(TRAIN);
     let payload = s.dir.path().join("train.json");
     std::fs::write(&payload, r#"{"epochs":1,"limit":20000}"#).unwrap();
@@ -385,32 +391,22 @@ fn ctrl_c_during_a_tune_removes_its_aliases_and_versions_and_restores_the_memory
     // Stopped, the data plane leaves no container and no image name of its run in Docker.
     let pulled_from = format!("{}/", s.registry.host());
     drop(s);
-    let out = std::process::Command::new("docker")
-        .args([
-            "images",
-            "--digests",
-            "--format",
-            "{{.Repository}}@{{.Digest}}",
-        ])
-        .output()
-        .unwrap();
-    let images = String::from_utf8_lossy(&out.stdout).into_owned();
+    let images = docker(&[
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}}@{{.Digest}}",
+    ]);
     assert!(!images.contains(&pulled_from), "{images}");
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-a", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
-    let containers = String::from_utf8_lossy(&out.stdout).into_owned();
+    let containers = docker(&["ps", "-a", "--format", "{{.Names}}"]);
     assert!(!containers.contains("lambda-cnn-dp-"), "{containers}");
 }
 
 #[test]
 fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_digest() {
-    if !docker_or_skip("deploy tune's data plane") {
+    let Some((_one, s)) = Stack::start_alone() else {
         return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = Stack::start();
+    };
     let live_before = s.live(PREDICT);
     assert_eq!(live_before["MemorySize"], 1024);
 
@@ -545,11 +541,9 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         .containers()
         .iter()
         .map(|c| {
-            let o = std::process::Command::new("docker")
-                .args(["inspect", "-f", "{{.Config.Image}}", c])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+            docker(&["inspect", "-f", "{{.Config.Image}}", c])
+                .trim()
+                .to_owned()
         })
         .collect();
     assert!(

@@ -155,10 +155,11 @@ impl DeployConfig {
                 .functions
                 .get(f.name())
                 .ok_or_else(|| format!("[functions.{f}] is missing"))?;
-            if !(128..=10240).contains(&fc.memory_mb) {
+            if !super::lambda::MEMORY_MB.contains(&fc.memory_mb) {
                 return Err(format!(
-                    "functions.{f}.memory_mb = {}: Lambda allows 128..=10240",
-                    fc.memory_mb
+                    "functions.{f}.memory_mb = {}: Lambda allows {:?}",
+                    fc.memory_mb,
+                    super::lambda::MEMORY_MB
                 ));
             }
             if !(1..=900).contains(&fc.timeout_s) {

@@ -169,6 +169,9 @@ pub async fn deploy(
     Ok(change)
 }
 
+/// The memory sizes Lambda allows, MB ("128 MB to 10,240 MB, in 1-MB increments").
+pub const MEMORY_MB: std::ops::RangeInclusive<i32> = 128..=10240;
+
 /// New accounts may not configure more than this much memory (a quota AWS raises on request).
 pub const NEW_ACCOUNT_MAX_MEMORY_MB: i32 = 3008;
 
@@ -482,24 +485,38 @@ pub fn arch_of(listed: &[Architecture]) -> Arch {
     }
 }
 
-/// The image digest a published version runs (`…@sha256:…` in its code location).
-pub async fn version_image_digest(
+/// Version `version` of `name`: its code location and configuration.
+pub async fn get_version(
     lambda: &aws_sdk_lambda::Client,
     name: &str,
     version: &str,
-) -> Result<Option<String>, AwsError> {
-    let out = lambda
+) -> Result<aws_sdk_lambda::operation::get_function::GetFunctionOutput, AwsError> {
+    lambda
         .get_function()
         .function_name(name)
         .qualifier(version)
         .send()
         .await
-        .map_err(aws_err(format!("reading version {version} of {name}")))?;
-    Ok(out
-        .code()
+        .map_err(aws_err(format!("reading version {version} of {name}")))
+}
+
+/// The image digest a function's code location names (`…@sha256:…`).
+pub fn image_digest(
+    out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput,
+) -> Option<String> {
+    out.code()
         .and_then(|c| c.image_uri())
         .and_then(|uri| uri.split_once('@'))
-        .map(|(_, digest)| digest.to_owned()))
+        .map(|(_, digest)| digest.to_owned())
+}
+
+/// The image digest a published version runs.
+pub async fn version_image_digest(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    version: &str,
+) -> Result<Option<String>, AwsError> {
+    Ok(image_digest(&get_version(lambda, name, version).await?))
 }
 
 /// The published versions of a function, as numbers, ascending.

@@ -45,19 +45,19 @@ pub async fn alias_target(
     let Some(version) = lambda::alias_version(lambda_client, name, alias).await? else {
         return Ok(None);
     };
-    let Some(digest) = lambda::version_image_digest(lambda_client, name, &version).await? else {
+    let out = lambda::get_version(lambda_client, name, &version).await?;
+    let Some(digest) = lambda::image_digest(&out) else {
         return Err(AwsError::new(
             format!("reading version {version} of {name}"),
             "it does not run an image by digest",
         ));
     };
-    let conf = lambda_client
-        .get_function_configuration()
-        .function_name(name)
-        .qualifier(&version)
-        .send()
-        .await
-        .map_err(aws_err(format!("reading version {version} of {name}")))?;
+    let Some(conf) = out.configuration() else {
+        return Err(AwsError::new(
+            format!("reading version {version} of {name}"),
+            "no configuration in the answer",
+        ));
+    };
     Ok(Some(AliasTarget {
         model_s3_uri: conf
             .environment()
@@ -75,13 +75,18 @@ pub fn alias_name(memory_mb: u32) -> String {
     format!("tune-{memory_mb}")
 }
 
-/// The sizes Lambda allows (AWS: "128 MB to 10,240 MB, in 1-MB increments").
+/// Whether every size is one Lambda allows ([`lambda::MEMORY_MB`]).
 pub fn check_sizes(sizes: &[u32]) -> Result<(), String> {
     if sizes.is_empty() {
         return Err("no memory size to try: give --memory 128,512,...".to_owned());
     }
-    if let Some(bad) = sizes.iter().find(|m| !(128..=10240).contains(*m)) {
-        return Err(format!("--memory {bad}: Lambda allows 128 to 10240 MB"));
+    let allowed = |m: u32| i32::try_from(m).is_ok_and(|m| lambda::MEMORY_MB.contains(&m));
+    if let Some(bad) = sizes.iter().find(|m| !allowed(**m)) {
+        return Err(format!(
+            "--memory {bad}: Lambda allows {} to {} MB",
+            lambda::MEMORY_MB.start(),
+            lambda::MEMORY_MB.end()
+        ));
     }
     Ok(())
 }
@@ -254,8 +259,10 @@ impl Tuner<'_> {
         let outcomes: Vec<Result<Report, String>> = if parallel && invocations > 1 {
             // The first alone, so that exactly one cold start leads; the rest at once.
             let first = self.invoke_once(&alias, payload).await;
-            let rest =
-                futures_join((1..invocations).map(|_| self.invoke_once(&alias, payload))).await;
+            let rest = futures_util::future::join_all(
+                (1..invocations).map(|_| self.invoke_once(&alias, payload)),
+            )
+            .await;
             let all: Vec<_> = std::iter::once(first).chain(rest).collect();
             for r in &all {
                 progress(Invocation {
@@ -302,22 +309,18 @@ impl Tuner<'_> {
     /// removed stays recorded for [`Tuner::clean_up`].
     async fn drop_size(&self) -> Result<(), AwsError> {
         let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
-        let kept = Made {
-            aliases: made.aliases.clone(),
-            versions: made.versions.clone(),
-        };
-        match self.remove(made).await {
+        match self.remove(&made).await {
             Ok(()) => Ok(()),
             Err(mut errors) => {
                 let mut now = self.made.lock().unwrap_or_else(|p| p.into_inner());
-                now.aliases.extend(kept.aliases);
-                now.versions.extend(kept.versions);
+                now.aliases.extend(made.aliases);
+                now.versions.extend(made.versions);
                 Err(errors.remove(0))
             }
         }
     }
 
-    async fn remove(&self, made: Made) -> Result<(), Vec<AwsError>> {
+    async fn remove(&self, made: &Made) -> Result<(), Vec<AwsError>> {
         let mut errors = Vec::new();
         for alias in &made.aliases {
             match self
@@ -362,7 +365,7 @@ impl Tuner<'_> {
     /// step is tried; the errors are returned together.
     pub async fn clean_up(&self) -> Result<(), Vec<AwsError>> {
         let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut errors = self.remove(made).await.err().unwrap_or_default();
+        let mut errors = self.remove(&made).await.err().unwrap_or_default();
         let current = self
             .lambda
             .get_function_configuration()
@@ -390,30 +393,6 @@ impl Tuner<'_> {
     }
 }
 
-/// Runs futures at once, in order of their results' positions.
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, fut) in out.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,20 +403,5 @@ mod tests {
         assert!(check_sizes(&[]).unwrap_err().contains("--memory"));
         assert!(check_sizes(&[64]).unwrap_err().contains("128 to 10240"));
         assert!(check_sizes(&[128, 20000]).unwrap_err().contains("20000"));
-    }
-
-    #[test]
-    fn futures_run_together_and_answer_in_order() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let start = std::time::Instant::now();
-        let out = rt.block_on(futures_join((0..4u64).map(|i| async move {
-            tokio::time::sleep(std::time::Duration::from_millis(200 - i * 40)).await;
-            i
-        })));
-        assert_eq!(out, vec![0, 1, 2, 3]);
-        assert!(start.elapsed() < std::time::Duration::from_millis(400));
     }
 }

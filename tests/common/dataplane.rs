@@ -23,6 +23,13 @@ pub fn docker_or_skip(what: &str) -> bool {
     false
 }
 
+/// What `docker ARGS` prints.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The Runtime Interface Emulator binaries `make tools` extracts from PyPI's aws-sam-cli.
 pub fn rie_dir() -> PathBuf {
     let dir = std::env::var_os("LAMBDA_CNN_RIE_DIR")
@@ -97,20 +104,16 @@ impl DataPlane {
 
     /// The execution environments (containers) running now.
     pub fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "--filter",
-                &format!("label=lambda-cnn.dataplane={}", self.child.id()),
-                "--format",
-                "{{.Names}}",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        docker(&[
+            "ps",
+            "--filter",
+            &format!("label=lambda-cnn.dataplane={}", self.child.id()),
+            "--format",
+            "{{.Names}}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
     }
 }
 

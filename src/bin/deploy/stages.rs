@@ -40,10 +40,10 @@ struct Ctx {
 pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Result<()> {
     let config = DeployConfig::load(config_path)?;
     // What can be refused without AWS is refused before connecting.
-    if let Command::Tune(a) = &cmd {
-        lambda_cnn::pipeline::tune::check_sizes(&a.memory).map_err(anyhow::Error::msg)?;
-        tune_payload(a.function, a.payload.as_deref())?;
-    }
+    let tune_inputs = match &cmd {
+        Command::Tune(a) => Some(TuneInputs::read(a)?),
+        _ => None,
+    };
     if dry_run {
         plan(&cmd, &config);
         return Ok(());
@@ -70,7 +70,10 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Resu
             Command::Monitor(a) => monitor(&ctx, &a).await,
             Command::All(a) => all(&ctx, &a).await,
             Command::Doctor(a) => doctor(&ctx, &a).await,
-            Command::Tune(a) => tune(&ctx, &a).await,
+            Command::Tune(a) => {
+                let inputs = tune_inputs.map_or_else(|| TuneInputs::read(&a), Ok)?;
+                tune(&ctx, &a, inputs).await
+            }
             Command::Build(_) | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
         }
     })
@@ -361,17 +364,9 @@ fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
     ctx
 }
 
-async fn release_functions(
-    ctx: &Ctx,
-    functions: &[Function],
-    target: &Target,
-    canary: Option<f64>,
-    model: Option<&str>,
-) -> Result<Vec<ReleaseOutcome>> {
-    let cfg = &ctx.config;
-    if model.is_some_and(|m| !m.starts_with("s3://")) {
-        bail!("--model must be an s3://bucket/key URI");
-    }
+/// What every release needs first: the execution role (its ARN), the models bucket and the
+/// ECR repository.
+async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String, ecr::Repository)> {
     let role_arn = release::ensure_role(
         &ctx.clients,
         cfg,
@@ -391,6 +386,21 @@ async fn release_functions(
         &ctx.account,
     )
     .await?;
+    Ok((role_arn, repo))
+}
+
+async fn release_functions(
+    ctx: &Ctx,
+    functions: &[Function],
+    target: &Target,
+    canary: Option<f64>,
+    model: Option<&str>,
+) -> Result<Vec<ReleaseOutcome>> {
+    let cfg = &ctx.config;
+    if model.is_some_and(|m| !m.starts_with("s3://")) {
+        bail!("--model must be an s3://bucket/key URI");
+    }
+    let (role_arn, repo) = release_prerequisites(ctx, cfg).await?;
     let mut outcomes = Vec::new();
     for &f in functions {
         let img = read_image(target, f)?;
@@ -686,6 +696,26 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `deploy tune` checks and reads before it connects: the sizes (ascending, once each,
+/// each one Lambda allows) and the event.
+struct TuneInputs {
+    sizes: Vec<u32>,
+    payload: Vec<u8>,
+}
+
+impl TuneInputs {
+    fn read(args: &TuneArgs) -> Result<Self> {
+        let mut sizes = args.memory.clone();
+        sizes.sort_unstable();
+        sizes.dedup();
+        lambda_cnn::pipeline::tune::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
+        Ok(TuneInputs {
+            sizes,
+            payload: tune_payload(args.function, args.payload.as_deref())?,
+        })
+    }
+}
+
 /// The default event for tuning `f`: predict's smoke event (a real digit through API Gateway),
 /// or a short training run.
 fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
@@ -719,15 +749,11 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
     }
 }
 
-async fn tune(ctx: &Ctx, args: &TuneArgs) -> Result<()> {
+async fn tune(ctx: &Ctx, args: &TuneArgs, inputs: TuneInputs) -> Result<()> {
     use lambda_cnn::pipeline::tune as measuring;
     use lambda_cnn::tune::{chart, TuneReport};
 
-    let mut sizes = args.memory.clone();
-    sizes.sort_unstable();
-    sizes.dedup();
-    measuring::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
-    let payload = tune_payload(args.function, args.payload.as_deref())?;
+    let TuneInputs { sizes, payload } = inputs;
     let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
     let name = ctx.config.function(args.function).name.clone();
     let (prices, note) = cost::prices_for(&ctx.account.region);
@@ -859,21 +885,7 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
     if let Some(fc) = config.functions.get_mut(f.name()) {
         fc.memory_mb = memory_mb as i32;
     }
-    let role_arn = release::ensure_role(
-        &ctx.clients,
-        &config,
-        &ctx.account,
-        &policy(ctx, "trust-policy.json")?,
-        &policy(ctx, "execution-policy.json")?,
-    )
-    .await?;
-    let (repo, _) = ecr::ensure_repository(
-        &ctx.clients.ecr,
-        &config.repository.name,
-        config.repository.keep_images,
-        &ctx.account,
-    )
-    .await?;
+    let (role_arn, repo) = release_prerequisites(ctx, &config).await?;
     let req = ReleaseRequest {
         function: f,
         repository_uri: &repo.uri,
