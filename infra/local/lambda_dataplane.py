@@ -340,7 +340,7 @@ class DataPlane:
                 if idle:
                     victim = min(idle, key=lambda e: e.last_used)
                     self.envs.remove(victim)
-                    threading.Thread(target=victim_stop, args=(victim,), daemon=True).start()
+                    threading.Thread(target=stop_environment, args=(victim,), daemon=True).start()
                     break
                 self.lock.wait(timeout=1)
             env = Environment(self, key, spec)
@@ -359,7 +359,7 @@ class DataPlane:
             if dead or not env.alive():
                 if env in self.envs:
                     self.envs.remove(env)
-                victim_stop(env)
+                stop_environment(env)
             self.lock.notify_all()
 
     def reap(self):
@@ -371,13 +371,13 @@ class DataPlane:
                     self.envs.remove(e)
             for e in old:
                 log(f"{e.name}: idle for {self.args.idle_seconds} s, stopped")
-                victim_stop(e)
+                stop_environment(e)
 
     def stop_all(self):
         with self.lock:
             envs, self.envs = self.envs, []
         for e in envs:
-            victim_stop(e)
+            stop_environment(e)
         # The images it pulled are named after this run's registry port: left behind, every
         # run would add names to the user's `docker images` (the layers themselves are shared).
         for ref in sorted(self.pulled):
@@ -467,7 +467,8 @@ class DataPlane:
         return 200, out, body
 
 
-def victim_stop(env):
+def stop_environment(env):
+    """Removes its container (idle, evicted, dead, or the data plane stopping)."""
     if env.proc is not None and env.proc.poll() is None:
         subprocess.run(["docker", "rm", "-f", env.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
