@@ -3,13 +3,24 @@
 
 #![warn(missing_docs)]
 
-/// Log lines on stderr (stdout carries results), at the level in `RUST_LOG`, default `warn`.
+/// What is logged without `RUST_LOG`: our warnings, and none of the AWS SDK's own lines. The
+/// SDK warns (with Debug dumps) about every provider of the credential chain that did not
+/// answer, before the error the tool reports in one line says the same; `RUST_LOG=aws_config=debug`
+/// brings them back.
+pub const DEFAULT_LOG_FILTER: &str =
+    "warn,aws_config=off,aws_smithy_runtime=off,aws_smithy_runtime_api=off,aws_runtime=off,aws_sdk_sts=off,aws_sdk_sso=off";
+
+/// Log lines on stderr (stdout carries results), at the level in `RUST_LOG`, default
+/// [`DEFAULT_LOG_FILTER`]; colours only on a terminal, and never with `NO_COLOR` set.
 pub fn init_stderr_logging() {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
 }

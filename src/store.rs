@@ -72,9 +72,13 @@ impl S3Uri {
 #[cfg(feature = "s3")]
 pub use client::{Store, StoreError};
 
+/// The environment variable `deploy release` sets on both functions to the deploying account's
+/// id: the store then sends it as `ExpectedBucketOwner` on every call.
+pub const BUCKET_OWNER_VAR: &str = "MODEL_BUCKET_OWNER";
+
 #[cfg(feature = "s3")]
 mod client {
-    use super::S3Uri;
+    use super::{S3Uri, BUCKET_OWNER_VAR};
     use aws_sdk_s3::primitives::ByteStream;
 
     /// Why an object could not be read or written.
@@ -94,6 +98,10 @@ mod client {
     #[derive(Clone)]
     pub struct Store {
         client: aws_sdk_s3::Client,
+        /// The account that must own the buckets read and written (`ExpectedBucketOwner`):
+        /// bucket names are global, and a bucket of another account under our name must
+        /// answer 403, not take our models.
+        expected_owner: Option<String>,
     }
 
     impl Store {
@@ -109,6 +117,9 @@ mod client {
             }
             Self {
                 client: aws_sdk_s3::Client::from_conf(config.build()),
+                expected_owner: std::env::var(BUCKET_OWNER_VAR)
+                    .ok()
+                    .filter(|a| !a.is_empty()),
             }
         }
 
@@ -130,6 +141,7 @@ mod client {
                 .build();
             Self {
                 client: aws_sdk_s3::Client::from_conf(config),
+                expected_owner: None,
             }
         }
 
@@ -154,6 +166,7 @@ mod client {
                 .get_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
+                .set_expected_bucket_owner(self.expected_owner.clone())
                 .send()
                 .await
                 .map_err(|e| err(crate::errors::chain(&e)))?;
@@ -181,6 +194,7 @@ mod client {
                 .put_object()
                 .bucket(&uri.bucket)
                 .key(&uri.key)
+                .set_expected_bucket_owner(self.expected_owner.clone())
                 .content_type(content_type)
                 .body(ByteStream::from(bytes))
                 .send()

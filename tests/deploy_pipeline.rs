@@ -332,22 +332,81 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     // New weights are a new version with MODEL_S3_URI set, smoke-tested like any release.
     let bad_uri = s.deploy(&["release", "--function", "predict", "--model", "http://x/y"]);
     assert_clean_failure(&bad_uri, "s3://");
+    // Regression (issue 23, item 10): a model that does not exist is refused before anything
+    // changes, instead of going live.
+    let model_uri = format!("s3://{bucket}/models/mnist.safetensors");
+    let missing = s.deploy(&["release", "--function", "predict", "--model", &model_uri]);
+    assert!(!missing.status.success(), "{}", stdout(&missing));
+    assert!(
+        stderr(&missing).contains("does not exist"),
+        "{}",
+        stderr(&missing)
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+    // A model outside the models bucket, which predict's role cannot read, is refused too.
+    let elsewhere = s.deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--model",
+        "s3://someone-elses/mnist.safetensors",
+    ]);
+    assert!(
+        stderr(&elsewhere).contains("only one predict's execution role may read"),
+        "{}",
+        stderr(&elsewhere)
+    );
+    s.aws.put(
+        &bucket,
+        &[(
+            "models/mnist.safetensors".to_owned(),
+            std::fs::read(shipped_weights()).unwrap(),
+        )],
+    );
     let model = s.deploy(&[
         "release",
         "--function",
         "predict",
         "--model",
-        "s3://lambda-cnn-models/mnist.safetensors",
+        &model_uri,
         "--json",
     ]);
     assert_ok(&model, "release --model");
     assert_eq!(last_json(&model)["version"], "2");
-    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
-    assert_eq!(
-        f["Configuration"]["Environment"]["Variables"]["MODEL_S3_URI"],
-        "s3://lambda-cnn-models/mnist.safetensors"
-    );
+    let model_env = |s: &Stack| {
+        s.lambda(&format!("/2015-03-31/functions/{PREDICT}"))["Configuration"]["Environment"]
+            ["Variables"]["MODEL_S3_URI"]
+            .clone()
+    };
+    assert_eq!(model_env(&s), model_uri.as_str());
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "2");
+    // Regression (issue 23, item 7): a release without --model keeps the trained weights
+    // (said), and `--model image` is the way back to the image's own.
+    let kept = s.deploy(&["release", "--function", "predict", "--json"]);
+    assert_ok(&kept, "release keeping the model");
+    assert!(
+        stderr(&kept).contains("keeping the model"),
+        "{}",
+        stderr(&kept)
+    );
+    assert_eq!(last_json(&kept)["model"], model_uri.as_str());
+    assert_eq!(model_env(&s), model_uri.as_str());
+    assert_eq!(
+        s.live_version(PREDICT)["FunctionVersion"],
+        "2",
+        "nothing changed"
+    );
+    let image = s.deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--model",
+        "image",
+        "--json",
+    ]);
+    assert_ok(&image, "release --model image");
+    assert!(model_env(&s).is_null(), "MODEL_S3_URI dropped");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "3");
 
     // Destroy: without --yes and without a terminal it refuses; with it, everything goes, and
     // a second run finds nothing left to delete.
@@ -775,32 +834,67 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
     assert_eq!(last_json(&v2)["version"], "2");
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "2");
 
-    // Rollback: live back on 1.
+    // Rollback: live back on 1, smoke-tested first.
     let rb = s.deploy(&["rollback", "--function", "predict", "--config", c]);
     assert_ok(&rb, "rollback");
     assert!(
-        stdout(&rb).contains("live → version 1 (was 2)"),
+        stdout(&rb).contains("live → version 1 (was 2; smoke test:"),
         "{}",
         stdout(&rb)
     );
+    assert!(
+        stderr(&rb).contains("smoke-testing version 1"),
+        "{}",
+        stderr(&rb)
+    );
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
 
-    // A canary: live stays on 1 and sends a quarter of the traffic to 2.
+    // Regression (issue 23, item 6): the same release again is version 2 again, which was
+    // rolled back from: live stays on 1, and the run says why.
+    let again = s.deploy(&["release", "--function", "predict", "--config", c, "--json"]);
+    assert_ok(&again, "unchanged release after a rollback");
+    assert!(
+        stderr(&again).contains("was rolled back from"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+
+    // A canary of a new version (3): live stays on 1 and sends a quarter of the traffic to 3.
+    let config3 = config_with_memory(s.dir.path(), 2048);
+    let c3 = config3.to_str().unwrap();
     let canary = s.deploy(&[
         "release",
         "--function",
         "predict",
         "--config",
-        c,
+        c3,
         "--canary",
         "25",
         "--json",
     ]);
     assert_ok(&canary, "canary release");
+    assert_eq!(last_json(&canary)["version"], "3");
     let alias = s.live_version(PREDICT);
     assert_eq!(alias["FunctionVersion"], "1", "{alias}");
     assert_eq!(
-        alias["RoutingConfig"]["AdditionalVersionWeights"]["2"], 0.25,
+        alias["RoutingConfig"]["AdditionalVersionWeights"]["3"], 0.25,
+        "{alias}"
+    );
+    // Rollback during a canary drops the canary; it does not go further back.
+    let drop = s.deploy(&["rollback", "--function", "predict", "--config", c3]);
+    assert_ok(&drop, "rollback of a canary");
+    assert!(
+        stdout(&drop).contains("dropped the canary of version 3"),
+        "{}",
+        stdout(&drop)
+    );
+    let alias = s.live_version(PREDICT);
+    assert_eq!(alias["FunctionVersion"], "1", "{alias}");
+    assert!(
+        alias["RoutingConfig"]["AdditionalVersionWeights"]
+            .as_object()
+            .is_none_or(|w| w.is_empty()),
         "{alias}"
     );
 
@@ -820,7 +914,7 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
     );
     s.emu.stop_function(PREDICT);
     run_image(s.dir.path(), &mut s.emu, "predict", PREDICT);
-    let bad = s.deploy(&["release", "--function", "predict", "--config", c]);
+    let bad = s.deploy(&["release", "--function", "predict", "--config", c, "--json"]);
     assert!(
         !bad.status.success(),
         "a bad model was released:\n{}",
@@ -835,6 +929,42 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
     );
     let alias = s.live_version(PREDICT);
     assert_eq!(alias["FunctionVersion"], "1", "{alias}");
+
+    // The good image again, released at 2048 MB: live moves past the failed version.
+    let good = build_image(&s.images(), &s.dir.path().join("cache"), "predict", &[]);
+    assert_eq!(good, s.digests[0]);
+    s.emu.stop_function(PREDICT);
+    run_image(s.dir.path(), &mut s.emu, "predict", PREDICT);
+    let good = s.deploy(&["release", "--function", "predict", "--config", c3, "--json"]);
+    assert_ok(&good, "release after the failed one");
+    let good_version = last_json(&good)["version"].as_str().unwrap().to_owned();
+    assert!(
+        !["1", "2", "3", "4"].contains(&good_version.as_str()),
+        "a new version: {good_version}"
+    );
+    assert_eq!(
+        s.live_version(PREDICT)["FunctionVersion"],
+        good_version.as_str()
+    );
+    // Regression (issue 23, item 6): rollback skips the version whose smoke test failed (and
+    // any other that never went live) and goes to the last good one.
+    let rb = s.deploy(&[
+        "rollback",
+        "--function",
+        "predict",
+        "--config",
+        c3,
+        "--json",
+    ]);
+    assert_ok(&rb, "rollback past a failed version");
+    let out = last_json(&rb);
+    assert_eq!(out["to"], "1", "{out}");
+    assert_eq!(out["from"], good_version.as_str(), "{out}");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+
+    // --to 0 is not a version.
+    let zero = s.deploy(&["rollback", "--function", "predict", "--to", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }
 
 /// Builds the predict image and pushes it through 127.0.0.1:`port` (a proxy before the

@@ -16,6 +16,12 @@ use super::aws::{aws_err, AwsError};
 pub const ROUTES: [&str; 3] = ["GET /", "POST /predict", "GET /health"];
 const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
 
+/// How long API Gateway waits for the function, seconds, at most: 30 for an HTTP API
+/// ("Integration timeout", <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html>)
+/// and 29 by default for a REST API (<https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>):
+/// the stricter of the two, since `deploy api --rest` fronts the same function.
+pub const INTEGRATION_TIMEOUT_S: i32 = 29;
+
 /// Who may call the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Auth {

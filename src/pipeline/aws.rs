@@ -6,6 +6,7 @@
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 
 /// An AWS call that failed: what was attempted, the service's error code when it sent one,
@@ -73,19 +74,83 @@ where
     }
 }
 
-/// The SDK configuration from the standard chain; `fallback_region` when none is configured.
-pub async fn sdk_config(fallback_region: &str) -> SdkConfig {
-    let region =
-        RegionProviderChain::default_provider().or_else(Region::new(fallback_region.to_owned()));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .load()
-        .await
+/// Where the user pointed the deploy with flags: `--profile` and `--region` win over the
+/// environment and the profile files, as they do for the AWS CLI.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// A named profile of `~/.aws/config` (else `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// A region (else `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's, the instance's).
+    pub region: Option<String>,
+}
+
+/// The SDK configuration of a [`Target`], and where its region came from.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The configuration every client is built from.
+    pub sdk: SdkConfig,
+    /// The profile the chain reads (`--profile` or `AWS_PROFILE`); `None` is `default`.
+    pub profile: Option<String>,
+    /// Where the region came from (`--region`, `AWS_REGION`, `profile prod`, ...).
+    pub region_from: String,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The SDK configuration for `target` from the standard chain (environment, profiles with
+/// every credential source: static keys, `role_arn`, web identity, `credential_process`, IAM
+/// Identity Center, `aws login`; `AWS_ENDPOINT_URL[_<SERVICE>]`); `fallback_region` when no
+/// region is configured anywhere, which [`Connection::region_from`] then says.
+pub async fn connect(fallback_region: &str, target: &Target) -> Connection {
+    let profile = target.profile.clone().or_else(|| env_var("AWS_PROFILE"));
+    let (region, region_from) = region_of(fallback_region, target, profile.as_deref()).await;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+    if let Some(p) = &target.profile {
+        loader = loader.profile_name(p);
+    }
+    Connection {
+        sdk: loader.load().await,
+        profile,
+        region_from,
+    }
+}
+
+/// The region and where it came from, in the SDK's order after the flag.
+async fn region_of(fallback: &str, target: &Target, profile: Option<&str>) -> (String, String) {
+    use aws_config::meta::region::ProvideRegion;
+    if let Some(r) = &target.region {
+        return (r.clone(), "--region".into());
+    }
+    for var in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Some(r) = env_var(var) {
+            return (r, var.into());
+        }
+    }
+    let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(p) = profile {
+        from_profile = from_profile.profile_name(p);
+    }
+    if let Some(r) = from_profile.build().region().await {
+        return (
+            r.to_string(),
+            format!("profile {}", profile.unwrap_or("default")),
+        );
+    }
+    // The rest of the SDK's chain: the instance's metadata (EC2), when there is one.
+    if let Some(r) = RegionProviderChain::default_provider().region().await {
+        return (r.to_string(), "the instance's metadata".into());
+    }
+    (
+        fallback.to_owned(),
+        "the deploy config's fallback: no region configured (set --region or AWS_REGION)".into(),
+    )
 }
 
 /// Where the deploy runs: account and region, asked of STS (so a missing or wrong credential
-/// is found before anything is created).
-#[derive(Debug, Clone)]
+/// is found before anything is created), and where each came from.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Account {
     /// The 12-digit account id.
     pub id: String,
@@ -95,12 +160,31 @@ pub struct Account {
     pub partition: String,
     /// Who the deploy runs as (`sts:GetCallerIdentity`).
     pub caller_arn: String,
+    /// Where the region came from.
+    pub region_from: String,
+    /// Where the credentials came from (the source and the profile).
+    pub credentials_from: String,
 }
 
 impl Account {
     /// The domain of the partition's endpoints (`amazonaws.com`, `amazonaws.com.cn` in China).
     pub fn dns_suffix(&self) -> &'static str {
         dns_suffix(&self.partition)
+    }
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "account {} ({}), region {} (from {}), as {} (credentials: {})",
+            self.id,
+            self.partition,
+            self.region,
+            self.region_from,
+            self.caller_arn,
+            self.credentials_from
+        )
     }
 }
 
@@ -123,18 +207,110 @@ pub fn dns_suffix(partition: &str) -> &'static str {
     }
 }
 
-/// The account and region of `config`, asked of STS.
-pub async fn account(config: &SdkConfig) -> Result<Account, AwsError> {
-    let sts = aws_sdk_sts::Client::new(config);
-    let who = sts.get_caller_identity().send().await.map_err(aws_err(
-        "finding the AWS account (sts:GetCallerIdentity); are credentials configured? \
-         (aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
-    ))?;
+/// The credential source named by the features the SDK's providers record on the credentials
+/// they make (the outermost provider wins: an assumed role whose source profile has keys is
+/// an assumed role), and by the caller's ARN where the features do not tell (a profile's
+/// `role_arn` records only "profile").
+pub fn credential_source(features: &[AwsCredentialFeature], caller_arn: &str) -> &'static str {
+    use AwsCredentialFeature as F;
+    let has = |f: F| features.contains(&f);
+    if has(F::CredentialsSso) || has(F::CredentialsProfileSso) {
+        "IAM Identity Center (SSO)"
+    } else if has(F::CredentialsLogin) || has(F::CredentialsProfileLogin) {
+        "aws login (console session)"
+    } else if has(F::CredentialsStsAssumeRoleWebId)
+        || has(F::CredentialsEnvVarsStsWebIdToken)
+        || has(F::CredentialsProfileStsWebIdToken)
+    {
+        "web identity (sts:AssumeRoleWithWebIdentity)"
+    } else if has(F::CredentialsStsAssumeRole) {
+        "assumed role (role_arn, sts:AssumeRole)"
+    } else if has(F::CredentialsProcess) || has(F::CredentialsProfileProcess) {
+        "credential_process"
+    } else if has(F::CredentialsEnvVars) {
+        "environment (AWS_ACCESS_KEY_ID)"
+    } else if has(F::CredentialsProfile) && caller_arn.contains(":assumed-role/") {
+        "assumed role (role_arn, sts:AssumeRole)"
+    } else if has(F::CredentialsProfile) {
+        "static keys in the profile"
+    } else if has(F::CredentialsHttp) {
+        "the container's credentials endpoint"
+    } else if has(F::CredentialsImds) {
+        "the instance's metadata (IMDS)"
+    } else {
+        "the SDK's default chain"
+    }
+}
+
+/// What to do when the chain found no usable credentials, from what its providers said.
+fn credentials_hint(why: &str, profile: Option<&str>) -> String {
+    let p = profile.unwrap_or("default");
+    let flag = profile
+        .map(|p| format!(" --profile {p}"))
+        .unwrap_or_default();
+    let lower = why.to_ascii_lowercase();
+    if lower.contains("sso") {
+        format!("sign in again with `aws sso login{flag}` (the profile's IAM Identity Center session has ended or was never started)")
+    } else if lower.contains("login token") {
+        format!("sign in again with `aws login{flag}`")
+    } else if lower.contains("credential_process")
+        || lower.contains("process") && lower.contains("exit")
+    {
+        format!("the profile's credential_process failed: run it by hand (see `credential_process` under [profile {p}] in ~/.aws/config)")
+    } else if lower.contains("not defined") || lower.contains("profile") && lower.contains("not") {
+        format!("profile {p} is not in ~/.aws/config or ~/.aws/credentials: check --profile / AWS_PROFILE (`aws configure list-profiles` lists them)")
+    } else {
+        "configure credentials: `aws configure`, `aws sso login --profile NAME` with AWS_PROFILE=NAME, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into()
+    }
+}
+
+/// The account and region of `conn`: the credentials resolved first (so that a failure says
+/// which source failed and what to do), then asked of STS.
+pub async fn account(conn: &Connection) -> Result<Account, AwsError> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let profile = conn.profile.as_deref();
+    let provider = conn.sdk.credentials_provider().ok_or_else(|| {
+        AwsError::new(
+            "finding AWS credentials",
+            credentials_hint("no provider", profile),
+        )
+    })?;
+    let creds = provider.provide_credentials().await.map_err(|e| {
+        let why = crate::errors::chain(&e);
+        let action = match profile {
+            Some(p) => format!("finding AWS credentials (profile {p})"),
+            None => "finding AWS credentials".to_owned(),
+        };
+        AwsError::new(
+            action,
+            format!("{why}; {}", credentials_hint(&why, profile)),
+        )
+    })?;
+    let features = creds
+        .get_property::<Vec<AwsCredentialFeature>>()
+        .cloned()
+        .unwrap_or_default();
+    let from = |source: &str| match profile {
+        Some(p) => format!("{source}, profile {p}"),
+        None => source.to_owned(),
+    };
+    let sts = aws_sdk_sts::Client::new(&conn.sdk);
+    let who = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "finding the AWS account (sts:GetCallerIdentity) with credentials from {}",
+            from(credential_source(&features, ""))
+        )))?;
+    let credentials_from = from(credential_source(&features, who.arn().unwrap_or_default()));
     Ok(Account {
         id: who.account().unwrap_or_default().to_owned(),
-        region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+        region: conn.sdk.region().map(|r| r.to_string()).unwrap_or_default(),
         partition: partition_of(who.arn().unwrap_or_default()),
         caller_arn: who.arn().unwrap_or_default().to_owned(),
+        region_from: conn.region_from.clone(),
+        credentials_from,
     })
 }
 

@@ -76,35 +76,8 @@ pub async fn destroy(
         }
     }
     let bucket = config.bucket_name(&account.id, &account.region);
-    if delete_bucket(&c.s3, &bucket).await? {
+    if super::bucket::delete(&c.s3, &bucket, &account.id).await? {
         deleted(format!("bucket {bucket}"));
     }
     Ok(())
-}
-
-/// Empties and deletes `bucket`; `false` when there is none.
-async fn delete_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<bool, AwsError> {
-    if s3.head_bucket().bucket(bucket).send().await.is_err() {
-        return Ok(false);
-    }
-    // Every page: ListObjectsV2 answers at most 1000 keys at a time, and a bucket that is not
-    // empty cannot be deleted.
-    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(aws_err(format!("listing bucket {bucket}")))?;
-        for key in page.contents().iter().filter_map(|o| o.key()) {
-            s3.delete_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(aws_err(format!("deleting s3://{bucket}/{key}")))?;
-        }
-    }
-    s3.delete_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .map_err(aws_err(format!("deleting bucket {bucket}")))?;
-    Ok(true)
 }

@@ -122,22 +122,18 @@ pub async fn examine(
     account: &Account,
     local: &Local<'_>,
 ) -> Vec<Check> {
-    let mut out = vec![Check::ok(
-        "identity",
-        format!(
-            "account {} in partition {}, region {}, as {}",
-            account.id, account.partition, account.region, account.caller_arn
-        ),
-    )];
+    let mut out = vec![Check::ok("identity", account.to_string())];
     out.push(permissions(clients.iam, account, local.deployer_policy).await);
     out.push(concurrency(clients.lambda, config).await);
     out.extend(memory(config));
+    out.push(api_timeout(config));
     out.extend(architecture(config, local.images));
     out.push(mnist(local.mnist_dir));
     out.push(
         bucket(
             clients.s3,
             &config.bucket_name(&account.id, &account.region),
+            &account.id,
         )
         .await,
     );
@@ -215,6 +211,31 @@ fn memory(config: &DeployConfig) -> Vec<Check> {
         .collect()
 }
 
+/// predict answers through API Gateway, which stops waiting after its integration limit: a
+/// function allowed to run longer keeps running (and billing) after the caller got a 503/504.
+fn api_timeout(config: &DeployConfig) -> Check {
+    let fc = config.function(Function::Predict);
+    let limit = super::apigw::INTEGRATION_TIMEOUT_S;
+    if fc.timeout_s < limit {
+        Check::ok(
+            "timeout",
+            format!(
+                "{}: {} s, under API Gateway's {limit} s integration limit",
+                fc.name, fc.timeout_s
+            ),
+        )
+    } else {
+        Check::warn(
+            "timeout",
+            format!(
+                "{}: {} s, but API Gateway gives up after {limit} s: a slower request gets a 5xx while the function runs (and bills) on",
+                fc.name, fc.timeout_s
+            ),
+            format!("set functions.predict.timeout_s below {limit} in infra/deploy.toml"),
+        )
+    }
+}
+
 fn architecture(config: &DeployConfig, images: &Path) -> Vec<Check> {
     [Function::Predict, Function::Train]
         .into_iter()
@@ -255,25 +276,24 @@ fn mnist(dir: &Path) -> Check {
     }
 }
 
-async fn bucket(s3: &aws_sdk_s3::Client, name: &str) -> Check {
-    match s3.head_bucket().bucket(name).send().await {
-        Ok(_) => Check::ok("bucket", format!("{name} exists and is yours")),
-        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-            Some(404) => Check::ok("bucket", format!("{name} is free: deploy creates it")),
-            Some(403) => Check::fail(
-                "bucket",
-                format!("{name} exists and belongs to someone else (bucket names are global)"),
-                "set [bucket] name in infra/deploy.toml to another name ({account} and {region} are filled in)",
-            ),
-            _ => {
-                let e = aws_err(format!("looking up bucket {name}"))(e);
-                Check::warn(
-                    "bucket",
-                    format!("cannot tell whether {name} is free: {e}"),
-                    "check s3:ListBucket is allowed",
-                )
-            }
-        },
+async fn bucket(s3: &aws_sdk_s3::Client, name: &str, account_id: &str) -> Check {
+    use super::bucket::BucketState;
+    match super::bucket::state(s3, name, account_id).await {
+        BucketState::Ours => Check::ok("bucket", format!("{name} exists and is yours")),
+        BucketState::Free => Check::ok(
+            "bucket",
+            format!("{name} is free: deploy creates it (a name deleted recently may be refused by S3 for a while; deploy retries for 5 minutes, saying so)"),
+        ),
+        BucketState::Foreign => Check::fail(
+            "bucket",
+            format!("{name} exists and is not account {account_id}'s (bucket names are global)"),
+            "set [bucket] name in infra/deploy.toml to another name ({account} and {region} are filled in)",
+        ),
+        BucketState::Unknown(why) => Check::warn(
+            "bucket",
+            format!("cannot tell whether {name} is free: {why}"),
+            "check s3:ListBucket is allowed",
+        ),
     }
 }
 
@@ -446,6 +466,15 @@ async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str)
     let Some(principal) = principal else {
         return not_checked(format!("{} cannot be simulated", account.caller_arn));
     };
+    // A role's ARN carries its path (IAM Identity Center's roles live under
+    // /aws-reserved/sso.amazonaws.com/), which the session's ARN leaves out: ask IAM for it.
+    let principal = match role_name_of(&principal) {
+        Some(name) => match super::iam::find_role(iam, name).await {
+            Ok(Some(role)) => role.arn().to_owned(),
+            _ => principal,
+        },
+        None => principal,
+    };
     let mut denied = Vec::new();
     // The API takes at most 128 actions a call; ours are fewer.
     let sim = iam
@@ -480,8 +509,13 @@ async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str)
                 )
             }
         }
-        Err(e) => not_checked(e.to_string()),
+        Err(e) => not_checked(format!("for {principal}: {e}")),
     }
+}
+
+/// The role name of a role ARN built from a session (`arn:…:iam::…:role/NAME`).
+fn role_name_of(arn: &str) -> Option<&str> {
+    arn.split_once(":role/").map(|(_, name)| name)
 }
 
 fn percent_decode(s: &str) -> String {

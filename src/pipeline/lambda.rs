@@ -89,20 +89,55 @@ fn waiting<E: std::error::Error + 'static>(action: String) -> impl FnOnce(E) -> 
     move |e| AwsError::new(action, crate::errors::chain(&e))
 }
 
+/// How many times an update that Lambda refuses because another update is in progress
+/// (`ResourceConflictException`) is tried again, each after waiting for that update.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Sends an update, and when Lambda answers that another update of `name` is in progress
+/// (tune, another deploy, the console), waits for it and sends again, a bounded number of times.
+async fn update_when_free<F, Fut>(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    send: F,
+) -> Result<(), AwsError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AwsError>>,
+{
+    let mut tries = 0;
+    loop {
+        match send().await {
+            Err(e) if e.is("ResourceConflictException") && tries < CONFLICT_RETRIES => {
+                tries += 1;
+                tracing::info!(name, tries, "another update is in progress; waiting for it");
+                wait_updated(lambda, name).await?;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Brings function `spec.name` to `spec`: creates it, or updates its code and configuration
-/// where they differ; waits until Lambda reports the update done.
+/// where they differ; waits until Lambda reports the update done. A function still `Pending`
+/// (an interrupted first deploy) or in the middle of an update is waited for first; one in
+/// state `Failed` is deleted and created again, saying why (Lambda does not recover it:
+/// "functions-states").
 pub async fn deploy(
     lambda: &aws_sdk_lambda::Client,
     spec: &FunctionSpec,
+    say: &(dyn Fn(String) + Sync),
 ) -> Result<Change, AwsError> {
+    use aws_sdk_lambda::types::{LastUpdateStatus, State};
     let name = &spec.name;
-    let found = lambda
-        .get_function()
-        .function_name(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("looking up function {name}")));
-    let current = match found {
+    let get = || async {
+        lambda
+            .get_function()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(aws_err(format!("looking up function {name}")))
+    };
+    let mut current = match get().await {
         Ok(out) => out,
         Err(e) if e.is("ResourceNotFoundException") => {
             create(lambda, spec).await?;
@@ -110,6 +145,43 @@ pub async fn deploy(
         }
         Err(e) => return Err(e),
     };
+    let conf = current.configuration();
+    match conf.and_then(|c| c.state()) {
+        Some(State::Failed) => {
+            say(format!(
+                "{name} is in state Failed ({}): Lambda does not recover such a function; deleting it and creating it again",
+                conf.and_then(|c| c.state_reason()).unwrap_or("no reason given")
+            ));
+            lambda
+                .delete_function()
+                .function_name(name)
+                .send()
+                .await
+                .map_err(aws_err(format!("deleting the failed function {name}")))?;
+            create(lambda, spec).await?;
+            return Ok(Change::Created);
+        }
+        Some(State::Pending) => {
+            say(format!(
+                "{name} is still Pending (being created): waiting for it"
+            ));
+            lambda
+                .wait_until_function_active_v2()
+                .function_name(name)
+                .wait(WAIT)
+                .await
+                .map_err(waiting(format!("waiting for {name} to become active")))?;
+            current = get().await?;
+        }
+        _ if conf.and_then(|c| c.last_update_status()) == Some(&LastUpdateStatus::InProgress) => {
+            say(format!(
+                "{name} is being updated by someone else: waiting for that update to finish"
+            ));
+            wait_updated(lambda, name).await?;
+            current = get().await?;
+        }
+        _ => {}
+    }
     let mut change = Change::Unchanged;
     let current_uri = current
         .code()
@@ -121,17 +193,21 @@ pub async fn deploy(
         .configuration()
         .and_then(|c| c.architectures().first().cloned());
     if current_uri != spec.image_uri || current_arch != Some(architecture(spec.arch)) {
-        lambda
-            .update_function_code()
-            .function_name(name)
-            .image_uri(&spec.image_uri)
-            .architectures(architecture(spec.arch))
-            .send()
-            .await
-            .map_err(aws_err(format!(
-                "updating the code of {name} to {}",
-                spec.image_uri
-            )))?;
+        update_when_free(lambda, name, || async {
+            lambda
+                .update_function_code()
+                .function_name(name)
+                .image_uri(&spec.image_uri)
+                .architectures(architecture(spec.arch))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err(format!(
+                    "updating the code of {name} to {}",
+                    spec.image_uri
+                )))
+        })
+        .await?;
         wait_updated(lambda, name).await?;
         change = Change::Updated;
     }
@@ -152,17 +228,22 @@ pub async fn deploy(
                 == spec.env
     });
     if !same_config {
-        lambda
-            .update_function_configuration()
-            .function_name(name)
-            .role(&spec.role_arn)
-            .memory_size(spec.memory_mb)
-            .timeout(spec.timeout_s)
-            .ephemeral_storage(ephemeral_storage(spec)?)
-            .environment(environment(spec))
-            .send()
-            .await
-            .map_err(aws_err(format!("updating the configuration of {name}")))?;
+        let storage = ephemeral_storage(spec)?;
+        update_when_free(lambda, name, || async {
+            lambda
+                .update_function_configuration()
+                .function_name(name)
+                .role(&spec.role_arn)
+                .memory_size(spec.memory_mb)
+                .timeout(spec.timeout_s)
+                .ephemeral_storage(storage.clone())
+                .environment(environment(spec))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err(format!("updating the configuration of {name}")))
+        })
+        .await?;
         wait_updated(lambda, name).await?;
         change = Change::Updated;
     }
@@ -198,7 +279,7 @@ pub async fn deploy_within_memory_cap(
     spec: &FunctionSpec,
     warn: &(dyn Fn(String) + Sync),
 ) -> Result<(Change, i32), AwsError> {
-    match deploy(lambda, spec).await {
+    match deploy(lambda, spec, warn).await {
         Ok(change) => Ok((change, spec.memory_mb)),
         Err(e) => match memory_cap(&e) {
             Some(cap) if cap < spec.memory_mb => {
@@ -210,7 +291,7 @@ pub async fn deploy_within_memory_cap(
                     memory_mb: cap,
                     ..spec.clone()
                 };
-                Ok((deploy(lambda, &capped).await?, cap))
+                Ok((deploy(lambda, &capped, warn).await?, cap))
             }
             _ => Err(e),
         },
@@ -380,14 +461,55 @@ pub async fn alias_version(
     }
 }
 
+/// What an alias points at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasState {
+    /// The version taking the traffic not sent elsewhere.
+    pub version: String,
+    /// A canary: another version and its share of the traffic (0..1).
+    pub canary: Option<(String, f64)>,
+    /// The alias's description (where the release history lives).
+    pub description: String,
+}
+
+/// What `alias` of `name` points at, or None when the alias does not exist yet.
+pub async fn read_alias(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    alias: &str,
+) -> Result<Option<AliasState>, AwsError> {
+    match lambda
+        .get_alias()
+        .function_name(name)
+        .name(alias)
+        .send()
+        .await
+        .map_err(aws_err(format!("reading alias {alias} of {name}")))
+    {
+        Ok(a) => Ok(a.function_version().map(|v| AliasState {
+            version: v.to_owned(),
+            canary: a
+                .routing_config()
+                .and_then(|r| r.additional_version_weights())
+                .and_then(|w| w.iter().next())
+                .map(|(v, w)| (v.clone(), *w)),
+            description: a.description().unwrap_or_default().to_owned(),
+        })),
+        Err(e) if e.is("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Points `alias` at `version`; with `canary = Some((new, share))` the alias stays on
-/// `version` and sends `share` (0..1) of the traffic to `new`.
+/// `version` and sends `share` (0..1) of the traffic to `new`. `description`, when given,
+/// replaces the alias's (the release history).
 pub async fn point_alias(
     lambda: &aws_sdk_lambda::Client,
     name: &str,
     alias: &str,
     version: &str,
     canary: Option<(&str, f64)>,
+    description: Option<&str>,
 ) -> Result<(), AwsError> {
     let routing = AliasRoutingConfiguration::builder()
         .set_additional_version_weights(Some(
@@ -405,6 +527,7 @@ pub async fn point_alias(
             .name(alias)
             .function_version(version)
             .routing_config(routing)
+            .set_description(description.map(str::to_owned))
             .send()
             .await
             .map_err(aws_err(action))?;
@@ -415,6 +538,7 @@ pub async fn point_alias(
             .name(alias)
             .function_version(version)
             .routing_config(routing)
+            .set_description(description.map(str::to_owned))
             .send()
             .await
             .map_err(aws_err(action))?;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::aws::{aws_err, Account, AwsError};
 use super::config::DeployConfig;
+use super::history::History;
 use super::image::Function;
 use super::lambda::{self, Change, FunctionSpec};
 use super::{iam, logs, smoke};
@@ -44,6 +45,8 @@ pub enum ReleaseError {
         repository: String,
         digest: String,
     },
+    #[error("{0}")]
+    Model(String),
     #[error("the smoke test of {function_name} version {version} failed: {reason}; the {alias} alias still points at {live}")]
     SmokeFailed {
         function_name: String,
@@ -73,6 +76,9 @@ pub struct ReleaseOutcome {
     pub canary: Option<f64>,
     /// What the smoke test saw.
     pub smoke: String,
+    /// The weights predict serves: an `s3://` URI, or `None` for the image's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl std::fmt::Display for ReleaseOutcome {
@@ -99,8 +105,8 @@ pub struct ReleaseRequest<'a> {
     pub repository: &'a str,
     /// The image's manifest digest (pushed).
     pub digest: &'a str,
-    /// Release new weights: predict loads them from this S3 URI.
-    pub model_s3_uri: Option<&'a str>,
+    /// The weights predict serves (train ignores it).
+    pub model: Model<'a>,
     /// Percent of traffic for the new version; the rest stays on the current one.
     pub canary_percent: Option<f64>,
     /// The image's own architecture (from its config): the function gets this one, whatever
@@ -108,68 +114,77 @@ pub struct ReleaseRequest<'a> {
     pub arch: crate::arch::Arch,
 }
 
-/// Creates the models bucket when missing: private, encrypted at rest.
-pub async fn ensure_bucket(
+/// Which weights a release of predict serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model<'a> {
+    /// What `live` serves now: its `MODEL_S3_URI` when it has one (trained weights stay
+    /// trained weights across a release of new code), else the image's own.
+    KeepLive,
+    /// The weights packed in the image (`MODEL_S3_URI` dropped).
+    Image,
+    /// Weights in the models bucket, `s3://bucket/key` (checked before anything changes).
+    S3(&'a str),
+}
+
+impl<'a> Model<'a> {
+    /// `--model`'s value: absent keeps the live one, `image` is the image's own, else an S3 URI.
+    pub fn from_flag(flag: Option<&'a str>) -> Self {
+        match flag {
+            None => Model::KeepLive,
+            Some("image") => Model::Image,
+            Some(uri) => Model::S3(uri),
+        }
+    }
+}
+
+/// Checks that `uri` names an object predict's role may read (the models bucket, which
+/// `infra/iam/execution-policy.json` grants) and that it is there, owned by this account
+/// (`ExpectedBucketOwner`), and not empty: a release of a model that does not exist would
+/// publish a version that fails at init (on Lambda the smoke test then fails; on a stand-in it
+/// might not be noticed).
+pub async fn check_model(
     s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    region: &str,
-) -> Result<bool, AwsError> {
-    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
-        return Ok(false);
+    uri: &str,
+    models_bucket: &str,
+    account_id: &str,
+) -> Result<u64, ReleaseError> {
+    let parsed: crate::store::S3Uri = uri
+        .parse()
+        .map_err(|e: crate::store::BadS3Uri| ReleaseError::Model(e.to_string()))?;
+    if parsed.bucket != models_bucket {
+        return Err(ReleaseError::Model(format!(
+            "{uri} is not in the models bucket {models_bucket}, the only one predict's execution role may read (infra/iam/execution-policy.json): copy it there first (aws s3 cp {uri} s3://{models_bucket}/{})",
+            parsed.key
+        )));
     }
-    let mut create = s3.create_bucket().bucket(bucket);
-    if region != "us-east-1" {
-        create = create.create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region))
-                .build(),
-        );
+    let head = s3
+        .head_object()
+        .bucket(&parsed.bucket)
+        .key(&parsed.key)
+        .expected_bucket_owner(account_id)
+        .send()
+        .await;
+    match head {
+        Ok(o) => match o.content_length() {
+            Some(n) if n > 0 => Ok(n as u64),
+            _ => Err(ReleaseError::Model(format!(
+                "{uri} is empty: not a model (train writes one: deploy invoke or lambda-cnn train)"
+            ))),
+        },
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            let e = aws_err(format!("looking up the model {uri}"))(e);
+            Err(match status {
+                Some(404) => ReleaseError::Model(format!(
+                    "the model {uri} does not exist: give the s3:// URI a train run printed (or --model image for the image's own weights)"
+                )),
+                Some(403) => ReleaseError::Model(format!(
+                    "the model {uri} cannot be read as account {account_id} (not there, or the bucket is not this account's): {e}"
+                )),
+                _ => ReleaseError::Aws(e),
+            })
+        }
     }
-    match create
-        .send()
-        .await
-        .map_err(aws_err(format!("creating bucket {bucket}")))
-    {
-        Ok(_) => {}
-        Err(e) if e.is("BucketAlreadyOwnedByYou") => {}
-        Err(e) => return Err(e),
-    }
-    s3.put_public_access_block()
-        .bucket(bucket)
-        .public_access_block_configuration(
-            aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
-                .block_public_acls(true)
-                .ignore_public_acls(true)
-                .block_public_policy(true)
-                .restrict_public_buckets(true)
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(aws_err(format!(
-            "blocking public access to bucket {bucket}"
-        )))?;
-    let sse = aws_sdk_s3::types::ServerSideEncryptionByDefault::builder()
-        .sse_algorithm(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-        .build()
-        .map_err(|e| AwsError::new("building the bucket encryption setting", e.to_string()))?;
-    let rule = aws_sdk_s3::types::ServerSideEncryptionRule::builder()
-        .apply_server_side_encryption_by_default(sse)
-        .build();
-    s3.put_bucket_encryption()
-        .bucket(bucket)
-        .server_side_encryption_configuration(
-            aws_sdk_s3::types::ServerSideEncryptionConfiguration::builder()
-                .rules(rule)
-                .build()
-                .map_err(|e| {
-                    AwsError::new("building the bucket encryption setting", e.to_string())
-                })?,
-        )
-        .send()
-        .await
-        .map_err(aws_err(format!("encrypting bucket {bucket}")))?;
-    Ok(true)
 }
 
 /// The execution role, rendered from `infra/iam/`; returns its ARN.
@@ -236,6 +251,31 @@ async fn cap_concurrency(
     }
 }
 
+/// Invokes `version` of function `name` with `f`'s smoke event and judges the answer:
+/// `Ok(Ok(what it saw))`, `Ok(Err(why it failed))`, or the invocation's own error. What a
+/// train smoke run wrote to S3 is deleted afterwards.
+pub async fn smoke_test(
+    clients: &Clients,
+    f: Function,
+    name: &str,
+    version: &str,
+    account_id: &str,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Result<String, String>, AwsError> {
+    say(format!("{name}: smoke-testing version {version}"));
+    let invoked = lambda::invoke(&clients.smoke, name, Some(version), smoke::payload(f)).await?;
+    let judged = smoke::judge(f, invoked.function_error.as_deref(), &invoked.payload);
+    for uri in smoke::leftovers(f, &invoked.payload) {
+        // Best effort: a test model left behind is clutter, not a failed release.
+        if let Err(e) = super::bucket::delete_object(&clients.s3, &uri, account_id).await {
+            say(format!(
+                "{name}: could not delete the smoke run's {uri}: {e}"
+            ));
+        }
+    }
+    Ok(judged)
+}
+
 /// Releases one function: the image by digest, a version, its smoke test, then the alias.
 pub async fn release(
     clients: &Clients,
@@ -249,6 +289,27 @@ pub async fn release(
     let fc = config.function(f);
     let name = fc.name.as_str();
     let alias = config.release.alias.as_str();
+    let bucket = config.bucket_name(&account.id, &account.region);
+
+    // Predict's weights, decided and checked before anything changes.
+    let model = match (f, req.model) {
+        (Function::Train, _) | (Function::Predict, Model::Image) => None,
+        (Function::Predict, Model::S3(uri)) => Some(uri.to_owned()),
+        (Function::Predict, Model::KeepLive) => {
+            let live = super::tune::alias_target(&clients.lambda, name, alias)
+                .await?
+                .and_then(|t| t.model_s3_uri);
+            if let Some(uri) = &live {
+                say(format!(
+                    "{name}: keeping the model {alias} serves, {uri} (--model image releases the image's own weights, --model s3://… others)"
+                ));
+            }
+            live
+        }
+    };
+    if let Some(uri) = &model {
+        check_model(&clients.s3, uri, &bucket, &account.id).await?;
+    }
 
     // The image must be known to ECR by its real digest.
     let found = clients
@@ -285,12 +346,15 @@ pub async fn release(
         config.release.log_retention_days,
     )
     .await?;
-    let bucket = config.bucket_name(&account.id, &account.region);
     let mut env = BTreeMap::new();
+    env.insert(
+        crate::store::BUCKET_OWNER_VAR.to_owned(),
+        account.id.clone(),
+    );
     match f {
         Function::Predict => {
-            if let Some(uri) = req.model_s3_uri {
-                env.insert("MODEL_S3_URI".to_owned(), uri.to_owned());
+            if let Some(uri) = &model {
+                env.insert("MODEL_S3_URI".to_owned(), uri.clone());
             }
         }
         Function::Train => {
@@ -321,8 +385,32 @@ pub async fn release(
     if let Some(reserved) = fc.reserved_concurrency {
         cap_concurrency(&clients.lambda, name, reserved, say).await?;
     }
-    let previous = lambda::alias_version(&clients.lambda, name, alias).await?;
+    let state = lambda::read_alias(&clients.lambda, name, alias).await?;
+    let previous = state.as_ref().map(|s| s.version.clone());
+    let mut history = state
+        .as_ref()
+        .map(|s| History::parse(&s.description))
+        .unwrap_or_default();
     let version = lambda::publish(&clients.lambda, name, &format!("image {}", req.digest)).await?;
+    if history.was_rolled_back(&version) {
+        // Same image, model and settings as a version rolled back from: Lambda hands that
+        // version out again, and moving `live` to it would undo the rollback.
+        say(format!(
+            "{name}: version {version} (this image, model and settings) was rolled back from; {alias} stays on version {}. Release a different image or model, or `deploy rollback --to {version}` to put it back on purpose",
+            previous.as_deref().unwrap_or("-")
+        ));
+        return Ok(ReleaseOutcome {
+            function: name.to_owned(),
+            image_uri,
+            change,
+            version,
+            previous,
+            alias: alias.to_owned(),
+            canary: None,
+            smoke: "not released: rolled back from earlier".to_owned(),
+            model,
+        });
+    }
     if previous.as_deref() == Some(version.as_str()) {
         say(format!(
             "{name}: version {version} is already {alias}; nothing to do"
@@ -336,52 +424,54 @@ pub async fn release(
             alias: alias.to_owned(),
             canary: None,
             smoke: "already live".to_owned(),
+            model,
         });
     }
 
-    say(format!("{name}: smoke-testing version {version}"));
-    let invoked = lambda::invoke(&clients.smoke, name, Some(&version), smoke::payload(f)).await?;
-    let smoke =
-        smoke::judge(f, invoked.function_error.as_deref(), &invoked.payload).map_err(|reason| {
-            ReleaseError::SmokeFailed {
-                function_name: name.to_owned(),
-                version: version.clone(),
-                alias: alias.to_owned(),
-                live: previous
-                    .as_deref()
-                    .map(|v| format!("version {v}"))
-                    .unwrap_or_else(|| "nothing (it was not created)".to_owned()),
-                reason,
-            }
+    let smoke = smoke_test(clients, f, name, &version, &account.id, say)
+        .await?
+        .map_err(|reason| ReleaseError::SmokeFailed {
+            function_name: name.to_owned(),
+            version: version.clone(),
+            alias: alias.to_owned(),
+            live: previous
+                .as_deref()
+                .map(|v| format!("version {v}"))
+                .unwrap_or_else(|| "nothing (it was not created)".to_owned()),
+            reason,
         })?;
-
-    for uri in smoke::leftovers(f, &invoked.payload) {
-        // Best effort: a test model left behind is clutter, not a failed release.
-        if let Err(e) = clients
-            .s3
-            .delete_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .send()
-            .await
-        {
-            say(format!(
-                "{name}: could not delete the smoke run's {uri}: {}",
-                crate::errors::chain(&e)
-            ));
-        }
-    }
     let canary = match (req.canary_percent, &previous) {
         (Some(p), Some(old)) => {
             let share = (p / 100.0).clamp(0.0, 1.0);
-            lambda::point_alias(&clients.lambda, name, alias, old, Some((&version, share))).await?;
+            let kept = history.render();
+            lambda::point_alias(
+                &clients.lambda,
+                name,
+                alias,
+                old,
+                Some((&version, share)),
+                Some(&kept),
+            )
+            .await?;
             say(format!(
                 "{name}: {alias} stays on version {old}, {p}% of traffic to version {version}"
             ));
             Some(share)
         }
-        _ => {
-            lambda::point_alias(&clients.lambda, name, alias, &version, None).await?;
+        (Some(p), None) => {
+            say(format!(
+                "{name}: no version is {alias} yet, so there is nothing to keep beside a {p}% canary: version {version} takes all the traffic"
+            ));
+            history.went_live(&version);
+            let h = history.render();
+            lambda::point_alias(&clients.lambda, name, alias, &version, None, Some(&h)).await?;
+            say(format!("{name}: {alias} → version {version}"));
+            None
+        }
+        (None, _) => {
+            history.went_live(&version);
+            let h = history.render();
+            lambda::point_alias(&clients.lambda, name, alias, &version, None, Some(&h)).await?;
             say(format!("{name}: {alias} → version {version}"));
             None
         }
@@ -422,5 +512,6 @@ pub async fn release(
         alias: alias.to_owned(),
         canary,
         smoke,
+        model,
     })
 }

@@ -192,7 +192,7 @@ impl Tuner<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .aliases
             .push(alias.clone());
-        lambda::point_alias(self.lambda, self.name, &alias, &version, None).await?;
+        lambda::point_alias(self.lambda, self.name, &alias, &version, None, None).await?;
         Ok(alias)
     }
 

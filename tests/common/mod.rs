@@ -10,6 +10,7 @@ pub mod image_run;
 pub mod localstack;
 pub mod moto;
 pub mod registry;
+pub mod sign_in;
 pub mod strict_lambda;
 
 use std::io::Write;
@@ -69,6 +70,25 @@ pub fn deploy_with_env(args: &[&str], env: &[(&str, String)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd.output().expect("the deploy binary starts")
+}
+
+/// `deploy` with none of this process's `AWS_*` variables, only `env`: a sign-in test sees
+/// exactly the configuration it wrote.
+pub fn deploy_with_clean_aws_env(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(emulator::workspace_binary("deploy"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DEPLOY_REGISTRY")
+        .env_remove("DEPLOY_INVOKE_ENDPOINT")
+        .env("MNIST_DIR", mnist_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdin(Stdio::null());
     cmd.output().expect("the deploy binary starts")
 }
 

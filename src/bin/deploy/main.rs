@@ -37,6 +37,17 @@ struct Cli {
     /// Print results as JSON, one object per line, instead of text (any subcommand).
     #[arg(long, global = true)]
     json: bool,
+    /// The AWS profile (of ~/.aws/config) to deploy with; default: AWS_PROFILE, else
+    /// `default`. Any kind works: keys, role_arn, web identity, credential_process, IAM
+    /// Identity Center (SSO), aws login.
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// The AWS region to deploy in; default: AWS_REGION, AWS_DEFAULT_REGION, the profile's
+    /// region, then the config's `region`. For `cost`: the region whose prices apply (tables
+    /// for us-east-1, us-east-2, us-west-2; another region is priced at us-east-1's rates,
+    /// with a note).
+    #[arg(long, global = true, value_name = "REGION")]
+    region: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,7 +88,9 @@ enum Command {
     /// Ensure the functions' execution role (trust and least-privilege policies from
     /// infra/iam/); `release` does this too.
     Role,
-    /// Point `live` back at the previous version (or `--to VERSION`).
+    /// Undo the last release: drop a canary, or point `live` back at the last version that
+    /// passed its smoke test and went live (or `--to VERSION`), smoke-testing it first. An
+    /// unchanged re-release then leaves it rolled back.
     Rollback(RollbackArgs),
     /// Remove what deploy created: API, permission, aliases, functions, role, log groups
     /// (the repository and bucket too with --all).
@@ -233,8 +246,10 @@ struct ReleaseArgs {
     /// Send this percentage of traffic to the new version; the rest stays on the current one.
     #[arg(long, value_parser = parse_percent)]
     canary: Option<f64>,
-    /// Release new weights for predict (e.g. a train result): s3://bucket/key.
-    #[arg(long)]
+    /// The weights predict serves: s3://bucket/key in the models bucket (e.g. a train
+    /// result; checked to exist first), or `image` for the image's own. Default: what `live`
+    /// serves now (a release of new code keeps trained weights).
+    #[arg(long, value_name = "s3://BUCKET/KEY|image")]
     model: Option<String>,
     /// Smoke-test through this Lambda Invoke API endpoint instead of Lambda's (a Runtime API
     /// emulator running the image).
@@ -257,9 +272,14 @@ struct ApiArgs {
 struct RollbackArgs {
     #[command(flatten)]
     which: Which,
-    /// The version to point `live` at; default: the one before the current.
-    #[arg(long)]
+    /// The version to point `live` at; default: the last one that passed its smoke test and
+    /// went live before the current (during a canary: drop the canary instead).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     to: Option<u64>,
+    /// Smoke-test through this Lambda Invoke API endpoint instead of Lambda's (see `deploy
+    /// release --help`).
+    #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
+    invoke_endpoint: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -304,10 +324,6 @@ struct CostArgs {
     /// API Gateway in front.
     #[arg(long, value_enum, default_value_t = Api::Http)]
     api: Api,
-    /// The region whose prices apply (tables for us-east-1, us-east-2, us-west-2; another
-    /// region is priced at us-east-1's rates, with a note).
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -394,6 +410,10 @@ fn main() -> ExitCode {
     let dry_run = cli.dry_run;
     let output = lambda_cnn::output::Output { json: cli.json };
     let config_path = cli.config.clone();
+    let target = lambda_cnn::pipeline::aws::Target {
+        profile: cli.profile,
+        region: cli.region,
+    };
     let result = match cli.command {
         Command::Build(args) => {
             let arch = args.arch.unwrap_or_else(|| config_arch(&config_path));
@@ -405,8 +425,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Image(args) => run_image(*args, &config_path, output),
-        Command::Cost(args) => run_cost(args, output),
-        other => stages::run(other, &config_path, dry_run, output),
+        Command::Cost(args) => run_cost(
+            args,
+            target.region.as_deref().unwrap_or(COST_DEFAULT_REGION),
+            output,
+        ),
+        other => stages::run(other, &config_path, &target, dry_run, output),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -610,9 +634,12 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-fn run_cost(args: CostArgs, output: lambda_cnn::output::Output) -> Result<()> {
+/// The region `deploy cost` prices for without `--region`.
+const COST_DEFAULT_REGION: &str = "us-east-1";
+
+fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) -> Result<()> {
     use lambda_cnn::cost::{self, Usage};
-    let (prices, note) = cost::prices_for(&args.region);
+    let (prices, note) = cost::prices_for(region);
     if let Some(note) = &note {
         eprintln!("note: {note}");
     }
@@ -636,7 +663,7 @@ fn run_cost(args: CostArgs, output: lambda_cnn::output::Output) -> Result<()> {
                 "invocations": usage.invocations, "billed_ms": usage.billed_ms,
                 "memory_mb": usage.memory_mb, "ephemeral_mb": usage.ephemeral_mb,
                 "arch": usage.arch.lambda_name(),
-            }, "cost": c, "prices": {"region": prices.region, "as_of": prices.as_of, "for_region": args.region, "note": note}})
+            }, "cost": c, "prices": {"region": prices.region, "as_of": prices.as_of, "for_region": region, "note": note}})
         );
     } else {
         println!(

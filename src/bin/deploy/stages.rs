@@ -37,13 +37,27 @@ struct Ctx {
     out: Output,
 }
 
-pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Result<()> {
+pub fn run(
+    cmd: Command,
+    config_path: &Path,
+    target: &aws::Target,
+    dry_run: bool,
+    out: Output,
+) -> Result<()> {
     let config = DeployConfig::load(config_path)?;
     // What can be refused without AWS is refused before connecting.
     let tune_inputs = match &cmd {
         Command::Tune(a) => Some(TuneInputs::read(a)?),
         _ => None,
     };
+    if let Command::Release(a) = &cmd {
+        check_model_uri(a.model.as_deref())?;
+    }
+    if let Command::Destroy(a) = &cmd {
+        if !a.yes && !std::io::stdin().is_terminal() {
+            bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
+        }
+    }
     if dry_run {
         plan(&cmd, &config);
         return Ok(());
@@ -57,7 +71,11 @@ pub fn run(cmd: Command, config_path: &Path, dry_run: bool, out: Output) -> Resu
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     rt.block_on(async move {
-        let ctx = connect(config, config_dir, out).await?;
+        let ctx = connect(config, config_dir, target, out).await?;
+        // Where it acts, before it acts (doctor's first row says the same).
+        if !matches!(cmd, Command::Doctor(_)) {
+            say(format!("deploying to {}", ctx.account));
+        }
         match cmd {
             Command::Push(a) => push(&ctx, &a.which.functions(), &a.target)
                 .await
@@ -131,11 +149,19 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             "ensure IAM role {} with the policies in infra/iam/",
             config.role.name
         )],
-        Command::Rollback(a) => vec![format!(
-            "point {} of {} at the previous version",
-            config.release.alias,
-            names(&a.which.functions())
-        )],
+        Command::Rollback(a) => vec![match a.to {
+            Some(v) => format!(
+                "smoke-test version {v} of {}, then point {} at it",
+                names(&a.which.functions()),
+                config.release.alias
+            ),
+            None => format!(
+                "drop a canary on {} of {}, or else smoke-test the last version that went live before the current one and point {} at it",
+                config.release.alias,
+                names(&a.which.functions()),
+                config.release.alias
+            ),
+        }],
         Command::Destroy(a) => {
             let also = if a.all {
                 format!(
@@ -196,9 +222,15 @@ fn plan(cmd: &Command, config: &DeployConfig) {
     }
 }
 
-async fn connect(config: DeployConfig, config_dir: PathBuf, out: Output) -> Result<Ctx> {
-    let sdk = aws::sdk_config(&config.region).await;
-    let account = aws::account(&sdk).await?;
+async fn connect(
+    config: DeployConfig,
+    config_dir: PathBuf,
+    target: &aws::Target,
+    out: Output,
+) -> Result<Ctx> {
+    let conn = aws::connect(&config.region, target).await;
+    let account = aws::account(&conn).await?;
+    let sdk = conn.sdk;
     let lambda_client = aws_sdk_lambda::Client::new(&sdk);
     Ok(Ctx {
         clients: Clients {
@@ -376,7 +408,16 @@ async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String,
     )
     .await?;
     let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
-    if release::ensure_bucket(&ctx.clients.s3, &bucket, &ctx.account.region).await? {
+    if lambda_cnn::pipeline::bucket::ensure(
+        &ctx.clients.s3,
+        &bucket,
+        &ctx.account.region,
+        &ctx.account.id,
+        Default::default(),
+        &say,
+    )
+    .await?
+    {
         say(format!("created bucket {bucket} (private, encrypted)"));
     }
     let (repo, _) = ecr::ensure_repository(
@@ -389,6 +430,15 @@ async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String,
     Ok((role_arn, repo))
 }
 
+fn check_model_uri(model: Option<&str>) -> Result<()> {
+    if let Some(m) = model.filter(|m| *m != "image") {
+        m.parse::<lambda_cnn::store::S3Uri>().map_err(|e| {
+            anyhow::anyhow!("--model: {e} (or `image` for the weights in the image)")
+        })?;
+    }
+    Ok(())
+}
+
 async fn release_functions(
     ctx: &Ctx,
     functions: &[Function],
@@ -397,9 +447,7 @@ async fn release_functions(
     model: Option<&str>,
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
-    if model.is_some_and(|m| !m.starts_with("s3://")) {
-        bail!("--model must be an s3://bucket/key URI");
-    }
+    check_model_uri(model)?;
     let (role_arn, repo) = release_prerequisites(ctx, cfg).await?;
     let mut outcomes = Vec::new();
     for &f in functions {
@@ -409,7 +457,7 @@ async fn release_functions(
             repository_uri: &repo.uri,
             repository: &repo.name,
             digest: &img.manifest_digest,
-            model_s3_uri: if f == Function::Predict { model } else { None },
+            model: release::Model::from_flag(model),
             canary_percent: canary,
             arch: img.arch,
         };
@@ -483,29 +531,19 @@ async fn role(ctx: &Ctx) -> Result<()> {
 }
 
 async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
-    let alias = &ctx.config.release.alias;
+    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    let to = args.to.map(|v| v.to_string());
     for f in args.which.functions() {
-        let name = &ctx.config.function(f).name;
-        let current = lambda::alias_version(&ctx.clients.lambda, name, alias)
-            .await?
-            .with_context(|| format!("{name} has no {alias} alias: nothing to roll back"))?;
-        let to = match args.to {
-            Some(v) => v.to_string(),
-            None => {
-                let current_n: u64 = current.parse().unwrap_or(u64::MAX);
-                let versions = lambda::versions(&ctx.clients.lambda, name).await?;
-                versions
-                    .into_iter()
-                    .filter(|v| *v < current_n)
-                    .max()
-                    .with_context(|| {
-                        format!("{name}: no version before {current} to roll back to")
-                    })?
-                    .to_string()
-            }
-        };
-        lambda::point_alias(&ctx.clients.lambda, name, alias, &to, None).await?;
-        println!("{name}: {alias} → version {to} (was {current})");
+        let outcome = lambda_cnn::pipeline::rollback::rollback(
+            &ctx.clients,
+            &ctx.config,
+            &ctx.account,
+            f,
+            to.as_deref(),
+            &say,
+        )
+        .await?;
+        ctx.out.print(&outcome)?;
     }
     Ok(())
 }
@@ -517,7 +555,9 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
             bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
         }
         eprint!(
-            "delete API {}, functions {} and {}, role {}{}? [y/N] ",
+            "in account {} region {}: delete API {}, functions {} and {}, role {}{}? [y/N] ",
+            ctx.account.id,
+            ctx.account.region,
             cfg.api.name,
             cfg.function(Function::Predict).name,
             cfg.function(Function::Train).name,
@@ -891,7 +931,10 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
         repository_uri: &repo.uri,
         repository: &repo.name,
         digest: &live.digest,
-        model_s3_uri: live.model_s3_uri.as_deref(),
+        model: live
+            .model_s3_uri
+            .as_deref()
+            .map_or(release::Model::Image, release::Model::S3),
         canary_percent: None,
         arch: live.arch,
     };
