@@ -128,7 +128,9 @@ impl Stack {
             ]);
         }
         // An environment with its own invoke endpoint (a strict layer) keeps it.
-        if sub == "release" && !env.iter().any(|(k, _)| *k == "DEPLOY_INVOKE_ENDPOINT") {
+        if ["release", "rollback"].contains(&sub)
+            && !env.iter().any(|(k, _)| *k == "DEPLOY_INVOKE_ENDPOINT")
+        {
             all.extend(["--invoke-endpoint", &endpoint]);
         }
         deploy_with_env(&all, &env)

@@ -53,14 +53,14 @@ pub fn run(
     if let Command::Release(a) = &cmd {
         check_model_uri(a.model.as_deref())?;
     }
+    if dry_run {
+        plan(&cmd, &config);
+        return Ok(());
+    }
     if let Command::Destroy(a) = &cmd {
         if !a.yes && !std::io::stdin().is_terminal() {
             bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
         }
-    }
-    if dry_run {
-        plan(&cmd, &config);
-        return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
