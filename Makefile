@@ -20,10 +20,11 @@ MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-
 TOOL_CACHE ?= $(HOME)/.cache/lambda-cnn
 VENV := .venv
 PYTHON ?= python3
-TOOLS_STAMP := $(VENV)/.tools-2
+TOOLS_STAMP := $(VENV)/.tools-3
 # bcrypt: the local registry's htpasswd accepts only bcrypt hashes. selenium: drives Debian's
 # Chromium through Debian's chromedriver (no browser download) for the digit page's test.
-PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0 selenium==4.50.0
+# cloudsplaining, parliament: the IAM policy auditors the deployer policy must pass.
+PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0 selenium==4.50.0 cloudsplaining==0.9.1 parliament==1.6.4
 
 # AWS's Lambda Runtime Interface Emulator for the local data plane (infra/local/
 # lambda_dataplane.py): the two static binaries PyPI's aws-sam-cli ships, taken out of its wheel

@@ -197,6 +197,21 @@ pub fn partition_of(arn: &str) -> String {
         .to_owned()
 }
 
+/// The partition a region is in (`cn-north-1` is in `aws-cn`).
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else {
+        "aws"
+    }
+}
+
 /// The endpoint domain of a partition.
 pub fn dns_suffix(partition: &str) -> &'static str {
     match partition {
@@ -335,5 +350,8 @@ mod tests {
         assert_eq!(partition_of(""), "aws");
         assert_eq!(dns_suffix("aws-cn"), "amazonaws.com.cn");
         assert_eq!(dns_suffix("aws-us-gov"), "amazonaws.com");
+        assert_eq!(partition_of_region("cn-north-1"), "aws-cn");
+        assert_eq!(partition_of_region("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition_of_region("eu-west-1"), "aws");
     }
 }

@@ -442,13 +442,29 @@ fn actions(policy: &str) -> Vec<String> {
     out
 }
 
+/// Whether the caller holds the deployer policy: each of its statements simulated
+/// (`iam:SimulatePrincipalPolicy`) on an ARN each of its resources names, with the request
+/// context its conditions ask for, so that a policy scoped to the deploy's names, or one using
+/// `iam:PassedToService`, is judged as AWS will judge the deploy's calls. `policy` is the
+/// rendered deployer policy.
 async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str) -> Check {
-    let wanted = actions(policy);
+    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+    let statements = match super::policy::statements(policy) {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::fail(
+                "permissions",
+                format!("infra/iam/deployer-policy.json: {e}"),
+                "restore it from the repository",
+            )
+        }
+    };
+    let wanted = actions(policy).len();
     if account.caller_arn.ends_with(":root") {
         return Check::warn(
             "permissions",
             "running as the account's root user: every permission, and no limit to mistakes",
-            "create an IAM user or role with infra/iam/deployer-policy.json and deploy as it",
+            "create an IAM user or role with the policy `deploy policy` prints and deploy as it",
         );
     }
     let principal = if account.caller_arn.contains(":sts::") {
@@ -459,8 +475,8 @@ async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str)
     let not_checked = |why: String| {
         Check::warn(
             "permissions",
-            format!("not checked ({why}); the deploy needs {} actions", wanted.len()),
-            "grant infra/iam/deployer-policy.json, or allow iam:SimulatePrincipalPolicy so that doctor can check",
+            format!("not checked ({why}); the deploy needs {wanted} actions"),
+            "grant the policy `deploy policy` prints (it allows iam:SimulatePrincipalPolicy, so that doctor can check)",
         )
     };
     let Some(principal) = principal else {
@@ -476,40 +492,55 @@ async fn permissions(iam: &aws_sdk_iam::Client, account: &Account, policy: &str)
         None => principal,
     };
     let mut denied = Vec::new();
-    // The API takes at most 128 actions a call; ours are fewer.
-    let sim = iam
-        .simulate_principal_policy()
-        .policy_source_arn(&principal)
-        .set_action_names(Some(wanted.clone()))
-        .send()
-        .await
-        .map_err(aws_err(
-            "simulating the deploy's permissions (iam:SimulatePrincipalPolicy)",
-        ));
-    match sim {
-        Ok(out) => {
-            for r in out.evaluation_results() {
-                if r.eval_decision().as_str() != "allowed" {
-                    denied.push(r.eval_action_name().to_owned());
-                }
+    for st in &statements {
+        let context: Vec<ContextEntry> = st
+            .context
+            .iter()
+            .map(|(key, values)| {
+                ContextEntry::builder()
+                    .context_key_name(key)
+                    .set_context_key_values(Some(values.clone()))
+                    .context_key_type(ContextKeyTypeEnum::String)
+                    .build()
+            })
+            .collect();
+        for resource in &st.resources {
+            let arn = super::policy::example_arn(resource);
+            // At most 128 actions a call; a statement has far fewer.
+            let mut call = iam
+                .simulate_principal_policy()
+                .policy_source_arn(&principal)
+                .set_action_names(Some(st.actions.clone()))
+                .set_context_entries(Some(context.clone()));
+            if arn != "*" {
+                call = call.resource_arns(&arn);
             }
-            if denied.is_empty() {
-                Check::ok(
-                    "permissions",
-                    format!(
-                        "{principal} may call all {} actions the deploy uses",
-                        wanted.len()
-                    ),
-                )
-            } else {
-                Check::fail(
-                    "permissions",
-                    format!("{principal} may not call: {}", denied.join(", ")),
-                    "attach infra/iam/deployer-policy.json (or the missing actions) to it",
-                )
+            match call.send().await.map_err(aws_err(
+                "simulating the deploy's permissions (iam:SimulatePrincipalPolicy)",
+            )) {
+                Ok(out) => denied.extend(
+                    out.evaluation_results()
+                        .iter()
+                        .filter(|r| r.eval_decision().as_str() != "allowed")
+                        .map(|r| format!("{} on {arn}", r.eval_action_name())),
+                ),
+                Err(e) => return not_checked(format!("for {principal}: {e}")),
             }
         }
-        Err(e) => not_checked(format!("for {principal}: {e}")),
+    }
+    if denied.is_empty() {
+        Check::ok(
+            "permissions",
+            format!(
+                "{principal} may call all {wanted} actions the deploy uses, on the resources it uses"
+            ),
+        )
+    } else {
+        Check::fail(
+            "permissions",
+            format!("{principal} may not call: {}", denied.join(", ")),
+            "attach the policy `deploy policy` prints (or the missing actions, on those resources) to it",
+        )
     }
 }
 

@@ -8,13 +8,6 @@ use super::aws::{aws_err, AwsError};
 /// The name of the execution role's inline policy.
 pub const POLICY_NAME: &str = "lambda-cnn";
 
-/// Fills `{account}`, `{region}`, `{bucket}`, `{predict}`, `{train}` in a policy template.
-pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
-    vars.iter().fold(template.to_owned(), |t, (k, v)| {
-        t.replace(&format!("{{{k}}}"), v)
-    })
-}
-
 /// The role `name`, or `None` when there is none.
 pub async fn find_role(
     iam: &aws_sdk_iam::Client,
@@ -107,20 +100,22 @@ pub async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::policy::render;
     use std::path::Path;
 
     #[test]
     fn the_shipped_policies_render_to_json_naming_only_our_resources() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam");
-        let vars = [
+        let vars: Vec<(&'static str, String)> = [
             ("partition", "aws"),
             ("account", "123456789012"),
             ("region", "eu-west-1"),
             ("bucket", "models-bucket"),
             ("predict", "lambda-cnn-predict"),
             ("train", "lambda-cnn-train"),
-        ];
+        ]
+        .map(|(k, v)| (k, v.to_owned()))
+        .into();
         for file in ["trust-policy.json", "execution-policy.json"] {
             let text = render(&std::fs::read_to_string(dir.join(file)).unwrap(), &vars);
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -22,6 +22,7 @@ pub mod lambda;
 pub mod layer;
 pub mod libs;
 pub mod logs;
+pub mod policy;
 pub mod registry;
 pub mod release;
 pub mod rollback;

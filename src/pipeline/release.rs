@@ -195,20 +195,12 @@ pub async fn ensure_role(
     trust: &str,
     policy: &str,
 ) -> Result<String, AwsError> {
-    let bucket = config.bucket_name(&account.id, &account.region);
-    let vars = [
-        ("partition", account.partition.as_str()),
-        ("account", account.id.as_str()),
-        ("region", account.region.as_str()),
-        ("bucket", bucket.as_str()),
-        ("predict", config.function(Function::Predict).name.as_str()),
-        ("train", config.function(Function::Train).name.as_str()),
-    ];
+    let vars = super::policy::vars(config, &account.partition, &account.id, &account.region);
     let (arn, _) = iam::ensure_role(
         &clients.iam,
         &config.role.name,
-        &iam::render(trust, &vars),
-        &iam::render(policy, &vars),
+        &super::policy::render(trust, &vars),
+        &super::policy::render(policy, &vars),
     )
     .await?;
     Ok(arn)

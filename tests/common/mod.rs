@@ -6,6 +6,7 @@ pub mod dataplane;
 pub mod emulator;
 pub mod events;
 pub mod faulty_proxy;
+pub mod iam_simulator;
 pub mod image_run;
 pub mod localstack;
 pub mod moto;

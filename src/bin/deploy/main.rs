@@ -120,6 +120,20 @@ enum Command {
         FAIL."
     )]
     Doctor(DoctorArgs),
+    /// Print the least-privilege policy to deploy with: infra/iam/deployer-policy.json with
+    /// this config's names (functions, repository, role, bucket, log groups), the account and
+    /// region filled in; PassRole only for the execution role and only to Lambda.
+    #[command(
+        long_about = "Print the least-privilege IAM policy to deploy with.\n\n\
+        infra/iam/deployer-policy.json with the names of the deploy config (functions, ECR \
+        repository, execution role, models bucket, log groups; API Gateway in the region), \
+        the account, region and partition filled in. iam:PassRole is allowed for the \
+        execution role only, and only to lambda.amazonaws.com. Renaming a resource in the \
+        config renames it here. `deploy doctor` simulates each statement on the resources it \
+        names. With --account nothing is asked of AWS; without it, STS says which account.\n\n\
+        Example: deploy policy --account 123456789012 --region eu-west-1 > deployer.json"
+    )]
+    Policy(PolicyArgs),
     /// Pick a function's memory size from measured invocations: each size published as a
     /// version behind a temporary alias, invoked, its REPORT lines read; a table, a chart, a
     /// recommendation by cost, speed or both (balanced). Cleans up after itself.
@@ -189,6 +203,21 @@ fn parse_weight(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
         _ => Err(format!("{s:?} is not a weight from 0 to 1")),
+    }
+}
+
+#[derive(Args, Clone)]
+struct PolicyArgs {
+    /// The 12-digit account to write the policy for; default: the signed-in one (STS).
+    #[arg(long, value_parser = parse_account)]
+    account: Option<String>,
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a 12-digit AWS account id"))
     }
 }
 

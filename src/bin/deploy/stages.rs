@@ -71,6 +71,15 @@ pub fn run(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     rt.block_on(async move {
+        if let Command::Policy(a) = &cmd {
+            if let Some(account) = &a.account {
+                // Nothing to ask AWS: the region from the flag, environment, profile or config.
+                let conn = aws::connect(&config.region, target).await;
+                let region = conn.sdk.region().map(|r| r.to_string()).unwrap_or_default();
+                let partition = aws::partition_of_region(&region);
+                return print_deployer_policy(&config, &config_dir, account, &region, partition);
+            }
+        }
         let ctx = connect(config, config_dir, target, out).await?;
         // Where it acts, before it acts (doctor's first row says the same).
         if !matches!(cmd, Command::Doctor(_)) {
@@ -88,6 +97,13 @@ pub fn run(
             Command::Monitor(a) => monitor(&ctx, &a).await,
             Command::All(a) => all(&ctx, &a).await,
             Command::Doctor(a) => doctor(&ctx, &a).await,
+            Command::Policy(_) => print_deployer_policy(
+                &ctx.config,
+                &ctx.config_dir,
+                &ctx.account.id,
+                &ctx.account.region,
+                &ctx.account.partition,
+            ),
             Command::Tune(a) => {
                 let inputs = tune_inputs.map_or_else(|| TuneInputs::read(&a), Ok)?;
                 tune(&ctx, &a, inputs).await
@@ -183,6 +199,10 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             names(&a.which.functions()),
             a.since
         )],
+        Command::Policy(_) => vec![
+            "print infra/iam/deployer-policy.json with this config's names, the account and region filled in"
+                .into(),
+        ],
         Command::Doctor(_) => vec![
             "read the account's identity, permissions, Lambda limits and \
              the names the deploy takes (creating nothing)"
@@ -373,6 +393,39 @@ fn policy(ctx: &Ctx, file: &str) -> Result<String> {
     let path = ctx.config_dir.join("iam").join(file);
     std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the IAM policy {}", path.display()))
+}
+
+/// A policy of `infra/iam/` with this deploy's names, account, region and partition.
+fn rendered_policy(ctx: &Ctx, file: &str) -> Result<String> {
+    let a = &ctx.account;
+    Ok(lambda_cnn::pipeline::policy::render(
+        &policy(ctx, file)?,
+        &lambda_cnn::pipeline::policy::vars(&ctx.config, &a.partition, &a.id, &a.region),
+    ))
+}
+
+/// `deploy policy`: the deployer's least-privilege policy for this config, account and region.
+fn print_deployer_policy(
+    config: &DeployConfig,
+    config_dir: &Path,
+    account: &str,
+    region: &str,
+    partition: &str,
+) -> Result<()> {
+    let path = config_dir.join("iam").join("deployer-policy.json");
+    let template = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the IAM policy {}", path.display()))?;
+    let text = lambda_cnn::pipeline::policy::render(
+        &template,
+        &lambda_cnn::pipeline::policy::vars(config, partition, account, region),
+    );
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON once rendered", path.display()))?;
+    say(format!(
+        "the deployer policy for account {account} in {region}: attach it to the IAM user or role you deploy as, e.g. aws iam put-role-policy --role-name NAME --policy-name lambda-cnn-deployer --policy-document file://deployer.json"
+    ));
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
 }
 
 async fn release_stage(ctx: &Ctx, args: &ReleaseArgs) -> Result<Vec<ReleaseOutcome>> {
@@ -660,7 +713,7 @@ async fn examine(
     mnist_dir: &Path,
 ) -> Result<Vec<lambda_cnn::pipeline::doctor::Check>> {
     use lambda_cnn::pipeline::doctor;
-    let deployer_policy = policy(ctx, "deployer-policy.json")?;
+    let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
     Ok(doctor::examine(
         &doctor::Clients {
             lambda: &ctx.clients.lambda,
