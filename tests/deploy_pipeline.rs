@@ -7,6 +7,7 @@
 mod common;
 use base64::Engine;
 use common::aws_emulator::AwsStack;
+use common::call_recorder::{self, Calls};
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack};
@@ -64,13 +65,19 @@ fn build_image_of(
     v["manifest_digest"].as_str().unwrap().to_owned()
 }
 
-/// The stand-ins, both images built, and both functions running from them.
+/// The stand-ins, both images built, and both functions running from them. Every AWS call the
+/// deploy makes crosses a recorder ([`Stack::assert_calls_within_the_deployer_policy`]).
 struct Stack {
     aws: AwsStack,
     registry: Registry,
     emu: Emulator,
     dir: tempfile::TempDir,
     digests: [String; 2],
+    /// The emulators' environment with each endpoint behind a recorder.
+    recorded_env: Vec<(&'static str, String)>,
+    calls: Calls,
+    /// `deploy policy` for the emulator's account.
+    policy: Value,
 }
 
 impl Stack {
@@ -91,12 +98,68 @@ impl Stack {
         for (f, name) in [("predict", PREDICT), ("train", TRAIN)] {
             run_image(dir.path(), &mut emu, f, name);
         }
+        let policy_out = deploy_with_env(&["policy"], &aws.env(true));
+        assert_ok(&policy_out, "deploy policy");
+        let policy: Value = serde_json::from_slice(&policy_out.stdout).unwrap();
+        let text = policy.to_string();
+        let account = text
+            .split("arn:aws:iam::")
+            .nth(1)
+            .map(|rest| rest[..12].to_owned())
+            .unwrap();
+        let calls = Calls::default();
+        let recorded_env = aws
+            .env(true)
+            .into_iter()
+            .map(|(k, v)| {
+                if k.starts_with("AWS_ENDPOINT_URL") {
+                    (
+                        k,
+                        call_recorder::record(&v, &account, "us-east-1", calls.clone()),
+                    )
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
         Stack {
             aws,
             registry,
             emu,
             dir,
             digests,
+            recorded_env,
+            calls,
+            policy,
+        }
+    }
+
+    /// Regression (issue 23, item 3): every AWS call the deploy made so far is one the
+    /// generated deployer policy allows, under AWS's evaluation rules.
+    fn assert_calls_within_the_deployer_policy(&self) {
+        let calls = self.calls.lock().unwrap().clone();
+        assert!(calls.len() > 20, "{calls:?}");
+        let denied = call_recorder::denied(&self.policy, &calls);
+        assert!(
+            denied.is_empty(),
+            "the deployer policy does not allow: {denied:#?}"
+        );
+        // The check can fail: without an action the deploy used, its calls are named.
+        let mut weaker = self.policy.clone();
+        for st in weaker["Statement"].as_array_mut().unwrap() {
+            if let Some(actions) = st["Action"].as_array_mut() {
+                actions.retain(|a| a != "lambda:PublishVersion" && a != "iam:PassRole");
+            }
+        }
+        let denied = call_recorder::denied(&weaker, &calls);
+        for action in [
+            "lambda:PublishVersion on arn:aws:lambda:",
+            "iam:PassRole on arn:aws:iam::",
+        ] {
+            assert!(
+                denied.iter().any(|d| d.starts_with(action)),
+                "{action}: {denied:#?}"
+            );
         }
     }
 
@@ -105,7 +168,7 @@ impl Stack {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        self.aws.env(true)
+        self.recorded_env.clone()
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
@@ -436,6 +499,8 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     let again = s.deploy(&["destroy", "--yes", "--all"]);
     assert_ok(&again, "second deploy destroy");
     assert_eq!(stdout(&again).trim(), "", "nothing left to delete");
+    // push, release (with models), api, destroy: all within the deployer policy.
+    s.assert_calls_within_the_deployer_policy();
 }
 
 /// A new account, as AWS documents it and moto does not: a concurrency quota of 10 (so no
@@ -967,6 +1032,8 @@ fn a_failed_smoke_test_leaves_live_where_it_was_and_rollback_and_canary_move_it(
     // --to 0 is not a version.
     let zero = s.deploy(&["rollback", "--function", "predict", "--to", "0"]);
     assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    // Releases, canaries, rollbacks: all within the deployer policy.
+    s.assert_calls_within_the_deployer_policy();
 }
 
 /// Builds the predict image and pushes it through 127.0.0.1:`port` (a proxy before the
