@@ -251,6 +251,23 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
         "3538 MB {t3538} ms vs 1769 MB {t1769} ms"
     );
     assert_eq!(train["recommended_mb"], 3538, "{train}");
+    // Regression (issue 23, item 9): the tune's training runs were measurements; the models
+    // they wrote are deleted (the release's smoke run's too).
+    let bucket = s.lambda(&format!("/2015-03-31/functions/{TRAIN}/configuration"))["Environment"]
+        ["Variables"]["MODEL_BUCKET"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, listing) = s.aws.call(
+        "s3",
+        true,
+        "GET",
+        &format!("/{bucket}?list-type=2&prefix=models/"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{listing}");
+    assert!(!listing.to_string().contains("<Key>"), "left in S3: {listing}");
 
     // A new account caps memory at 3008 MB: a larger size is a finding, not the end.
     let strict = StrictLambda::start(

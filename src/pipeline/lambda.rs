@@ -95,7 +95,7 @@ const CONFLICT_RETRIES: usize = 3;
 
 /// Sends an update, and when Lambda answers that another update of `name` is in progress
 /// (tune, another deploy, the console), waits for it and sends again, a bounded number of times.
-async fn update_when_free<F, Fut>(
+pub async fn update_when_free<F, Fut>(
     lambda: &aws_sdk_lambda::Client,
     name: &str,
     send: F,
@@ -414,6 +414,18 @@ pub async fn publish(
     name: &str,
     description: &str,
 ) -> Result<String, AwsError> {
+    let version = publish_version(lambda, name, description).await?;
+    wait_version_active(lambda, name, &version).await?;
+    Ok(version)
+}
+
+/// PublishVersion alone: the version's number as soon as Lambda gives it, before it is
+/// `Active` (so that a caller can record it, and undo it if interrupted while waiting).
+pub async fn publish_version(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    description: &str,
+) -> Result<String, AwsError> {
     let out = lambda
         .publish_version()
         .function_name(name)
@@ -421,24 +433,32 @@ pub async fn publish(
         .send()
         .await
         .map_err(aws_err(format!("publishing a version of {name}")))?;
-    let version = out.version().map(str::to_owned).ok_or_else(|| {
+    out.version().map(str::to_owned).ok_or_else(|| {
         AwsError::new(
             format!("publishing a version of {name}"),
             "no version in the answer",
         )
-    })?;
+    })
+}
+
+/// Waits until `version` of `name` is `Active`.
+pub async fn wait_version_active(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    version: &str,
+) -> Result<(), AwsError> {
     // A new version is `Pending` while Lambda optimises its image; invoking it or pointing an
     // alias at it before it is `Active` fails (docs: "functions-states").
     lambda
         .wait_until_published_version_active()
         .function_name(name)
-        .qualifier(&version)
+        .qualifier(version)
         .wait(WAIT)
         .await
         .map_err(waiting(format!(
             "waiting for version {version} of {name} to become active"
         )))?;
-    Ok(version)
+    Ok(())
 }
 
 /// The version `alias` points at, or None when the alias does not exist yet.

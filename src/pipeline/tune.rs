@@ -105,6 +105,8 @@ pub struct Invocation {
 struct Made {
     aliases: Vec<String>,
     versions: Vec<String>,
+    /// What invocations wrote to S3 (train's weights and cards) and could not be deleted yet.
+    objects: Vec<crate::store::S3Uri>,
 }
 
 /// One function's tuning run.
@@ -119,16 +121,118 @@ pub struct Tuner<'a> {
     pub previous_mb: u32,
     /// What it runs on (for pricing).
     pub arch: Arch,
+    /// Where train's invocations write their models, to delete them: S3 and the account
+    /// that owns the bucket.
+    s3: &'a aws_sdk_s3::Client,
+    account_id: &'a str,
     existing: BTreeSet<String>,
     made: Mutex<Made>,
+    /// What `$LATEST` ran before the run brought it to what the alias runs (to put back).
+    swapped: Option<Latest>,
+    /// Said when the run measures another image or environment than `$LATEST` had.
+    pub measuring_alias: Option<String>,
 }
 
-/// `$LATEST`'s memory and architecture, and the versions published before the run.
+/// `$LATEST`'s code and environment.
+#[derive(Debug, Clone, PartialEq)]
+struct Latest {
+    image_uri: String,
+    env: std::collections::HashMap<String, String>,
+}
+
+impl Latest {
+    fn of(out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput) -> Latest {
+        Latest {
+            image_uri: out
+                .code()
+                .and_then(|c| c.image_uri())
+                .unwrap_or_default()
+                .to_owned(),
+            env: out
+                .configuration()
+                .and_then(|c| c.environment())
+                .and_then(|e| e.variables())
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Brings `$LATEST` of `name` to `to`'s code and environment.
+async fn bring_latest_to(
+    lambda_client: &aws_sdk_lambda::Client,
+    name: &str,
+    to: &Latest,
+) -> Result<(), AwsError> {
+    lambda::update_when_free(lambda_client, name, || async {
+        lambda_client
+            .update_function_code()
+            .function_name(name)
+            .image_uri(&to.image_uri)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err(format!(
+                "setting the code of {name} to {}",
+                to.image_uri
+            )))
+    })
+    .await?;
+    lambda::wait_updated(lambda_client, name).await?;
+    lambda::update_when_free(lambda_client, name, || async {
+        lambda_client
+            .update_function_configuration()
+            .function_name(name)
+            .environment(
+                aws_sdk_lambda::types::Environment::builder()
+                    .set_variables(Some(to.env.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(aws_err(format!("setting the environment of {name}")))
+    })
+    .await?;
+    lambda::wait_updated(lambda_client, name).await
+}
+
+/// `$LATEST`'s memory and architecture, and the versions published before the run. What is
+/// measured is what `alias` runs: when `$LATEST` runs another image or environment (after a
+/// failed release, or a rollback), it is brought to the alias's for the run and put back after.
 pub async fn start<'a>(
     lambda_client: &'a aws_sdk_lambda::Client,
     invoke: &'a aws_sdk_lambda::Client,
+    s3: &'a aws_sdk_s3::Client,
+    account_id: &'a str,
     name: &'a str,
+    alias: &str,
 ) -> Result<Tuner<'a>, AwsError> {
+    let latest = Latest::of(
+        &lambda_client
+            .get_function()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(aws_err(format!("looking up function {name}")))?,
+    );
+    let mut swapped = None;
+    let mut measuring_alias = None;
+    if let Some(version) = lambda::alias_version(lambda_client, name, alias).await? {
+        let live = Latest::of(&lambda::get_version(lambda_client, name, &version).await?);
+        if live != latest {
+            measuring_alias = Some(format!(
+                "{name}: $LATEST runs other code or settings than {alias} (version {version}); measuring what {alias} runs ({}), and putting $LATEST back afterwards",
+                live.image_uri
+            ));
+            if let Err(e) = bring_latest_to(lambda_client, name, &live).await {
+                // Half-way is worse than not at all: put back what was there.
+                let _ = bring_latest_to(lambda_client, name, &latest).await;
+                return Err(e);
+            }
+            swapped = Some(latest);
+        }
+    }
     let conf = lambda_client
         .get_function_configuration()
         .function_name(name)
@@ -148,35 +252,47 @@ pub async fn start<'a>(
         name,
         previous_mb,
         arch,
+        s3,
+        account_id,
         existing,
         made: Mutex::new(Made::default()),
+        swapped,
+        measuring_alias,
     })
 }
 
 impl Tuner<'_> {
+    /// Sets `$LATEST`'s memory; an update still in flight (one this run sent before it was
+    /// interrupted, or anyone's) is waited for rather than conflicted with.
     async fn set_memory(&self, memory_mb: u32) -> Result<(), AwsError> {
-        self.lambda
-            .update_function_configuration()
-            .function_name(self.name)
-            .memory_size(memory_mb as i32)
-            .send()
-            .await
-            .map_err(aws_err(format!(
-                "setting the memory of {} to {memory_mb} MB",
-                self.name
-            )))?;
+        lambda::update_when_free(self.lambda, self.name, || async {
+            self.lambda
+                .update_function_configuration()
+                .function_name(self.name)
+                .memory_size(memory_mb as i32)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(aws_err(format!(
+                    "setting the memory of {} to {memory_mb} MB",
+                    self.name
+                )))
+        })
+        .await?;
         lambda::wait_updated(self.lambda, self.name).await
     }
 
     /// A version of `$LATEST` at `memory_mb` behind alias `tune-<MB>`; returns the alias.
     async fn prepare(&self, memory_mb: u32) -> Result<String, AwsError> {
         self.set_memory(memory_mb).await?;
-        let version = lambda::publish(
+        let version = lambda::publish_version(
             self.lambda,
             self.name,
             &format!("deploy tune: {memory_mb} MB (temporary)"),
         )
         .await?;
+        // Recorded before waiting for it: an interruption while it becomes Active must not
+        // leave it behind.
         if !self.existing.contains(&version) {
             self.made
                 .lock()
@@ -184,6 +300,7 @@ impl Tuner<'_> {
                 .versions
                 .push(version.clone());
         }
+        lambda::wait_version_active(self.lambda, self.name, &version).await?;
         let alias = alias_name(memory_mb);
         // Recorded before it exists: a failed create leaves nothing, and deleting a missing
         // alias is not an error.
@@ -216,6 +333,20 @@ impl Tuner<'_> {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let found = tail.lines().rev().find_map(report::parse);
+        // A training run writes its model: a tune's runs are measurements, not models.
+        let answer = out.payload().map(|p| p.as_ref()).unwrap_or_default();
+        for uri in super::smoke::leftovers(super::image::Function::Train, answer) {
+            if super::bucket::delete_object(self.s3, &uri, self.account_id)
+                .await
+                .is_err()
+            {
+                self.made
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .objects
+                    .push(uri);
+            }
+        }
         if let Some(kind) = out.function_error() {
             let answer = out
                 .payload()
@@ -315,6 +446,7 @@ impl Tuner<'_> {
                 let mut now = self.made.lock().unwrap_or_else(|p| p.into_inner());
                 now.aliases.extend(made.aliases);
                 now.versions.extend(made.versions);
+                now.objects.extend(made.objects);
                 Err(errors.remove(0))
             }
         }
@@ -322,6 +454,11 @@ impl Tuner<'_> {
 
     async fn remove(&self, made: &Made) -> Result<(), Vec<AwsError>> {
         let mut errors = Vec::new();
+        for uri in &made.objects {
+            if let Err(e) = super::bucket::delete_object(self.s3, uri, self.account_id).await {
+                errors.push(e);
+            }
+        }
         for alias in &made.aliases {
             match self
                 .lambda
@@ -366,6 +503,9 @@ impl Tuner<'_> {
     pub async fn clean_up(&self) -> Result<(), Vec<AwsError>> {
         let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|p| p.into_inner()));
         let mut errors = self.remove(&made).await.err().unwrap_or_default();
+        // An update this run sent just before it was interrupted may still be in flight: the
+        // memory read below must be the one it leaves.
+        let _ = lambda::wait_updated(self.lambda, self.name).await;
         let current = self
             .lambda
             .get_function_configuration()
@@ -384,6 +524,11 @@ impl Tuner<'_> {
                 }
             }
             Err(e) => errors.push(e),
+        }
+        if let Some(before) = &self.swapped {
+            if let Err(e) = bring_latest_to(self.lambda, self.name, before).await {
+                errors.push(e);
+            }
         }
         if errors.is_empty() {
             Ok(())

@@ -853,15 +853,28 @@ async fn tune(ctx: &Ctx, args: &TuneArgs, inputs: TuneInputs) -> Result<()> {
     if let Some(note) = note {
         say(format!("note: {note}"));
     }
-    let tuner = measuring::start(&ctx.clients.lambda, &ctx.clients.smoke, &name)
-        .await
-        .map_err(|e| {
-            if e.is("ResourceNotFoundException") {
-                anyhow::anyhow!("{e}: there is no {name} to tune; release it first (deploy release --function {})", args.function)
-            } else {
-                e.into()
-            }
-        })?;
+    let tuner = measuring::start(
+        &ctx.clients.lambda,
+        &ctx.clients.smoke,
+        &ctx.clients.s3,
+        &ctx.account.id,
+        &name,
+        &ctx.config.release.alias,
+    )
+    .await
+    .map_err(|e| {
+        if e.is("ResourceNotFoundException") {
+            anyhow::anyhow!(
+                "{e}: there is no {name} to tune; release it first (deploy release --function {})",
+                args.function
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    if let Some(note) = &tuner.measuring_alias {
+        say(note.clone());
+    }
     let invocations = args.invocations as usize;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new((sizes.len() * invocations) as u64);
