@@ -267,7 +267,10 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
         None,
     );
     assert_eq!(status, 200, "{listing}");
-    assert!(!listing.to_string().contains("<Key>"), "left in S3: {listing}");
+    assert!(
+        !listing.to_string().contains("<Key>"),
+        "left in S3: {listing}"
+    );
 
     // A new account caps memory at 3008 MB: a larger size is a finding, not the end.
     let strict = StrictLambda::start(
@@ -569,4 +572,66 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         "{ran:?}"
     );
     assert!(!ran.iter().any(|i| i.contains(&digest_b)), "{ran:?}");
+
+    // Regression (issue 23, item 9): a release of B whose smoke test fails leaves $LATEST on
+    // B while live runs A; a tune then measures A, the image live runs, and puts $LATEST back.
+    let o = deploy_with_env(
+        &[
+            "release",
+            "--function",
+            "predict",
+            "--images",
+            images_b.to_str().unwrap(),
+            "--registry",
+            &host,
+            "--invoke-endpoint",
+            &sabotaged,
+        ],
+        &s.aws.env(true),
+    );
+    assert!(!o.status.success(), "B was released: {}", stderr(&o));
+    let latest_image = |s: &Stack| {
+        s.lambda(&format!("/2015-03-31/functions/{PREDICT}"))["Code"]["ImageUri"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        latest_image(&s).ends_with(&digest_b),
+        "{}",
+        latest_image(&s)
+    );
+    let o = s.ok(
+        &[
+            "tune",
+            "--function",
+            "predict",
+            "--memory",
+            "384",
+            "--invocations",
+            "2",
+            "--json",
+        ],
+        "deploy tune after a failed release",
+    );
+    assert!(
+        stderr(&o).contains("measuring what live runs"),
+        "{}",
+        stderr(&o)
+    );
+    let ran: Vec<String> = s
+        .plane
+        .containers()
+        .iter()
+        .map(|c| {
+            docker(&["inspect", "-f", "{{.Config.Image}}", c])
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        !ran.iter().any(|i| i.contains(&digest_b)),
+        "the tune ran B: {ran:?}"
+    );
+    assert!(latest_image(&s).ends_with(&digest_b), "$LATEST put back");
 }

@@ -644,14 +644,25 @@ pub async fn get_version(
         .map_err(aws_err(format!("reading version {version} of {name}")))
 }
 
-/// The image digest a function's code location names (`…@sha256:…`).
+/// The image digest a function's code location names (`…@sha256:…`): the resolved URI's when
+/// there is one (what the version really runs; moto answers a version's `ImageUri` with
+/// `$LATEST`'s, and its `ResolvedImageUri` with a doubled `@sha256`, hence the last `@`).
 pub fn image_digest(
     out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput,
 ) -> Option<String> {
-    out.code()
-        .and_then(|c| c.image_uri())
-        .and_then(|uri| uri.split_once('@'))
+    let code = out.code()?;
+    code.resolved_image_uri()
+        .or(code.image_uri())
+        .and_then(|uri| uri.rsplit_once('@'))
         .map(|(_, digest)| digest.to_owned())
+}
+
+/// The image URI, by digest, that a function's code location runs (see [`image_digest`]).
+pub fn image_uri(
+    out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput,
+) -> Option<String> {
+    let repository = out.code()?.image_uri()?.split('@').next()?.to_owned();
+    Some(format!("{repository}@{}", image_digest(out)?))
 }
 
 /// The image digest a published version runs.

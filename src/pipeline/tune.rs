@@ -143,11 +143,7 @@ struct Latest {
 impl Latest {
     fn of(out: &aws_sdk_lambda::operation::get_function::GetFunctionOutput) -> Latest {
         Latest {
-            image_uri: out
-                .code()
-                .and_then(|c| c.image_uri())
-                .unwrap_or_default()
-                .to_owned(),
+            image_uri: lambda::image_uri(out).unwrap_or_default(),
             env: out
                 .configuration()
                 .and_then(|c| c.environment())
