@@ -7,6 +7,7 @@
 mod common;
 use base64::Engine;
 use common::aws_emulator::AwsStack;
+use common::aws_states::AwsStates;
 use common::call_recorder::{self, Calls};
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
@@ -1426,4 +1427,96 @@ fn dry_run_prints_the_plan_without_calling_aws() {
     }
     let o = deploy_with_env(&["--dry-run", "release", "--canary", "10"], &env);
     assert!(stdout(&o).contains("10% canary"), "{}", stdout(&o));
+}
+
+/// Lambda and S3 take their time, as AWS documents (common/aws_states.rs), where moto answers
+/// at once. Regressions (issue 23, items 4 and 8): a release waits for a function still
+/// `Pending` (an interrupted first deploy), waits out an update in progress and sends again
+/// one refused as conflicting, recreates a function in state `Failed` (saying why), and
+/// re-creating a bucket name deleted moments ago is retried until S3 lets it be used.
+#[test]
+fn a_release_waits_out_lambdas_states_and_a_recently_deleted_bucket_name() {
+    let s = Stack::start();
+    let lambda = AwsStates::start(
+        &s.aws.endpoint("lambda", true),
+        std::time::Duration::from_secs(5),
+    );
+    let s3 = AwsStates::start(
+        &s.aws.endpoint("s3", true),
+        std::time::Duration::from_secs(5),
+    );
+    let mut env = s.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_LAMBDA" && *k != "AWS_ENDPOINT_URL_S3");
+    env.push(("AWS_ENDPOINT_URL_LAMBDA", lambda.endpoint()));
+    env.push(("AWS_ENDPOINT_URL_S3", s3.endpoint()));
+    let deploy = |args: &[&str]| s.deploy_with(args, env.clone());
+    assert_ok(&deploy(&["push", "--function", "predict"]), "push");
+
+    // A new function is Pending for a while: the release waits for it.
+    assert_ok(&deploy(&["release", "--function", "predict"]), "release");
+    assert!(lambda.served("pending") >= 1, "Pending was never read");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
+
+    // Someone else's update in progress: ours is refused once, waits, and goes through.
+    lambda.mark_busy(PREDICT);
+    let c1536 = config_with_memory(s.dir.path(), 1536);
+    let o = deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--config",
+        c1536.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "release during someone else's update");
+    assert_eq!(lambda.served("conflict"), 1);
+    assert!(
+        lambda.served("in-progress") >= 1,
+        "InProgress was never read"
+    );
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "2");
+
+    // An interrupted first deploy left it Pending: the next run waits, saying so.
+    lambda.mark_pending(PREDICT, 2);
+    let c2048 = config_with_memory(s.dir.path(), 2048);
+    let o = deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--config",
+        c2048.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "release of a Pending function");
+    assert!(stderr(&o).contains("still Pending"), "{}", stderr(&o));
+
+    // A function in state Failed is not recovered by Lambda: deleted and created again.
+    lambda.mark_failed(PREDICT, "Lambda could not access the image");
+    let o = deploy(&["release", "--function", "predict"]);
+    assert_ok(&o, "release of a Failed function");
+    let err = stderr(&o);
+    assert!(
+        err.contains("is in state Failed (Lambda could not access the image)")
+            && err.contains("deleting it and creating it again"),
+        "{err}"
+    );
+    assert!(lambda.served("failed") >= 1);
+    assert_eq!(
+        s.live_version(PREDICT)["FunctionVersion"],
+        "1",
+        "a new function"
+    );
+
+    // destroy --all, then at once a new deploy: S3 holds the bucket's name for a moment.
+    assert_ok(&deploy(&["destroy", "--all", "--yes"]), "destroy --all");
+    assert_ok(&deploy(&["push", "--function", "predict"]), "push again");
+    let o = deploy(&["release", "--function", "predict"]);
+    assert_ok(&o, "release right after destroy --all");
+    assert!(
+        s3.served("aborted") >= 1,
+        "OperationAborted was never answered"
+    );
+    assert!(
+        stderr(&o).contains("does not let the name be used again yet"),
+        "{}",
+        stderr(&o)
+    );
 }

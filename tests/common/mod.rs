@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod aws_emulator;
+pub mod aws_states;
 pub mod call_recorder;
 pub mod dataplane;
 pub mod emulator;

@@ -197,7 +197,7 @@ fn version_read(first_line: &str) -> Option<String> {
 }
 
 /// The same answer with its JSON body edited by `edit`.
-fn edit_json(resp: Message, edit: impl FnOnce(&mut serde_json::Value)) -> Message {
+pub fn edit_json(resp: Message, edit: impl FnOnce(&mut serde_json::Value)) -> Message {
     let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&resp.body) else {
         return resp;
     };
@@ -220,7 +220,7 @@ fn edit_json(resp: Message, edit: impl FnOnce(&mut serde_json::Value)) -> Messag
     }
 }
 
-fn response_bytes(status: &str, error_type: Option<&str>, body: &serde_json::Value) -> Vec<u8> {
+pub fn response_bytes(status: &str, error_type: Option<&str>, body: &serde_json::Value) -> Vec<u8> {
     let body = body.to_string();
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
