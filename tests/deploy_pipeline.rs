@@ -8,7 +8,7 @@ mod common;
 use base64::Engine;
 use common::aws_emulator::AwsStack;
 use common::aws_states::AwsStates;
-use common::call_recorder::{self, Calls};
+use common::call_recorder::Recorded;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack};
@@ -74,11 +74,9 @@ struct Stack {
     emu: Emulator,
     dir: tempfile::TempDir,
     digests: [String; 2],
-    /// The emulators' environment with each endpoint behind a recorder.
-    recorded_env: Vec<(&'static str, String)>,
-    calls: Calls,
-    /// `deploy policy` for the emulator's account.
-    policy: Value,
+    /// The emulators' environment with each endpoint behind a recorder, and the deployer
+    /// policy for the emulator's account.
+    recorded: Recorded,
 }
 
 impl Stack {
@@ -99,69 +97,21 @@ impl Stack {
         for (f, name) in [("predict", PREDICT), ("train", TRAIN)] {
             run_image(dir.path(), &mut emu, f, name);
         }
-        let policy_out = deploy_with_env(&["policy"], &aws.env(true));
-        assert_ok(&policy_out, "deploy policy");
-        let policy: Value = serde_json::from_slice(&policy_out.stdout).unwrap();
-        let text = policy.to_string();
-        let account = text
-            .split("arn:aws:iam::")
-            .nth(1)
-            .map(|rest| rest[..12].to_owned())
-            .unwrap();
-        let calls = Calls::default();
-        let recorded_env = aws
-            .env(true)
-            .into_iter()
-            .map(|(k, v)| {
-                if k.starts_with("AWS_ENDPOINT_URL") {
-                    (
-                        k,
-                        call_recorder::record(&v, &account, "us-east-1", calls.clone()),
-                    )
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
+        let recorded = Recorded::start(aws.env(true));
         Stack {
             aws,
             registry,
             emu,
             dir,
             digests,
-            recorded_env,
-            calls,
-            policy,
+            recorded,
         }
     }
 
-    /// Regression (issue 23, item 3): every AWS call the deploy made so far is one the
-    /// generated deployer policy allows, under AWS's evaluation rules.
+    /// Every AWS call the deploy made so far is one the deployer policy allows.
     fn assert_calls_within_the_deployer_policy(&self) {
-        let calls = self.calls.lock().unwrap().clone();
-        assert!(calls.len() > 20, "{calls:?}");
-        let denied = call_recorder::denied(&self.policy, &calls);
-        assert!(
-            denied.is_empty(),
-            "the deployer policy does not allow: {denied:#?}"
-        );
-        // The check can fail: without an action the deploy used, its calls are named.
-        let mut weaker = self.policy.clone();
-        for st in weaker["Statement"].as_array_mut().unwrap() {
-            if let Some(actions) = st["Action"].as_array_mut() {
-                actions.retain(|a| a != "lambda:PublishVersion" && a != "iam:PassRole");
-            }
-        }
-        let denied = call_recorder::denied(&weaker, &calls);
-        for action in [
-            "lambda:PublishVersion on arn:aws:lambda:",
-            "iam:PassRole on arn:aws:iam::",
-        ] {
-            assert!(
-                denied.iter().any(|d| d.starts_with(action)),
-                "{action}: {denied:#?}"
-            );
-        }
+        self.recorded
+            .assert_within_the_deployer_policy(&["lambda:PublishVersion", "iam:PassRole"]);
     }
 
     fn images(&self) -> PathBuf {
@@ -169,7 +119,7 @@ impl Stack {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        self.recorded_env.clone()
+        self.recorded.env.clone()
     }
 
     fn deploy(&self, args: &[&str]) -> Output {
@@ -1505,6 +1455,13 @@ fn a_release_waits_out_lambdas_states_and_a_recently_deleted_bucket_name() {
         "a new function"
     );
 
+    // Every S3 call named the account that must own the bucket (CreateBucket aside).
+    let unguarded = s3.states.lock().unwrap().s3_without_owner.clone();
+    assert!(
+        unguarded.is_empty(),
+        "without ExpectedBucketOwner: {unguarded:?}"
+    );
+
     // destroy --all, then at once a new deploy: S3 holds the bucket's name for a moment.
     assert_ok(&deploy(&["destroy", "--all", "--yes"]), "destroy --all");
     assert_ok(&deploy(&["push", "--function", "predict"]), "push again");
@@ -1519,4 +1476,61 @@ fn a_release_waits_out_lambdas_states_and_a_recently_deleted_bucket_name() {
         "{}",
         stderr(&o)
     );
+}
+
+/// Regression (issue 23, item 5): a bucket of another account under our name, one that even
+/// lets this account in, is not taken for ours: doctor says whose it is, and a release stops
+/// before creating anything, instead of training into someone else's bucket.
+#[test]
+fn a_bucket_of_another_account_under_our_name_is_refused_before_anything_is_made() {
+    let s = Stack::start();
+    let s3 = AwsStates::start(
+        &s.aws.endpoint("s3", true),
+        std::time::Duration::from_secs(5),
+    );
+    let mut env = s.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL_S3");
+    env.push(("AWS_ENDPOINT_URL_S3", s3.endpoint()));
+    let deploy = |args: &[&str]| s.deploy_with(args, env.clone());
+    // The name is taken: the bucket exists (in the emulator), and S3 says it is another
+    // account's whenever a request names ours as the expected owner.
+    let policy_text = s.recorded.policy.to_string();
+    let bucket = policy_text
+        .split("arn:aws:s3:::")
+        .nth(1)
+        .and_then(|r| r.split(['"', '/']).next())
+        .unwrap()
+        .to_owned();
+    s.aws.create_bucket(&bucket);
+    s3.mark_owner(&bucket, "999999999999");
+
+    let doctor = deploy(&["doctor", "--images", s.images().to_str().unwrap()]);
+    assert!(!doctor.status.success(), "{}", stdout(&doctor));
+    let row = stdout(&doctor)
+        .lines()
+        .find(|l| l.contains("bucket"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        row.starts_with("FAIL") && row.contains("is not account"),
+        "{row}"
+    );
+
+    assert_ok(&deploy(&["push", "--function", "train"]), "push");
+    let o = deploy(&["release", "--function", "train"]);
+    assert!(
+        !o.status.success(),
+        "released into another account's bucket"
+    );
+    assert!(stderr(&o).contains("is not account"), "{}", stderr(&o));
+    let (status, _) = s.aws.call(
+        "lambda",
+        true,
+        "GET",
+        &format!("/2015-03-31/functions/{TRAIN}"),
+        None,
+        None,
+    );
+    assert_eq!(status, 404, "no function was created");
+    assert!(s3.served("not-owner") >= 1);
 }

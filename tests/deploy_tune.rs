@@ -7,6 +7,7 @@
 mod common;
 
 use common::aws_emulator::AwsStack;
+use common::call_recorder::Recorded;
 use common::dataplane::{docker, docker_or_skip, DataPlane};
 use common::emulator::workspace_binary;
 use common::faulty_proxy::{relay, Message};
@@ -34,6 +35,8 @@ struct Stack {
     plane: DataPlane,
     dir: tempfile::TempDir,
     digests: Vec<String>,
+    /// Every call `deploy` makes, for the deployer policy's check.
+    recorded: Recorded,
 }
 
 impl Stack {
@@ -70,12 +73,14 @@ impl Stack {
             );
             digests.push(v["manifest_digest"].as_str().unwrap().to_owned());
         }
+        let recorded = Recorded::start(aws.env(true));
         let s = Stack {
             aws,
             registry,
             plane,
             dir,
             digests,
+            recorded,
         };
         s.ok(&["push"], "deploy push");
         s.ok(&["release"], "deploy release");
@@ -100,7 +105,7 @@ impl Stack {
         if ["release", "tune"].contains(&args[0]) && !args.contains(&"--invoke-endpoint") {
             all.extend(["--invoke-endpoint", &endpoint]);
         }
-        deploy_with_env(&all, &self.aws.env(true))
+        deploy_with_env(&all, &self.recorded.env)
     }
 
     fn ok(&self, args: &[&str], what: &str) -> Output {
@@ -139,6 +144,19 @@ impl Stack {
             names("versions", "Versions", "Version"),
             memory,
         )
+    }
+
+    /// The images of the data plane's containers (`repository@sha256:…`).
+    fn images_run(&self) -> Vec<String> {
+        self.plane
+            .containers()
+            .iter()
+            .map(|c| {
+                docker(&["inspect", "-f", "{{.Config.Image}}", c])
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
     }
 
     fn live(&self, function: &str) -> Value {
@@ -326,6 +344,13 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
     // The release's smoke test, and the tune's 3 sizes × 5 (each size's first a cold start).
     assert!(summary["invocations"].as_u64().unwrap() >= 16, "{summary}");
     assert!(summary["cold_starts"].as_u64().unwrap() >= 4, "{summary}");
+    // Push, release, tune (memory, versions, aliases, the models train wrote), monitor: all
+    // within the deployer policy.
+    s.recorded.assert_within_the_deployer_policy(&[
+        "lambda:CreateAlias",
+        "lambda:UpdateFunctionConfiguration",
+        "logs:FilterLogEvents",
+    ]);
 }
 
 /// A proxy in front of the data plane that fails every invocation of a numbered version (what
@@ -556,16 +581,7 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     .read_to_string()
     .unwrap();
     assert!(answer.contains("\\\"digit\\\":7"), "{answer}");
-    let ran: Vec<String> = s
-        .plane
-        .containers()
-        .iter()
-        .map(|c| {
-            docker(&["inspect", "-f", "{{.Config.Image}}", c])
-                .trim()
-                .to_owned()
-        })
-        .collect();
+    let ran = s.images_run();
     assert!(
         ran.iter()
             .any(|i| i.ends_with(&format!("@{}", s.digests[0]))),
@@ -619,16 +635,7 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         "{}",
         stderr(&o)
     );
-    let ran: Vec<String> = s
-        .plane
-        .containers()
-        .iter()
-        .map(|c| {
-            docker(&["inspect", "-f", "{{.Config.Image}}", c])
-                .trim()
-                .to_owned()
-        })
-        .collect();
+    let ran = s.images_run();
     assert!(
         !ran.iter().any(|i| i.contains(&digest_b)),
         "the tune ran B: {ran:?}"

@@ -422,20 +422,12 @@ pub fn principal_for_simulation(caller_arn: &str) -> Option<String> {
     Some(format!("arn:{partition}:iam::{account}:role/{role}"))
 }
 
+/// Every action a policy allows, once each, sorted.
 fn actions(policy: &str) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_str(policy).unwrap_or_default();
-    let mut out: Vec<String> = v["Statement"]
-        .as_array()
+    let mut out: Vec<String> = super::policy::statements(policy)
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .flat_map(|s| match &s["Action"] {
-            serde_json::Value::String(a) => vec![a.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect(),
-            _ => vec![],
-        })
+        .flat_map(|s| s.actions)
         .collect();
     out.sort();
     out.dedup();

@@ -165,12 +165,7 @@ pub async fn deploy(
             say(format!(
                 "{name} is still Pending (being created): waiting for it"
             ));
-            lambda
-                .wait_until_function_active_v2()
-                .function_name(name)
-                .wait(WAIT)
-                .await
-                .map_err(waiting(format!("waiting for {name} to become active")))?;
+            wait_active(lambda, name).await?;
             current = get().await?;
         }
         _ if conf.and_then(|c| c.last_update_status()) == Some(&LastUpdateStatus::InProgress) => {
@@ -398,13 +393,18 @@ async fn create(lambda: &aws_sdk_lambda::Client, spec: &FunctionSpec) -> Result<
             Err(e) => return Err(e),
         }
     }
+    wait_active(lambda, name).await
+}
+
+/// Waits until function `name` is `Active` (a new function is `Pending` first).
+async fn wait_active(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<(), AwsError> {
     lambda
         .wait_until_function_active_v2()
         .function_name(name)
         .wait(WAIT)
         .await
-        .map_err(waiting(format!("waiting for {name} to become active")))?;
-    Ok(())
+        .map(|_| ())
+        .map_err(waiting(format!("waiting for {name} to become active")))
 }
 
 /// Publishes the current code and configuration as a version; returns its number. Lambda
@@ -467,18 +467,7 @@ pub async fn alias_version(
     name: &str,
     alias: &str,
 ) -> Result<Option<String>, AwsError> {
-    match lambda
-        .get_alias()
-        .function_name(name)
-        .name(alias)
-        .send()
-        .await
-        .map_err(aws_err(format!("reading alias {alias} of {name}")))
-    {
-        Ok(a) => Ok(a.function_version().map(str::to_owned)),
-        Err(e) if e.is("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(read_alias(lambda, name, alias).await?.map(|a| a.version))
 }
 
 /// What an alias points at.

@@ -384,6 +384,18 @@ pub async fn release(
         .map(|s| History::parse(&s.description))
         .unwrap_or_default();
     let version = lambda::publish(&clients.lambda, name, &format!("image {}", req.digest)).await?;
+    // Nothing moves: the outcome says why.
+    let stays = |smoke: &str| ReleaseOutcome {
+        function: name.to_owned(),
+        image_uri: image_uri.clone(),
+        change,
+        version: version.clone(),
+        previous: previous.clone(),
+        alias: alias.to_owned(),
+        canary: None,
+        smoke: smoke.to_owned(),
+        model: model.clone(),
+    };
     if history.was_rolled_back(&version) {
         // Same image, model and settings as a version rolled back from: Lambda hands that
         // version out again, and moving `live` to it would undo the rollback.
@@ -391,33 +403,13 @@ pub async fn release(
             "{name}: version {version} (this image, model and settings) was rolled back from; {alias} stays on version {}. Release a different image or model, or `deploy rollback --to {version}` to put it back on purpose",
             previous.as_deref().unwrap_or("-")
         ));
-        return Ok(ReleaseOutcome {
-            function: name.to_owned(),
-            image_uri,
-            change,
-            version,
-            previous,
-            alias: alias.to_owned(),
-            canary: None,
-            smoke: "not released: rolled back from earlier".to_owned(),
-            model,
-        });
+        return Ok(stays("not released: rolled back from earlier"));
     }
     if previous.as_deref() == Some(version.as_str()) {
         say(format!(
             "{name}: version {version} is already {alias}; nothing to do"
         ));
-        return Ok(ReleaseOutcome {
-            function: name.to_owned(),
-            image_uri,
-            change,
-            version,
-            previous,
-            alias: alias.to_owned(),
-            canary: None,
-            smoke: "already live".to_owned(),
-            model,
-        });
+        return Ok(stays("already live"));
     }
 
     let smoke = smoke_test(clients, f, name, &version, &account.id, say)

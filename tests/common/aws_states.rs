@@ -34,6 +34,12 @@ pub struct States {
     pub busy: HashSet<String>,
     /// Bucket → when S3 lets the name be used again.
     deleted: HashMap<String, Instant>,
+    /// Bucket → the account that owns it, when not the caller's: a request naming another
+    /// `ExpectedBucketOwner` gets 403 AccessDenied, as S3 answers it
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucket-owner-condition.html>).
+    owners: HashMap<String, String>,
+    /// S3 requests that named no `ExpectedBucketOwner`.
+    pub s3_without_owner: Vec<String>,
     /// What the layer did: "pending", "in-progress", "conflict", "failed", "aborted".
     pub served: HashMap<&'static str, u32>,
 }
@@ -84,6 +90,15 @@ impl AwsStates {
             .unwrap()
             .failed
             .insert(name.to_owned(), reason.to_owned());
+    }
+
+    /// Bucket `name` belongs to account `owner` (another account's bucket under our name).
+    pub fn mark_owner(&self, bucket: &str, owner: &str) {
+        self.states
+            .lock()
+            .unwrap()
+            .owners
+            .insert(bucket.to_owned(), owner.to_owned());
     }
 
     /// Someone else's update of `name` is in progress: the next update is refused once.
@@ -146,6 +161,29 @@ fn answer(req: &Message, st: &Mutex<States>, hold: Duration) -> Option<Vec<u8>> 
     // S3, path style: PUT /bucket (no key, no sub-resource) is CreateBucket.
     let (p, query) = path.split_once('?').unwrap_or((&path, ""));
     let segs: Vec<&str> = p.split('/').filter(|x| !x.is_empty()).collect();
+    let expected = String::from_utf8_lossy(&req.head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("x-amz-expected-bucket-owner")
+            .then(|| v.trim().to_owned())
+    });
+    let creating = method == "PUT" && segs.len() == 1 && query.is_empty();
+    if !segs.is_empty() && !creating && expected.is_none() {
+        s.s3_without_owner.push(req.first_line.clone());
+    }
+    if let (Some(bucket), Some(expected)) = (segs.first(), &expected) {
+        if s.owners.get(*bucket).is_some_and(|owner| owner != expected) {
+            *s.served.entry("not-owner").or_default() += 1;
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+            return Some(
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            );
+        }
+    }
     if method == "PUT" && segs.len() == 1 && query.is_empty() {
         if let Some(until) = s.deleted.get(segs[0]) {
             if Instant::now() < *until {
@@ -166,6 +204,9 @@ fn answer(req: &Message, st: &Mutex<States>, hold: Duration) -> Option<Vec<u8>> 
     }
     None
 }
+
+/// A change to a function's configuration as the emulator answered it.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
 
 /// The emulator's answer, with the states AWS would report.
 fn observe(req: &Message, resp: Message, st: &Mutex<States>) -> Message {
@@ -199,38 +240,37 @@ fn observe(req: &Message, resp: Message, st: &Mutex<States>) -> Message {
     let failed = s.failed.get(&name).cloned();
     let pending = s.pending.get(&name).is_some_and(|n| *n > 0);
     let in_progress = s.in_progress.get(&name).is_some_and(|n| *n > 0);
-    let edit: Option<(&'static str, Box<dyn FnOnce(&mut serde_json::Value)>)> =
-        if let Some(reason) = failed {
-            Some((
-                "failed",
-                Box::new(move |c: &mut serde_json::Value| {
-                    c["State"] = "Failed".into();
-                    c["StateReason"] = reason.into();
-                    c["StateReasonCode"] = "ImageAccessDenied".into();
-                }),
-            ))
-        } else if pending {
-            *s.pending.get_mut(&name).unwrap() -= 1;
-            Some((
-                "pending",
-                Box::new(|c: &mut serde_json::Value| {
-                    c["State"] = "Pending".into();
-                    c["StateReason"] = "The function is being created.".into();
-                    c["StateReasonCode"] = "Creating".into();
-                }),
-            ))
-        } else if in_progress {
-            *s.in_progress.get_mut(&name).unwrap() -= 1;
-            Some((
-                "in-progress",
-                Box::new(|c: &mut serde_json::Value| {
-                    c["LastUpdateStatus"] = "InProgress".into();
-                    c["LastUpdateStatusReason"] = "The function is being updated.".into();
-                }),
-            ))
-        } else {
-            None
-        };
+    let edit: Option<(&'static str, Edit)> = if let Some(reason) = failed {
+        Some((
+            "failed",
+            Box::new(move |c: &mut serde_json::Value| {
+                c["State"] = "Failed".into();
+                c["StateReason"] = reason.into();
+                c["StateReasonCode"] = "ImageAccessDenied".into();
+            }),
+        ))
+    } else if pending {
+        *s.pending.get_mut(&name).unwrap() -= 1;
+        Some((
+            "pending",
+            Box::new(|c: &mut serde_json::Value| {
+                c["State"] = "Pending".into();
+                c["StateReason"] = "The function is being created.".into();
+                c["StateReasonCode"] = "Creating".into();
+            }),
+        ))
+    } else if in_progress {
+        *s.in_progress.get_mut(&name).unwrap() -= 1;
+        Some((
+            "in-progress",
+            Box::new(|c: &mut serde_json::Value| {
+                c["LastUpdateStatus"] = "InProgress".into();
+                c["LastUpdateStatusReason"] = "The function is being updated.".into();
+            }),
+        ))
+    } else {
+        None
+    };
     let Some((what, edit)) = edit else {
         return resp;
     };

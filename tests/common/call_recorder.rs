@@ -7,6 +7,7 @@
 //! then checks each recorded call against a policy with [`super::iam_simulator::evaluate`].
 
 use super::faulty_proxy::{relay, Message};
+use super::iam_simulator::{form, url_decode as decode};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -67,35 +68,6 @@ fn header(req: &Message, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_owned())
     })
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = s
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b'+', _) => out.push(b' '),
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn form(body: &[u8]) -> HashMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
 }
 
 /// What the request needs: usually one call, two for a role passed to Lambda.
@@ -289,4 +261,76 @@ pub fn denied(policy: &serde_json::Value, calls: &[Call]) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// The emulators' environment with each endpoint behind one recorder, what it recorded, and
+/// the deployer policy `deploy policy` prints for the account that environment signs in to.
+pub struct Recorded {
+    pub env: Vec<(&'static str, String)>,
+    pub calls: Calls,
+    pub policy: serde_json::Value,
+}
+
+impl Recorded {
+    /// Records every call made with the returned [`Recorded::env`] instead of `env`.
+    pub fn start(env: Vec<(&'static str, String)>) -> Self {
+        let out = super::deploy_with_env(&["policy"], &env);
+        assert!(
+            out.status.success(),
+            "deploy policy: {}",
+            super::stderr(&out)
+        );
+        let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let text = policy.to_string();
+        let account = text
+            .split("arn:aws:iam::")
+            .nth(1)
+            .map(|rest| rest[..12].to_owned())
+            .unwrap();
+        let region = env
+            .iter()
+            .find(|(k, _)| *k == "AWS_REGION")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "us-east-1".into());
+        let calls = Calls::default();
+        let env = env
+            .into_iter()
+            .map(|(k, v)| {
+                if k.starts_with("AWS_ENDPOINT_URL") {
+                    (k, record(&v, &account, &region, calls.clone()))
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        Recorded { env, calls, policy }
+    }
+
+    /// Regression (issue 23, item 3): every AWS call made so far is one the generated
+    /// deployer policy allows, under AWS's evaluation rules; and the check can fail: without
+    /// an action the deploy used, its calls are named.
+    pub fn assert_within_the_deployer_policy(&self, used: &[&str]) {
+        let calls = self.calls.lock().unwrap().clone();
+        assert!(calls.len() > 10, "{calls:?}");
+        let refused = denied(&self.policy, &calls);
+        assert!(
+            refused.is_empty(),
+            "the deployer policy does not allow: {refused:#?}"
+        );
+        let mut weaker = self.policy.clone();
+        for st in weaker["Statement"].as_array_mut().unwrap() {
+            if let Some(actions) = st["Action"].as_array_mut() {
+                actions.retain(|a| !used.contains(&a.as_str().unwrap_or_default()));
+            }
+        }
+        let refused = denied(&weaker, &calls);
+        for action in used {
+            assert!(
+                refused
+                    .iter()
+                    .any(|d| d.starts_with(&format!("{action} on "))),
+                "{action}: {refused:#?}"
+            );
+        }
+    }
 }

@@ -164,7 +164,8 @@ pub fn evaluate(
     }
 }
 
-fn url_decode(s: &str) -> String {
+/// A form value, percent-decoded (`+` is a space).
+pub fn url_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -185,7 +186,8 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn form(body: &[u8]) -> HashMap<String, String> {
+/// A form-encoded body (AWS's query protocol), decoded.
+pub fn form(body: &[u8]) -> HashMap<String, String> {
     String::from_utf8_lossy(body)
         .split('&')
         .filter_map(|kv| kv.split_once('='))

@@ -452,14 +452,8 @@ fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
 /// What every release needs first: the execution role (its ARN), the models bucket and the
 /// ECR repository.
 async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String, ecr::Repository)> {
-    let role_arn = release::ensure_role(
-        &ctx.clients,
-        cfg,
-        &ctx.account,
-        &policy(ctx, "trust-policy.json")?,
-        &policy(ctx, "execution-policy.json")?,
-    )
-    .await?;
+    // The bucket first: a name another account holds stops the release before anything of
+    // ours is created.
     let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
     if lambda_cnn::pipeline::bucket::ensure(
         &ctx.clients.s3,
@@ -473,6 +467,14 @@ async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String,
     {
         say(format!("created bucket {bucket} (private, encrypted)"));
     }
+    let role_arn = release::ensure_role(
+        &ctx.clients,
+        cfg,
+        &ctx.account,
+        &policy(ctx, "trust-policy.json")?,
+        &policy(ctx, "execution-policy.json")?,
+    )
+    .await?;
     let (repo, _) = ecr::ensure_repository(
         &ctx.clients.ecr,
         &cfg.repository.name,
