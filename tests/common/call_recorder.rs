@@ -230,9 +230,12 @@ fn lambda_calls(
         context: vec![],
     }];
     if let Some(role) = json["Role"].as_str() {
+        // In the recorder's account, as every other ARN here: with AWS_EMULATOR=localstack the
+        // role comes from moto's IAM, whose account is not LocalStack's.
+        let role = role.split_once(":role/").map_or(role, |(_, r)| r);
         out.push(Call {
             action: "iam:PassRole".into(),
-            resource: role.to_owned(),
+            resource: format!("arn:aws:iam::{acct}:role/{role}"),
             context: vec![("iam:PassedToService".into(), "lambda.amazonaws.com".into())],
         });
     }
