@@ -157,3 +157,37 @@ fn tune_refuses_what_lambda_would_before_touching_the_function() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// Issue 24, item 6: a number out of Lambda's range is a usage error (exit 2, said by clap
+/// before anything runs), and what the config cannot do is refused before connecting.
+#[test]
+fn out_of_range_numbers_are_usage_errors_and_jwt_without_an_issuer_is_refused_first() {
+    let unreachable = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned())];
+    for (args, says) in [
+        (
+            vec!["tune", "--function", "predict", "--memory", "64"],
+            "128 to 10240",
+        ),
+        (vec!["cost", "--memory-mb", "64"], "128 to 10240"),
+        (vec!["cost", "--memory-mb", "20000"], "128 to 10240"),
+        (vec!["cost", "--duration-ms", "1e9"], "900000"),
+        (vec!["cost", "--invocations=-5"], "0 or more"),
+        (vec!["cost", "--ephemeral-mb", "100"], "512..=10240"),
+        (vec!["rollback", "--to", "0"], "1.."),
+    ] {
+        let o = deploy_with_env(&args, &unreachable);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let o = deploy_with_env(&["api", "--auth", "jwt"], &unreachable);
+    assert_clean_failure(&o, "jwt_issuer and api.jwt_audience");
+    // The plan honours the flags it is given.
+    let o = deploy(&["api", "--dry-run", "--rest", "--auth", "iam"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("ensure REST API") && stdout(&o).contains("auth iam"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use lambda_cnn::cost::Api;
@@ -168,7 +168,8 @@ struct TuneArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "128,256,512,1024,1769,3008"
+        default_value = "128,256,512,1024,1769,3008",
+        value_parser = parse_memory_mb
     )]
     memory: Vec<u32>,
     /// Invocations per size; the first is the cold start and is reported apart.
@@ -197,6 +198,35 @@ struct TuneArgs {
     /// Invoke through this Lambda Invoke API endpoint (a local data plane) instead of Lambda's.
     #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
     invoke_endpoint: Option<String>,
+}
+
+/// A memory size Lambda allows (its one range: `lambda::MEMORY_MB`).
+fn parse_memory_mb(s: &str) -> Result<u32, String> {
+    let range = lambda_cnn::pipeline::lambda::MEMORY_MB;
+    match s.trim().parse::<i32>() {
+        Ok(mb) if range.contains(&mb) => Ok(mb as u32),
+        _ => Err(format!(
+            "{s} MB: Lambda allows {} to {} MB",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn parse_duration_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if ms > 0.0 && ms <= 900_000.0 => Ok(ms),
+        _ => Err(format!(
+            "{s} ms: give a duration above 0 and at most 900000 (Lambda's 15-minute limit)"
+        )),
+    }
+}
+
+fn parse_invocations(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n >= 0.0 && n.is_finite() => Ok(n),
+        _ => Err(format!("{s}: give a number of invocations, 0 or more")),
+    }
 }
 
 fn parse_weight(s: &str) -> Result<f64, String> {
@@ -338,14 +368,18 @@ struct MonitorArgs {
 
 #[derive(Args, Clone)]
 struct CostArgs {
-    #[arg(long, default_value_t = 1_000_000.0)]
+    /// How many invocations (e.g. 1e6).
+    #[arg(long, default_value_t = 1_000_000.0, value_parser = parse_invocations)]
     invocations: f64,
-    /// Duration of one invocation (billed rounded up to the millisecond).
-    #[arg(long, default_value_t = 40.0)]
+    /// Duration of one invocation, ms (billed rounded up to the millisecond; Lambda stops a
+    /// function at 900000).
+    #[arg(long, default_value_t = 40.0, value_parser = parse_duration_ms)]
     duration_ms: f64,
-    #[arg(long, default_value_t = 1024)]
+    /// The function's memory, MB (Lambda allows 128 to 10240; it also sets the CPU).
+    #[arg(long, default_value_t = 1024, value_parser = parse_memory_mb)]
     memory_mb: u32,
-    #[arg(long, default_value_t = 512)]
+    /// The function's /tmp, MB (Lambda allows 512 to 10240; over 512 is billed).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(512..=10240))]
     ephemeral_mb: u32,
     /// x86_64 or arm64.
     #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
@@ -673,9 +707,6 @@ fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) ->
         eprintln!("note: {note}");
     }
     let api = args.api;
-    if !(args.invocations >= 0.0 && args.invocations.is_finite()) {
-        bail!("--invocations must be a non-negative number");
-    }
     let mut usage = Usage::what_if(
         args.invocations.round() as u64,
         args.duration_ms,

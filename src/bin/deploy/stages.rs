@@ -53,6 +53,15 @@ pub fn run(
     if let Command::Release(a) = &cmd {
         check_model_uri(a.model.as_deref())?;
     }
+    if let Command::Api(ApiArgs {
+        auth: Some(Auth::Jwt),
+        ..
+    }) = &cmd
+    {
+        if config.api.jwt_issuer.is_empty() || config.api.jwt_audience.is_empty() {
+            bail!("api --auth jwt needs api.jwt_issuer and api.jwt_audience in the deploy config (the issuer's URL and the audiences its tokens carry)");
+        }
+    }
     if dry_run {
         plan(&cmd, &config);
         return Ok(());
@@ -151,15 +160,18 @@ fn plan(cmd: &Command, config: &DeployConfig) {
                     .unwrap_or_default()
             ),
         ],
-        Command::Api(_) => vec![format!(
-            "ensure HTTP API {} (GET /, POST /predict, GET /health → {}:{}), \
+        Command::Api(a) => vec![format!(
+            "ensure {} API {} (GET /, POST /predict, GET /health → {}:{}), \
              throttled {}/s burst {}, auth {}",
+            if a.rest { "REST" } else { "HTTP" },
             config.api.name,
             config.function(Function::Predict).name,
             config.release.alias,
             config.api.throttle_rate,
             config.api.throttle_burst,
-            config.api.auth
+            a.auth
+                .map(|x| format!("{x:?}").to_ascii_lowercase())
+                .unwrap_or_else(|| config.api.auth.clone())
         )],
         Command::Role => vec![format!(
             "ensure IAM role {} with the policies in infra/iam/",
