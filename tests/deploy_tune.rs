@@ -641,4 +641,32 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         "the tune ran B: {ran:?}"
     );
     assert!(latest_image(&s).ends_with(&digest_b), "$LATEST put back");
+
+    // Regression (issue 23, item 10): what is released is what is smoke-tested. An object that
+    // exists but is no model passes the release's own checks; the smoke test then runs the new
+    // version's image by digest, with its MODEL_S3_URI, on the data plane, which fails as it
+    // would on Lambda, and live stays where it was.
+    let bucket = s.lambda(&format!("/2015-03-31/functions/{TRAIN}/configuration"))["Environment"]
+        ["Variables"]["MODEL_BUCKET"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.aws.put(
+        &bucket,
+        &[(
+            "models/not-a-model.safetensors".to_owned(),
+            b"not a model".to_vec(),
+        )],
+    );
+    let live_before = s.live(PREDICT)["Version"].clone();
+    let uri = format!("s3://{bucket}/models/not-a-model.safetensors");
+    let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "a broken model was released: {err}");
+    // The version's own process failed at init (loading the model), not the test's.
+    assert!(
+        err.contains("smoke test") && err.contains("the function failed"),
+        "{err}"
+    );
+    assert_eq!(s.live(PREDICT)["Version"], live_before);
 }
