@@ -402,7 +402,12 @@ async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<
 }
 
 fn policy(ctx: &Ctx, file: &str) -> Result<String> {
-    let path = ctx.config_dir.join("iam").join(file);
+    read_policy(&ctx.config_dir, file)
+}
+
+/// A policy template of `iam/` beside the deploy config.
+fn read_policy(config_dir: &Path, file: &str) -> Result<String> {
+    let path = config_dir.join("iam").join(file);
     std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the IAM policy {}", path.display()))
 }
@@ -424,15 +429,16 @@ fn print_deployer_policy(
     region: &str,
     partition: &str,
 ) -> Result<()> {
-    let path = config_dir.join("iam").join("deployer-policy.json");
-    let template = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the IAM policy {}", path.display()))?;
     let text = lambda_cnn::pipeline::policy::render(
-        &template,
+        &read_policy(config_dir, "deployer-policy.json")?,
         &lambda_cnn::pipeline::policy::vars(config, partition, account, region),
     );
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON once rendered", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not JSON once rendered",
+            config_dir.join("iam/deployer-policy.json").display()
+        )
+    })?;
     say(format!(
         "the deployer policy for account {account} in {region}: attach it to the IAM user or role you deploy as, e.g. aws iam put-role-policy --role-name NAME --policy-name lambda-cnn-deployer --policy-document file://deployer.json"
     ));
