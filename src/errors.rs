@@ -13,12 +13,24 @@ pub const DEFAULT_LOG_FILTER: &str =
 /// Log lines on stderr (stdout carries results), at the level in `RUST_LOG`, default
 /// [`DEFAULT_LOG_FILTER`]; colours only on a terminal, and never with `NO_COLOR` set.
 pub fn init_stderr_logging() {
+    init_stderr_logging_at(0);
+}
+
+/// [`init_stderr_logging`] with `-v` given `verbose` times: 1 shows the SDK's own warnings
+/// (and info lines: retries, credential providers tried), 2 or more its debug lines.
+/// `RUST_LOG` decides when set.
+pub fn init_stderr_logging_at(verbose: u8) {
     use std::io::IsTerminal;
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let default = match verbose {
+        0 => DEFAULT_LOG_FILTER,
+        1 => "info",
+        _ => "debug",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_ansi(colour)
         .with_writer(std::io::stderr)

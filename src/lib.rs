@@ -35,6 +35,14 @@ macro_rules! shipped_weights_path {
 /// one place the path is written.
 pub const SHIPPED_WEIGHTS: &str = shipped_weights_path!();
 
+/// The version the tools print: the crate's and the git revision built from (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("LAMBDA_CNN_GIT_REV"),
+    ")"
+);
+
 #[cfg(feature = "ml")]
 pub mod bench;
 #[cfg(feature = "ml")]

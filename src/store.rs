@@ -3,6 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The environment variable that points predict at weights in S3 (`s3://bucket/key`); unset,
+/// it serves the image's own. Set by `deploy release --model`, read by the function.
+pub const MODEL_S3_URI: &str = "MODEL_S3_URI";
+
 /// `s3://bucket/key`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Uri {

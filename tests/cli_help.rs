@@ -28,7 +28,7 @@ fn every_subcommand_of_both_binaries_explains_itself() {
     }
     for sub in [
         "build", "image", "push", "release", "api", "role", "rollback", "destroy", "monitor",
-        "cost", "doctor", "all", "tune",
+        "cost", "doctor", "all", "tune", "status", "invoke", "logs", "policy",
     ] {
         let text = help_of(deploy(&[sub, "--help"]), &format!("deploy {sub}"));
         // The global flags are offered everywhere.
@@ -182,12 +182,130 @@ fn out_of_range_numbers_are_usage_errors_and_jwt_without_an_issuer_is_refused_fi
     }
     let o = deploy_with_env(&["api", "--auth", "jwt"], &unreachable);
     assert_clean_failure(&o, "jwt_issuer and api.jwt_audience");
-    // The plan honours the flags it is given.
-    let o = deploy(&["api", "--dry-run", "--rest", "--auth", "iam"]);
+}
+
+/// Issue 24, item 2: a plan is made from the account's state, so a dry run that cannot reach
+/// AWS says so (naming where it tried) instead of printing a plan and exiting 0; and `image
+/// --dry-run` writes nothing.
+#[test]
+fn a_dry_run_without_aws_fails_and_an_image_dry_run_writes_nothing() {
+    let unreachable = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ];
+    let o = deploy_with_env(
+        &["api", "--dry-run", "--rest", "--auth", "iam"],
+        &unreachable,
+    );
+    assert_clean_failure(
+        &o,
+        "cannot reach STS at http://127.0.0.1:9 (region us-east-1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("img");
+    let o = deploy(&[
+        "--dry-run",
+        "image",
+        "--function",
+        "predict",
+        "--binary",
+        "/bin/true",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("ensure REST API") && stdout(&o).contains("auth iam"),
+        stdout(&o).starts_with("would build the predict image"),
         "{}",
         stdout(&o)
     );
+    assert!(!out.exists(), "a dry run wrote {}", out.display());
+}
+
+/// Issue 24, items 4 and 7: `--version` names the git revision; completions come from the same
+/// definition as the parser; a region that is no region name is refused before any call;
+/// `--quiet` and `-v` are opposites.
+#[test]
+fn version_completions_region_typos_and_quiet() {
+    let o = deploy(&["--version"]);
+    let v = stdout(&o);
+    assert!(v.starts_with("deploy 0.") && v.contains("(git "), "{v}");
+    assert!(
+        !v.contains("unknown revision"),
+        "built from a git checkout: {v}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = deploy(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        for sub in ["status", "invoke", "logs", "rollback"] {
+            assert!(stdout(&o).contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
+    ];
+    let o = deploy_with_env(&["--region", "us-east", "status"], &keys);
+    assert_clean_failure(&o, "\"us-east\" (from --region) is not an AWS region name");
+    let o = deploy_with_env(&["--quiet", "-v", "status"], &keys);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// Issue 24, item 4: the doctor prints its table also when it cannot sign in (the identity
+/// FAILs, the local checks run), and tells "found problems" (1) from "could not run" (3).
+#[test]
+fn doctor_without_credentials_prints_its_table_and_its_exit_codes_differ() {
+    let home = tempfile::tempdir().unwrap();
+    let none = [
+        ("HOME", home.path().display().to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
+    ];
+    let o = deploy_with_clean_aws_env(&["doctor"], &none);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("FAIL identity"), "{out}");
+    assert!(first.contains("no credentials found"), "{first}");
+    assert!(first.len() < 400, "one readable line: {first}");
+    for row in ["memory", "timeout", "architecture", "mnist"] {
+        assert!(out.contains(row), "{row} missing:\n{out}");
+    }
+    let o = deploy_with_clean_aws_env(&["doctor", "--json"], &none);
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["level"], "FAIL");
+    assert_eq!(rows[0]["check"], "identity");
+    let o = deploy_with_clean_aws_env(&["--config", "/nonexistent/deploy.toml", "doctor"], &none);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/nonexistent/deploy.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 24, item 7: a second copy deploys beside the first under `--stage`: every name the
+/// deploy creates gets the suffix, so the policy for it names those.
+#[test]
+fn a_stage_renames_what_the_deploy_creates() {
+    let o = deploy(&["--stage", "dev", "policy", "--account", "123456789012"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let policy = stdout(&o);
+    for name in [
+        "function:lambda-cnn-predict-dev",
+        "repository/lambda-cnn-dev",
+        "role/lambda-cnn-execution-dev",
+        "/aws/lambda/lambda-cnn-train-dev",
+    ] {
+        assert!(policy.contains(name), "{name} not in:\n{policy}");
+    }
+    let o = deploy(&["--stage", "Dev!", "policy", "--account", "123456789012"]);
+    assert_clean_failure(&o, "--stage");
 }

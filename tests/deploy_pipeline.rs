@@ -1123,6 +1123,84 @@ fn monitor_sums_up_real_report_lines_with_their_cost() {
     assert!((total - expected).abs() < 1e-12, "{total} vs {expected}");
 }
 
+/// Issue 24, item 7: `deploy logs` prints the function's own lines, in time order, filtered
+/// when asked, as JSON with `--json`.
+#[test]
+fn logs_prints_the_functions_own_lines_in_time_order() {
+    let aws = AwsStack::start(false);
+    let group = format!("/aws/lambda/{PREDICT}");
+    let logs = |target: &str, body: Value| {
+        let (status, v) = aws.call(
+            "logs",
+            false,
+            "POST",
+            "/",
+            Some(&format!("Logs_20140328.{target}")),
+            Some(body),
+        );
+        assert_eq!(status, 200, "{target}: {v}");
+    };
+    logs("CreateLogGroup", json!({"logGroupName": group}));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Two environments: their streams interleave in time.
+    for (stream, lines) in [
+        ("2026/12/04/[1]aaa", [(0, "START one"), (20, "REPORT one")]),
+        (
+            "2026/12/04/[1]bbb",
+            [(10, "START two"), (30, "ERROR two failed")],
+        ),
+    ] {
+        logs(
+            "CreateLogStream",
+            json!({"logGroupName": group, "logStreamName": stream}),
+        );
+        let events: Vec<Value> = lines
+            .iter()
+            .map(|(t, m)| json!({"timestamp": now - 60_000 + t, "message": format!("{m}\n")}))
+            .collect();
+        logs(
+            "PutLogEvents",
+            json!({"logGroupName": group, "logStreamName": stream, "logEvents": events}),
+        );
+    }
+    let env = aws.env(false);
+    let o = deploy_with_env(&["logs", "--function", "predict", "--since", "1h"], &env);
+    assert_ok(&o, "deploy logs");
+    let messages: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1.to_owned())
+        .collect();
+    assert_eq!(
+        messages,
+        ["START one", "START two", "REPORT one", "ERROR two failed"]
+    );
+    let o = deploy_with_env(
+        &[
+            "logs",
+            "--function",
+            "predict",
+            "--since",
+            "1h",
+            "--filter",
+            "ERROR",
+            "--json",
+        ],
+        &env,
+    );
+    assert_ok(&o, "deploy logs --filter");
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 1, "{}", stdout(&o));
+    assert_eq!(lines[0]["message"], "ERROR two failed");
+    assert_eq!(lines[0]["stream"], "2026/12/04/[1]bbb");
+    // A function never invoked has no log group: no lines, no error.
+    let o = deploy_with_env(&["logs", "--function", "train"], &env);
+    assert_ok(&o, "deploy logs of a function without logs");
+    assert_eq!(stdout(&o), "");
+}
+
 #[test]
 fn without_credentials_deploy_says_what_is_missing() {
     let o = deploy_with_env(
@@ -1359,24 +1437,199 @@ fn a_rest_api_routes_predict_and_health_to_the_live_alias() {
     assert_eq!(last_json(&again)["created"], false);
 }
 
+/// The actions of a `--dry-run --json` plan, in order.
+fn plan_actions(o: &Output) -> Vec<String> {
+    last_json(o)["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plan: {}\n{}", stdout(o), stderr(o)))
+        .iter()
+        .map(|s| s["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Issue 24, items 2, 3 and 7, through the stand-ins: a dry run reads the account and plans
+/// exactly what the real run then does (creates the first time, keeps the second, stops where
+/// the real run would fail and then creates nothing); `status`, `invoke` and the API's URLs
+/// answer "what is deployed?"; `--stage` is another copy; `--quiet` leaves results only.
 #[test]
-fn dry_run_prints_the_plan_without_calling_aws() {
-    // An endpoint nothing listens on: any AWS call would fail.
-    let env = [
-        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ];
-    for stage in ["push", "release", "api", "destroy", "all"] {
-        let o = deploy_with_env(&["--dry-run", stage], &env);
-        assert_ok(&o, stage);
-        let out = stdout(&o);
-        assert!(
-            !out.is_empty() && out.lines().all(|l| l.starts_with("would ")),
-            "{stage}: {out}"
-        );
+fn a_dry_run_plans_what_the_real_run_then_does_and_status_shows_the_result() {
+    let s = Stack::start();
+    let status = |s: &Stack, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["status", "--json"]);
+        let o = s.deploy(&args);
+        assert_ok(&o, "deploy status");
+        last_json(&o)
+    };
+    let before = status(&s, &[]);
+    assert_eq!(before["functions"][0]["name"], PREDICT);
+    assert_eq!(before["functions"][0]["deployed"], false);
+    assert!(before["api"].is_null(), "{before}");
+
+    // An API before any release: the plan stops, and so does the real run, creating nothing.
+    let plan = s.deploy(&["api", "--dry-run", "--json"]);
+    assert!(!plan.status.success());
+    assert_eq!(plan_actions(&plan), ["stop"]);
+    let api = s.deploy(&["api", "--quiet"]);
+    assert_clean_failure(&api, "run deploy release first");
+    let (_, apis) = s.aws.moto.call("apigateway", "GET", "/v2/apis", None, None);
+    assert_eq!(apis["items"].as_array().map(Vec::len), Some(0), "{apis}");
+    // Images that are not there: push stops before creating the repository.
+    let o = deploy_with_env(
+        &[
+            "push",
+            "--quiet",
+            "--images",
+            "/nonexistent",
+            "--registry",
+            &s.registry.host(),
+        ],
+        &s.env(),
+    );
+    assert_clean_failure(&o, "/nonexistent");
+    let (_, repos) = s.aws.call(
+        "ecr",
+        true,
+        "POST",
+        "/",
+        Some("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
+        Some(json!({})),
+    );
+    assert_eq!(
+        repos["repositories"].as_array().map(Vec::len),
+        Some(0),
+        "{repos}"
+    );
+
+    // Release before push: the plan stops, as the release would.
+    let plan = s.deploy(&["release", "--dry-run", "--json"]);
+    assert_eq!(plan_actions(&plan), ["stop"], "{}", stdout(&plan));
+    assert_ok(&s.deploy(&["push"]), "deploy push");
+    // The first release's plan, then the release: what it said it would create exists.
+    let plan = s.deploy(&["release", "--dry-run", "--json"]);
+    assert_ok(&plan, "release --dry-run");
+    assert_eq!(
+        plan_actions(&plan),
+        ["create", "create", "create", "run", "create", "run"],
+        "{}",
+        stdout(&plan)
+    );
+    let (status404, _) = s.aws.call(
+        "lambda",
+        true,
+        "GET",
+        &format!("/2015-03-31/functions/{PREDICT}"),
+        None,
+        None,
+    );
+    assert_eq!(status404, 404, "a dry run created the function");
+    assert_ok(&s.deploy(&["release"]), "deploy release");
+    let after = status(&s, &[]);
+    let predict = &after["functions"][0];
+    assert_eq!(predict["live_version"], "1", "{after}");
+    assert_eq!(predict["image_digest"], s.digests[0].as_str());
+    assert_eq!(predict["model"], "image");
+    assert_eq!(predict["memory_mb"], 1024);
+    assert_eq!(predict["architecture"], HOST_ARCH);
+    assert_eq!(
+        predict["last_release"],
+        "version 1 passed its smoke test and is live"
+    );
+    assert_eq!(after["functions"][1]["image_digest"], s.digests[1].as_str());
+    // The same release again: the plan keeps both functions, and the run publishes nothing.
+    let plan = s.deploy(&["release", "--dry-run", "--json"]);
+    assert_eq!(
+        plan_actions(&plan),
+        ["keep", "update", "keep", "keep"],
+        "{}",
+        stdout(&plan)
+    );
+    let again = s.deploy(&["release", "--json"]);
+    for r in json_lines(&again) {
+        assert_eq!(r["change"], "unchanged", "{r}");
     }
-    let o = deploy_with_env(&["--dry-run", "release", "--canary", "10"], &env);
-    assert!(stdout(&o).contains("10% canary"), "{}", stdout(&o));
+
+    // The API: planned, made, and then in status with its page.
+    let plan = s.deploy(&["api", "--dry-run", "--json"]);
+    assert_eq!(plan_actions(&plan), ["create"]);
+    assert_ok(&s.deploy(&["api"]), "deploy api");
+    assert_eq!(
+        plan_actions(&s.deploy(&["api", "--dry-run", "--json"])),
+        ["update"]
+    );
+    let with_api = status(&s, &[]);
+    let page = with_api["api"]["page"].as_str().unwrap();
+    assert!(
+        page.ends_with('/') && page.contains("execute-api"),
+        "{with_api}"
+    );
+
+    // Invoke the live alias with a real test digit, and with a body it refuses.
+    let dir = tempfile::tempdir().unwrap();
+    let (png, label) = test_digit_png(0);
+    let file = dir.path().join("digit.png");
+    std::fs::write(&file, &png).unwrap();
+    let endpoint = s.emu.invoke_endpoint();
+    let o = s.deploy(&[
+        "invoke",
+        "--image",
+        file.to_str().unwrap(),
+        "--invoke-endpoint",
+        &endpoint,
+        "--json",
+    ]);
+    assert_ok(&o, "deploy invoke --image");
+    let answer = last_json(&o);
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"]["digit"], label, "{answer}");
+    let o = s.deploy(&[
+        "invoke",
+        "--body",
+        r#"{"pixels":[1,2,3]}"#,
+        "--invoke-endpoint",
+        &endpoint,
+    ]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("answered 400"), "{}", stdout(&o));
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not an image").unwrap();
+    let o = s.deploy(&[
+        "invoke",
+        "--quiet",
+        "--image",
+        text.to_str().unwrap(),
+        "--invoke-endpoint",
+        &endpoint,
+    ]);
+    assert_clean_failure(&o, "not a PNG or JPEG");
+
+    // --quiet: results only.
+    let o = s.deploy(&["status", "--quiet"]);
+    assert_ok(&o, "status --quiet");
+    assert!(!stderr(&o).contains("deploying to"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("live → version 1"), "{}", stdout(&o));
+    // Another stage is another copy: nothing of it is deployed. (Its names are outside this
+    // stage's deployer policy, as they should be: not through the recorder.)
+    let o = deploy_with_env(&["--stage", "dev", "status", "--json"], &s.aws.env(true));
+    assert_ok(&o, "status --stage dev");
+    let dev = last_json(&o);
+    assert_eq!(dev["functions"][0]["name"], format!("{PREDICT}-dev"));
+    assert_eq!(dev["functions"][0]["deployed"], false);
+    assert!(dev["api"].is_null());
+
+    // Destroy: the plan names what exists and what --all would add; afterwards, nothing.
+    let plan = s.deploy(&["destroy", "--dry-run", "--json"]);
+    let text = stdout(&plan);
+    assert_eq!(
+        plan_actions(&plan),
+        ["delete", "delete", "delete", "delete", "keep"],
+        "{text}"
+    );
+    assert!(text.contains("--all deletes them too"), "{text}");
+    assert_ok(&s.deploy(&["destroy", "--yes", "--all"]), "destroy");
+    let plan = s.deploy(&["destroy", "--dry-run", "--all", "--json"]);
+    assert_eq!(plan_actions(&plan), Vec::<String>::new());
+    s.assert_calls_within_the_deployer_policy();
 }
 
 /// Lambda and S3 take their time, as AWS documents (common/aws_states.rs), where moto answers

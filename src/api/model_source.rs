@@ -31,7 +31,7 @@ pub struct Loaded {
 
 /// Loads the weights the environment names (see the module's documentation).
 pub async fn from_env() -> Result<Loaded, LoadError> {
-    if let Ok(uri) = std::env::var("MODEL_S3_URI") {
+    if let Ok(uri) = std::env::var(crate::store::MODEL_S3_URI) {
         let uri: S3Uri = uri.parse()?;
         let store = Store::from_env().await;
         let bytes = store.get_capped(&uri, MAX_WEIGHTS_BYTES).await?;

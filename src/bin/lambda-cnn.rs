@@ -22,7 +22,7 @@ use lambda_cnn::SHIPPED_WEIGHTS;
 #[derive(Parser)]
 #[command(
     name = "lambda-cnn",
-    version,
+    version = lambda_cnn::VERSION,
     about = "Train, evaluate and run the seed's MNIST CNN (candle, with our own SGD and Adam)",
     long_about = "Train, evaluate and run the seed's MNIST CNN: Conv2d(1→32, 3×3) + ReLU → MaxPool 2×2 → \
 Dense 128 + ReLU → Dense 10, trained with our own SGD or Adam.\n\n\

@@ -33,6 +33,17 @@ pub enum Auth {
     Jwt,
 }
 
+impl Auth {
+    /// The name the config and `--auth` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Iam => "iam",
+            Auth::Jwt => "jwt",
+        }
+    }
+}
+
 impl std::str::FromStr for Auth {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -128,6 +139,20 @@ pub struct ApiOutcome {
     pub page: String,
     /// Whether it was created (else updated).
     pub created: bool,
+}
+
+/// The invoke URL of an HTTP API's `stage` (`$default` is served at the endpoint's root).
+pub fn stage_url(endpoint: &str, stage: &str) -> String {
+    if stage == "$default" {
+        endpoint.to_owned()
+    } else {
+        format!("{endpoint}/{stage}")
+    }
+}
+
+/// The digit page of an API whose invoke URL is `url`: its root, `GET /`.
+pub fn page_url(url: &str) -> String {
+    format!("{}/", url.trim_end_matches('/'))
 }
 
 /// Every HTTP API named `name` (API Gateway does not keep names unique): (id, endpoint).
@@ -355,16 +380,12 @@ pub async fn ensure_http_api(
         &spec.execute_api_arn(&api_id, "*/*"),
     )
     .await?;
-    let url = if spec.stage == "$default" {
-        endpoint
-    } else {
-        format!("{endpoint}/{}", spec.stage)
-    };
+    let url = stage_url(&endpoint, &spec.stage);
     Ok(ApiOutcome {
         kind: "HTTP",
         name: spec.name.clone(),
         api_id,
-        page: format!("{}/", url.trim_end_matches('/')),
+        page: page_url(&url),
         url,
         created,
     })

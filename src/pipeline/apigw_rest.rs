@@ -19,6 +19,11 @@ pub const BINARY_MEDIA_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
 /// (path part under the root, method); "" is the root itself, which serves the digit page.
 const ROUTES: [(&str, &str); 3] = [("", "GET"), ("predict", "POST"), ("health", "GET")];
 
+/// The invoke URL of REST API `id`'s stage.
+pub fn stage_url(id: &str, region: &str, dns_suffix: &str) -> String {
+    format!("https://{id}.execute-api.{region}.{dns_suffix}/{STAGE}")
+}
+
 /// The REST API named `name`, if any: the first listed.
 pub async fn find_rest_api(
     apigw: &aws_sdk_apigateway::Client,
@@ -226,14 +231,11 @@ pub async fn ensure_rest_api(
         &spec.execute_api_arn(&id, "*/*/*"),
     )
     .await?;
-    let url = format!(
-        "https://{id}.execute-api.{}.{}/{STAGE}",
-        spec.region, spec.dns_suffix
-    );
+    let url = stage_url(&id, &spec.region, &spec.dns_suffix);
     Ok(ApiOutcome {
         kind: "REST",
         name: spec.name.clone(),
-        page: format!("{url}/"),
+        page: super::apigw::page_url(&url),
         url,
         api_id: id,
         created,

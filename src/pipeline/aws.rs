@@ -258,6 +258,24 @@ pub fn credential_source(features: &[AwsCredentialFeature], caller_arn: &str) ->
 }
 
 /// What to do when the chain found no usable credentials, from what its providers said.
+/// The SDK's "no credentials found in chain" lists every provider it tried, one clause each
+/// (hundreds of characters); what a person needs is the one line that says which applies.
+fn short_credentials_error(why: &str, profile: Option<&str>) -> String {
+    let lower = why.to_ascii_lowercase();
+    if !lower.contains("no credentials found in chain") {
+        return why.to_owned();
+    }
+    let p = profile.unwrap_or("default");
+    if lower.contains("was not defined") {
+        format!("profile {p} was not defined")
+    } else {
+        format!(
+            "no credentials found (tried: environment variables, profile {p}, web identity \
+             token, container and instance metadata)"
+        )
+    }
+}
+
 fn credentials_hint(why: &str, profile: Option<&str>) -> String {
     let p = profile.unwrap_or("default");
     let flag = profile
@@ -272,7 +290,7 @@ fn credentials_hint(why: &str, profile: Option<&str>) -> String {
         || lower.contains("process") && lower.contains("exit")
     {
         format!("the profile's credential_process failed: run it by hand (see `credential_process` under [profile {p}] in ~/.aws/config)")
-    } else if lower.contains("not defined") || lower.contains("profile") && lower.contains("not") {
+    } else if lower.contains("not defined") {
         format!("profile {p} is not in ~/.aws/config or ~/.aws/credentials: check --profile / AWS_PROFILE (`aws configure list-profiles` lists them)")
     } else {
         "configure credentials: `aws configure`, `aws sso login --profile NAME` with AWS_PROFILE=NAME, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".into()
@@ -284,6 +302,17 @@ fn credentials_hint(why: &str, profile: Option<&str>) -> String {
 pub async fn account(conn: &Connection) -> Result<Account, AwsError> {
     use aws_credential_types::provider::ProvideCredentials;
     let profile = conn.profile.as_deref();
+    let region = conn.sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    if !is_region_name(&region) {
+        return Err(AwsError::new(
+            "checking the region",
+            format!(
+                "{region:?} (from {}) is not an AWS region name like us-east-1 or eu-west-2: \
+                 give one with --region or AWS_REGION (aws account list-regions lists yours)",
+                conn.region_from
+            ),
+        ));
+    }
     let provider = conn.sdk.credentials_provider().ok_or_else(|| {
         AwsError::new(
             "finding AWS credentials",
@@ -291,7 +320,7 @@ pub async fn account(conn: &Connection) -> Result<Account, AwsError> {
         )
     })?;
     let creds = provider.provide_credentials().await.map_err(|e| {
-        let why = crate::errors::chain(&e);
+        let why = short_credentials_error(&crate::errors::chain(&e), profile);
         let action = match profile {
             Some(p) => format!("finding AWS credentials (profile {p})"),
             None => "finding AWS credentials".to_owned(),
@@ -309,15 +338,26 @@ pub async fn account(conn: &Connection) -> Result<Account, AwsError> {
         Some(p) => format!("{source}, profile {p}"),
         None => source.to_owned(),
     };
+    let region = conn.sdk.region().map(|r| r.to_string()).unwrap_or_default();
     let sts = aws_sdk_sts::Client::new(&conn.sdk);
-    let who = sts
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(aws_err(format!(
+    let who = sts.get_caller_identity().send().await.map_err(|e| {
+        // No answer at all (refused, no DNS name, a timeout): name where it tried to go.
+        let unreachable = matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
+        let mut e = aws_err(format!(
             "finding the AWS account (sts:GetCallerIdentity) with credentials from {}",
             from(credential_source(&features, ""))
-        )))?;
+        ))(e);
+        if unreachable {
+            e.message = format!(
+                "cannot reach STS at {} (region {region}, from {}): {}; check the network \
+                     (proxy, VPN, firewall) and that {region} is a region you use (--region)",
+                sts_endpoint(&region),
+                conn.region_from,
+                e.message
+            );
+        }
+        e
+    })?;
     let credentials_from = from(credential_source(&features, who.arn().unwrap_or_default()));
     Ok(Account {
         id: who.account().unwrap_or_default().to_owned(),
@@ -329,9 +369,62 @@ pub async fn account(conn: &Connection) -> Result<Account, AwsError> {
     })
 }
 
+/// Whether `region` has the shape of a region name (`us-east-1`, `cn-north-1`,
+/// `us-gov-west-1`, `eu-central-2`): a typo such as `us-east` or `useast1` is caught before
+/// it becomes a DNS failure.
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|n| (1..=2).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where the SDK sends STS calls for `region`: the endpoint the environment names, else STS's
+/// regional one.
+fn sts_endpoint(region: &str) -> String {
+    env_var("AWS_ENDPOINT_URL_STS")
+        .or_else(|| env_var("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| {
+            format!(
+                "https://sts.{region}.{}",
+                dns_suffix(partition_of_region(region))
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_names_are_told_from_typos() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "cn-north-1",
+            "us-gov-west-1",
+            "ap-southeast-4",
+        ] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "us-east",
+            "useast1",
+            "US-EAST-1",
+            "us-east-100",
+            "us--1",
+            "eu west 1",
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn the_partition_and_its_domain_come_from_the_callers_arn() {

@@ -215,6 +215,38 @@ impl DeployConfig {
         &self.functions[f.name()]
     }
 
+    /// The same deployment under another stage: `-STAGE` after every name the deploy creates
+    /// (functions and so their log groups, repository, role, bucket, API), so that a second
+    /// copy (dev, a branch, a teammate's) lives beside the first in one account and region.
+    /// A stage is 1 to 16 of a-z, 0-9 and `-`, starting with a letter or digit: every
+    /// name stays within AWS's limits (a bucket name's 63 characters with the longest region).
+    pub fn for_stage(mut self, stage: &str) -> Result<DeployConfig, String> {
+        let ok = (1..=16).contains(&stage.len())
+            && stage
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !stage.starts_with('-')
+            && !stage.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "--stage {stage:?}: give 1 to 16 lowercase letters, digits or '-' (not first or \
+                 last), e.g. dev or alice"
+            ));
+        }
+        let suffix = |name: &mut String| {
+            name.push('-');
+            name.push_str(stage);
+        };
+        for f in self.functions.values_mut() {
+            suffix(&mut f.name);
+        }
+        suffix(&mut self.repository.name);
+        suffix(&mut self.role.name);
+        suffix(&mut self.bucket.name);
+        suffix(&mut self.api.name);
+        Ok(self)
+    }
+
     /// The bucket name with `{account}` and `{region}` filled in.
     pub fn bucket_name(&self, account: &str, region: &str) -> String {
         self.bucket
@@ -242,6 +274,29 @@ mod tests {
             c.bucket_name("123456789012", "eu-west-1"),
             "lambda-cnn-models-123456789012-eu-west-1"
         );
+    }
+
+    #[test]
+    fn a_stage_renames_everything_the_deploy_creates_and_nothing_else() {
+        let base = DeployConfig::parse(&shipped()).unwrap();
+        let dev = base.clone().for_stage("dev").unwrap();
+        assert_eq!(
+            dev.function(Function::Predict).name,
+            "lambda-cnn-predict-dev"
+        );
+        assert_eq!(dev.function(Function::Train).name, "lambda-cnn-train-dev");
+        assert_eq!(dev.repository.name, "lambda-cnn-dev");
+        assert_eq!(dev.role.name, "lambda-cnn-execution-dev");
+        assert_eq!(dev.api.name, "lambda-cnn-dev");
+        assert_eq!(dev.release.alias, base.release.alias);
+        let longest = dev.clone().bucket.name.replace("-dev", "-abcdefghijklmnop");
+        let filled = longest
+            .replace("{account}", "123456789012")
+            .replace("{region}", "ap-southeast-4");
+        assert!(filled.len() <= 63, "{filled}");
+        for bad in ["", "Dev", "-x", "x-", "a_b", "abcdefghijklmnopq"] {
+            assert!(base.clone().for_stage(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

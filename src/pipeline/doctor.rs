@@ -143,6 +143,20 @@ pub async fn examine(
     out
 }
 
+/// What the doctor can still say when it cannot sign in: the identity FAIL (why, and what to
+/// do) and every check that needs no AWS.
+pub fn without_account(config: &DeployConfig, local: &Local<'_>, why: &AwsError) -> Vec<Check> {
+    let fix = explain(why).unwrap_or_else(|| {
+        "sign in (aws sso login --profile NAME, aws configure, or AWS_PROFILE), then run deploy doctor again".to_owned()
+    });
+    let mut out = vec![Check::fail("identity", why.to_string(), fix)];
+    out.extend(memory(config));
+    out.push(api_timeout(config));
+    out.extend(architecture(config, local.images));
+    out.push(mnist(local.mnist_dir));
+    out
+}
+
 /// The most serious level found.
 pub fn worst(checks: &[Check]) -> Level {
     checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok)

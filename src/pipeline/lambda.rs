@@ -562,6 +562,8 @@ pub struct Invoked {
     pub function_error: Option<String>,
     /// The answer (or the error document).
     pub payload: Vec<u8>,
+    /// The version that ran (`X-Amz-Executed-Version`).
+    pub executed_version: Option<String>,
 }
 
 /// One synchronous invocation of `name` (at `qualifier`) with `payload`.
@@ -584,6 +586,7 @@ pub async fn invoke(
         )))?;
     Ok(Invoked {
         function_error: out.function_error().map(str::to_owned),
+        executed_version: out.executed_version().map(str::to_owned),
         payload: out
             .payload()
             .map(|b| b.as_ref().to_vec())

@@ -346,7 +346,7 @@ pub async fn release(
     match f {
         Function::Predict => {
             if let Some(uri) = &model {
-                env.insert("MODEL_S3_URI".to_owned(), uri.clone());
+                env.insert(crate::store::MODEL_S3_URI.to_owned(), uri.clone());
             }
         }
         Function::Train => {

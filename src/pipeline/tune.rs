@@ -62,7 +62,7 @@ pub async fn alias_target(
         model_s3_uri: conf
             .environment()
             .and_then(|e| e.variables())
-            .and_then(|v| v.get("MODEL_S3_URI"))
+            .and_then(|v| v.get(crate::store::MODEL_S3_URI))
             .cloned(),
         arch: lambda::arch_of(conf.architectures()),
         version,

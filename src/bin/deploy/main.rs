@@ -20,7 +20,7 @@ mod stages;
 #[derive(Parser)]
 #[command(
     name = "deploy",
-    version,
+    version = lambda_cnn::VERSION,
     about = "Ship the lambda-cnn functions to AWS Lambda: build, containerize, push, release, monitor",
     long_about = "Ship the lambda-cnn functions to AWS Lambda.\n\n\
         The pipeline runs build → image → push → release → api → monitor; each stage can run on \
@@ -48,6 +48,17 @@ struct Cli {
     /// with a note).
     #[arg(long, global = true, value_name = "REGION")]
     region: Option<String>,
+    /// Deploy a second copy beside the first: `-NAME` after every name the deploy creates
+    /// (functions, repository, role, bucket, API), e.g. --stage dev.
+    #[arg(long, global = true, env = "DEPLOY_STAGE", value_name = "NAME")]
+    stage: Option<String>,
+    /// More detail on stderr: -v the AWS SDK's own warnings and retries, -vv its debug lines
+    /// (RUST_LOG, when set, decides instead).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// No progress lines on stderr: only results (stdout), warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +109,37 @@ enum Command {
     /// Invocations from the functions' REPORT log lines: counts, cold starts, durations,
     /// memory headroom, errors, cost.
     Monitor(MonitorArgs),
+    /// What is deployed: per function the version `live` serves, its image digest, model,
+    /// memory and architecture, a canary, how the last release ended; the API's URLs.
+    /// Read-only.
+    Status(StatusArgs),
+    /// Invoke a deployed function's `live` alias once and print the answer: predict with an
+    /// image file (sent as API Gateway sends it) or a JSON body, train with a JSON event.
+    #[command(
+        long_about = "Invoke a deployed function's `live` alias once and print the \
+        answer.\n\n\
+        Examples:\n  deploy invoke --image digit.png\n  \
+        deploy invoke --body '{\"pixels\":[0,0,…784 values…]}'\n  \
+        deploy invoke --function train --body '{\"epochs\":1,\"limit\":1000}'\n\n\
+        predict gets the input as API Gateway's HTTP API would deliver POST /predict (a PNG or \
+        JPEG file as image/png or image/jpeg, a body as application/json); train gets the body \
+        as its event. The answer's body is printed (--json: the whole answer, with the version \
+        that ran). Exit status 1 when the function fails or answers an HTTP error."
+    )]
+    Invoke(InvokeArgs),
+    /// The functions' own log lines from CloudWatch Logs, oldest first; --follow keeps
+    /// printing new ones.
+    Logs(LogsArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(long_about = "Print a shell completion script for deploy.\n\n\
+        Examples:\n  deploy completions bash > ~/.local/share/bash-completion/completions/deploy\n  \
+        deploy completions zsh > \"${fpath[1]}/_deploy\"\n  \
+        deploy completions fish > ~/.config/fish/completions/deploy.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The cost model C = C0 + C1·t + C2·Σ rᵢ·tᵢ with Lambda's prices, for a what-if.
     Cost(CostArgs),
     /// build → image → push → release → api, for both functions (after `doctor`, which stops
@@ -116,8 +158,10 @@ enum Command {
         accounts; the images' architecture against the config; the MNIST files the train \
         image packs; whether the bucket name is taken by another account; whether an existing \
         role lets Lambda assume it.\n\n\
-        Prints one OK / WARN / FAIL line each (--json: one object each). Exit status 1 on any \
-        FAIL."
+        Prints one OK / WARN / FAIL line each (--json: one object each), also when it cannot \
+        sign in (the identity FAILs; the local checks still run).\n\n\
+        Exit status: 0 nothing FAILed, 1 a check FAILed, 2 a usage error, 3 the doctor could \
+        not run (e.g. an unreadable config)."
     )]
     Doctor(DoctorArgs),
     /// Print the least-privilege policy to deploy with: infra/iam/deployer-policy.json with
@@ -367,6 +411,44 @@ struct MonitorArgs {
 }
 
 #[derive(Args, Clone)]
+struct StatusArgs {
+    #[command(flatten)]
+    which: Which,
+}
+
+#[derive(Args, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["image", "body"])))]
+struct InvokeArgs {
+    /// predict or train.
+    #[arg(long, value_parser = parse_function, default_value = "predict")]
+    function: Function,
+    /// A PNG or JPEG file for predict.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// A JSON body (predict's request body, train's event), or @FILE to read it from a file.
+    #[arg(long, value_name = "JSON|@FILE")]
+    body: Option<String>,
+    /// Invoke through this Lambda Invoke API endpoint (a local data plane) instead of Lambda's.
+    #[arg(long, env = "DEPLOY_INVOKE_ENDPOINT")]
+    invoke_endpoint: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct LogsArgs {
+    #[command(flatten)]
+    which: Which,
+    /// How far back: 15m, 1h, 2d, ...
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    since: std::time::Duration,
+    /// Only lines matching this CloudWatch Logs filter pattern (e.g. ERROR, or "REPORT").
+    #[arg(long, value_name = "PATTERN")]
+    filter: Option<String>,
+    /// Keep printing new lines (every 2 s) until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
+#[derive(Args, Clone)]
 struct CostArgs {
     /// How many invocations (e.g. 1e6).
     #[arg(long, default_value_t = 1_000_000.0, value_parser = parse_invocations)]
@@ -468,8 +550,9 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    lambda_cnn::errors::init_stderr_logging();
     let cli = Cli::parse();
+    lambda_cnn::errors::init_stderr_logging_at(cli.verbose);
+    stages::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let dry_run = cli.dry_run;
     let output = lambda_cnn::output::Output { json: cli.json };
     let config_path = cli.config.clone();
@@ -477,6 +560,7 @@ fn main() -> ExitCode {
         profile: cli.profile,
         region: cli.region,
     };
+    let is_doctor = matches!(cli.command, Command::Doctor(_));
     let result = match cli.command {
         Command::Build(args) => {
             let arch = args.arch.unwrap_or_else(|| config_arch(&config_path));
@@ -487,13 +571,25 @@ fn main() -> ExitCode {
                 run_build(arch).map(|_| ())
             }
         }
-        Command::Image(args) => run_image(*args, &config_path, output),
+        Command::Image(args) => run_image(*args, &config_path, dry_run, output),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "deploy", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Cost(args) => run_cost(
             args,
             target.region.as_deref().unwrap_or(COST_DEFAULT_REGION),
             output,
         ),
-        other => stages::run(other, &config_path, &target, dry_run, output),
+        other => stages::run(
+            other,
+            &config_path,
+            cli.stage.as_deref(),
+            &target,
+            dry_run,
+            output,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -502,10 +598,19 @@ fn main() -> ExitCode {
             if let Some(hint) = aws_hint(&e) {
                 eprintln!("hint: {hint}");
             }
-            ExitCode::FAILURE
+            // The doctor tells "found problems" (1) from "could not run" (3).
+            if is_doctor && e.downcast_ref::<stages::ProblemsFound>().is_none() {
+                ExitCode::from(DOCTOR_COULD_NOT_RUN)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// `deploy doctor`'s exit status when it could not check (an unreadable config, say); 1 is
+/// "checked, and found problems", 2 a usage error.
+const DOCTOR_COULD_NOT_RUN: u8 = 3;
 
 /// What to do about the AWS error behind `e`, when it is one AWS documents.
 fn aws_hint(e: &anyhow::Error) -> Option<String> {
@@ -566,8 +671,32 @@ fn default_cache_dir() -> PathBuf {
 fn run_image(
     args: ImageArgs,
     config_path: &Path,
+    dry_run: bool,
     output: lambda_cnn::output::Output,
 ) -> Result<()> {
+    if dry_run {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".local/images").join(args.function.name()));
+        let from = match &args.binary {
+            Some(b) => b.display().to_string(),
+            None => format!(
+                "a release build ({})",
+                build::command_line(args.arch.unwrap_or_else(|| config_arch(config_path)))
+            ),
+        };
+        println!(
+            "would build the {} image from {from} into {}{}",
+            args.function,
+            out.display(),
+            args.tar
+                .as_ref()
+                .map(|t| format!(", and a docker tar {}", t.display()))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
     let binary = match &args.binary {
         Some(b) => b.clone(),
         None => {

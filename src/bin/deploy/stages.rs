@@ -20,8 +20,8 @@ use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
 use super::{
-    AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, MonitorArgs, ReleaseArgs, RollbackArgs,
-    Target, TuneArgs,
+    AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, InvokeArgs, LogsArgs, MonitorArgs,
+    ReleaseArgs, RollbackArgs, StatusArgs, Target, TuneArgs,
 };
 use lambda_cnn::output::Output;
 
@@ -40,11 +40,15 @@ struct Ctx {
 pub fn run(
     cmd: Command,
     config_path: &Path,
+    stage: Option<&str>,
     target: &aws::Target,
     dry_run: bool,
     out: Output,
 ) -> Result<()> {
-    let config = DeployConfig::load(config_path)?;
+    let mut config = DeployConfig::load(config_path)?;
+    if let Some(stage) = stage {
+        config = config.for_stage(stage).map_err(anyhow::Error::msg)?;
+    }
     // What can be refused without AWS is refused before connecting.
     let tune_inputs = match &cmd {
         Command::Tune(a) => Some(TuneInputs::read(a)?),
@@ -53,6 +57,10 @@ pub fn run(
     if let Command::Release(a) = &cmd {
         check_model_uri(a.model.as_deref())?;
     }
+    let mut invoke_input = match &cmd {
+        Command::Invoke(a) => Some(invoke_event(a)?),
+        _ => None,
+    };
     if let Command::Api(ApiArgs {
         auth: Some(Auth::Jwt),
         ..
@@ -62,12 +70,8 @@ pub fn run(
             bail!("api --auth jwt needs api.jwt_issuer and api.jwt_audience in the deploy config (the issuer's URL and the audiences its tokens carry)");
         }
     }
-    if dry_run {
-        plan(&cmd, &config);
-        return Ok(());
-    }
     if let Command::Destroy(a) = &cmd {
-        if !a.yes && !std::io::stdin().is_terminal() {
+        if !dry_run && !a.yes && !std::io::stdin().is_terminal() {
             bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
         }
     }
@@ -89,10 +93,34 @@ pub fn run(
                 return print_deployer_policy(&config, &config_dir, account, &region, partition);
             }
         }
-        let ctx = connect(config, config_dir, target, out).await?;
+        let ctx = match connect(config.clone(), config_dir.clone(), target, out).await {
+            Ok(ctx) => ctx,
+            // The doctor still prints its table: the identity FAIL, and every local check.
+            Err(e) => match (&cmd, e.downcast_ref::<aws::AwsError>()) {
+                (Command::Doctor(a), Some(why)) => {
+                    let checks = lambda_cnn::pipeline::doctor::without_account(
+                        &config,
+                        &lambda_cnn::pipeline::doctor::Local {
+                            images: &a.target.images,
+                            mnist_dir: &a.mnist_dir,
+                            deployer_policy: "",
+                        },
+                        why,
+                    );
+                    for c in &checks {
+                        out.print(c)?;
+                    }
+                    return fail_on(&checks);
+                }
+                _ => return Err(e),
+            },
+        };
         // Where it acts, before it acts (doctor's first row says the same).
         if !matches!(cmd, Command::Doctor(_)) {
             say(format!("deploying to {}", ctx.account));
+        }
+        if dry_run {
+            return dry_run_plan(&ctx, &cmd).await;
         }
         match cmd {
             Command::Push(a) => push(&ctx, &a.which.functions(), &a.target)
@@ -117,99 +145,116 @@ pub fn run(
                 let inputs = tune_inputs.map_or_else(|| TuneInputs::read(&a), Ok)?;
                 tune(&ctx, &a, inputs).await
             }
-            Command::Build(_) | Command::Image(_) | Command::Cost(_) => unreachable!("run locally"),
+            Command::Status(a) => status(&ctx, &a).await,
+            Command::Invoke(a) => invoke(&ctx, &a, invoke_input.take()).await,
+            Command::Logs(a) => follow_logs(&ctx, &a).await,
+            Command::Build(_)
+            | Command::Image(_)
+            | Command::Cost(_)
+            | Command::Completions { .. } => {
+                unreachable!("run locally")
+            }
         }
     })
 }
 
-fn plan(cmd: &Command, config: &DeployConfig) {
+/// `--dry-run`: the plan of `cmd` from the account's state as it is now.
+async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
+    use lambda_cnn::pipeline::plan::{self, LocalImage, Request};
+    let local = |target: &Target, functions: &[Function]| -> Vec<LocalImage> {
+        functions
+            .iter()
+            .map(|&function| LocalImage {
+                function,
+                digest: read_image(target, function)
+                    .map(|i| i.manifest_digest)
+                    .map_err(|e| lambda_cnn::errors::one_line(&e)),
+            })
+            .collect()
+    };
+    let cfg = &ctx.config;
+    let request = match cmd {
+        Command::Push(a) => Request::Push {
+            images: local(&a.target, &a.which.functions()),
+            registry: a.target.registry.clone(),
+        },
+        Command::Release(a) => Request::Release {
+            images: local(&a.target, &a.which.functions()),
+            canary: a.canary,
+            model: a.model.clone(),
+        },
+        Command::Api(a) => Request::Api {
+            rest: a.rest,
+            auth: match a.auth {
+                Some(auth) => auth,
+                None => cfg.api.auth.parse().map_err(anyhow::Error::msg)?,
+            },
+        },
+        Command::Role => Request::Role,
+        Command::Rollback(a) => Request::Rollback {
+            functions: a.which.functions(),
+            to: a.to,
+        },
+        Command::Destroy(a) => Request::Destroy { all: a.all },
+        Command::All(a) => Request::All {
+            arch: match a.arch {
+                Some(arch) => arch,
+                None => cfg.arch().map_err(anyhow::Error::msg)?,
+            },
+            no_api: a.no_api,
+            images_dir: a.target.images.display().to_string(),
+        },
+        other => Request::ReadOnly {
+            command: command_name(other),
+            what: read_only_plan(other, cfg).join("; "),
+        },
+    };
+    let state = plan::read_state(&doctor_clients(ctx), cfg, &ctx.account).await?;
+    let plan = plan::plan(&request, cfg, &ctx.account, &state);
+    ctx.out.print(&plan)?;
+    if plan.stops() {
+        bail!("the real run would stop where the plan says STOP");
+    }
+    Ok(())
+}
+
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Monitor(_) => "monitor",
+        Command::Logs(_) => "logs",
+        Command::Status(_) => "status",
+        Command::Invoke(_) => "invoke",
+        Command::Doctor(_) => "doctor",
+        Command::Policy(_) => "policy",
+        Command::Tune(_) => "tune",
+        _ => "deploy",
+    }
+}
+
+fn doctor_clients(ctx: &Ctx) -> lambda_cnn::pipeline::doctor::Clients<'_> {
+    lambda_cnn::pipeline::doctor::Clients {
+        lambda: &ctx.clients.lambda,
+        iam: &ctx.clients.iam,
+        s3: &ctx.clients.s3,
+        ecr: &ctx.clients.ecr,
+        http_apis: &ctx.apigw,
+        rest_apis: &ctx.rest,
+    }
+}
+
+/// What a command that changes nothing (or only invokes) would do, in words.
+fn read_only_plan(cmd: &Command, config: &DeployConfig) -> Vec<String> {
     let names = |fs: &[Function]| {
         fs.iter()
             .map(|f| config.function(*f).name.clone())
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let both = [Function::Predict, Function::Train];
     let lines: Vec<String> = match cmd {
-        Command::Push(a) => vec![
-            format!(
-                "ensure ECR repository {} (scan on push, keep {} images)",
-                config.repository.name, config.repository.keep_images
-            ),
-            format!(
-                "push the images of {} from {} to {}, skipping blobs already there",
-                names(&a.which.functions()),
-                a.target.images.display(),
-                a.target.registry.as_deref().unwrap_or("ECR")
-            ),
-        ],
-        Command::Release(a) => vec![
-            format!(
-                "ensure IAM role {} and bucket {}",
-                config.role.name, config.bucket.name
-            ),
-            format!(
-                "create or update {} from the pushed images (by digest), wait, publish a version",
-                names(&a.which.functions())
-            ),
-            format!(
-                "smoke-test each new version, then point alias {} at it{}",
-                config.release.alias,
-                a.canary
-                    .map(|c| format!(" ({c}% canary)"))
-                    .unwrap_or_default()
-            ),
-        ],
-        Command::Api(a) => vec![format!(
-            "ensure {} API {} (GET /, POST /predict, GET /health → {}:{}), \
-             throttled {}/s burst {}, auth {}",
-            if a.rest { "REST" } else { "HTTP" },
-            config.api.name,
-            config.function(Function::Predict).name,
-            config.release.alias,
-            config.api.throttle_rate,
-            config.api.throttle_burst,
-            a.auth
-                .map(|x| format!("{x:?}").to_ascii_lowercase())
-                .unwrap_or_else(|| config.api.auth.clone())
-        )],
-        Command::Role => vec![format!(
-            "ensure IAM role {} with the policies in infra/iam/",
-            config.role.name
-        )],
-        Command::Rollback(a) => vec![match a.to {
-            Some(v) => format!(
-                "smoke-test version {v} of {}, then point {} at it",
-                names(&a.which.functions()),
-                config.release.alias
-            ),
-            None => format!(
-                "drop a canary on {} of {}, or else smoke-test the last version that went live before the current one and point {} at it",
-                config.release.alias,
-                names(&a.which.functions()),
-                config.release.alias
-            ),
-        }],
-        Command::Destroy(a) => {
-            let also = if a.all {
-                format!(
-                    ", repository {} and bucket {}",
-                    config.repository.name, config.bucket.name
-                )
-            } else {
-                String::new()
-            };
-            vec![format!(
-                "delete API {}, functions {}, role {}, their log groups{also}",
-                config.api.name,
-                names(&both),
-                config.role.name
-            )]
-        }
         Command::Monitor(a) => vec![format!(
-            "read REPORT lines of {} since {:?}",
+            "read the REPORT lines of {} of the last {}",
             names(&a.which.functions()),
-            a.since
+            humantime::format_duration(a.since)
         )],
         Command::Policy(_) => vec![
             "print infra/iam/deployer-policy.json with this config's names, the account and region filled in"
@@ -219,12 +264,6 @@ fn plan(cmd: &Command, config: &DeployConfig) {
             "read the account's identity, permissions, Lambda limits and \
              the names the deploy takes (creating nothing)"
                 .into(),
-        ],
-        Command::All(_) => vec![
-            "check the account (deploy doctor), stopping on any FAIL".into(),
-            "build the functions (release)".into(),
-            "build both images into .local/images".into(),
-            "push, release (smoke-tested), api".into(),
         ],
         Command::Tune(a) => vec![
             format!(
@@ -247,11 +286,20 @@ fn plan(cmd: &Command, config: &DeployConfig) {
                 }
             ),
         ],
-        Command::Build(_) | Command::Image(_) | Command::Cost(_) => vec![],
+        Command::Status(_) => vec!["read the functions, their live versions and the API (read-only)".into()],
+        Command::Invoke(a) => vec![format!(
+            "invoke {}:{} once",
+            config.function(a.function).name,
+            config.release.alias
+        )],
+        Command::Logs(a) => vec![format!(
+            "read the log lines of {} of the last {}",
+            names(&a.which.functions()),
+            humantime::format_duration(a.since)
+        )],
+        _ => vec![],
     };
-    for l in lines {
-        println!("would {l}");
-    }
+    lines
 }
 
 async fn connect(
@@ -313,8 +361,14 @@ fn bytes_bar(len: u64, what: String) -> ProgressBar {
     bar
 }
 
+/// `--quiet`: progress lines are not printed.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A progress line on stderr (results go to stdout), unless `--quiet`.
 fn say(line: String) {
-    eprintln!("{line}");
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
 }
 
 fn git_revision() -> Option<String> {
@@ -343,6 +397,11 @@ fn read_image(target: &Target, f: Function) -> Result<Image> {
 
 async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<PushOutcome>> {
     let cfg = &ctx.config;
+    // Every image read before anything is created: a missing one leaves no empty repository.
+    let images = functions
+        .iter()
+        .map(|&f| read_image(target, f))
+        .collect::<Result<Vec<_>>>()?;
     let (repo, created) = ecr::ensure_repository(
         &ctx.clients.ecr,
         &cfg.repository.name,
@@ -364,8 +423,7 @@ async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<
     };
     let auth = RegistryAuth::Basic(user, pass);
     let mut outcomes = Vec::new();
-    for &f in functions {
-        let img = read_image(target, f)?;
+    for (&f, img) in functions.iter().zip(images) {
         let mut tags = vec![format!("{f}-{}", short(&img.manifest_digest))];
         if let Some(rev) = git_revision() {
             tags.push(format!("{f}-git-{rev}"));
@@ -521,10 +579,14 @@ async fn release_functions(
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
     check_model_uri(model)?;
+    // The images first: a missing one stops the release before the role or bucket exist.
+    let images = functions
+        .iter()
+        .map(|&f| read_image(target, f))
+        .collect::<Result<Vec<_>>>()?;
     let (role_arn, repo) = release_prerequisites(ctx, cfg).await?;
     let mut outcomes = Vec::new();
-    for &f in functions {
-        let img = read_image(target, f)?;
+    for (&f, img) in functions.iter().zip(images) {
         let req = ReleaseRequest {
             function: f,
             repository_uri: &repo.uri,
@@ -544,6 +606,18 @@ async fn release_functions(
 
 async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
     let cfg = &ctx.config;
+    // An API in front of nothing would answer 500s: predict's alias must exist first.
+    let predict = &cfg.function(Function::Predict).name;
+    if lambda::alias_version(&ctx.clients.lambda, predict, &cfg.release.alias)
+        .await?
+        .is_none()
+    {
+        bail!(
+            "{predict} has no {} alias yet, so the API would have nothing to call: run deploy \
+             release first (nothing was created)",
+            cfg.release.alias
+        );
+    }
     let auth: Auth = match args.auth {
         Some(a) => a,
         None => cfg.api.auth.parse().map_err(anyhow::Error::msg)?,
@@ -621,12 +695,26 @@ async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     Ok(())
 }
 
+/// One thing `deploy destroy` removed.
+#[derive(serde::Serialize)]
+struct Deleted {
+    deleted: String,
+}
+
+impl std::fmt::Display for Deleted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "deleted {}", self.deleted)
+    }
+}
+
 async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
     let cfg = &ctx.config;
+    let mut count = 0;
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             bail!("deploy destroy deletes the functions, API and role: confirm with --yes");
         }
+        let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
         eprint!(
             "in account {} region {}: delete API {}, functions {} and {}, role {}{}? [y/N] ",
             ctx.account.id,
@@ -636,9 +724,15 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
             cfg.function(Function::Train).name,
             cfg.role.name,
             if args.all {
-                ", the ECR repository and the bucket"
+                format!(
+                    ", the ECR repository {} with its images and the bucket {bucket} with its objects",
+                    cfg.repository.name
+                )
             } else {
-                ""
+                format!(
+                    " (keeping the ECR repository {} and the bucket {bucket}: --all deletes them too)",
+                    cfg.repository.name
+                )
             }
         );
         let mut answer = String::new();
@@ -656,9 +750,19 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
         cfg,
         &ctx.account,
         args.all,
-        &mut |deleted| println!("deleted {deleted}"),
+        &mut |what| {
+            count += 1;
+            // Printing cannot fail for a String; a closed stdout is the caller's choice.
+            let _ = ctx.out.print(&Deleted { deleted: what });
+        },
     )
     .await?;
+    if count == 0 {
+        say(format!(
+            "nothing to delete in account {} region {}",
+            ctx.account.id, ctx.account.region
+        ));
+    }
     Ok(())
 }
 
@@ -735,14 +839,7 @@ async fn examine(
     use lambda_cnn::pipeline::doctor;
     let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
     Ok(doctor::examine(
-        &doctor::Clients {
-            lambda: &ctx.clients.lambda,
-            iam: &ctx.clients.iam,
-            s3: &ctx.clients.s3,
-            ecr: &ctx.clients.ecr,
-            http_apis: &ctx.apigw,
-            rest_apis: &ctx.rest,
-        },
+        &doctor_clients(ctx),
         &ctx.config,
         &ctx.account,
         &doctor::Local {
@@ -752,6 +849,14 @@ async fn examine(
         },
     )
     .await)
+}
+
+/// The doctor ran and found what would stop the deploy (exit status 1; "could not run" is 3).
+#[derive(Debug, thiserror::Error)]
+#[error("deploy doctor found {count} problem(s): {list}")]
+pub struct ProblemsFound {
+    count: usize,
+    list: String,
 }
 
 fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
@@ -764,11 +869,11 @@ fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        bail!(
-            "deploy doctor found {} problem(s): {}",
-            failed.len(),
-            failed.join("; ")
-        )
+        Err(ProblemsFound {
+            count: failed.len(),
+            list: failed.join("; "),
+        }
+        .into())
     }
 }
 
@@ -1036,4 +1141,129 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
         "version {} at {memory_mb} MB is {} ({})",
         outcome.version, outcome.alias, outcome.smoke
     ))
+}
+
+async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
+    let status = lambda_cnn::pipeline::status::status(
+        &lambda_cnn::pipeline::status::Clients {
+            lambda: &ctx.clients.lambda,
+            http_apis: &ctx.apigw,
+            rest_apis: &ctx.rest,
+        },
+        &ctx.config,
+        &ctx.account,
+        &args.which.functions(),
+    )
+    .await?;
+    ctx.out.print(&status)
+}
+
+/// The event `deploy invoke` sends, read and checked before connecting.
+fn invoke_event(args: &InvokeArgs) -> Result<Vec<u8>> {
+    use lambda_cnn::pipeline::invoke::{self, Input, MAX_SYNC_PAYLOAD};
+    let read = |path: &Path| -> Result<Vec<u8>> {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if len > MAX_SYNC_PAYLOAD as u64 {
+            bail!(
+                "{} is {len} bytes; Lambda takes at most {MAX_SYNC_PAYLOAD} bytes in a synchronous invocation",
+                path.display()
+            );
+        }
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let input = match (&args.image, &args.body) {
+        (Some(path), _) => Input::Image(read(path)?),
+        (None, Some(body)) => {
+            let (text, from) = match body.strip_prefix('@') {
+                Some(file) => (read(Path::new(file))?, format!("the body in {file}")),
+                None => (body.clone().into_bytes(), "--body".to_owned()),
+            };
+            Input::Body(
+                serde_json::from_slice(&text).with_context(|| format!("{from} is not JSON"))?,
+            )
+        }
+        (None, None) => bail!("give --image FILE or --body JSON"),
+    };
+    invoke::event(args.function, &input).map_err(anyhow::Error::from)
+}
+
+async fn invoke(ctx: &Ctx, args: &InvokeArgs, event: Option<Vec<u8>>) -> Result<()> {
+    use lambda_cnn::pipeline::invoke::Answer;
+    let event = match event {
+        Some(e) => e,
+        None => invoke_event(args)?,
+    };
+    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    let name = &ctx.config.function(args.function).name;
+    let alias = &ctx.config.release.alias;
+    let invoked = lambda::invoke(&ctx.clients.smoke, name, Some(alias), &event)
+        .await
+        .map_err(|e| {
+            if e.is("ResourceNotFoundException") {
+                anyhow::anyhow!("{e}; release it first (deploy release)")
+            } else {
+                e.into()
+            }
+        })?;
+    let answer = Answer::read(name, alias, &invoked);
+    ctx.out.print(&answer)?;
+    if !answer.succeeded() {
+        bail!(
+            "{name}:{alias} {}",
+            match (&answer.function_error, answer.status) {
+                (Some(e), _) => format!("failed ({e})"),
+                (None, Some(s)) => format!("answered HTTP {s}"),
+                _ => "failed".to_owned(),
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn follow_logs(ctx: &Ctx, args: &LogsArgs) -> Result<()> {
+    let functions = args.which.functions();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let mut since = vec![now_ms - args.since.as_millis() as i64; functions.len()];
+    loop {
+        for (i, f) in functions.iter().enumerate() {
+            let name = &ctx.config.function(*f).name;
+            let group = logs::log_group(name);
+            let (lines, newest) = logs::lines(
+                &ctx.clients.logs,
+                &group,
+                since[i],
+                None,
+                args.filter.as_deref(),
+            )
+            .await?;
+            if !lines.is_empty() {
+                since[i] = newest + 1;
+            }
+            for l in &lines {
+                if ctx.out.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"function": name, "timestamp_ms": l.timestamp_ms,
+                            "stream": l.stream, "message": l.message})
+                    );
+                } else if functions.len() > 1 {
+                    println!("{} {l}", f.name());
+                } else {
+                    println!("{l}");
+                }
+            }
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = interrupted() => return Ok(()),
+        }
+    }
 }

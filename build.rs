@@ -1,0 +1,33 @@
+//! Records the git revision the binaries are built from, for `deploy --version` (a user
+//! reporting a problem can say exactly which build they ran).
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    let git = Path::new(".git");
+    // Rebuild when HEAD moves: it names the branch, the branch's ref names the commit.
+    if git.is_dir() {
+        println!("cargo:rerun-if-changed=.git/HEAD");
+        if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
+            if let Some(r) = head.trim().strip_prefix("ref: ") {
+                println!("cargo:rerun-if-changed=.git/{r}");
+            }
+        }
+        println!("cargo:rerun-if-changed=.git/packed-refs");
+    }
+    println!("cargo:rerun-if-env-changed=LAMBDA_CNN_GIT_REV");
+    let rev = std::env::var("LAMBDA_CNN_GIT_REV")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            let out = Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()?;
+            let rev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+            (out.status.success() && !rev.is_empty()).then_some(rev)
+        })
+        .unwrap_or_else(|| "unknown revision".to_owned());
+    println!("cargo:rustc-env=LAMBDA_CNN_GIT_REV={rev}");
+}
