@@ -17,7 +17,7 @@ pub use crate::arch::Arch;
 /// API Gateway in front of the function, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
-    /// None: the function is invoked directly.
+    /// The function is invoked directly.
     None,
     /// HTTP API (v2).
     Http,

@@ -35,6 +35,25 @@ macro_rules! shipped_weights_path {
 /// one place the path is written.
 pub const SHIPPED_WEIGHTS: &str = shipped_weights_path!();
 
+/// The mark a function binary carries (`function_mark!("predict")`), so that `deploy image`
+/// can refuse to pack the train binary as the predict image: the functions write it into
+/// their binaries with [`mark_function!`], the image builder looks for it.
+#[macro_export]
+macro_rules! function_mark {
+    ($name:literal) => {
+        concat!("lambda-cnn-function=", $name, ";")
+    };
+}
+
+/// Writes [`function_mark!`] of `$name` into the binary (kept by `#[used]`).
+#[macro_export]
+macro_rules! mark_function {
+    ($name:literal) => {
+        #[used]
+        static LAMBDA_CNN_FUNCTION_MARK: &[u8] = $crate::function_mark!($name).as_bytes();
+    };
+}
+
 /// The version the tools print: the crate's and the git revision built from (`build.rs`).
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),

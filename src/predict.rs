@@ -64,6 +64,11 @@ fn open(bytes: &[u8]) -> Result<impl image::ImageDecoder + '_, InputError> {
         .with_guessed_format()
         .map_err(|e| InputError::NotAnImage(e.to_string()))?;
     match reader.format() {
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(InputError::NotAnImage(
+                "the JPEG is truncated (its image data has no end-of-image marker)".into(),
+            ))
+        }
         Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
         Some(other) => return Err(InputError::NotAnImage(format!("{other:?} is not accepted"))),
         None => return Err(InputError::NotAnImage("unrecognised format".into())),
@@ -83,6 +88,20 @@ fn open(bytes: &[u8]) -> Result<impl image::ImageDecoder + '_, InputError> {
         });
     }
     Ok(decoder)
+}
+
+/// Whether a JPEG's image data is followed by its end-of-image marker (`FF D9` after the first
+/// start-of-scan `FF DA`). The decoder fills a truncated scan with grey and answers without an
+/// error, which would be a confident prediction of a picture nobody sent. Inside the scan a
+/// 0xFF byte is stuffed (`FF 00`), so `FF D9` there is the marker; one in an EXIF thumbnail
+/// comes before the scan and does not count.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let find = |m: [u8; 2]| bytes.windows(2).position(|w| w == m);
+    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    match (find([0xFF, 0xDA]), last_eoi) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 fn classify(e: image::ImageError) -> InputError {
@@ -185,6 +204,25 @@ mod tests {
                 },
             ])
         })
+    }
+
+    /// Issue 24, item 6: a truncated JPEG was decoded (grey where the data stopped) and
+    /// predicted with exit 0.
+    #[test]
+    fn a_truncated_jpeg_is_refused_and_a_whole_one_taken() {
+        let jpeg = encode(&bar(64, 64, 255, 0).into(), ImageFormat::Jpeg);
+        assert!(image_to_pixels(&jpeg).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 2 / 3, jpeg.len() / 2] {
+            let err = image_to_pixels(&jpeg[..cut]).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{cut}: {err}");
+        }
+        // Trailing bytes after the marker (some cameras pad) are no reason to refuse.
+        let mut padded = jpeg.clone();
+        padded.extend([0u8; 16]);
+        assert!(image_to_pixels(&padded).is_ok());
+        // A truncated PNG is an error of the decoder's own.
+        let png = encode(&bar(64, 64, 255, 0).into(), ImageFormat::Png);
+        assert!(image_to_pixels(&png[..png.len() / 2]).is_err());
     }
 
     #[test]

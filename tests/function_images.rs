@@ -473,3 +473,23 @@ fn an_arm64_image_from_an_x86_64_binary_is_a_clear_error() {
     ]);
     assert_clean_failure(&o, "x86_64 binary");
 }
+
+/// Issue 24, item 6: `--function predict` with the train binary is refused, naming both,
+/// before anything is written (it built a "predict" image around train).
+#[test]
+fn the_other_functions_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("predict");
+    let train = workspace_binary("train");
+    let o = deploy(&[
+        "image",
+        "--function",
+        "predict",
+        "--binary",
+        train.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "is the train function's binary, not predict's");
+    assert!(!out.exists());
+}

@@ -12,6 +12,9 @@ use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::value::RawValue;
 use std::time::Instant;
 
+// `deploy image --function predict` checks for this mark.
+lambda_cnn::mark_function!("predict");
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -93,8 +93,9 @@ enum Command {
     /// Point the functions at the pushed images (by digest), publish versions, smoke-test
     /// them, then move the `live` alias. A failed smoke test leaves `live` where it was.
     Release(ReleaseArgs),
-    /// The HTTPS endpoint: an API Gateway HTTP API (POST /predict, GET /health) on predict's
-    /// `live` alias, with throttling, CORS and optional IAM/JWT auth. Prints the URL.
+    /// The HTTPS endpoint: an API Gateway HTTP API (GET / the digit page, POST /predict, GET
+    /// /health) on predict's `live` alias, with throttling, CORS and optional IAM/JWT auth.
+    /// Prints the page's URL. Needs a release first.
     Api(ApiArgs),
     /// Ensure the functions' execution role (trust and least-privilege policies from
     /// infra/iam/); `release` does this too.
@@ -323,8 +324,9 @@ impl Which {
 
 #[derive(Args, Clone)]
 struct Target {
-    /// Push to this registry (HOST:PORT, plain HTTP on loopback) instead of ECR's own, and
-    /// register the manifest with ECR's PutImage so the control plane knows the image.
+    /// The registry standing in for ECR's own (HOST:PORT, plain HTTP on loopback): push sends
+    /// the images there and registers each manifest with ECR's PutImage, so Lambda's control
+    /// plane knows it. Other stages accept it and need nothing from it.
     #[arg(long, env = "DEPLOY_REGISTRY")]
     registry: Option<String>,
     /// Where the images are (as `deploy image` writes them): DIR/<function>.

@@ -105,6 +105,12 @@ pub enum ImageError {
         actual: Arch,
         binary: PathBuf,
     },
+    #[error("{binary} is the {other} function's binary, not {function}'s: give --binary the {function} binary (target/release/{function}), or --function {other}")]
+    WrongFunction {
+        function: Function,
+        other: Function,
+        binary: PathBuf,
+    },
     #[error("the {function} image needs {what}: {hint}")]
     MissingInput {
         function: Function,
@@ -289,6 +295,32 @@ fn env(f: Function) -> Vec<String> {
     env
 }
 
+/// The binary is not the other function's (by the mark each function binary carries; a
+/// binary without one, built elsewhere, is taken as it is).
+fn check_function(inputs: &ImageInputs) -> Result<(), ImageError> {
+    let other = match inputs.function {
+        Function::Predict => Function::Train,
+        Function::Train => Function::Predict,
+    };
+    let mark = |f: Function| match f {
+        Function::Predict => crate::function_mark!("predict"),
+        Function::Train => crate::function_mark!("train"),
+    };
+    let bytes = std::fs::read(&inputs.binary).map_err(|e| ImageError::Spec {
+        what: "function binary",
+        message: format!("cannot read {}: {e}", inputs.binary.display()),
+    })?;
+    let has = |m: &str| bytes.windows(m.len()).any(|w| w == m.as_bytes());
+    if has(mark(other)) && !has(mark(inputs.function)) {
+        return Err(ImageError::WrongFunction {
+            function: inputs.function,
+            other,
+            binary: inputs.binary.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Builds (or takes from `cache`) the layers, then the config and manifest.
 pub fn assemble(inputs: &ImageInputs, cache: &LayerCache) -> Result<Image, ImageError> {
     let info = binary::inspect(&inputs.binary)?;
@@ -301,6 +333,7 @@ pub fn assemble(inputs: &ImageInputs, cache: &LayerCache) -> Result<Image, Image
             });
         }
     }
+    check_function(inputs)?;
     let libs = libs::resolve(&inputs.binary, &info)?;
     let specs = layer_specs(inputs, &libs)?;
     let mtime = inputs.source_date_epoch;
