@@ -63,7 +63,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run tune deploy destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -201,10 +201,16 @@ tune: build tools ## make run, then `deploy tune` of both functions on the local
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
 	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda
 
-deploy: build mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...); ARCH=arm64 for Graviton (default: infra/deploy.toml's)
+deploy-cli: ## build the deploy binary alone, in its own feature set (no candle): what deploy and destroy need
+	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
+
+install: ## put `deploy` on PATH (cargo install into ~/.cargo/bin)
+	$(CARGO) install --locked --path . --no-default-features --features deploy --bin deploy
+
+deploy: deploy-cli mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...); ARCH=arm64 for Graviton (default: infra/deploy.toml's)
 	$(DEPLOY) all $(if $(filter command line environment,$(origin ARCH)),--arch $(ARCH))
 
-destroy: build ## remove what make deploy made in the account of the standard config chain (asks first; ALL=1 deletes the ECR repository and the bucket too)
+destroy: deploy-cli ## remove what make deploy made in the account of the standard config chain (asks first; ALL=1 deletes the ECR repository and the bucket too)
 	$(DEPLOY) destroy $(if $(ALL),--all)
 
 # The train image carries MNIST: `make deploy` fetches it first when MNIST_DIR lacks it.

@@ -1787,3 +1787,91 @@ fn a_bucket_of_another_account_under_our_name_is_refused_before_anything_is_made
     assert_eq!(status, 404, "no function was created");
     assert!(s3.served("not-owner") >= 1);
 }
+
+/// `deploy ARGS` on a terminal (util-linux's `script` gives it a pty, as a person's shell
+/// would), typing `answer`; whether it succeeded, and what the terminal showed.
+fn on_a_terminal(args: &[&str], env: &[(&'static str, String)], answer: &str) -> (bool, String) {
+    use std::io::Write;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = quote(workspace_binary("deploy").to_str().unwrap());
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DEPLOY_REGISTRY")
+        .env_remove("DEPLOY_INVOKE_ENDPOINT")
+        .env("MNIST_DIR", mnist_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux's script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Issue 24, items 1 and 2, on a terminal: the first `deploy all` in an account shows its plan
+/// and asks before creating anything (no: nothing is created); `destroy` asks naming the
+/// account, the region and what `--all` would keep.
+#[test]
+fn on_a_terminal_the_first_deploy_all_asks_and_destroy_names_the_account() {
+    let s = Stack::start();
+    let images = s.images();
+    let registry = s.registry.host();
+    let (ok, out) = on_a_terminal(
+        &[
+            "all",
+            "--no-api",
+            "--images",
+            images.to_str().unwrap(),
+            "--registry",
+            &registry,
+        ],
+        &s.env(),
+        "n\n",
+    );
+    assert!(!ok, "{out}");
+    for said in [
+        "deploy all would, in account 123456789012 region us-east-1:",
+        "create ECR repository lambda-cnn",
+        "create function lambda-cnn-predict",
+        "nothing of lambda-cnn's is in account 123456789012 region us-east-1 yet",
+        "nothing created (deploy all --yes skips this question)",
+    ] {
+        assert!(out.contains(said), "{said:?} not in:\n{out}");
+    }
+    let (_, repos) = s.aws.call(
+        "ecr",
+        true,
+        "POST",
+        "/",
+        Some("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
+        Some(json!({})),
+    );
+    assert_eq!(
+        repos["repositories"].as_array().map(Vec::len),
+        Some(0),
+        "{repos}"
+    );
+    let (ok, out) = on_a_terminal(&["destroy"], &s.env(), "n\n");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("in account 123456789012 region us-east-1: delete API lambda-cnn"),
+        "{out}"
+    );
+    assert!(out.contains("--all deletes them too"), "{out}");
+    assert!(out.contains("nothing deleted"), "{out}");
+}

@@ -199,7 +199,7 @@ fn predict_recognises_real_digits_in_every_input_form_and_event_flavour() {
             "{flavour:?}"
         );
     }
-    // The recorded example the README shows.
+    // The recorded example docs/cli-and-functions.md shows.
     let r = emu.invoke("predict", &fixture("apigw-v2-predict-digit7.json"));
     assert_eq!(
         serde_json::from_str::<Value>(r["body"].as_str().unwrap()).unwrap()["digit"],

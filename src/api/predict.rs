@@ -33,7 +33,7 @@ pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub const MAX_INSTANCES: usize = 256;
 /// Pixels decoded per request, all images together, as their headers declare them: one
 /// 2048×2048 image, or 256 of 128×128. Decoding and preprocessing this many takes ~0.2 s on
-/// one core (README, Limits).
+/// one core (docs/cli-and-functions.md, Limits).
 pub const MAX_REQUEST_PIXELS: u64 = 2048 * 2048;
 /// A request that is still decoding after this long is refused, whatever the invocation's
 /// deadline; the pixel budget keeps real requests far below it.

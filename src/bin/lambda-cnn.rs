@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(args, out),
         Command::Eval(args) => run_eval(args, out),
         Command::Predict(args) => run_predict(args),
-        Command::CheckData(args) => run_check_data(args),
+        Command::CheckData(args) => run_check_data(args, out),
         Command::Bench(args) => run_bench(args, out),
         Command::ReadyProbe(args) => load_weights(&args.weights).map(|_| ()),
     };
@@ -163,18 +163,40 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_check_data(args: DataArgs) -> Result<()> {
+/// What `check-data` found.
+#[derive(serde::Serialize)]
+struct DataCheck {
+    mnist_dir: PathBuf,
+    train_images: usize,
+    test_images: usize,
+    checksums_verified: bool,
+    seconds: f64,
+}
+
+impl std::fmt::Display for DataCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MNIST in {} is intact: {} training and {} test images, checksums verified ({:.1} s)",
+            self.mnist_dir.display(),
+            self.train_images,
+            self.test_images,
+            self.seconds
+        )
+    }
+}
+
+fn run_check_data(args: DataArgs, out: Output) -> Result<()> {
     let start = Instant::now();
     let mnist = data::load(&args.mnist_dir)
         .with_context(|| format!("MNIST in {} is not usable", args.mnist_dir.display()))?;
-    println!(
-        "MNIST in {} is intact: {} training and {} test images, checksums verified ({:.1} s)",
-        args.mnist_dir.display(),
-        mnist.train.len(),
-        mnist.test.len(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    out.print(&DataCheck {
+        mnist_dir: args.mnist_dir.clone(),
+        train_images: mnist.train.len(),
+        test_images: mnist.test.len(),
+        checksums_verified: true,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// A bar per epoch on a terminal; plain lines (a few per epoch) otherwise.

@@ -187,23 +187,22 @@ pub async fn check_model(
     }
 }
 
-/// The execution role, rendered from `infra/iam/`; returns its ARN.
+/// The execution role, rendered from `infra/iam/`; returns its ARN and whether it was created.
 pub async fn ensure_role(
     clients: &Clients,
     config: &DeployConfig,
     account: &Account,
     trust: &str,
     policy: &str,
-) -> Result<String, AwsError> {
+) -> Result<(String, bool), AwsError> {
     let vars = super::policy::vars(config, &account.partition, &account.id, &account.region);
-    let (arn, _) = iam::ensure_role(
+    iam::ensure_role(
         &clients.iam,
         &config.role.name,
         &super::policy::render(trust, &vars),
         &super::policy::render(policy, &vars),
     )
-    .await?;
-    Ok(arn)
+    .await
 }
 
 /// Reserves `reserved` concurrent executions for `name` when the account allows it; when it

@@ -1,7 +1,7 @@
 //! The tuning chart as an SVG file: memory sizes along the bottom (evenly spaced, as Power
 //! Tuning draws them), mean warm billed duration on the left axis, cost per million invocations
 //! on the right, one marked point per measured size for each, the pick ringed. Self-contained
-//! (no script, no external font or stylesheet), so any browser and the README render it.
+//! (no script, no external font or stylesheet), so any browser and docs/tuning.md render it.
 
 use std::fmt::Write;
 

@@ -20,7 +20,7 @@ pub fn kind() -> Kind {
 }
 
 /// What LocalStack's community edition, offline in host mode, does not serve here, and why —
-/// the one list of it (the README repeats it). These services go to moto when LocalStack is
+/// the one list of it (docs/local.md repeats it). These services go to moto when LocalStack is
 /// chosen; LocalStack serves the rest (S3, STS, CloudWatch Logs, API Gateway v1, IAM).
 pub const LOCALSTACK_LACKS: &[(&str, &str)] = &[
     ("ecr", "Amazon ECR is a LocalStack Pro feature"),

@@ -494,6 +494,10 @@ struct AllArgs {
     /// Skip `deploy api`.
     #[arg(long)]
     no_api: bool,
+    /// Do not ask before creating anything the first time in an account (the question is
+    /// asked on a terminal only).
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args)]

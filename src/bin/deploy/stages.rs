@@ -527,7 +527,12 @@ fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
 
 /// What every release needs first: the execution role (its ARN), the models bucket and the
 /// ECR repository.
-async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String, ecr::Repository)> {
+/// The bucket, role and repository a release needs; what it created goes into `created`.
+async fn release_prerequisites(
+    ctx: &Ctx,
+    cfg: &DeployConfig,
+    created: &mut Vec<String>,
+) -> Result<(String, ecr::Repository)> {
     // The bucket first: a name another account holds stops the release before anything of
     // ours is created.
     let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
@@ -542,23 +547,41 @@ async fn release_prerequisites(ctx: &Ctx, cfg: &DeployConfig) -> Result<(String,
     .await?
     {
         say(format!("created bucket {bucket} (private, encrypted)"));
+        created.push(format!("bucket {bucket}"));
     }
-    let role_arn = release::ensure_role(
+    let (role_arn, role_created) = release::ensure_role(
         &ctx.clients,
         cfg,
         &ctx.account,
         &policy(ctx, "trust-policy.json")?,
         &policy(ctx, "execution-policy.json")?,
     )
-    .await?;
+    .await
+    .map_err(|e| made_before_failing(created, e.into()))?;
+    if role_created {
+        created.push(format!("role {}", cfg.role.name));
+    }
     let (repo, _) = ecr::ensure_repository(
         &ctx.clients.ecr,
         &cfg.repository.name,
         cfg.repository.keep_images,
         &ctx.account,
     )
-    .await?;
+    .await
+    .map_err(|e| made_before_failing(created, e.into()))?;
     Ok((role_arn, repo))
+}
+
+/// A failure after this run created `created`: said, with how to remove them.
+fn made_before_failing(created: &[String], e: anyhow::Error) -> anyhow::Error {
+    if created.is_empty() {
+        return e;
+    }
+    e.context(format!(
+        "failed after creating {} (kept for the next run, which picks up from here; `deploy \
+         destroy --all` removes them)",
+        created.join(" and ")
+    ))
 }
 
 fn check_model_uri(model: Option<&str>) -> Result<()> {
@@ -584,7 +607,8 @@ async fn release_functions(
         .iter()
         .map(|&f| read_image(target, f))
         .collect::<Result<Vec<_>>>()?;
-    let (role_arn, repo) = release_prerequisites(ctx, cfg).await?;
+    let mut created = Vec::new();
+    let (role_arn, repo) = release_prerequisites(ctx, cfg, &mut created).await?;
     let mut outcomes = Vec::new();
     for (&f, img) in functions.iter().zip(images) {
         let req = ReleaseRequest {
@@ -596,8 +620,9 @@ async fn release_functions(
             canary_percent: canary,
             arch: img.arch,
         };
-        let outcome =
-            release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say).await?;
+        let outcome = release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say)
+            .await
+            .map_err(|e| made_before_failing(&created, e.into()))?;
         ctx.out.print(&outcome)?;
         outcomes.push(outcome);
     }
@@ -662,7 +687,7 @@ impl std::fmt::Display for RoleReport {
 }
 
 async fn role(ctx: &Ctx) -> Result<()> {
-    let arn = release::ensure_role(
+    let (arn, _) = release::ensure_role(
         &ctx.clients,
         &ctx.config,
         &ctx.account,
@@ -885,13 +910,45 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
         .iter()
         .filter(|c| c.level != lambda_cnn::pipeline::doctor::Level::Ok)
     {
-        say(c.to_string());
+        if ctx.out.json {
+            ctx.out.print(c)?;
+        } else {
+            say(c.to_string());
+        }
     }
     fail_on(&checks)?;
     let arch = match args.arch {
         Some(arch) => arch,
         None => ctx.config.arch().map_err(anyhow::Error::msg)?,
     };
+    // The plan, then (the first time in this account and region, on a terminal) a question.
+    let state =
+        lambda_cnn::pipeline::plan::read_state(&doctor_clients(ctx), &ctx.config, &ctx.account)
+            .await?;
+    let plan = lambda_cnn::pipeline::plan::plan(
+        &lambda_cnn::pipeline::plan::Request::All {
+            arch,
+            no_api: args.no_api,
+            images_dir: args.target.images.display().to_string(),
+        },
+        &ctx.config,
+        &ctx.account,
+        &state,
+    );
+    say(plan.to_string());
+    let first_time =
+        !state.repository && !state.role && state.status.functions.iter().all(|f| !f.deployed);
+    if first_time && !args.yes && std::io::stdin().is_terminal() {
+        eprint!(
+            "nothing of lambda-cnn's is in account {} region {} yet: create all of the above? [y/N] ",
+            ctx.account.id, ctx.account.region
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("nothing created (deploy all --yes skips this question)");
+        }
+    }
     let built = super::run_build(arch)?;
     for f in [Function::Predict, Function::Train] {
         let out = args.target.images.join(f.name());
@@ -1116,7 +1173,7 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
     if let Some(fc) = config.functions.get_mut(f.name()) {
         fc.memory_mb = memory_mb as i32;
     }
-    let (role_arn, repo) = release_prerequisites(ctx, &config).await?;
+    let (role_arn, repo) = release_prerequisites(ctx, &config, &mut Vec::new()).await?;
     let req = ReleaseRequest {
         function: f,
         repository_uri: &repo.uri,
