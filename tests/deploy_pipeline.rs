@@ -177,6 +177,23 @@ impl Stack {
         (strict, invoke, env)
     }
 
+    /// Nothing was pushed: ECR has no repository.
+    fn assert_no_repository(&self) {
+        let (_, repos) = self.aws.call(
+            "ecr",
+            true,
+            "POST",
+            "/",
+            Some("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
+            Some(json!({})),
+        );
+        assert_eq!(
+            repos["repositories"].as_array().map(Vec::len),
+            Some(0),
+            "{repos}"
+        );
+    }
+
     fn lambda(&self, path: &str) -> Value {
         let (status, v) = self.aws.call("lambda", true, "GET", path, None, None);
         // moto answers GetAlias with 201.
@@ -1055,21 +1072,24 @@ fn blobs_cross_to_an_ecr_like_registry_exactly_once_in_one_put_each() {
     );
 }
 
+/// CloudWatch Logs' `target` (CreateLogGroup, PutLogEvents, ...) on the emulator serving it.
+fn logs_call(aws: &AwsStack, target: &str, body: Value) {
+    let (status, v) = aws.call(
+        "logs",
+        false,
+        "POST",
+        "/",
+        Some(&format!("Logs_20140328.{target}")),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{target}: {v}");
+}
+
 #[test]
 fn monitor_sums_up_real_report_lines_with_their_cost() {
     let aws = AwsStack::start(false);
     let group = format!("/aws/lambda/{PREDICT}");
-    let logs = |target: &str, body: Value| {
-        let (status, v) = aws.call(
-            "logs",
-            false,
-            "POST",
-            "/",
-            Some(&format!("Logs_20140328.{target}")),
-            Some(body),
-        );
-        assert_eq!(status, 200, "{target}: {v}");
-    };
+    let logs = |target: &str, body: Value| logs_call(&aws, target, body);
     logs("CreateLogGroup", json!({"logGroupName": group}));
     logs(
         "CreateLogStream",
@@ -1129,17 +1149,7 @@ fn monitor_sums_up_real_report_lines_with_their_cost() {
 fn logs_prints_the_functions_own_lines_in_time_order() {
     let aws = AwsStack::start(false);
     let group = format!("/aws/lambda/{PREDICT}");
-    let logs = |target: &str, body: Value| {
-        let (status, v) = aws.call(
-            "logs",
-            false,
-            "POST",
-            "/",
-            Some(&format!("Logs_20140328.{target}")),
-            Some(body),
-        );
-        assert_eq!(status, 200, "{target}: {v}");
-    };
+    let logs = |target: &str, body: Value| logs_call(&aws, target, body);
     logs("CreateLogGroup", json!({"logGroupName": group}));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1487,19 +1497,7 @@ fn a_dry_run_plans_what_the_real_run_then_does_and_status_shows_the_result() {
         &s.env(),
     );
     assert_clean_failure(&o, "/nonexistent");
-    let (_, repos) = s.aws.call(
-        "ecr",
-        true,
-        "POST",
-        "/",
-        Some("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
-        Some(json!({})),
-    );
-    assert_eq!(
-        repos["repositories"].as_array().map(Vec::len),
-        Some(0),
-        "{repos}"
-    );
+    s.assert_no_repository();
 
     // Release before push: the plan stops, as the release would.
     let plan = s.deploy(&["release", "--dry-run", "--json"]);
@@ -1853,19 +1851,7 @@ fn on_a_terminal_the_first_deploy_all_asks_and_destroy_names_the_account() {
     ] {
         assert!(out.contains(said), "{said:?} not in:\n{out}");
     }
-    let (_, repos) = s.aws.call(
-        "ecr",
-        true,
-        "POST",
-        "/",
-        Some("AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
-        Some(json!({})),
-    );
-    assert_eq!(
-        repos["repositories"].as_array().map(Vec::len),
-        Some(0),
-        "{repos}"
-    );
+    s.assert_no_repository();
     let (ok, out) = on_a_terminal(&["destroy"], &s.env(), "n\n");
     assert!(!ok, "{out}");
     assert!(

@@ -228,7 +228,8 @@ fn step(action: Action, what: impl Into<String>) -> Step {
     }
 }
 
-fn short(digest: &str) -> &str {
+/// The first 12 hex digits of a `sha256:…` digest: what people read, and the image tags use.
+pub fn short_digest(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }
@@ -334,7 +335,7 @@ fn push(
         let what = if digest == "built" {
             format!("the {} image just built", i.function)
         } else {
-            format!("the {} image {}", i.function, short(digest))
+            format!("the {} image {}", i.function, short_digest(digest))
         };
         steps.push(step(
             Action::Run,
@@ -434,7 +435,7 @@ fn release(
         let image = if built {
             "the image just built".to_owned()
         } else {
-            format!("image {}", short(digest))
+            format!("image {}", short_digest(digest))
         };
         let model_changes = i.function == Function::Predict
             && model
@@ -471,7 +472,7 @@ fn release(
             ));
         } else {
             let now = match (&s.live_version, &s.image_digest) {
-                (Some(v), Some(d)) => format!("{alias} is version {v}, image {}", short(d)),
+                (Some(v), Some(d)) => format!("{alias} is version {v}, image {}", short_digest(d)),
                 _ => format!("no {alias} alias yet"),
             };
             steps.push(step(
@@ -662,31 +663,14 @@ mod tests {
         }
     }
 
-    fn fresh(f: Function, name: &str) -> FunctionStatus {
-        FunctionStatus {
-            function: f.name(),
-            name: name.into(),
-            deployed: false,
-            alias: "live".into(),
-            live_version: None,
-            image_digest: None,
-            model: None,
-            memory_mb: None,
-            architecture: None,
-            canary: None,
-            last_release: None,
-            history: History::default(),
-        }
-    }
-
     fn empty() -> State {
         State {
             status: Status {
                 account: "123456789012".into(),
                 region: "eu-west-1".into(),
                 functions: vec![
-                    fresh(Function::Predict, "lambda-cnn-predict"),
-                    fresh(Function::Train, "lambda-cnn-train"),
+                    FunctionStatus::not_deployed(Function::Predict, "lambda-cnn-predict", "live"),
+                    FunctionStatus::not_deployed(Function::Train, "lambda-cnn-train", "live"),
                 ],
                 api: None,
             },

@@ -58,6 +58,26 @@ pub struct FunctionStatus {
     pub history: History,
 }
 
+impl FunctionStatus {
+    /// Function `f`, named `name`, as it is before its first release.
+    pub fn not_deployed(f: Function, name: &str, alias: &str) -> Self {
+        FunctionStatus {
+            function: f.name(),
+            name: name.to_owned(),
+            deployed: false,
+            alias: alias.to_owned(),
+            live_version: None,
+            image_digest: None,
+            model: None,
+            memory_mb: None,
+            architecture: None,
+            canary: None,
+            last_release: None,
+            history: History::default(),
+        }
+    }
+}
+
 /// A canary on the alias.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Canary {
@@ -116,20 +136,7 @@ async fn function_status(
 ) -> Result<FunctionStatus, AwsError> {
     let name = config.function(f).name.clone();
     let alias = config.release.alias.clone();
-    let mut s = FunctionStatus {
-        function: f.name(),
-        name: name.clone(),
-        deployed: false,
-        alias: alias.clone(),
-        live_version: None,
-        image_digest: None,
-        model: None,
-        memory_mb: None,
-        architecture: None,
-        canary: None,
-        last_release: None,
-        history: History::default(),
-    };
+    let mut s = FunctionStatus::not_deployed(f, &name, &alias);
     if lambda::function_arch(client, &name).await?.is_none() {
         return Ok(s);
     }
@@ -286,20 +293,7 @@ mod tests {
 
     #[test]
     fn a_function_not_deployed_says_how_to_deploy_it() {
-        let s = FunctionStatus {
-            function: "predict",
-            name: "lambda-cnn-predict".into(),
-            deployed: false,
-            alias: "live".into(),
-            live_version: None,
-            image_digest: None,
-            model: None,
-            memory_mb: None,
-            architecture: None,
-            canary: None,
-            last_release: None,
-            history: History::default(),
-        };
+        let s = FunctionStatus::not_deployed(Function::Predict, "lambda-cnn-predict", "live");
         assert!(s.to_string().contains("not deployed (deploy release"));
     }
 }

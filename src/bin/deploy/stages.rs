@@ -380,11 +380,6 @@ fn git_revision() -> Option<String> {
     (out.status.success() && !rev.is_empty()).then_some(rev)
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
 fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
     host == "localhost" || host.starts_with("127.") || host == "[::1]"
@@ -424,7 +419,10 @@ async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<
     let auth = RegistryAuth::Basic(user, pass);
     let mut outcomes = Vec::new();
     for (&f, img) in functions.iter().zip(images) {
-        let mut tags = vec![format!("{f}-{}", short(&img.manifest_digest))];
+        let mut tags = vec![format!(
+            "{f}-{}",
+            lambda_cnn::pipeline::plan::short_digest(&img.manifest_digest)
+        )];
         if let Some(rev) = git_revision() {
             tags.push(format!("{f}-git-{rev}"));
         }
@@ -720,6 +718,13 @@ async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     Ok(())
 }
 
+/// The answer to a [y/N] question just asked on stderr: yes only when typed.
+fn confirmed() -> bool {
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).ok();
+    matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
 /// One thing `deploy destroy` removed.
 #[derive(serde::Serialize)]
 struct Deleted {
@@ -760,9 +765,7 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
                 )
             }
         );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).ok();
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !confirmed() {
             bail!("nothing deleted");
         }
     }
@@ -943,9 +946,7 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
             "nothing of lambda-cnn's is in account {} region {} yet: create all of the above? [y/N] ",
             ctx.account.id, ctx.account.region
         );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).ok();
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !confirmed() {
             bail!("nothing created (deploy all --yes skips this question)");
         }
     }
@@ -997,7 +998,7 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
     match file {
         Some(path) => {
             // Lambda's limit for a synchronous request: a larger event fails every invocation.
-            const MAX: u64 = 6 * 1024 * 1024;
+            const MAX: u64 = lambda_cnn::pipeline::invoke::MAX_SYNC_PAYLOAD as u64;
             let len = std::fs::metadata(path)
                 .with_context(|| format!("cannot read the payload {}", path.display()))?
                 .len();
