@@ -157,7 +157,12 @@ $(RIE_DIR)/aws-lambda-rie-x86_64: $(TOOLS_STAMP)
 FMT_CHECK := $(CARGO) fmt --all -- --check
 CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
 
+# Every test that skips for want of something appends its reason here (lambda_cnn::simd::skip);
+# make test ends with the count, so a green run cannot hide one.
+SKIP_LOG := $(CURDIR)/.local/skipped.log
+test: export LAMBDA_CNN_SKIP_LOG := $(SKIP_LOG)
 test: build build-arm64 tools localstack ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
+	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
 	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
@@ -174,10 +179,12 @@ test: build build-arm64 tools localstack ## format and lint checks, then every u
 	@# model, the optimizers (speed under emulation means nothing; correctness does).
 	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
-	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, Logs, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2 (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
-	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test deploy_pipeline
+	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
+	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test deploy_pipeline --test deploy_tune
 	@# The pipeline's unit tests, in the deploy binary's feature set.
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
+	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
+	  else echo "skipped: none"; fi
 
 check: ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
 	$(FMT_CHECK)

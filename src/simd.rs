@@ -102,6 +102,32 @@ pub fn required(capability: &str) -> bool {
         .any(|c| c.trim() == capability)
 }
 
+/// A test that cannot run for want of `capability` says so: it fails where
+/// `LAMBDA_CNN_REQUIRE` names the capability (the machine has it, so the skip would hide a
+/// break), and otherwise prints `SKIPPED: why` and appends that line to the file
+/// `LAMBDA_CNN_SKIP_LOG` names, so that `make test` ends with the count of skips and their
+/// reasons instead of burying them in captured output.
+pub fn skip(capability: &str, why: &str) {
+    assert!(
+        !required(capability),
+        "LAMBDA_CNN_REQUIRE names {capability}, but: {why}"
+    );
+    let line = format!("SKIPPED: {why}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os("LAMBDA_CNN_SKIP_LOG") {
+        use std::io::Write;
+        // One write of one line: parallel tests append whole lines.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {}: {e}", path.to_string_lossy());
+        }
+    }
+}
+
 /// `a·b + c`, fused where the instruction set has FMA (a library call otherwise, so the
 /// portable build multiplies and adds).
 #[inline(always)]

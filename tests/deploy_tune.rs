@@ -57,6 +57,7 @@ impl Stack {
         let registry = Registry::start(ECR_USER, ECR_PASSWORD);
         let plane = DataPlane::start(
             &aws.endpoint("lambda", true),
+            &aws.endpoint("s3", true),
             &registry.host(),
             ECR_USER,
             ECR_PASSWORD,

@@ -398,13 +398,9 @@ fn the_image_trusts_the_ca_bundle_it_carries_for_https() {
 
 #[test]
 fn docker_runs_the_loaded_image_where_there_is_an_engine() {
-    let engine = Command::new("docker").arg("info").output();
-    if !matches!(&engine, Ok(o) if o.status.success()) {
-        assert!(
-            !lambda_cnn::simd::required("docker"),
-            "LAMBDA_CNN_REQUIRE names docker, but `docker info` failed: {engine:?}"
-        );
-        eprintln!("SKIPPED: no Docker engine here (`docker info` failed); the image is run under bubblewrap by the other tests");
+    if !common::dataplane::docker_or_skip(
+        "the loaded image under Docker (the other tests run it under bubblewrap)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

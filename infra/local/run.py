@@ -178,8 +178,8 @@ def pipeline(args):
     ls_port = None
     if args.emulator == "localstack":
         ls_port = free_port()
-        say(f"starting LocalStack on 127.0.0.1:{ls_port} (S3, STS, CloudWatch Logs); moto serves ECR, "
-            "image Lambdas, API Gateway v2 and the IAM its Lambda checks roles against")
+        say(f"starting LocalStack on 127.0.0.1:{ls_port} (S3, STS, API Gateway v1); moto serves ECR, "
+            "image Lambdas, API Gateway v2, CloudWatch Logs and the IAM its Lambda checks roles against")
         ls_dir = os.path.join(STATE, "localstack")
         shutil.rmtree(ls_dir, ignore_errors=True)
         os.makedirs(ls_dir)
@@ -221,7 +221,7 @@ def pipeline(args):
             "AWS's Runtime Interface Emulator in Docker, sized by its MemorySize)")
         start("dataplane", [os.path.join(args.venv, "bin", "python"), os.path.join(ROOT, "infra", "local", "lambda_dataplane.py"),
                                     "--port", str(rt_port), "--lambda-endpoint", moto_url,
-                                    "--logs-endpoint", f"http://127.0.0.1:{ls_port}" if ls_port else moto_url,
+                                    "--logs-endpoint", moto_url,
                                     "--function-endpoint", f"http://127.0.0.1:{ls_port}" if ls_port else moto_url,
                                     "--registry", f"127.0.0.1:{reg_port}", "--registry-password", ECR_PASSWORD,
                                     "--rie-dir", args.rie_dir, "--state-dir", os.path.join(STATE, "dataplane")])
@@ -262,7 +262,8 @@ def pipeline(args):
     if ls_port:
         moto = f"http://127.0.0.1:{moto_port}"
         aws_env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{ls_port}", AWS_ENDPOINT_URL_ECR=moto,
-                       AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto)
+                       AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto,
+                       AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=moto)
     registry = f"127.0.0.1:{reg_port}"
     # The project's config, saying the architecture the images are for (doctor compares them).
     config = os.path.join(STATE, "deploy.toml")

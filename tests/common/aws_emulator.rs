@@ -21,7 +21,7 @@ pub fn kind() -> Kind {
 
 /// What LocalStack's community edition, offline in host mode, does not serve here, and why —
 /// the one list of it (docs/local.md repeats it). These services go to moto when LocalStack is
-/// chosen; LocalStack serves the rest (S3, STS, CloudWatch Logs, API Gateway v1, IAM).
+/// chosen; LocalStack serves the rest (S3, STS, API Gateway v1, IAM).
 pub const LOCALSTACK_LACKS: &[(&str, &str)] = &[
     ("ecr", "Amazon ECR is a LocalStack Pro feature"),
     (
@@ -31,6 +31,10 @@ pub const LOCALSTACK_LACKS: &[(&str, &str)] = &[
     (
         "apigatewayv2",
         "API Gateway v2 (HTTP APIs) is a LocalStack Pro feature",
+    ),
+    (
+        "logs",
+        "CloudWatch Logs filter patterns are a LocalStack Pro feature (community lets every event through)",
     ),
 ];
 
@@ -75,6 +79,16 @@ impl AwsStack {
             || (with_lambda && WITH_LAMBDA.contains(&service))
     }
 
+    /// The account STS answers for: each emulator's fixed default (moto's `DEFAULT_ACCOUNT_ID`,
+    /// LocalStack's `000000000000`), so that a test names the account deploy prints.
+    pub fn account(&self) -> &'static str {
+        if self.to_moto("sts", false) {
+            "123456789012"
+        } else {
+            "000000000000"
+        }
+    }
+
     /// The endpoint serving `service` (the SDK's service id, lower case).
     pub fn endpoint(&self, service: &str, with_lambda: bool) -> String {
         match &self.localstack {
@@ -98,6 +112,7 @@ impl AwsStack {
                 ("lambda", "AWS_ENDPOINT_URL_LAMBDA"),
                 ("apigatewayv2", "AWS_ENDPOINT_URL_APIGATEWAYV2"),
                 ("iam", "AWS_ENDPOINT_URL_IAM"),
+                ("logs", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"),
             ] {
                 if self.to_moto(service, with_lambda) {
                     env.push((var, self.moto.endpoint()));

@@ -12,14 +12,21 @@ use std::time::Duration;
 /// `LAMBDA_CNN_REQUIRE` names docker (CI, where the engine is there).
 pub fn docker_or_skip(what: &str) -> bool {
     let engine = Command::new("docker").arg("info").output();
-    if engine.as_ref().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    assert!(
-        !lambda_cnn::simd::required("docker"),
-        "LAMBDA_CNN_REQUIRE names docker, but `docker info` failed: {engine:?}"
+    let why = match &engine {
+        Ok(o) if o.status.success() => return true,
+        // docker info's last line of complaint, not a kilobyte of Debug.
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .to_owned(),
+        Err(e) => e.to_string(),
+    };
+    lambda_cnn::simd::skip(
+        "docker",
+        &format!("{what} needs a Docker engine (`docker info` failed: {why})"),
     );
-    eprintln!("SKIPPED: {what} needs a Docker engine (`docker info` failed)");
     false
 }
 
@@ -52,14 +59,23 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// In front of the Lambda API at `lambda_endpoint` (moto), pulling from `registry`
-    /// (`127.0.0.1:PORT`, the ECR stand-in) with `user`/`password`.
-    pub fn start(lambda_endpoint: &str, registry: &str, user: &str, password: &str) -> Self {
+    /// (`127.0.0.1:PORT`, the ECR stand-in) with `user`/`password`; the functions reach AWS
+    /// (their model bucket) at `function_endpoint` — LocalStack's S3 where LocalStack serves
+    /// it, so that train writes to the bucket the release created there.
+    pub fn start(
+        lambda_endpoint: &str,
+        function_endpoint: &str,
+        registry: &str,
+        user: &str,
+        password: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dataplane.log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/lambda_dataplane.py");
         let mut child = Command::new(venv_tool("LAMBDA_CNN_PYTHON", "python", "moto[server]"))
             .arg(script)
             .args(["--lambda-endpoint", lambda_endpoint, "--registry", registry])
+            .args(["--function-endpoint", function_endpoint])
             .args(["--registry-user", user, "--registry-password", password])
             .arg("--rie-dir")
             .arg(rie_dir())
