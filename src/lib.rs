@@ -19,6 +19,7 @@ pub mod output;
 #[cfg(feature = "deploy")]
 pub mod pipeline;
 pub mod report;
+pub mod routes;
 pub mod simd;
 pub mod store;
 pub mod tune;

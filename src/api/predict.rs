@@ -21,6 +21,7 @@ use crate::predict::{
     image_size, image_to_pixels, predict, InputError, Prediction, MAX_IMAGE_SIDE,
 };
 use crate::preprocess::to_model_input;
+use crate::routes::{self, Action, Route};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::json;
 use std::borrow::Cow;
@@ -91,27 +92,23 @@ impl PredictService {
     pub fn handle_until(&self, req: HttpRequest<'_>, deadline: Instant) -> HttpReply {
         let start = Instant::now();
         let deadline = deadline.min(start + MAX_DECODE_TIME);
-        let path = req.path.trim_end_matches('/');
-        let path = if path.is_empty() { "/" } else { path };
-        let mut reply = match (path, req.method) {
-            ("/predict", "POST") => self.predict(req, deadline),
-            ("/health", "GET" | "HEAD") => {
-                HttpReply::ok(json!({"status": "ok", "model": self.model_id}))
-            }
-            ("/" | "/index.html", "GET" | "HEAD") => self.page(req),
-            ("/predict" | "/health", "OPTIONS") => preflight(path),
-            ("/predict", _) => method_not_allowed(req.method, path, "POST, OPTIONS"),
-            ("/health" | "/" | "/index.html", _) => {
-                method_not_allowed(req.method, path, "GET, HEAD, OPTIONS")
-            }
-            _ => HttpReply::error(
+        let mut reply = match routes::at(req.path) {
+            None => HttpReply::error(
                 404,
                 format!(
-                    "no route {} {}; the routes are GET / (the digit page), POST /predict and GET /health",
+                    "no route {} {}; the routes are {}",
                     clip(req.method),
-                    clip(req.path)
+                    clip(req.path),
+                    routes::summary()
                 ),
             ),
+            Some(route) if req.method == "OPTIONS" => preflight(route),
+            Some(route) if route.answers(req.method) => match route.action {
+                Action::Predict => self.predict(req, deadline),
+                Action::Health => HttpReply::ok(json!({"status": "ok", "model": self.model_id})),
+                Action::Page => self.page(req),
+            },
+            Some(route) => method_not_allowed(req.method, &clip(req.path), &route.allow()),
         };
         if req.method == "HEAD" {
             reply.body = ReplyBody::Empty;
@@ -203,19 +200,15 @@ fn method_not_allowed(method: &str, path: &str, allow: &str) -> HttpReply {
 
 /// A CORS preflight answered by the function itself: behind a Function URL or an ALB nothing
 /// else answers it.
-fn preflight(path: &str) -> HttpReply {
-    let methods = if path == "/predict" {
-        "POST, OPTIONS"
-    } else {
-        "GET, HEAD, OPTIONS"
-    };
+fn preflight(route: &Route) -> HttpReply {
+    let methods = route.allow();
     HttpReply {
         status: 204,
         body: ReplyBody::Empty,
         headers: vec![
-            ("allow", methods.to_owned()),
+            ("allow", methods.clone()),
             ("access-control-allow-origin", "*".to_owned()),
-            ("access-control-allow-methods", methods.to_owned()),
+            ("access-control-allow-methods", methods),
             ("access-control-allow-headers", "content-type".to_owned()),
             ("access-control-max-age", "86400".to_owned()),
         ],
@@ -819,6 +812,20 @@ pub(crate) mod tests {
         assert!(r
             .headers
             .contains(&("access-control-allow-methods", "POST, OPTIONS".to_owned())));
+        // Every route answers a preflight, the page's too, with its own methods.
+        let r = call("OPTIONS", "/index.html");
+        assert_eq!(r.status, 204);
+        assert!(r
+            .headers
+            .contains(&("allow", "GET, HEAD, OPTIONS".to_owned())));
+        // A 405 names the path as asked.
+        let r = call("PUT", "/index.html");
+        assert_eq!(r.status, 405);
+        assert!(
+            err(&r).contains("not allowed on /index.html"),
+            "{}",
+            err(&r)
+        );
     }
 
     fn header<'a>(r: &'a HttpReply, name: &str) -> Option<&'a str> {

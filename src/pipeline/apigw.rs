@@ -1,5 +1,5 @@
-//! The public HTTPS endpoint: an API Gateway HTTP API with `GET /` (the digit page),
-//! `POST /predict` and `GET /health` routed to predict's `live` alias, guarded by stage throttling, CORS, optional IAM or JWT
+//! The public HTTPS endpoint: an API Gateway HTTP API with the routes of [`crate::routes`]
+//! routed to predict's `live` alias, guarded by stage throttling, CORS, optional IAM or JWT
 //! authorization, and the invoke permission scoped to this API. Every step finds what exists
 //! before creating, so running it again changes nothing.
 
@@ -12,8 +12,6 @@ use aws_sdk_apigatewayv2::types::{
 
 use super::aws::{aws_err, AwsError};
 
-/// The routes of the HTTP API, all to predict's alias.
-pub const ROUTES: [&str; 3] = ["GET /", "POST /predict", "GET /health"];
 const AUTHORIZER_NAME: &str = "lambda-cnn-jwt";
 
 /// How long API Gateway waits for the function, seconds, at most: 30 for an HTTP API
@@ -216,9 +214,12 @@ pub async fn ensure_http_api(
 ) -> Result<ApiOutcome, AwsError> {
     let cors = Cors::builder()
         .set_allow_origins(Some(spec.cors_origins.clone()))
-        .allow_methods("GET")
-        .allow_methods("POST")
-        .allow_methods("OPTIONS")
+        .set_allow_methods(Some(
+            crate::routes::methods()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        ))
         .allow_headers("content-type")
         .allow_headers("authorization")
         // What a SigV4-signing browser client sends with --auth iam.
@@ -297,7 +298,9 @@ pub async fn ensure_http_api(
         .send()
         .await
         .map_err(aws_err(format!("listing the routes of API {api_id}")))?;
-    for key in ROUTES {
+    for route in &crate::routes::ROUTES {
+        let key = route.key();
+        let key = key.as_str();
         let target = format!("integrations/{integration_id}");
         match routes.items().iter().find(|r| r.route_key() == Some(key)) {
             Some(r) => {

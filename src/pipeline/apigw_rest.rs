@@ -16,8 +16,6 @@ const STAGE: &str = "prod";
 /// Bodies of these types reach the function base64-encoded, byte for byte. Without them a REST
 /// API passes every body as UTF-8 text, and a raw PNG or JPEG arrives corrupted.
 pub const BINARY_MEDIA_TYPES: [&str; 2] = ["image/png", "image/jpeg"];
-/// (path part under the root, method); "" is the root itself, which serves the digit page.
-const ROUTES: [(&str, &str); 3] = [("", "GET"), ("predict", "POST"), ("health", "GET")];
 
 /// The invoke URL of REST API `id`'s stage.
 pub fn stage_url(id: &str, region: &str, dns_suffix: &str) -> String {
@@ -116,7 +114,9 @@ pub async fn ensure_rest_api(
         "arn:{}:apigateway:{}:lambda:path/2015-03-31/functions/{function_arn}/invocations",
         spec.partition, spec.region
     );
-    for (part, method) in ROUTES {
+    for route in &crate::routes::ROUTES {
+        // "" is the root itself, which serves the digit page.
+        let (part, method) = (route.path_part(), route.method);
         let path = format!("/{part}");
         let resource_id = match resources
             .items()

@@ -5,7 +5,7 @@
 
 #![warn(missing_docs)]
 
-use super::apigw::{Auth, ROUTES};
+use super::apigw::Auth;
 use super::aws::{Account, AwsError};
 use super::bucket::BucketState;
 use super::config::DeployConfig;
@@ -506,7 +506,8 @@ fn api(steps: &mut Vec<Step>, config: &DeployConfig, state: &State, rest: bool, 
         return;
     }
     let kind = if rest { "REST" } else { "HTTP" };
-    let routes = ROUTES.join(", ");
+    let routes: Vec<String> = crate::routes::ROUTES.iter().map(|r| r.key()).collect();
+    let routes = routes.join(", ");
     let what = format!(
         "{kind} API {} ({routes} → {}:{}), throttled {}/s burst {}, auth {}",
         config.api.name,
