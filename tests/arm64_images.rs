@@ -93,4 +93,13 @@ fn deploy_build_cross_compiles_for_arm64() {
         "{}",
         stdout(&o)
     );
+    // --json is global: the plan as one object.
+    let o = deploy(&["--dry-run", "--json", "build", "--arch", "arm64"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(plan["arch"], "arm64", "{plan}");
+    assert!(plan["would_run"]
+        .as_str()
+        .unwrap()
+        .contains("--target aarch64-unknown-linux-gnu"));
 }

@@ -309,3 +309,18 @@ fn a_stage_renames_what_the_deploy_creates() {
     let o = deploy(&["--stage", "Dev!", "policy", "--account", "123456789012"]);
     assert_clean_failure(&o, "--stage");
 }
+
+/// The routes `deploy api --help` names are the ones the handler serves and the API creates:
+/// every route of the one table, each with its method.
+#[test]
+fn the_api_help_names_every_route() {
+    let text = help_of(deploy(&["api", "--help"]), "deploy api");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for route in &lambda_cnn::routes::ROUTES {
+        assert!(
+            text.contains(&route.key()),
+            "deploy api --help lacks {}:\n{text}",
+            route.key()
+        );
+    }
+}

@@ -1255,6 +1255,46 @@ fn the_cost_what_if_follows_the_price_table() {
     );
 }
 
+/// Issue 24, item 6: `cost` prices the configured function (its memory, /tmp and the
+/// architecture of `--config`) unless flags say otherwise, and a config it cannot read is an
+/// error, not a silent default.
+#[test]
+fn the_cost_what_if_prices_the_configured_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deploy.toml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/deploy.toml"))
+        .unwrap()
+        .replace("architecture = \"x86_64\"", "architecture = \"arm64\"")
+        .replace("memory_mb = 3538", "memory_mb = 2048");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+    let o = deploy(&["cost", "--config", config, "--function", "train", "--json"]);
+    assert_ok(&o, "deploy cost --function train");
+    let usage = &last_json(&o)["usage"];
+    assert_eq!(usage["memory_mb"], 2048, "{usage}");
+    assert_eq!(usage["arch"], "arm64", "{usage}");
+    assert!(usage["from"]
+        .as_str()
+        .unwrap()
+        .contains("[functions.train]"));
+    // A flag wins over the config.
+    let o = deploy(&[
+        "cost",
+        "--config",
+        config,
+        "--function",
+        "train",
+        "--memory-mb",
+        "512",
+        "--json",
+    ]);
+    assert_ok(&o, "deploy cost --memory-mb");
+    assert_eq!(last_json(&o)["usage"]["memory_mb"], 512);
+    let missing = dir.path().join("nope.toml");
+    let o = deploy(&["cost", "--config", missing.to_str().unwrap()]);
+    assert_clean_failure(&o, "nope.toml");
+}
+
 #[test]
 fn deploy_role_creates_the_execution_role_with_least_privilege() {
     let aws = AwsStack::start(false);
@@ -1842,20 +1882,23 @@ fn on_a_terminal_the_first_deploy_all_asks_and_destroy_names_the_account() {
         "n\n",
     );
     assert!(!ok, "{out}");
+    let account = s.aws.account();
     for said in [
-        "deploy all would, in account 123456789012 region us-east-1:",
-        "create ECR repository lambda-cnn",
-        "create function lambda-cnn-predict",
-        "nothing of lambda-cnn's is in account 123456789012 region us-east-1 yet",
-        "nothing created (deploy all --yes skips this question)",
+        format!("deploy all would, in account {account} region us-east-1:"),
+        "create ECR repository lambda-cnn".into(),
+        "create function lambda-cnn-predict".into(),
+        format!("nothing of lambda-cnn's is in account {account} region us-east-1 yet"),
+        "nothing created (deploy all --yes skips this question)".into(),
     ] {
-        assert!(out.contains(said), "{said:?} not in:\n{out}");
+        assert!(out.contains(&said), "{said:?} not in:\n{out}");
     }
     s.assert_no_repository();
     let (ok, out) = on_a_terminal(&["destroy"], &s.env(), "n\n");
     assert!(!ok, "{out}");
     assert!(
-        out.contains("in account 123456789012 region us-east-1: delete API lambda-cnn"),
+        out.contains(&format!(
+            "in account {account} region us-east-1: delete API lambda-cnn"
+        )),
         "{out}"
     );
     assert!(out.contains("--all deletes them too"), "{out}");

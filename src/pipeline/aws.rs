@@ -57,11 +57,10 @@ where
                     .bytes()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
-                let body: String = body.chars().take(200).collect();
                 format!(
                     "HTTP {} from the service: {}",
                     raw.status().as_u16(),
-                    body.trim()
+                    brief(&body)
                 )
             }
             _ => crate::errors::chain(&e),
@@ -72,6 +71,20 @@ where
             message,
         }
     }
+}
+
+/// One line of an answer the SDK could not parse: an HTML page's title (a proxy's or an
+/// emulator's "404 Not Found"), else the body's words, at most 200 characters — never a page
+/// of markup across the user's terminal.
+fn brief(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    let title = lower
+        .find("<title")
+        .and_then(|start| Some(start + lower[start..].find('>')? + 1))
+        .and_then(|start| Some(&body[start..start + lower[start..].find("</title>")?]))
+        .filter(|t| !t.trim().is_empty());
+    let words: Vec<&str> = title.unwrap_or(body).split_whitespace().collect();
+    words.join(" ").chars().take(200).collect()
 }
 
 /// Where the user pointed the deploy with flags: `--profile` and `--region` win over the
@@ -401,6 +414,20 @@ fn sts_endpoint(region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unparsed_answer_is_one_short_line() {
+        let page = "<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n<p>The requested URL was not found on the server.";
+        assert_eq!(brief(page), "404 Not Found");
+        assert_eq!(brief("  upstream\n  timed out \n"), "upstream timed out");
+        assert_eq!(brief(&"x".repeat(500)).len(), 200);
+        assert_eq!(brief(""), "");
+        assert_eq!(brief("<TITLE lang=en> Bad Gateway </TITLE>"), "Bad Gateway");
+        assert_eq!(
+            brief("<title></title><p>empty title</p>"),
+            "<title></title><p>empty title</p>"
+        );
+    }
 
     #[test]
     fn region_names_are_told_from_typos() {

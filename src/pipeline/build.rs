@@ -59,7 +59,7 @@ impl Built {
 /// For this machine's architecture, `cargo build --release --locked --workspace --bins` in
 /// `root`; for the other one, the two functions with `--target` (the same commands and
 /// features as `make build` / `make build-arm64`, so nothing is rebuilt twice). Cargo's output
-/// goes to the terminal (it has its own progress).
+/// goes to stderr (it has its own progress).
 pub fn build_functions(root: &Path, arch: Arch) -> Result<Built, BuildError> {
     let native = Arch::host() == Some(arch);
     let target = rust_target(arch);
@@ -67,9 +67,12 @@ pub fn build_functions(root: &Path, arch: Arch) -> Result<Built, BuildError> {
         check_cross_tools(arch)?;
     }
     let args = cargo_args(arch);
+    // Cargo's own output (and a wrapper's, such as sccache) goes to stderr: stdout is the
+    // command's result, which `deploy build --json` keeps to one JSON object.
     let status = Command::new(cargo())
         .args(&args)
         .current_dir(root)
+        .stdout(std::io::stderr())
         .status()
         .map_err(|source| BuildError::Cargo { source })?;
     if !status.success() {

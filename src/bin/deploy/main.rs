@@ -17,6 +17,9 @@ use lambda_cnn::pipeline::layer::LayerCache;
 
 mod stages;
 
+/// Where `--config` points unless told otherwise.
+const DEFAULT_CONFIG: &str = "infra/deploy.toml";
+
 #[derive(Parser)]
 #[command(
     name = "deploy",
@@ -29,7 +32,7 @@ mod stages;
 )]
 struct Cli {
     /// The deploy configuration (names, region fallback, memory, timeouts, API, ...).
-    #[arg(long, global = true, default_value = "infra/deploy.toml")]
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
     /// Print what would be done, without calling AWS or writing anything.
     #[arg(long, global = true)]
@@ -93,9 +96,12 @@ enum Command {
     /// Point the functions at the pushed images (by digest), publish versions, smoke-test
     /// them, then move the `live` alias. A failed smoke test leaves `live` where it was.
     Release(ReleaseArgs),
-    /// The HTTPS endpoint: an API Gateway HTTP API (GET / the digit page, POST /predict, GET
-    /// /health) on predict's `live` alias, with throttling, CORS and optional IAM/JWT auth.
-    /// Prints the page's URL. Needs a release first.
+    // The routes come from their one table (lambda_cnn::routes), so the help cannot drift.
+    #[command(about = format!(
+        "The HTTPS endpoint: an API Gateway HTTP API ({}) on predict's `live` alias, with \
+        throttling, CORS and optional IAM/JWT auth. Prints the page's URL. Needs a release first.",
+        lambda_cnn::routes::summary()
+    ))]
     Api(ApiArgs),
     /// Ensure the functions' execution role (trust and least-privilege policies from
     /// infra/iam/); `release` does this too.
@@ -459,15 +465,21 @@ struct CostArgs {
     /// function at 900000).
     #[arg(long, default_value_t = 40.0, value_parser = parse_duration_ms)]
     duration_ms: f64,
+    /// The function whose configured memory, /tmp and architecture are priced (the config's
+    /// [functions.NAME] and `architecture`), unless the flags below say otherwise.
+    #[arg(long, default_value = "predict", value_parser = parse_function)]
+    function: Function,
     /// The function's memory, MB (Lambda allows 128 to 10240; it also sets the CPU).
-    #[arg(long, default_value_t = 1024, value_parser = parse_memory_mb)]
-    memory_mb: u32,
+    /// Default: the config's.
+    #[arg(long, value_parser = parse_memory_mb)]
+    memory_mb: Option<u32>,
     /// The function's /tmp, MB (Lambda allows 512 to 10240; over 512 is billed).
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(512..=10240))]
-    ephemeral_mb: u32,
-    /// x86_64 or arm64.
-    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
-    arch: Arch,
+    /// Default: the config's.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(512..=10240))]
+    ephemeral_mb: Option<u32>,
+    /// x86_64 or arm64. Default: the config's `architecture`.
+    #[arg(long, value_parser = parse_arch)]
+    arch: Option<Arch>,
     /// API Gateway in front.
     #[arg(long, value_enum, default_value_t = Api::Http)]
     api: Api,
@@ -498,6 +510,8 @@ struct AllArgs {
     /// asked on a terminal only).
     #[arg(long)]
     yes: bool,
+    #[command(flatten)]
+    sources: ImageSources,
 }
 
 #[derive(Args)]
@@ -521,6 +535,14 @@ struct ImageArgs {
     /// The image's tag (the layout's ref name; the docker tar loads as lambda-cnn-<function>:TAG).
     #[arg(long, default_value = "latest")]
     tag: String,
+    #[command(flatten)]
+    sources: ImageSources,
+}
+
+/// What goes into an image besides the binary: the one set of flags `deploy image` and
+/// `deploy all` both read, so that the two build the same image from the same inputs.
+#[derive(Args, Clone)]
+struct ImageSources {
     /// Model weights for the predict image (the card beside it, *.json, goes in too).
     #[arg(long, default_value = lambda_cnn::SHIPPED_WEIGHTS)]
     weights: PathBuf,
@@ -570,11 +592,34 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => {
             let arch = args.arch.unwrap_or_else(|| config_arch(&config_path));
-            if dry_run {
+            if dry_run && output.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"arch": arch.lambda_name(), "would_run": build::command_line(arch)})
+                );
+                Ok(())
+            } else if dry_run {
                 println!("would run: {}", build::command_line(arch));
                 Ok(())
             } else {
-                run_build(arch).map(|_| ())
+                run_build(arch).map(|built| {
+                    let binaries = [Function::Predict, Function::Train]
+                        .map(|f| (f.name(), built.binary(f).display().to_string()));
+                    if output.json {
+                        let binaries: serde_json::Map<String, serde_json::Value> = binaries
+                            .into_iter()
+                            .map(|(f, p)| (f.to_owned(), p.into()))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"arch": arch.lambda_name(), "binaries": binaries})
+                        );
+                    } else {
+                        for (f, path) in binaries {
+                            println!("{f}: {path}");
+                        }
+                    }
+                })
             }
         }
         Command::Image(args) => run_image(*args, &config_path, dry_run, output),
@@ -583,11 +628,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "deploy", &mut std::io::stdout());
             Ok(())
         }
-        Command::Cost(args) => run_cost(
-            args,
-            target.region.as_deref().unwrap_or(COST_DEFAULT_REGION),
-            output,
-        ),
+        Command::Cost(args) => run_cost(args, &config_path, target.region.as_deref(), output),
         other => stages::run(
             other,
             &config_path,
@@ -710,19 +751,8 @@ fn run_image(
             run_build(arch)?.binary(args.function)
         }
     };
-    let inputs = ImageInputs {
-        function: args.function,
-        binary,
-        arch: args.arch,
-        weights: Some(args.weights.clone()),
-        mnist_dir: Some(args.mnist_dir.clone()),
-        ca_bundle: args.ca_bundle.clone(),
-        source_date_epoch: args.source_date_epoch,
-    };
-    let cache = LayerCache::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
     let start = Instant::now();
-    let img = image::assemble(&inputs, &cache)
-        .with_context(|| format!("cannot build the {} image", args.function))?;
+    let img = assemble_image(args.function, binary, args.arch, &args.sources)?;
     let out = args
         .out
         .clone()
@@ -731,7 +761,7 @@ fn run_image(
         .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
     let repo_tag = format!("lambda-cnn-{}:{}", args.function, args.tag);
     if let Some(tar) = &args.tar {
-        image::write_docker_archive(&img, tar, &repo_tag, args.source_date_epoch)
+        image::write_docker_archive(&img, tar, &repo_tag, args.sources.source_date_epoch)
             .with_context(|| format!("cannot write the docker tar {}", tar.display()))?;
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -799,20 +829,30 @@ fn print_image(img: &Image, out: &Path, args: &ImageArgs, repo_tag: &str, second
     }
 }
 
-/// The image of `f` from `binary` into `out` with the defaults of `deploy image` (for `all`).
-fn image_from(f: Function, binary: PathBuf, out: &Path) -> Result<()> {
+/// The image of function `f` around `binary`, from `sources`: the one way both `deploy image`
+/// and `deploy all` assemble one.
+fn assemble_image(
+    f: Function,
+    binary: PathBuf,
+    arch: Option<Arch>,
+    sources: &ImageSources,
+) -> Result<Image> {
     let inputs = ImageInputs {
         function: f,
         binary,
-        arch: None,
-        weights: Some(PathBuf::from(lambda_cnn::SHIPPED_WEIGHTS)),
-        mnist_dir: Some(lambda_cnn::data::dir_from_env()),
-        ca_bundle: None,
-        source_date_epoch: source_date_epoch()?,
+        arch,
+        weights: Some(sources.weights.clone()),
+        mnist_dir: Some(sources.mnist_dir.clone()),
+        ca_bundle: sources.ca_bundle.clone(),
+        source_date_epoch: sources.source_date_epoch,
     };
-    let cache = LayerCache::new(default_cache_dir());
-    let img =
-        image::assemble(&inputs, &cache).with_context(|| format!("cannot build the {f} image"))?;
+    let cache = LayerCache::new(sources.cache_dir.clone().unwrap_or_else(default_cache_dir));
+    image::assemble(&inputs, &cache).with_context(|| format!("cannot build the {f} image"))
+}
+
+/// `deploy all`'s image step: assemble, write the layout to `out`, say the digest.
+fn image_from(f: Function, binary: PathBuf, out: &Path, sources: &ImageSources) -> Result<()> {
+    let img = assemble_image(f, binary, None, sources)?;
     image::write_layout(&img, out, "latest")
         .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
     println!(
@@ -823,20 +863,86 @@ fn image_from(f: Function, binary: PathBuf, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn source_date_epoch() -> Result<u64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
-        Err(_) => Ok(0),
-    }
+/// The config shipped with this binary: what `deploy cost` prices where there is no
+/// `infra/deploy.toml` to read (cost is a calculator: it runs anywhere).
+const SHIPPED_CONFIG: &str = include_str!("../../../infra/deploy.toml");
+
+/// What `deploy cost` prices: the region, memory, /tmp and architecture (each flag, else the
+/// config's value for `--function`), and where the values the flags did not give came from.
+struct CostInputs {
+    region: String,
+    memory_mb: u32,
+    ephemeral_mb: u32,
+    arch: Arch,
+    from: String,
 }
 
-/// The region `deploy cost` prices for without `--region`.
-const COST_DEFAULT_REGION: &str = "us-east-1";
+/// [`CostInputs`] from the flags, `--config` (else, where the default config is not there,
+/// the shipped one). A config that is there but broken, or one named that is not there, is an
+/// error, as for every other command.
+fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Result<CostInputs> {
+    use lambda_cnn::pipeline::config::DeployConfig;
+    let (config, from) = if config_path.exists() || config_path != Path::new(DEFAULT_CONFIG) {
+        let c = DeployConfig::load(config_path).with_context(|| {
+            format!(
+                "cannot price from {}: give --config an existing deploy.toml, or run where \
+                 {DEFAULT_CONFIG} is (or nowhere near one) to price the shipped defaults",
+                config_path.display()
+            )
+        })?;
+        (c, config_path.display().to_string())
+    } else {
+        let c = DeployConfig::parse(SHIPPED_CONFIG)
+            .map_err(|e| anyhow::anyhow!("the shipped deploy.toml does not parse: {e}"))?;
+        (c, format!("the shipped {DEFAULT_CONFIG}"))
+    };
+    let arch = config.arch().map_err(anyhow::Error::msg)?;
+    let f = config.function(args.function);
+    let mut missing = Vec::new();
+    let mut or_config = |flag: Option<u32>, name: &'static str, configured: i32| -> u32 {
+        flag.unwrap_or_else(|| {
+            missing.push(name);
+            u32::try_from(configured).unwrap_or(0)
+        })
+    };
+    let memory_mb = or_config(args.memory_mb, "memory", f.memory_mb);
+    let ephemeral_mb = or_config(args.ephemeral_mb, "/tmp", f.ephemeral_mb);
+    let arch = args.arch.unwrap_or_else(|| {
+        missing.push("architecture");
+        arch
+    });
+    Ok(CostInputs {
+        region: region.map_or_else(|| config.region.clone(), str::to_owned),
+        memory_mb,
+        ephemeral_mb,
+        arch,
+        from: if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{} from {from} [functions.{}]",
+                missing.join(", "),
+                args.function.name()
+            )
+        },
+    })
+}
 
-fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) -> Result<()> {
+fn run_cost(
+    args: CostArgs,
+    config_path: &Path,
+    region: Option<&str>,
+    output: lambda_cnn::output::Output,
+) -> Result<()> {
     use lambda_cnn::cost::{self, Usage};
+    let CostInputs {
+        region,
+        memory_mb,
+        ephemeral_mb,
+        arch,
+        from,
+    } = cost_inputs(&args, config_path, region)?;
+    let region = region.as_str();
     let (prices, note) = cost::prices_for(region);
     if let Some(note) = &note {
         eprintln!("note: {note}");
@@ -845,10 +951,10 @@ fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) ->
     let mut usage = Usage::what_if(
         args.invocations.round() as u64,
         args.duration_ms,
-        args.memory_mb,
-        args.arch,
+        memory_mb,
+        arch,
     );
-    usage.ephemeral_mb = args.ephemeral_mb;
+    usage.ephemeral_mb = ephemeral_mb;
     usage.api = api;
     let c = cost::cost(&usage, prices);
     if output.json {
@@ -857,7 +963,7 @@ fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) ->
             serde_json::json!({"usage": {
                 "invocations": usage.invocations, "billed_ms": usage.billed_ms,
                 "memory_mb": usage.memory_mb, "ephemeral_mb": usage.ephemeral_mb,
-                "arch": usage.arch.lambda_name(),
+                "arch": usage.arch.lambda_name(), "from": from,
             }, "cost": c, "prices": {"region": prices.region, "as_of": prices.as_of, "for_region": region, "note": note}})
         );
     } else {
@@ -865,6 +971,9 @@ fn run_cost(args: CostArgs, region: &str, output: lambda_cnn::output::Output) ->
             "{} invocations × {} ms at {} MB ({}): {c}",
             usage.invocations, args.duration_ms, usage.memory_mb, usage.arch
         );
+        if !from.is_empty() {
+            println!("  {from}");
+        }
         println!(
             "  C0 (per request) + C1·t (GB-seconds) + C2·Σ rᵢ·tᵢ (storage, API Gateway); prices: {} as of {}, free tier not deducted",
             prices.region, prices.as_of

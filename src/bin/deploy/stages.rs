@@ -907,7 +907,7 @@ fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
 
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     // The preflight first: nothing is created when something would stop the deploy.
-    let mnist_dir = lambda_cnn::data::dir_from_env();
+    let mnist_dir = args.sources.mnist_dir.clone();
     let checks = examine(ctx, &args.target, &mnist_dir).await?;
     for c in checks
         .iter()
@@ -953,7 +953,7 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     let built = super::run_build(arch)?;
     for f in [Function::Predict, Function::Train] {
         let out = args.target.images.join(f.name());
-        super::image_from(f, built.binary(f), &out)?;
+        super::image_from(f, built.binary(f), &out, &args.sources)?;
     }
     let both = [Function::Predict, Function::Train];
     push(ctx, &both, &args.target).await?;
