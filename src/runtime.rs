@@ -18,6 +18,14 @@ pub fn time_left(deadline_ms: u64, now: std::time::SystemTime) -> Option<std::ti
     }
 }
 
+/// The instant `deadline_ms` (as [`time_left`] reads it) falls at; an hour from now when
+/// there is none.
+pub fn deadline_instant(deadline_ms: u64) -> std::time::Instant {
+    let left = time_left(deadline_ms, std::time::SystemTime::now())
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    std::time::Instant::now() + left
+}
+
 /// Fixes the size of candle's thread pool once, before any tensor work. Without
 /// `RAYON_NUM_THREADS` candle asks the OS for the CPU count (reading /proc/cpuinfo) on every
 /// parallel op, dozens of times per forward pass. Call first thing in `main`, before any

@@ -1,6 +1,8 @@
 //! The Lambda functions' request and response types, validation, and error → status mapping.
 //! The function binaries only adapt the runtime's events to these; tests reach them directly.
 
+#[cfg(feature = "s3")]
+pub mod batch;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;

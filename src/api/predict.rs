@@ -158,6 +158,24 @@ impl PredictService {
         }
     }
 
+    /// One PNG or JPEG, as `POST /predict` would take it alone: the same decoder limits and
+    /// pixel budget, checked from the header before decoding. The error says what is wrong
+    /// with the image (for a batch's result line).
+    pub fn predict_image(&self, bytes: &[u8]) -> Result<Prediction, String> {
+        let pixels = image_size(bytes).map_err(|e| e.to_string())?.pixels();
+        if pixels > MAX_REQUEST_PIXELS {
+            return Err(format!(
+                "the image holds {pixels} pixels; at most {MAX_REQUEST_PIXELS} (one 2048×2048 image)"
+            ));
+        }
+        let input = image_to_pixels(bytes).map_err(|e| e.to_string())?;
+        let mut preds =
+            predict(&self.model, &input).map_err(|e| format!("inference failed: {e}"))?;
+        preds
+            .pop()
+            .ok_or_else(|| "the model returned no prediction".to_owned())
+    }
+
     fn predict(&self, req: HttpRequest<'_>, deadline: Instant) -> HttpReply {
         let inputs = match read_inputs(&req).and_then(|i| decode_all(i, deadline)) {
             Ok(i) => i,

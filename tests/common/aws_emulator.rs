@@ -156,6 +156,24 @@ impl AwsStack {
         s3_get(&self.endpoint("s3", false), bucket, key)
     }
 
+    /// The keys under `prefix` in `bucket` (ListObjectsV2's first page, read from its XML).
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let (status, body) = self.call(
+            "s3",
+            false,
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+            None,
+            None,
+        );
+        assert_eq!(status, 200, "list {bucket}/{prefix}: {body}");
+        let xml = body.as_str().unwrap_or_default();
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
+
     /// Puts `objects` (key, bytes) into `bucket` through the SDK-backed store.
     pub fn put(&self, bucket: &str, objects: &[(String, Vec<u8>)]) {
         s3_put(&self.endpoint("s3", false), bucket, objects)
