@@ -5,6 +5,29 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The CPU this runs on, as the kernel names it (`model name` in /proc/cpuinfo; on arm64,
+/// where there is none, the implementer and part numbers), so that a measured figure can say
+/// which machine it is of: figures from different machines here differ by 4× and more.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    field("model name")
+        .or_else(|| {
+            Some(format!(
+                "CPU implementer {} part {}",
+                field("CPU implementer")?,
+                field("CPU part")?
+            ))
+        })
+        .unwrap_or_else(|| format!("an unnamed {} CPU", std::env::consts::ARCH))
+}
+
 /// A CPU architecture Lambda runs functions on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {

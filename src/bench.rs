@@ -49,6 +49,10 @@ pub struct BenchReport {
     pub cores: usize,
     /// The kernels' instruction set (`avx512`, `avx2`, `neon`, `portable`).
     pub isa: String,
+    /// The CPU ([`crate::arch::cpu_model`]): figures are of one machine.
+    pub cpu: String,
+    /// When, RFC 3339 (UTC).
+    pub measured_at: String,
     /// Absent with `--train-only`.
     #[serde(flatten)]
     pub predict: Option<PredictBench>,
@@ -60,6 +64,11 @@ pub struct BenchReport {
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let t = &self.train;
+        writeln!(
+            f,
+            "measured {} on {}, {} cores",
+            self.measured_at, self.cpu, self.cores
+        )?;
         writeln!(
             f,
             "{:<34}{:>12.0} samples/s   ({} steps of {} after {} warm-up; {} cores, {} kernels)",

@@ -72,3 +72,39 @@ fn missing_data_names_the_file_and_the_fix() {
     assert_clean_failure(&out, "train-images-idx3-ubyte not found");
     assert!(stderr(&out).contains("MNIST_DIR"));
 }
+
+/// Issue 28: every figure says which machine it is of — the bench names the CPU as the kernel
+/// does and the UTC time it measured.
+#[test]
+fn the_bench_says_which_machine_and_when() {
+    let mnist = mnist_dir();
+    let out = cli(
+        &[
+            "bench",
+            "--train-only",
+            "--steps",
+            "10",
+            "--warmup",
+            "2",
+            "--json",
+            "--mnist-dir",
+            mnist.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let cpu = v["cpu"].as_str().unwrap();
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if let Some(name) = info
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+    {
+        assert_eq!(cpu, name.1.trim());
+    }
+    assert!(!cpu.is_empty());
+    let at = v["measured_at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(at).is_ok(), "{at}");
+    assert!(v["train_samples_per_second"].as_f64().unwrap() > 0.0);
+}

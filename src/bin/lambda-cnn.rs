@@ -345,6 +345,8 @@ fn run_bench(args: BenchArgs, out: Output) -> Result<()> {
         warmup: args.warmup,
         cores,
         isa: isa.to_string(),
+        cpu: lambda_cnn::arch::cpu_model(),
+        measured_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         predict: None,
         cold_start_ms: None,
     };
