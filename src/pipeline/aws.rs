@@ -87,6 +87,52 @@ fn brief(body: &str) -> String {
     words.join(" ").chars().take(200).collect()
 }
 
+/// Every AWS client the pipeline uses, made once from one configuration: the one handle that
+/// each stage and operation reads the clients it needs from. Cloning is cheap (the SDK's
+/// clients share their configuration).
+#[derive(Clone)]
+pub struct Clients {
+    /// Lambda's control plane.
+    pub lambda: aws_sdk_lambda::Client,
+    /// Where smoke tests (and tune's invocations) go: Lambda itself, or another endpoint
+    /// serving the Lambda Invoke API (a Runtime API emulator running the image).
+    pub smoke: aws_sdk_lambda::Client,
+    /// IAM (the execution role, the deployer's policy).
+    pub iam: aws_sdk_iam::Client,
+    /// CloudWatch Logs (log groups, REPORT lines).
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// S3 (the models bucket).
+    pub s3: aws_sdk_s3::Client,
+    /// ECR (repository, images, tags).
+    pub ecr: aws_sdk_ecr::Client,
+    /// API Gateway v2 (the HTTP API).
+    pub http_apis: aws_sdk_apigatewayv2::Client,
+    /// API Gateway v1 (the REST API).
+    pub rest_apis: aws_sdk_apigateway::Client,
+}
+
+impl Clients {
+    /// All of them from `sdk`; smoke tests go to Lambda itself.
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let lambda = aws_sdk_lambda::Client::new(sdk);
+        Clients {
+            smoke: lambda.clone(),
+            lambda,
+            iam: aws_sdk_iam::Client::new(sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            // Emulators on 127.0.0.1 cannot serve bucket.127.0.0.1 (virtual-host style).
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(std::env::var_os("AWS_ENDPOINT_URL").is_some())
+                    .build(),
+            ),
+            ecr: aws_sdk_ecr::Client::new(sdk),
+            http_apis: aws_sdk_apigatewayv2::Client::new(sdk),
+            rest_apis: aws_sdk_apigateway::Client::new(sdk),
+        }
+    }
+}
+
 /// Where the user pointed the deploy with flags: `--profile` and `--region` win over the
 /// environment and the profile files, as they do for the AWS CLI.
 #[derive(Debug, Clone, Default)]

@@ -5,34 +5,24 @@
 
 #![warn(missing_docs)]
 
-use super::aws::{aws_err, Account, AwsError};
+use super::aws::{aws_err, Account, AwsError, Clients};
 use super::config::DeployConfig;
 use super::image::Function;
-use super::{apigw, apigw_rest, iam, logs, release};
-
-/// The clients `destroy` deletes through.
-pub struct Clients<'a> {
-    /// Lambda, IAM, Logs, S3 and ECR.
-    pub stages: &'a release::Clients,
-    /// API Gateway v2 (the HTTP API).
-    pub http_apis: &'a aws_sdk_apigatewayv2::Client,
-    /// API Gateway v1 (the REST API).
-    pub rest_apis: &'a aws_sdk_apigateway::Client,
-}
+use super::{apigw, apigw_rest, iam, logs};
 
 /// Deletes what `config` names in this account; `deleted` hears of each thing as it goes.
 pub async fn destroy(
-    clients: &Clients<'_>,
+    clients: &Clients,
     config: &DeployConfig,
     account: &Account,
     all: bool,
     deleted: &mut dyn FnMut(String),
 ) -> Result<(), AwsError> {
-    let c = clients.stages;
-    if apigw::delete_api(clients.http_apis, &config.api.name).await? {
+    let c = clients;
+    if apigw::delete_api(&clients.http_apis, &config.api.name).await? {
         deleted(format!("API {}", config.api.name));
     }
-    if apigw_rest::delete_rest_api(clients.rest_apis, &config.api.name).await? {
+    if apigw_rest::delete_rest_api(&clients.rest_apis, &config.api.name).await? {
         deleted(format!("REST API {}", config.api.name));
     }
     for f in [Function::Predict, Function::Train] {

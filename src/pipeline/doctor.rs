@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::aws::{aws_err, Account, AwsError};
+use super::aws::{aws_err, Account, AwsError, Clients};
 use super::config::DeployConfig;
 use super::image::Function;
 use super::lambda::{self, NEW_ACCOUNT_MAX_MEMORY_MB};
@@ -89,22 +89,6 @@ impl std::fmt::Display for Check {
     }
 }
 
-/// The clients the doctor reads through.
-pub struct Clients<'a> {
-    /// Lambda.
-    pub lambda: &'a aws_sdk_lambda::Client,
-    /// IAM.
-    pub iam: &'a aws_sdk_iam::Client,
-    /// S3.
-    pub s3: &'a aws_sdk_s3::Client,
-    /// ECR.
-    pub ecr: &'a aws_sdk_ecr::Client,
-    /// API Gateway v2.
-    pub http_apis: &'a aws_sdk_apigatewayv2::Client,
-    /// API Gateway v1.
-    pub rest_apis: &'a aws_sdk_apigateway::Client,
-}
-
 /// What the doctor looks at besides AWS.
 pub struct Local<'a> {
     /// Where `deploy all` writes (and `release` reads) the images: DIR/<function>.
@@ -117,29 +101,29 @@ pub struct Local<'a> {
 
 /// Every check, in the order a first deploy meets them.
 pub async fn examine(
-    clients: &Clients<'_>,
+    clients: &Clients,
     config: &DeployConfig,
     account: &Account,
     local: &Local<'_>,
 ) -> Vec<Check> {
     let mut out = vec![Check::ok("identity", account.to_string())];
-    out.push(permissions(clients.iam, account, local.deployer_policy).await);
-    out.push(concurrency(clients.lambda, config).await);
+    out.push(permissions(&clients.iam, account, local.deployer_policy).await);
+    out.push(concurrency(&clients.lambda, config).await);
     out.extend(memory(config));
     out.push(api_timeout(config));
     out.extend(architecture(config, local.images));
     out.push(mnist(local.mnist_dir));
     out.push(
         bucket(
-            clients.s3,
+            &clients.s3,
             &config.bucket_name(&account.id, &account.region),
             &account.id,
         )
         .await,
     );
-    out.push(role(clients.iam, &config.role.name).await);
-    out.push(repository(clients.ecr, &config.repository.name).await);
-    out.push(apis(clients.http_apis, clients.rest_apis, &config.api.name).await);
+    out.push(role(&clients.iam, &config.role.name).await);
+    out.push(repository(&clients.ecr, &config.repository.name).await);
+    out.push(apis(&clients.http_apis, &clients.rest_apis, &config.api.name).await);
     out
 }
 

@@ -9,7 +9,6 @@ use super::apigw::Auth;
 use super::aws::{Account, AwsError};
 use super::bucket::BucketState;
 use super::config::DeployConfig;
-use super::doctor;
 use super::image::Function;
 use super::status::{self, FunctionStatus, Status};
 use crate::arch::Arch;
@@ -189,16 +188,12 @@ pub struct State {
 
 /// Reads the state a plan needs, with read-only calls.
 pub async fn read_state(
-    clients: &doctor::Clients<'_>,
+    clients: &super::aws::Clients,
     config: &DeployConfig,
     account: &Account,
 ) -> Result<State, AwsError> {
     let status = status::status(
-        &status::Clients {
-            lambda: clients.lambda,
-            http_apis: clients.http_apis,
-            rest_apis: clients.rest_apis,
-        },
+        clients,
         config,
         account,
         &[Function::Predict, Function::Train],
@@ -206,14 +201,14 @@ pub async fn read_state(
     .await?;
     Ok(State {
         status,
-        repository: super::ecr::find_repository(clients.ecr, &config.repository.name)
+        repository: super::ecr::find_repository(&clients.ecr, &config.repository.name)
             .await?
             .is_some(),
-        role: super::iam::find_role(clients.iam, &config.role.name)
+        role: super::iam::find_role(&clients.iam, &config.role.name)
             .await?
             .is_some(),
         bucket: super::bucket::state(
-            clients.s3,
+            &clients.s3,
             &config.bucket_name(&account.id, &account.region),
             &account.id,
         )

@@ -6,30 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use super::aws::{aws_err, Account, AwsError};
+use super::aws::{aws_err, Account, AwsError, Clients};
 use super::config::DeployConfig;
 use super::history::History;
 use super::image::Function;
 use super::lambda::{self, Change, FunctionSpec};
 use super::{iam, logs, smoke};
-
-/// The clients a release uses. `smoke` invokes the new version: Lambda itself, or another
-/// endpoint serving the Lambda Invoke API (a Runtime API emulator running the image).
-#[derive(Clone)]
-pub struct Clients {
-    /// Lambda's control plane.
-    pub lambda: aws_sdk_lambda::Client,
-    /// Where smoke tests (and tune's invocations) go.
-    pub smoke: aws_sdk_lambda::Client,
-    /// IAM (the execution role).
-    pub iam: aws_sdk_iam::Client,
-    /// CloudWatch Logs (log groups, REPORT lines).
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    /// S3 (the models bucket).
-    pub s3: aws_sdk_s3::Client,
-    /// ECR (repository, images, tags).
-    pub ecr: aws_sdk_ecr::Client,
-}
 
 /// Why a release stopped.
 #[derive(Debug, thiserror::Error)]

@@ -5,12 +5,13 @@
 
 #![warn(missing_docs)]
 
+use super::aws::Clients;
 use super::aws::{Account, AwsError};
 use super::config::DeployConfig;
 use super::history::History;
 use super::image::Function;
 use super::lambda;
-use super::release::{smoke_test, Clients};
+use super::release::smoke_test;
 
 /// Why a rollback did not happen.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 
 use super::apigw;
 use super::apigw_rest;
-use super::aws::{Account, AwsError};
+use super::aws::{Account, AwsError, Clients};
 use super::config::DeployConfig;
 use super::history::History;
 use super::image::Function;
@@ -100,26 +100,16 @@ pub struct ApiStatus {
     pub page: String,
 }
 
-/// The clients status reads through.
-pub struct Clients<'a> {
-    /// Lambda.
-    pub lambda: &'a aws_sdk_lambda::Client,
-    /// API Gateway v2 (HTTP APIs).
-    pub http_apis: &'a aws_sdk_apigatewayv2::Client,
-    /// API Gateway v1 (REST APIs).
-    pub rest_apis: &'a aws_sdk_apigateway::Client,
-}
-
 /// Reads the state of `functions` and the API.
 pub async fn status(
-    clients: &Clients<'_>,
+    clients: &Clients,
     config: &DeployConfig,
     account: &Account,
     functions: &[Function],
 ) -> Result<Status, AwsError> {
     let mut out = Vec::new();
     for f in functions {
-        out.push(function_status(clients.lambda, config, *f).await?);
+        out.push(function_status(&clients.lambda, config, *f).await?);
     }
     Ok(Status {
         account: account.id.clone(),
@@ -205,11 +195,11 @@ fn last_release(
 }
 
 async fn api_status(
-    clients: &Clients<'_>,
+    clients: &Clients,
     config: &DeployConfig,
     account: &Account,
 ) -> Result<Option<ApiStatus>, AwsError> {
-    if let Some((api_id, endpoint)) = apigw::find_api(clients.http_apis, &config.api.name).await? {
+    if let Some((api_id, endpoint)) = apigw::find_api(&clients.http_apis, &config.api.name).await? {
         let url = apigw::stage_url(&endpoint, &config.api.stage);
         return Ok(Some(ApiStatus {
             kind: "HTTP",
@@ -218,7 +208,7 @@ async fn api_status(
             url,
         }));
     }
-    if let Some(id) = apigw_rest::find_rest_api(clients.rest_apis, &config.api.name).await? {
+    if let Some(id) = apigw_rest::find_rest_api(&clients.rest_apis, &config.api.name).await? {
         let url = apigw_rest::stage_url(&id, &account.region, account.dns_suffix());
         return Ok(Some(ApiStatus {
             kind: "REST",

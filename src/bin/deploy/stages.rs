@@ -11,11 +11,12 @@ use oci_client::secrets::RegistryAuth;
 
 use lambda_cnn::cost::{self, Api};
 use lambda_cnn::pipeline::apigw::{self, ApiSpec, Auth};
+use lambda_cnn::pipeline::aws::Clients;
 use lambda_cnn::pipeline::aws::{self, Account};
 use lambda_cnn::pipeline::config::DeployConfig;
 use lambda_cnn::pipeline::image::{self, Function, Image};
 use lambda_cnn::pipeline::registry::{self, Destination, PushOutcome, PushReport};
-use lambda_cnn::pipeline::release::{self, Clients, ReleaseOutcome, ReleaseRequest};
+use lambda_cnn::pipeline::release::{self, ReleaseOutcome, ReleaseRequest};
 use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
@@ -31,8 +32,6 @@ struct Ctx {
     config_dir: PathBuf,
     account: Account,
     clients: Clients,
-    apigw: aws_sdk_apigatewayv2::Client,
-    rest: aws_sdk_apigateway::Client,
     sdk: aws_config::SdkConfig,
     out: Output,
 }
@@ -209,7 +208,7 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
             what: read_only_plan(other, cfg).join("; "),
         },
     };
-    let state = plan::read_state(&doctor_clients(ctx), cfg, &ctx.account).await?;
+    let state = plan::read_state(&ctx.clients, cfg, &ctx.account).await?;
     let plan = plan::plan(&request, cfg, &ctx.account, &state);
     ctx.out.print(&plan)?;
     if plan.stops() {
@@ -228,17 +227,6 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Policy(_) => "policy",
         Command::Tune(_) => "tune",
         _ => "deploy",
-    }
-}
-
-fn doctor_clients(ctx: &Ctx) -> lambda_cnn::pipeline::doctor::Clients<'_> {
-    lambda_cnn::pipeline::doctor::Clients {
-        lambda: &ctx.clients.lambda,
-        iam: &ctx.clients.iam,
-        s3: &ctx.clients.s3,
-        ecr: &ctx.clients.ecr,
-        http_apis: &ctx.apigw,
-        rest_apis: &ctx.rest,
     }
 }
 
@@ -311,22 +299,8 @@ async fn connect(
     let conn = aws::connect(&config.region, target).await;
     let account = aws::account(&conn).await?;
     let sdk = conn.sdk;
-    let lambda_client = aws_sdk_lambda::Client::new(&sdk);
     Ok(Ctx {
-        clients: Clients {
-            smoke: lambda_client.clone(),
-            lambda: lambda_client,
-            iam: aws_sdk_iam::Client::new(&sdk),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&sdk)
-                    .force_path_style(std::env::var_os("AWS_ENDPOINT_URL").is_some())
-                    .build(),
-            ),
-            ecr: aws_sdk_ecr::Client::new(&sdk),
-        },
-        apigw: aws_sdk_apigatewayv2::Client::new(&sdk),
-        rest: aws_sdk_apigateway::Client::new(&sdk),
+        clients: Clients::new(&sdk),
         account,
         config,
         config_dir,
@@ -662,10 +636,14 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
         dns_suffix: ctx.account.dns_suffix().to_owned(),
     };
     let out = if args.rest {
-        lambda_cnn::pipeline::apigw_rest::ensure_rest_api(&ctx.rest, &ctx.clients.lambda, &spec)
-            .await?
+        lambda_cnn::pipeline::apigw_rest::ensure_rest_api(
+            &ctx.clients.rest_apis,
+            &ctx.clients.lambda,
+            &spec,
+        )
+        .await?
     } else {
-        apigw::ensure_http_api(&ctx.apigw, &ctx.clients.lambda, &spec).await?
+        apigw::ensure_http_api(&ctx.clients.http_apis, &ctx.clients.lambda, &spec).await?
     };
     ctx.out.print(&out)?;
     Ok(out)
@@ -770,11 +748,7 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
         }
     }
     lambda_cnn::pipeline::destroy::destroy(
-        &lambda_cnn::pipeline::destroy::Clients {
-            stages: &ctx.clients,
-            http_apis: &ctx.apigw,
-            rest_apis: &ctx.rest,
-        },
+        &ctx.clients,
         cfg,
         &ctx.account,
         args.all,
@@ -867,7 +841,7 @@ async fn examine(
     use lambda_cnn::pipeline::doctor;
     let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
     Ok(doctor::examine(
-        &doctor_clients(ctx),
+        &ctx.clients,
         &ctx.config,
         &ctx.account,
         &doctor::Local {
@@ -926,8 +900,7 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     };
     // The plan, then (the first time in this account and region, on a terminal) a question.
     let state =
-        lambda_cnn::pipeline::plan::read_state(&doctor_clients(ctx), &ctx.config, &ctx.account)
-            .await?;
+        lambda_cnn::pipeline::plan::read_state(&ctx.clients, &ctx.config, &ctx.account).await?;
     let plan = lambda_cnn::pipeline::plan::plan(
         &lambda_cnn::pipeline::plan::Request::All {
             arch,
@@ -1203,11 +1176,7 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
 
 async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     let status = lambda_cnn::pipeline::status::status(
-        &lambda_cnn::pipeline::status::Clients {
-            lambda: &ctx.clients.lambda,
-            http_apis: &ctx.apigw,
-            rest_apis: &ctx.rest,
-        },
+        &ctx.clients,
         &ctx.config,
         &ctx.account,
         &args.which.functions(),
