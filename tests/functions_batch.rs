@@ -56,13 +56,15 @@ fn a_batch_of_s3_images_is_scored_into_one_json_lines_object_and_bad_items_fail_
     items.push(json!({"Key": "digits/notes.txt"}));
     items.push(json!({"Key": "digits/huge.png"}));
     items.push(json!({"Key": "digits/missing.png"}));
+    // Listed over the cap: refused from the listing, without a GET (the object need not exist).
+    items.push(json!({"Key": "digits/listed-big.png", "Size": MAX_OBJECT_BYTES + 1}));
     let event = json!({
         "Items": items,
         "BatchInput": {"bucket": "images", "output": "s3://results/run-1/"},
     });
     let report = emu.invoke("predict", &event);
-    assert_eq!(report["items"], 15, "{report}\n{}", emu.logs());
-    assert_eq!(report["failed"], 3, "{report}");
+    assert_eq!(report["items"], 16, "{report}\n{}", emu.logs());
+    assert_eq!(report["failed"], 4, "{report}");
     assert_eq!(report["not_done"], 0, "{report}");
     let succeeded = report["succeeded"].as_u64().unwrap();
     assert_eq!(succeeded, 12, "{report}");
@@ -82,7 +84,12 @@ fn a_batch_of_s3_images_is_scored_into_one_json_lines_object_and_bad_items_fail_
         "{key}"
     );
     let written = lines(&aws.get("results", key).expect("the results are written"));
-    assert_eq!(written.len(), 15);
+    assert_eq!(written.len(), 16);
+    // Each line names the weights that answered it.
+    assert!(
+        written.iter().all(|l| l["model"] == report["model"]),
+        "{written:?}"
+    );
     let mut right = 0;
     for (i, label) in labels.iter().enumerate() {
         let line = &written[i];
@@ -107,6 +114,10 @@ fn a_batch_of_s3_images_is_scored_into_one_json_lines_object_and_bad_items_fail_
     );
     assert!(error_of("digits/huge.png").contains("over"), "{written:?}");
     assert!(error_of("digits/missing.png").contains("missing.png"));
+    assert!(
+        error_of("digits/listed-big.png").contains("not read"),
+        "{written:?}"
+    );
 
     // A retried batch writes the same object again, not a second one.
     let again = emu.invoke("predict", &event);

@@ -36,7 +36,13 @@ pub const CONCURRENT_GETS: usize = 8;
 /// Kept back from the deadline to write the results and answer.
 pub const WRITE_RESERVE: Duration = Duration::from_secs(3);
 /// The most keys a report lists by name (the rest are counted).
-const LISTED_KEYS: usize = 100;
+const LISTED_KEYS: usize = 20;
+/// S3's longest key, bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The longest output prefix: S3's longest key less the `/` and the result object's name.
+pub const MAX_PREFIX_BYTES: usize = MAX_KEY_BYTES - 1 - RESULT_NAME_BYTES;
+/// `batch-<32 hex digits>.jsonl`.
+const RESULT_NAME_BYTES: usize = "batch-".len() + 32 + ".jsonl".len();
 
 /// Why a batch as a whole could not run (an item's own failure is in its result line).
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,34 @@ pub enum BatchError {
     Invalid(String),
     #[error("cannot write the results: {0}")]
     Write(String),
+    /// The deadline came first: what was done is written; the batch is a failure so that
+    /// Step Functions retries it (the retry overwrites the same object) or counts its items
+    /// against the tolerated failures.
+    #[error("{not_done} of {items} items not reached before the deadline (first: {first}); the {done} done are in {output}: give the batch fewer items or the function more time")]
+    Incomplete {
+        items: usize,
+        done: usize,
+        not_done: usize,
+        first: String,
+        output: String,
+    },
+}
+
+impl BatchError {
+    /// The function error's `errorType`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            BatchError::Invalid(_) => "InvalidBatch",
+            BatchError::Write(_) => "BatchWriteFailed",
+            BatchError::Incomplete { .. } => "BatchIncomplete",
+        }
+    }
+
+    /// The function error's message: at most [`super::MESSAGE_CHARS`] characters, whatever
+    /// keys and answers went into it.
+    pub fn message(&self) -> String {
+        super::clip_to(&self.to_string(), super::MESSAGE_CHARS)
+    }
 }
 
 /// One item as Distributed Map's S3 reader lists it.
@@ -101,37 +135,54 @@ impl BatchEvent {
                 ev.items.len()
             )));
         }
-        if let Some(i) = ev.items.iter().position(|it| it.key.is_empty()) {
-            return Err(BatchError::Invalid(format!("Items[{i}] has an empty Key")));
+        if let Some(i) = ev
+            .items
+            .iter()
+            .position(|it| it.key.is_empty() || it.key.len() > MAX_KEY_BYTES)
+        {
+            return Err(BatchError::Invalid(format!(
+                "Items[{i}].Key is empty or over {MAX_KEY_BYTES} bytes (S3's longest key)"
+            )));
         }
         if ev.input.bucket.is_empty() {
             return Err(BatchError::Invalid("BatchInput.bucket is empty".into()));
         }
-        let result = result_uri(&ev.input.output, &ev.items)?;
+        let result = result_uri(&ev.input.output, &ev.input.bucket, &ev.items)?;
         Ok((ev, result))
     }
 }
 
-/// The result object of a batch of `items` under `output` (`s3://bucket/prefix/`): named by
-/// the hash of the keys, so the same batch always writes the same object.
-pub fn result_uri(output: &str, items: &[BatchItem]) -> Result<S3Uri, BatchError> {
+/// The result object of a batch of `items` of `bucket` under `output` (`s3://bucket/prefix/`):
+/// named by the hash of the input bucket and the keys (each length-prefixed, since a key may
+/// hold any character), so the same batch always writes the same object and two batches never
+/// share one.
+pub fn result_uri(output: &str, bucket: &str, items: &[BatchItem]) -> Result<S3Uri, BatchError> {
     let bad = |why: &str| {
         BatchError::Invalid(format!("BatchInput.output {}: {why}", super::clip(output)))
     };
     let rest = output
         .strip_prefix("s3://")
         .ok_or_else(|| bad("it does not start with s3://"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
+    let (out_bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if out_bucket.is_empty() {
         return Err(bad("the bucket is empty"));
     }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(bad(&format!(
+            "the prefix is over {MAX_PREFIX_BYTES} bytes (S3's longest key less the result's name)"
+        )));
+    }
+    if !prefix.is_empty() && prefix.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
+        return Err(bad("the prefix has an empty, `.` or `..` segment"));
+    }
     let mut hash = Sha256::new();
-    for it in items {
-        hash.update(it.key.as_bytes());
-        hash.update(b"\n");
+    for part in std::iter::once(bucket).chain(items.iter().map(|it| it.key.as_str())) {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
     }
     let name = format!("batch-{}.jsonl", &hex::encode(hash.finalize())[..32]);
-    Ok(S3Uri::join(bucket, prefix, &name))
+    Ok(S3Uri::join(out_bucket, prefix, &name))
 }
 
 /// What one item came to: a line of the result object.
@@ -151,26 +202,30 @@ pub struct ItemResult {
     /// Why it was not, otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The weights that answered (their sha256): a re-run after a new release says so.
+    pub model: String,
 }
 
 impl ItemResult {
-    fn predicted(key: String, p: Prediction) -> Self {
+    fn predicted(key: String, p: Prediction, model: &str) -> Self {
         ItemResult {
             key,
             digit: Some(p.digit),
             label: Some(p.digit.to_string()),
             probabilities: Some(p.probabilities.to_vec()),
             error: None,
+            model: model.to_owned(),
         }
     }
 
-    fn failed(key: String, error: String) -> Self {
+    fn failed(key: String, error: String, model: &str) -> Self {
         ItemResult {
             key,
             digit: None,
             label: None,
             probabilities: None,
-            error: Some(error),
+            error: Some(super::clip_to(&error, super::MESSAGE_CHARS)),
+            model: model.to_owned(),
         }
     }
 }
@@ -186,7 +241,7 @@ pub struct BatchReport {
     pub failed: usize,
     /// Items not reached before the deadline (not in the result object).
     pub not_done: usize,
-    /// The first of them by key: run them again in a smaller batch.
+    /// The first of them, in the batch's order.
     pub not_done_keys: Vec<String>,
     /// The first failures: key and reason.
     pub failures: Vec<(String, String)>,
@@ -211,22 +266,37 @@ pub async fn run(
 ) -> Result<BatchReport, BatchError> {
     let start = Instant::now();
     let (results, not_done) = score(service, store, &event, deadline).await;
-    let mut body = Vec::new();
-    for r in &results {
-        // An ItemResult always serializes.
-        serde_json::to_writer(&mut body, r).map_err(|e| BatchError::Write(e.to_string()))?;
-        body.push(b'\n');
-    }
-    store
-        .put(&result, body, "application/x-ndjson")
+    // Nothing reached: writing would replace an earlier complete result with an empty one.
+    if !results.is_empty() {
+        let mut body = Vec::new();
+        for r in &results {
+            // An ItemResult always serializes.
+            serde_json::to_writer(&mut body, r).map_err(|e| BatchError::Write(e.to_string()))?;
+            body.push(b'\n');
+        }
+        tokio::time::timeout_at(
+            deadline.into(),
+            store.put(&result, body, "application/x-ndjson"),
+        )
         .await
+        .map_err(|_| BatchError::Write(format!("{result}: the deadline came first")))?
         .map_err(|e| BatchError::Write(e.to_string()))?;
+    }
+    if let Some(first) = not_done.first() {
+        return Err(BatchError::Incomplete {
+            items: results.len(),
+            done: results.len(),
+            not_done: not_done.len(),
+            first: super::clip(first),
+            output: result.to_string(),
+        });
+    }
     let mut labels = BTreeMap::new();
     let mut failures = Vec::new();
     for r in &results {
         match (&r.label, &r.error) {
             (Some(l), _) => *labels.entry(l.clone()).or_insert(0) += 1,
-            (None, Some(e)) => failures.push((r.key.clone(), e.clone())),
+            (None, Some(e)) => failures.push((super::clip(&r.key), e.clone())),
             (None, None) => {}
         }
     }
@@ -236,8 +306,8 @@ pub async fn run(
         items: results.len() + not_done.len(),
         succeeded: results.len() - failed,
         failed,
-        not_done: not_done.len(),
-        not_done_keys: not_done.into_iter().take(LISTED_KEYS).collect(),
+        not_done: 0,
+        not_done_keys: Vec::new(),
         failures,
         labels,
         output: result.to_string(),
@@ -265,11 +335,13 @@ async fn score(
     event: &BatchEvent,
     deadline: Instant,
 ) -> (Vec<ItemResult>, Vec<String>) {
+    let model = service.model_id();
+    let stop = deadline.checked_sub(WRITE_RESERVE).unwrap_or(deadline);
     let bucket = &event.input.bucket;
     let mut results: Vec<ItemResult> = Vec::with_capacity(event.items.len());
     let mut not_done: Vec<String> = Vec::new();
     for chunk in event.items.chunks(CONCURRENT_GETS) {
-        if !not_done.is_empty() || Instant::now() + WRITE_RESERVE >= deadline {
+        if !not_done.is_empty() || Instant::now() >= stop {
             not_done.extend(chunk.iter().map(|it| it.key.clone()));
             continue;
         }
@@ -282,30 +354,60 @@ async fn score(
             };
             let listed_too_large = it.size.is_some_and(|n| n > MAX_OBJECT_BYTES);
             fetches.spawn(async move {
-                let bytes = if listed_too_large {
-                    Err(format!(
-                        "the object is over {MAX_OBJECT_BYTES} bytes (the API's limit): not read"
-                    ))
-                } else {
-                    store
-                        .get_capped(&uri, MAX_OBJECT_BYTES)
+                if listed_too_large {
+                    return (i, Some(Err(too_large())));
+                }
+                // A fetch still running at `stop` is abandoned: the item is not done.
+                let fetched =
+                    tokio::time::timeout_at(stop.into(), store.get_capped(&uri, MAX_OBJECT_BYTES))
                         .await
-                        .map_err(|e| e.to_string())
-                };
-                (i, bytes)
+                        .ok()
+                        .map(|r| r.map_err(|e| e.to_string()));
+                (i, fetched)
             });
         }
-        let mut fetched: Vec<(usize, Result<Vec<u8>, String>)> = fetches.join_all().await;
+        let mut fetched: Vec<(usize, Option<Fetched>)> = Vec::new();
+        while let Some(joined) = fetches.join_next().await {
+            // A fetch task cannot panic on its own; should one, its item is failed, not the
+            // batch (its index is lost, so every item of the chunk not heard of is).
+            if let Ok(done) = joined {
+                fetched.push(done);
+            }
+        }
         fetched.sort_by_key(|(i, _)| *i);
+        let mut heard = vec![None; chunk.len()];
         for (i, bytes) in fetched {
-            let key = chunk[i].key.clone();
-            results.push(match bytes.and_then(|b| service.predict_image(&b)) {
-                Ok(p) => ItemResult::predicted(key, p),
-                Err(e) => ItemResult::failed(key, e),
+            heard[i] = Some(bytes);
+        }
+        for (it, bytes) in chunk.iter().zip(heard) {
+            let key = it.key.clone();
+            // Decoding is bounded per image, not per batch: past `stop`, leave the rest.
+            if !not_done.is_empty() || Instant::now() >= stop {
+                not_done.push(key);
+                continue;
+            }
+            results.push(match bytes {
+                None => ItemResult::failed(key, "the fetch failed unexpectedly".into(), model),
+                Some(None) => {
+                    not_done.push(key);
+                    continue;
+                }
+                Some(Some(bytes)) => match bytes.and_then(|b| service.predict_image(&b)) {
+                    Ok(p) => ItemResult::predicted(key, p, model),
+                    Err(e) => ItemResult::failed(key, e, model),
+                },
             });
         }
     }
     (results, not_done)
+}
+
+/// An object's bytes, or why they could not be read; `None` in its place: abandoned at the
+/// deadline.
+type Fetched = Result<Vec<u8>, String>;
+
+fn too_large() -> String {
+    format!("the object is over {MAX_OBJECT_BYTES} bytes (the API's limit): not read")
 }
 
 #[cfg(test)]
@@ -361,21 +463,54 @@ mod tests {
 
     #[test]
     fn the_result_object_is_named_by_the_keys_and_under_the_prefix() {
-        let a = result_uri("s3://out/run-1/", &items(&["a.png", "b.png"])).unwrap();
-        let again = result_uri("s3://out/run-1", &items(&["a.png", "b.png"])).unwrap();
-        let other = result_uri("s3://out/run-1/", &items(&["a.png", "c.png"])).unwrap();
+        let name = |out: &str, bucket: &str, keys: &[&str]| result_uri(out, bucket, &items(keys));
+        let a = name("s3://out/run-1/", "in", &["a.png", "b.png"]).unwrap();
+        let again = name("s3://out/run-1", "in", &["a.png", "b.png"]).unwrap();
         assert_eq!(a, again);
-        assert_ne!(a, other);
         assert_eq!(a.bucket, "out");
         assert!(
             a.key.starts_with("run-1/batch-") && a.key.ends_with(".jsonl"),
             "{a}"
         );
-        let root = result_uri("s3://out", &items(&["a.png"])).unwrap();
-        assert!(root.key.starts_with("batch-"), "{root}");
-        for bad in ["out/run", "s3:///x", "https://x/y"] {
-            assert!(result_uri(bad, &items(&["a"])).is_err(), "{bad}");
+        // Other keys, another input bucket, keys that join to the same text: other objects.
+        for other in [
+            name("s3://out/run-1/", "in", &["a.png", "c.png"]),
+            name("s3://out/run-1/", "other", &["a.png", "b.png"]),
+            name("s3://out/run-1/", "in", &["a.png\nb.png"]),
+        ] {
+            assert_ne!(other.unwrap(), a);
         }
+        let root = name("s3://out", "in", &["a.png"]).unwrap();
+        assert!(root.key.starts_with("batch-"), "{root}");
+        let long = format!("s3://out/{}", "p".repeat(MAX_PREFIX_BYTES + 1));
+        for bad in [
+            "out/run",
+            "s3:///x",
+            "https://x/y",
+            "s3://out/a/../b/",
+            "s3://out/a//b/",
+            "s3://out/./b",
+            long.as_str(),
+        ] {
+            assert!(name(bad, "in", &["a"]).is_err(), "{bad}");
+        }
+        // The longest prefix allowed still makes a key S3 takes.
+        let longest = format!("s3://out/{}", "p".repeat(MAX_PREFIX_BYTES));
+        let uri = name(&longest, "in", &["a"]).unwrap();
+        assert!(uri.key.len() <= MAX_KEY_BYTES, "{}", uri.key.len());
+    }
+
+    #[test]
+    fn errors_stay_small_whatever_went_into_them() {
+        let e = BatchError::Incomplete {
+            items: 1000,
+            done: 1,
+            not_done: 999,
+            first: "k".repeat(5000),
+            output: format!("s3://o/{}", "p".repeat(5000)),
+        };
+        assert_eq!(e.error_type(), "BatchIncomplete");
+        assert!(e.message().chars().count() < crate::api::MESSAGE_CHARS + 40);
     }
 
     #[test]
@@ -387,7 +522,11 @@ mod tests {
             (json!({"Items": "x"}), "expected"),
             (
                 json!({"Items": [{"Key": ""}], "BatchInput": {"bucket": "b", "output": "s3://o/"}}),
-                "empty Key",
+                "Key is empty",
+            ),
+            (
+                json!({"Items": [{"Key": "k".repeat(MAX_KEY_BYTES + 1)}], "BatchInput": {"bucket": "b", "output": "s3://o/"}}),
+                "S3's longest key",
             ),
             (
                 json!({"Items": [], "BatchInput": {"bucket": "", "output": "s3://o/"}}),

@@ -43,12 +43,12 @@ fn main() -> Result<(), Error> {
         lambda_runtime::run(service_fn(move |ev: LambdaEvent<Box<RawValue>>| async move {
             let payload = ev.payload.get();
             if batch::is_batch(payload) {
-                let invalid = |e: batch::BatchError| Diagnostic {
-                    error_type: match e {
-                        batch::BatchError::Invalid(_) => "InvalidBatch".into(),
-                        batch::BatchError::Write(_) => "BatchWriteFailed".into(),
-                    },
-                    error_message: e.to_string(),
+                let invalid = |e: batch::BatchError| {
+                    tracing::warn!(error = %e.message(), "batch");
+                    Diagnostic {
+                        error_type: e.error_type().into(),
+                        error_message: e.message(),
+                    }
                 };
                 let (event, result) = BatchEvent::parse(payload).map_err(invalid)?;
                 let store = store.get_or_init(Store::from_env).await;
