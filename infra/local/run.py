@@ -27,10 +27,12 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 
 import bcrypt  # the registry's htpasswd accepts only bcrypt hashes (installed into .venv)
 
@@ -109,6 +111,16 @@ def mnist_test(mnist_dir, n):
             return f.read()
     images, labels = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
     return [(list(images[16 + i * 784:16 + (i + 1) * 784]), labels[8 + i]) for i in range(n)]
+
+
+def png(pixels, side=28):
+    """A grey 8-bit PNG of one MNIST image (what a user's stored digit would be)."""
+    raw = b"".join(b"\x00" + bytes(pixels[r * side:(r + 1) * side]) for r in range(side))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def invoke(port, name, payload, qualifier=None):
@@ -330,6 +342,33 @@ def pipeline(args):
     say("a short training run through the deployed train code (epochs 1, limit 2000)" + (" (train:live)" if live else ""))
     trained, train_ms, train_version = invoke(rt_port, NAMES["train"], {"epochs": 1, "limit": 2000}, live)
 
+    batch = None
+    if use_docker:
+        # A batch of stored images, as Step Functions' Distributed Map would hand predict one:
+        # 100 real test digits as PNGs in S3, one direct invocation, one JSON-lines object back.
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ls_port or moto_port}", region_name="us-east-1",
+                          aws_access_key_id="local", aws_secret_access_key="local")
+        bucket = "lambda-cnn-batch-demo"
+        try:
+            s3.create_bucket(Bucket=bucket)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        items, labels = [], {}
+        for i, (pixels, label) in enumerate(mnist_test(args.mnist_dir, 100)):
+            key, body = f"digits/{i:03d}.png", png(pixels)
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            items.append({"Key": key, "Size": len(body)})
+            labels[key] = label
+        say(f"a batch of {len(items)} stored test digits (s3://{bucket}/digits/) through predict"
+            + (":live" if live else "") + ", invoked directly as Distributed Map would")
+        report, batch_ms, _ = invoke(rt_port, NAMES["predict"], {
+            "Items": items, "BatchInput": {"bucket": bucket, "output": f"s3://{bucket}/results/"}}, live)
+        key = report["output"].split("/", 3)[3]
+        lines = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()]
+        batch_right = sum(1 for line in lines if line.get("digit") == labels[line["key"]])
+        batch = (report, batch_ms, batch_right)
+
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
                            "--memory-mb", "1024", "--arch", args.arch, "--json"], capture=True).strip().splitlines()[-1])
@@ -352,6 +391,12 @@ def pipeline(args):
     print(f"  ran: {ran}")
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
+    if batch:
+        report, batch_ms, batch_right = batch
+        print(f"  batch: {report['succeeded']}/{report['items']} stored images scored in one invocation "
+              f"({batch_ms / 1000:.1f} s), {batch_right} right, into {report['output']}")
+    else:
+        print("  batch: not run (predict's batch event needs the data plane: Docker, and images of this machine's architecture)")
     print(f"  cost of 1M predictions at that duration, 1024 MB, {args.arch}, HTTP API: ${cost['cost']['total']:.2f}"
           + (f" (the duration measured under qemu on {HOST_ARCH}: not Graviton's)" if args.arch != HOST_ARCH else ""))
 
