@@ -39,6 +39,24 @@ impl AwsError {
     }
 }
 
+/// A call whose "not there" answer is an answer, not an error: `Ok(Some(v))`, `Ok(None)`
+/// where the service answered `code` (e.g. `NoSuchEntity`), else the error. The one home of
+/// the find-before-create and delete-if-there idiom.
+pub trait Absent<T> {
+    /// See [`Absent`].
+    fn absent_if(self, code: &str) -> Result<Option<T>, AwsError>;
+}
+
+impl<T> Absent<T> for Result<T, AwsError> {
+    fn absent_if(self, code: &str) -> Result<Option<T>, AwsError> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is(code) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// `map_err(aws_err("creating function x"))`.
 pub fn aws_err<E>(action: impl Into<String>) -> impl FnOnce(SdkError<E>) -> AwsError
 where
@@ -460,6 +478,23 @@ fn sts_endpoint(region: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absent_is_an_answer_and_other_errors_stay_errors() {
+        let not_there = || -> Result<u8, AwsError> {
+            Err(AwsError {
+                action: "looking".into(),
+                code: Some("NoSuchEntity".into()),
+                message: "gone".into(),
+            })
+        };
+        assert_eq!(
+            Ok::<u8, AwsError>(7).absent_if("NoSuchEntity").unwrap(),
+            Some(7)
+        );
+        assert_eq!(not_there().absent_if("NoSuchEntity").unwrap(), None);
+        assert!(not_there().absent_if("ResourceNotFoundException").is_err());
+    }
 
     #[test]
     fn an_unparsed_answer_is_one_short_line() {

@@ -5,7 +5,7 @@
 
 #![warn(missing_docs)]
 
-use super::aws::{aws_err, Account, AwsError, Clients};
+use super::aws::{aws_err, Absent, Account, AwsError, Clients};
 use super::config::DeployConfig;
 use super::image::Function;
 use super::{apigw, apigw_rest, iam, logs};
@@ -27,16 +27,18 @@ pub async fn destroy(
     }
     for f in [Function::Predict, Function::Train] {
         let name = &config.function(f).name;
-        match c.lambda.delete_function().function_name(name).send().await {
-            Ok(_) => deleted(format!(
+        if c.lambda
+            .delete_function()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(aws_err(format!("deleting function {name}")))
+            .absent_if("ResourceNotFoundException")?
+            .is_some()
+        {
+            deleted(format!(
                 "function {name} (its versions and aliases with it)"
-            )),
-            Err(e) => {
-                let e = aws_err(format!("deleting function {name}"))(e);
-                if !e.is("ResourceNotFoundException") {
-                    return Err(e);
-                }
-            }
+            ));
         }
         if logs::delete_log_group(&c.logs, &logs::log_group(name)).await? {
             deleted(format!("log group {}", logs::log_group(name)));
@@ -49,21 +51,17 @@ pub async fn destroy(
         return Ok(());
     }
     let repository = &config.repository.name;
-    match c
-        .ecr
+    if c.ecr
         .delete_repository()
         .repository_name(repository)
         .force(true)
         .send()
         .await
+        .map_err(aws_err(format!("deleting ECR repository {repository}")))
+        .absent_if("RepositoryNotFoundException")?
+        .is_some()
     {
-        Ok(_) => deleted(format!("ECR repository {repository}")),
-        Err(e) => {
-            let e = aws_err(format!("deleting ECR repository {repository}"))(e);
-            if !e.is("RepositoryNotFoundException") {
-                return Err(e);
-            }
-        }
+        deleted(format!("ECR repository {repository}"));
     }
     let bucket = config.bucket_name(&account.id, &account.region);
     if super::bucket::delete(&c.s3, &bucket, &account.id).await? {

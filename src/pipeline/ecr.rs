@@ -6,7 +6,7 @@
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use base64::Engine;
 
-use super::aws::{aws_err, AwsError};
+use super::aws::{aws_err, Absent, AwsError};
 
 /// A repository and the registry that serves it.
 #[derive(Debug, Clone)]
@@ -122,17 +122,14 @@ pub async fn find_repository(
     ecr: &aws_sdk_ecr::Client,
     name: &str,
 ) -> Result<Option<aws_sdk_ecr::types::Repository>, AwsError> {
-    let found = ecr
+    Ok(ecr
         .describe_repositories()
         .repository_names(name)
         .send()
         .await
-        .map_err(aws_err(format!("looking up ECR repository {name}")));
-    match found {
-        Ok(out) => Ok(out.repositories().first().cloned()),
-        Err(e) if e.is("RepositoryNotFoundException") => Ok(None),
-        Err(e) => Err(e),
-    }
+        .map_err(aws_err(format!("looking up ECR repository {name}")))
+        .absent_if("RepositoryNotFoundException")?
+        .and_then(|out| out.repositories().first().cloned()))
 }
 
 /// Creates the repository when missing (scan on push), and sets its lifecycle policy.

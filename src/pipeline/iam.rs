@@ -3,7 +3,7 @@
 
 #![warn(missing_docs)]
 
-use super::aws::{aws_err, AwsError};
+use super::aws::{aws_err, Absent, AwsError};
 
 /// The name of the execution role's inline policy.
 pub const POLICY_NAME: &str = "lambda-cnn";
@@ -13,17 +13,14 @@ pub async fn find_role(
     iam: &aws_sdk_iam::Client,
     name: &str,
 ) -> Result<Option<aws_sdk_iam::types::Role>, AwsError> {
-    match iam
+    Ok(iam
         .get_role()
         .role_name(name)
         .send()
         .await
         .map_err(aws_err(format!("looking up IAM role {name}")))
-    {
-        Ok(out) => Ok(out.role().cloned()),
-        Err(e) if e.is("NoSuchEntity") => Ok(None),
-        Err(e) => Err(e),
-    }
+        .absent_if("NoSuchEntity")?
+        .and_then(|out| out.role().cloned()))
 }
 
 /// Creates the role when missing and (re)sets its inline policy; returns (ARN, created).
@@ -80,22 +77,15 @@ pub async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, 
         .send()
         .await
         .map_err(aws_err(format!("deleting the policy of IAM role {name}")));
-    match r {
-        Ok(_) => {}
-        Err(e) if e.is("NoSuchEntity") => {}
-        Err(e) => return Err(e),
-    }
-    match iam
+    r.absent_if("NoSuchEntity")?;
+    Ok(iam
         .delete_role()
         .role_name(name)
         .send()
         .await
         .map_err(aws_err(format!("deleting IAM role {name}")))
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.is("NoSuchEntity") => Ok(false),
-        Err(e) => Err(e),
-    }
+        .absent_if("NoSuchEntity")?
+        .is_some())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use aws_sdk_lambda::types::{
     PackageType,
 };
 
-use super::aws::{aws_err, AwsError};
+use super::aws::{aws_err, Absent, AwsError};
 use crate::arch::Arch;
 
 /// What a function should be.
@@ -487,26 +487,26 @@ pub async fn read_alias(
     name: &str,
     alias: &str,
 ) -> Result<Option<AliasState>, AwsError> {
-    match lambda
+    let Some(a) = lambda
         .get_alias()
         .function_name(name)
         .name(alias)
         .send()
         .await
         .map_err(aws_err(format!("reading alias {alias} of {name}")))
-    {
-        Ok(a) => Ok(a.function_version().map(|v| AliasState {
-            version: v.to_owned(),
-            canary: a
-                .routing_config()
-                .and_then(|r| r.additional_version_weights())
-                .and_then(|w| w.iter().next())
-                .map(|(v, w)| (v.clone(), *w)),
-            description: a.description().unwrap_or_default().to_owned(),
-        })),
-        Err(e) if e.is("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(e),
-    }
+        .absent_if("ResourceNotFoundException")?
+    else {
+        return Ok(None);
+    };
+    Ok(a.function_version().map(|v| AliasState {
+        version: v.to_owned(),
+        canary: a
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .and_then(|w| w.iter().next())
+            .map(|(v, w)| (v.clone(), *w)),
+        description: a.description().unwrap_or_default().to_owned(),
+    }))
 }
 
 /// Points `alias` at `version`; with `canary = Some((new, share))` the alias stays on
@@ -605,10 +605,8 @@ pub async fn function_arch(
         .send()
         .await
         .map_err(aws_err(format!("reading the configuration of {name}")));
-    let conf = match found {
-        Ok(conf) => conf,
-        Err(e) if e.is("ResourceNotFoundException") => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(conf) = found.absent_if("ResourceNotFoundException")? else {
+        return Ok(None);
     };
     Ok(Some(arch_of(conf.architectures())))
 }

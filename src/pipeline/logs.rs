@@ -3,7 +3,7 @@
 
 #![warn(missing_docs)]
 
-use super::aws::{aws_err, AwsError};
+use super::aws::{aws_err, Absent, AwsError};
 use crate::report::{self, Report};
 
 /// The log group Lambda writes `function_name`'s logs to.
@@ -42,17 +42,14 @@ pub async fn delete_log_group(
     logs: &aws_sdk_cloudwatchlogs::Client,
     group: &str,
 ) -> Result<bool, AwsError> {
-    match logs
+    Ok(logs
         .delete_log_group()
         .log_group_name(group)
         .send()
         .await
         .map_err(aws_err(format!("deleting log group {group}")))
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.is("ResourceNotFoundException") => Ok(false),
-        Err(e) => Err(e),
-    }
+        .absent_if("ResourceNotFoundException")?
+        .is_some())
 }
 
 /// One log line of a function.
