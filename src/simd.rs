@@ -75,6 +75,22 @@ impl Isa {
         isas
     }
 
+    /// Runs `run` on the instruction set `name` (as [`Isa`] displays it), or records why it
+    /// cannot: this CPU lacks it. See [`isa_test!`].
+    #[cfg(test)]
+    pub(crate) fn test(name: &str, run: impl FnOnce(Isa)) {
+        match Self::available()
+            .into_iter()
+            .find(|i| i.to_string() == name)
+        {
+            Some(isa) => run(isa),
+            None => skip(
+                name,
+                &format!("the {name} kernels are not tested: this CPU lacks {name}"),
+            ),
+        }
+    }
+
     pub(crate) fn kind(self) -> Kind {
         self.0
     }
@@ -127,6 +143,40 @@ pub fn skip(capability: &str, why: &str) {
         }
     }
 }
+
+/// Defines `mod $name` with one test per instruction set of this architecture, named for it
+/// (`…::$name::portable`, `avx2`, `avx512`, `neon`), as candle's `test_device!` names a test
+/// per device: a failure names its instruction set, and one the CPU lacks is a recorded skip
+/// ([`skip`]; a failure where `LAMBDA_CNN_REQUIRE` names it), never a silent pass. `$run` is
+/// the test for one [`Isa`] (a closure, written as in the enclosing module).
+#[cfg(test)]
+macro_rules! isa_test {
+    ($name:ident, $run:expr) => {
+        mod $name {
+            #[test]
+            fn portable() {
+                $crate::simd::Isa::test("portable", $run)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[test]
+            fn avx2() {
+                $crate::simd::Isa::test("avx2", $run)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[test]
+            fn avx512() {
+                $crate::simd::Isa::test("avx512", $run)
+            }
+            #[cfg(target_arch = "aarch64")]
+            #[test]
+            fn neon() {
+                $crate::simd::Isa::test("neon", $run)
+            }
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use isa_test;
 
 /// `a·b + c`, fused where the instruction set has FMA (a library call otherwise, so the
 /// portable build multiplies and adds).

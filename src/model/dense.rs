@@ -243,8 +243,12 @@ mod tests {
     const K: usize = 133;
     const STRIDE: usize = 150;
 
-    #[test]
-    fn forward_matches_a_plain_product_on_every_instruction_set() {
+    crate::simd::isa_test!(
+        forward_matches_a_plain_product,
+        super::forward_matches_a_plain_product_on
+    );
+
+    fn forward_matches_a_plain_product_on(isa: Isa) {
         let (x, w, z0) = (
             random(N * STRIDE, 1),
             random(K * HIDDEN, 2),
@@ -259,15 +263,17 @@ mod tests {
                         .sum::<f64>();
             }
         }
-        for isa in Isa::available() {
-            let mut z = z0.clone();
-            forward_acc(isa, &x, STRIDE, N, &w, &mut z);
-            assert_close("forward", isa, &z, &exact);
-        }
+        let mut z = z0.clone();
+        forward_acc(isa, &x, STRIDE, N, &w, &mut z);
+        assert_close("forward", isa, &z, &exact);
     }
 
-    #[test]
-    fn weight_gradient_matches_a_plain_product_on_every_instruction_set() {
+    crate::simd::isa_test!(
+        weight_gradient_matches_a_plain_product,
+        super::weight_gradient_matches_a_plain_product_on
+    );
+
+    fn weight_gradient_matches_a_plain_product_on(isa: Isa) {
         let (x, dz) = (random(N * STRIDE, 4), random(N * HIDDEN, 5));
         let (k0, rows) = (9, 10);
         let mut exact = vec![0f64; rows * HIDDEN];
@@ -278,16 +284,18 @@ mod tests {
                     .sum();
             }
         }
-        for isa in Isa::available() {
-            // Overwritten, not added to.
-            let mut dw = vec![f32::NAN; rows * HIDDEN];
-            weight_gradient(isa, &x, STRIDE, k0, &dz, &mut dw);
-            assert_close("weight gradient", isa, &dw, &exact);
-        }
+        // Overwritten, not added to.
+        let mut dw = vec![f32::NAN; rows * HIDDEN];
+        weight_gradient(isa, &x, STRIDE, k0, &dz, &mut dw);
+        assert_close("weight gradient", isa, &dw, &exact);
     }
 
-    #[test]
-    fn input_gradient_matches_a_plain_product_on_every_instruction_set() {
+    crate::simd::isa_test!(
+        input_gradient_matches_a_plain_product,
+        super::input_gradient_matches_a_plain_product_on
+    );
+
+    fn input_gradient_matches_a_plain_product_on(isa: Isa) {
         let rows = 13;
         let w = random(rows * HIDDEN, 6);
         let dz = random(HIDDEN * LANES, 7);
@@ -301,10 +309,8 @@ mod tests {
                     .sum();
             }
         }
-        for isa in Isa::available() {
-            let mut dxt = vec![[f32::NAN; LANES]; rows];
-            input_gradient_t(isa, &w, &dzt, &mut dxt);
-            assert_close("input gradient", isa, dxt.as_flattened(), &exact);
-        }
+        let mut dxt = vec![[f32::NAN; LANES]; rows];
+        input_gradient_t(isa, &w, &dzt, &mut dxt);
+        assert_close("input gradient", isa, dxt.as_flattened(), &exact);
     }
 }

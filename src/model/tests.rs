@@ -158,13 +158,15 @@ fn reference_gradients(
     Ok((loss.to_scalar::<f32>()?, grads))
 }
 
-/// The hand-written training step (`backprop.rs`) against candle's stock ops, with every
-/// instruction set this CPU has; one set of buffers serves a batch of 37 (more than one block
-/// of 32 in the transposed gradient), then one of 4.
-#[test]
-fn training_step_matches_stock_candle_ops() -> TestResult {
+// The hand-written training step (`backprop.rs`) against candle's stock ops, a test per
+// instruction set; one set of buffers serves a batch of 37 (more than one block
+// of 32 in the transposed gradient), then one of 4.
+crate::simd::isa_test!(training_step_matches_stock_candle_ops, |isa| {
+    super::training_step_matches_stock_candle_ops_on(isa).unwrap()
+});
+
+fn training_step_matches_stock_candle_ops_on(isa: crate::simd::Isa) -> TestResult {
     use super::backprop::Backprop;
-    use crate::simd::Isa;
     let cases: Vec<_> = [(37usize, 12u64), (4, 13)]
         .into_iter()
         .map(|(n, seed)| -> TestResult<_> {
@@ -183,34 +185,32 @@ fn training_step_matches_stock_candle_ops() -> TestResult {
             Ok((params, images, labels, reference))
         })
         .collect::<TestResult<_>>()?;
-    for isa in Isa::available() {
-        let mut backprop = Backprop::new(isa);
-        for (params, images, labels, (ref_loss, ref_grads)) in &cases {
-            // Every value must be overwritten.
-            let mut grads = Params::zeros();
-            grads
-                .buffers_mut()
-                .iter_mut()
-                .for_each(|b| b.fill(f32::NAN));
-            backprop.set_batch(images.chunks(IMAGE_PIXELS), labels)?;
-            let loss = backprop.loss_and_gradients(params, &mut grads)?;
-            let n = labels.len();
+    let mut backprop = Backprop::new(isa);
+    for (params, images, labels, (ref_loss, ref_grads)) in &cases {
+        // Every value must be overwritten.
+        let mut grads = Params::zeros();
+        grads
+            .buffers_mut()
+            .iter_mut()
+            .for_each(|b| b.fill(f32::NAN));
+        backprop.set_batch(images.chunks(IMAGE_PIXELS), labels)?;
+        let loss = backprop.loss_and_gradients(params, &mut grads)?;
+        let n = labels.len();
+        assert!(
+            (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs().max(1.0),
+            "{isa}, batch {n}: loss {loss} vs {ref_loss}"
+        );
+        let ours = Cnn::from_params(&grads)?.to_pytorch()?;
+        for ((name, ours), theirs) in ours.iter().zip(ref_grads) {
+            assert_eq!(ours.dims(), theirs.dims(), "{name}");
+            let diff = max_abs_diff(ours, theirs)?;
+            // The conv kernel's gradient sums ~25k products per entry, in another order
+            // than candle's: 1.4e-4 relative seen. A wrong layout is off by order 1.
             assert!(
-                (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs().max(1.0),
-                "{isa}, batch {n}: loss {loss} vs {ref_loss}"
+                diff <= 5e-4 * max_abs(theirs)?.max(1e-3),
+                "{isa}, batch {n}, {name}: max |diff| = {diff}, max |reference| = {}",
+                max_abs(theirs)?
             );
-            let ours = Cnn::from_params(&grads)?.to_pytorch()?;
-            for ((name, ours), theirs) in ours.iter().zip(ref_grads) {
-                assert_eq!(ours.dims(), theirs.dims(), "{name}");
-                let diff = max_abs_diff(ours, theirs)?;
-                // The conv kernel's gradient sums ~25k products per entry, in another order
-                // than candle's: 1.4e-4 relative seen. A wrong layout is off by order 1.
-                assert!(
-                    diff <= 5e-4 * max_abs(theirs)?.max(1e-3),
-                    "{isa}, batch {n}, {name}: max |diff| = {diff}, max |reference| = {}",
-                    max_abs(theirs)?
-                );
-            }
         }
     }
     Ok(())

@@ -367,10 +367,14 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Every instruction set's build computes the same thing (the model tests exercise the
-    /// one this machine picks; this pins the others against the portable one).
-    #[test]
-    fn every_instruction_set_computes_the_same() {
+    // Every instruction set's build computes the same thing as the portable one, and its
+    // hand-written kernels the same bits as its loops: a test per instruction set.
+    crate::simd::isa_test!(
+        computes_as_the_portable_build,
+        super::computes_as_the_portable_build_on
+    );
+
+    fn computes_as_the_portable_build_on(isa: Isa) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let img: [f32; PIXELS] = std::array::from_fn(|_| rng.random::<f32>());
         let w: [[f32; CHANNELS]; TAPS] =
@@ -385,36 +389,31 @@ mod tests {
             backward_one(isa, &img, &out, &win, &grad, &mut dw, &mut db);
             (out, dw, db)
         };
-        let isas = Isa::available();
-        let (o1, dw1, db1) = run(isas[0]);
+        let (o1, dw1, db1) = run(Isa::available()[0]);
         let close = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
                 .all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + a.abs()))
         };
-        for &isa in &isas[1..] {
-            let (o2, dw2, db2) = run(isa);
-            assert!(close(&o1, &o2), "{isa}");
-            assert!(close(dw1.as_flattened(), dw2.as_flattened()), "{isa}");
-            assert!(close(&db1, &db2), "{isa}");
-        }
+        let (o2, dw2, db2) = run(isa);
+        assert!(close(&o1, &o2), "{isa}");
+        assert!(close(dw1.as_flattened(), dw2.as_flattened()), "{isa}");
+        assert!(close(&db1, &db2), "{isa}");
         assert!(
             o1.iter().any(|&v| v > 0.0) && o1.contains(&0.0),
             "ReLU both open and shut"
         );
         // The hand-written kernels (AVX2, AVX-512, NEON) make the same sums in the same order as
         // the loops compiled for their instruction set: the same bits, winners included.
-        for &isa in &isas {
-            let (mut out1, mut win1) = (vec![0f32; POOLED], vec![0u8; POOLED]);
-            let (mut out2, mut win2) = (vec![0f32; POOLED], vec![0u8; POOLED]);
-            forward_one(isa, &img, &w, &b, &mut out1, &mut win1);
-            forward_one_loops(isa, &img, &w, &b, &mut out2, &mut win2);
-            assert_eq!((&out1, &win1), (&out2, &win2), "{isa}");
-            let (mut dw1, mut db1) = ([[0.5f32; CHANNELS]; TAPS], [0.25f32; CHANNELS]);
-            let (mut dw2, mut db2) = (dw1, db1);
-            backward_one(isa, &img, &out1, &win1, &grad, &mut dw1, &mut db1);
-            backward_one_loops(isa, &img, &out1, &win1, &grad, &mut dw2, &mut db2);
-            assert_eq!((dw1, db1), (dw2, db2), "{isa}");
-        }
+        let (mut out1, mut win1) = (vec![0f32; POOLED], vec![0u8; POOLED]);
+        let (mut out2, mut win2) = (vec![0f32; POOLED], vec![0u8; POOLED]);
+        forward_one(isa, &img, &w, &b, &mut out1, &mut win1);
+        forward_one_loops(isa, &img, &w, &b, &mut out2, &mut win2);
+        assert_eq!((&out1, &win1), (&out2, &win2), "{isa}");
+        let (mut dw1, mut db1) = ([[0.5f32; CHANNELS]; TAPS], [0.25f32; CHANNELS]);
+        let (mut dw2, mut db2) = (dw1, db1);
+        backward_one(isa, &img, &out1, &win1, &grad, &mut dw1, &mut db1);
+        backward_one_loops(isa, &img, &out1, &win1, &grad, &mut dw2, &mut db2);
+        assert_eq!((dw1, db1), (dw2, db2), "{isa}");
     }
 }
