@@ -19,7 +19,7 @@
 
 use super::predict::{PredictService, MAX_BODY_BYTES};
 use crate::predict::Prediction;
-use crate::store::{S3Uri, Store};
+use crate::store::{S3Uri, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -239,10 +239,9 @@ pub struct BatchReport {
     pub succeeded: usize,
     /// Items that failed, each with its reason in the result object.
     pub failed: usize,
-    /// Items not reached before the deadline (not in the result object).
+    /// Items not reached: always 0 here, since a batch that did not reach every item is the
+    /// error [`BatchError::Incomplete`] instead (kept so the answer says so outright).
     pub not_done: usize,
-    /// The first of them, in the batch's order.
-    pub not_done_keys: Vec<String>,
     /// The first failures: key and reason.
     pub failures: Vec<(String, String)>,
     /// Predictions per label.
@@ -284,7 +283,7 @@ pub async fn run(
     }
     if let Some(first) = not_done.first() {
         return Err(BatchError::Incomplete {
-            items: results.len(),
+            items: results.len() + not_done.len(),
             done: results.len(),
             not_done: not_done.len(),
             first: super::clip(first),
@@ -303,11 +302,10 @@ pub async fn run(
     let failed = failures.len();
     failures.truncate(LISTED_KEYS);
     let report = BatchReport {
-        items: results.len() + not_done.len(),
+        items: results.len(),
         succeeded: results.len() - failed,
         failed,
         not_done: 0,
-        not_done_keys: Vec::new(),
         failures,
         labels,
         output: result.to_string(),
@@ -355,7 +353,12 @@ async fn score(
             let listed_too_large = it.size.is_some_and(|n| n > MAX_OBJECT_BYTES);
             fetches.spawn(async move {
                 if listed_too_large {
-                    return (i, Some(Err(too_large())));
+                    // The store's own refusal, as if the GET had said the length.
+                    let refused = StoreError::TooLarge {
+                        uri: uri.to_string(),
+                        max: MAX_OBJECT_BYTES,
+                    };
+                    return (i, Some(Err(refused.to_string())));
                 }
                 // A fetch still running at `stop` is abandoned: the item is not done.
                 let fetched =
@@ -366,18 +369,13 @@ async fn score(
                 (i, fetched)
             });
         }
-        let mut fetched: Vec<(usize, Option<Fetched>)> = Vec::new();
+        // Each item's fetch, in the chunk's order; `None`: never heard of (its task
+        // panicked, which a fetch cannot do on its own): that item fails, not the batch.
+        let mut heard: Vec<Option<Option<Fetched>>> = vec![None; chunk.len()];
         while let Some(joined) = fetches.join_next().await {
-            // A fetch task cannot panic on its own; should one, its item is failed, not the
-            // batch (its index is lost, so every item of the chunk not heard of is).
-            if let Ok(done) = joined {
-                fetched.push(done);
+            if let Ok((i, fetched)) = joined {
+                heard[i] = Some(fetched);
             }
-        }
-        fetched.sort_by_key(|(i, _)| *i);
-        let mut heard = vec![None; chunk.len()];
-        for (i, bytes) in fetched {
-            heard[i] = Some(bytes);
         }
         for (it, bytes) in chunk.iter().zip(heard) {
             let key = it.key.clone();
@@ -405,10 +403,6 @@ async fn score(
 /// An object's bytes, or why they could not be read; `None` in its place: abandoned at the
 /// deadline.
 type Fetched = Result<Vec<u8>, String>;
-
-fn too_large() -> String {
-    format!("the object is over {MAX_OBJECT_BYTES} bytes (the API's limit): not read")
-}
 
 #[cfg(test)]
 mod tests {
@@ -449,6 +443,52 @@ mod tests {
         assert!(results.is_empty());
         assert_eq!(not_done.len(), 20);
         assert_eq!(not_done[19], "19.png");
+    }
+
+    /// Regression: a batch that reached nothing (the deadline already within the write
+    /// reserve) writes nothing and fails as incomplete, counting every item of the batch.
+    #[test]
+    fn a_batch_that_reached_nothing_writes_nothing_and_counts_every_item() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = PredictService::new(crate::model::Cnn::init(1).unwrap(), "m".into());
+        let (event, result) = BatchEvent::parse(
+            &json!({
+                "Items": (0..20).map(|i| json!({"Key": format!("{i}.png")})).collect::<Vec<_>>(),
+                "BatchInput": {"bucket": "b", "output": "s3://o/r/"},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        // The store points nowhere: a write would be BatchWriteFailed.
+        let e = rt
+            .block_on(async {
+                let store = Store::with_endpoint("http://127.0.0.1:9", "us-east-1", "k", "s").await;
+                run(
+                    &service,
+                    &store,
+                    event,
+                    result,
+                    Instant::now() + WRITE_RESERVE / 2,
+                )
+                .await
+            })
+            .unwrap_err();
+        match e {
+            BatchError::Incomplete {
+                items,
+                done,
+                not_done,
+                ref first,
+                ..
+            } => assert_eq!(
+                (items, done, not_done, first.as_str()),
+                (20, 0, 20, "0.png")
+            ),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -163,11 +163,7 @@ impl PredictService {
     /// with the image (for a batch's result line).
     pub fn predict_image(&self, bytes: &[u8]) -> Result<Prediction, String> {
         let pixels = image_size(bytes).map_err(|e| e.to_string())?.pixels();
-        if pixels > MAX_REQUEST_PIXELS {
-            return Err(format!(
-                "the image holds {pixels} pixels; at most {MAX_REQUEST_PIXELS} (one 2048×2048 image)"
-            ));
-        }
+        within_budget(pixels).map_err(|BadRequest(_, message)| message)?;
         let input = image_to_pixels(bytes).map_err(|e| e.to_string())?;
         let mut preds =
             predict(&self.model, &input).map_err(|e| format!("inference failed: {e}"))?;
@@ -310,14 +306,7 @@ fn decode_all(raw: RawInputs<'_>, deadline: Instant) -> Result<Inputs, BadReques
                 .pixels(),
         };
     }
-    if total > MAX_REQUEST_PIXELS {
-        return Err(BadRequest(
-            413,
-            format!(
-                "the images hold {total} pixels in all; at most {MAX_REQUEST_PIXELS} (one 2048×2048 image, or {MAX_INSTANCES} of 128×128) per request, each at most {MAX_IMAGE_SIDE} on a side: send smaller images or fewer per request"
-            ),
-        ));
-    }
+    within_budget(total)?;
     let mut out = Vec::with_capacity(raw.items.len());
     for (i, item) in raw.items.into_iter().enumerate() {
         if Instant::now() >= deadline {
@@ -343,6 +332,20 @@ fn decode_all(raw: RawInputs<'_>, deadline: Instant) -> Result<Inputs, BadReques
     } else {
         Inputs::Many(out)
     })
+}
+
+/// A request's (or a batch item's) pixels against [`MAX_REQUEST_PIXELS`], from the images'
+/// headers, before any is decoded.
+fn within_budget(total: u64) -> Result<(), BadRequest> {
+    if total > MAX_REQUEST_PIXELS {
+        return Err(BadRequest(
+            413,
+            format!(
+                "the images hold {total} pixels in all; at most {MAX_REQUEST_PIXELS} (one 2048×2048 image, or {MAX_INSTANCES} of 128×128) per request, each at most {MAX_IMAGE_SIDE} on a side: send smaller images or fewer per request"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn input_error(at: &str, e: InputError) -> BadRequest {
