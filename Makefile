@@ -63,7 +63,7 @@ PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-1
 PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
 
-.PHONY: help run tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -180,7 +180,7 @@ test: build build-arm64 tools localstack ## format and lint checks, then every u
 	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
 	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
-	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune
+	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
 	@# The pipeline's unit tests, in the deploy binary's feature set.
 	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
@@ -204,6 +204,10 @@ run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the ma
 tune: build tools ## make run, then `deploy tune` of both functions on the local data plane (memory buys CPU there as on Lambda; needs Docker); charts into docs/
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
 	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" --tune docs
+
+batch: build tools ## make run, then `deploy batch` over 200 real test digits and 3 broken objects in the local S3: Step Functions' Distributed Map on moto, each child predict:live on the data plane (needs Docker); prints the summary
+	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
+	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" --batch 200 --batch-broken
 
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
 	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda

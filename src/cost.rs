@@ -56,6 +56,15 @@ pub struct Prices {
     pub http_api_request: f64,
     /// USD per API Gateway REST API request (first 333 M a month).
     pub rest_api_request: f64,
+    /// Step Functions, read off aws.amazon.com/step-functions/pricing on this date.
+    pub states_as_of: &'static str,
+    /// USD per state transition of a Standard workflow.
+    pub standard_transition: f64,
+    /// USD per Express workflow request.
+    pub express_request: f64,
+    /// USD per GB-second of Express workflow duration (first 1,000 GB-hours a month), billed
+    /// in 64 MB chunks and 100 ms steps.
+    pub express_gb_second: f64,
 }
 
 /// us-east-1 on-demand prices from aws.amazon.com/lambda/pricing and /api-gateway/pricing.
@@ -68,6 +77,11 @@ pub const US_EAST_1: Prices = Prices {
     ephemeral_gb_second: 0.000_000_030_9,
     http_api_request: 1.00 / 1e6,
     rest_api_request: 3.50 / 1e6,
+    states_as_of: "2026-12",
+    standard_transition: 0.025 / 1000.0,
+    express_request: 1.00 / 1e6,
+    // $0.06 per GB-hour.
+    express_gb_second: 0.06 / 3600.0,
 };
 
 /// The price tables carried, one per region read. Lambda's and API Gateway's rates differ by
@@ -186,6 +200,26 @@ pub fn cost(usage: &Usage, prices: &Prices) -> Cost {
         total: requests + compute + ephemeral_storage + api_gateway,
         gb_seconds,
     }
+}
+
+/// A Step Functions workflow's use: what a batch run's engine is billed for.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct StatesUsage {
+    /// State transitions of Standard workflows (the parent run, and Standard children).
+    pub standard_transitions: u64,
+    /// Express workflow runs (Express children).
+    pub express_requests: u64,
+    /// Σ Express run durations, each rounded up to 100 ms, in ms.
+    pub express_billed_ms: f64,
+}
+
+/// Step Functions' bill for `usage`: transitions, plus Express requests and duration at the
+/// smallest memory step (64 MB: a child that only calls Lambda stays under it).
+pub fn states_cost(usage: &StatesUsage, prices: &Prices) -> f64 {
+    let express_gb_s = usage.express_billed_ms / 1000.0 * (64.0 / 1024.0);
+    usage.standard_transitions as f64 * prices.standard_transition
+        + usage.express_requests as f64 * prices.express_request
+        + express_gb_s * prices.express_gb_second
 }
 
 impl fmt::Display for Cost {

@@ -10,6 +10,8 @@
 #[cfg(feature = "ml")]
 pub mod api;
 pub mod arch;
+pub mod batch;
+pub mod clip;
 pub mod cost;
 pub mod data;
 pub mod errors;

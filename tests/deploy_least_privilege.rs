@@ -88,14 +88,32 @@ fn deploy_policy_names_the_configs_resources_and_passes_the_role_to_lambda_only(
         .iter()
         .filter(|s| s["Action"].to_string().contains("iam:PassRole"))
         .collect();
-    assert_eq!(pass.len(), 1);
+    // Two roles are passed, each to its one service: the functions' to Lambda, the batch state
+    // machine's to Step Functions.
+    let passed: Vec<(String, String)> = pass
+        .iter()
+        .map(|s| {
+            (
+                s["Resource"].as_str().unwrap().to_owned(),
+                s["Condition"]["StringEquals"]["iam:PassedToService"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(
-        pass[0]["Resource"],
-        format!("arn:aws:iam::{ACCOUNT}:role/staging-exec")
-    );
-    assert_eq!(
-        pass[0]["Condition"]["StringEquals"]["iam:PassedToService"],
-        "lambda.amazonaws.com"
+        passed,
+        [
+            (
+                format!("arn:aws:iam::{ACCOUNT}:role/staging-exec"),
+                "lambda.amazonaws.com".to_owned()
+            ),
+            (
+                format!("arn:aws:iam::{ACCOUNT}:role/lambda-cnn-batch"),
+                "states.amazonaws.com".to_owned()
+            ),
+        ]
     );
     // The policy, evaluated as AWS would: the execution role may be passed to Lambda, not to
     // EC2, and no other role may be passed at all.
@@ -110,6 +128,15 @@ fn deploy_policy_names_the_configs_resources_and_passes_the_role_to_lambda_only(
     );
     assert_eq!(
         evaluate(&p, "iam:PassRole", &exec, &to("ec2.amazonaws.com")),
+        Decision::ImplicitDeny
+    );
+    assert_eq!(
+        evaluate(&p, "iam:PassRole", &exec, &to("states.amazonaws.com")),
+        Decision::ImplicitDeny
+    );
+    let batch = format!("arn:aws:iam::{ACCOUNT}:role/lambda-cnn-batch");
+    assert_eq!(
+        evaluate(&p, "iam:PassRole", &batch, &to("lambda.amazonaws.com")),
         Decision::ImplicitDeny
     );
     assert_eq!(

@@ -93,21 +93,6 @@ fn still_serves(emu: &mut Emulator, pid: u32, after: &str) {
 
 /// A baseline JPEG that declares `side`×`side` and ends right after its header: 164 bytes that
 /// cost a full decode of the declared size to a decoder that keeps going.
-fn jpeg_declaring(side: u16) -> Vec<u8> {
-    let mut jpeg = encode(
-        &GrayImage::from_pixel(8, 8, Luma([128])).into(),
-        ImageFormat::Jpeg,
-    );
-    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
-    jpeg[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
-    jpeg[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
-    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
-    let len = u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]) as usize;
-    jpeg.truncate(sos + 2 + len);
-    jpeg.extend([0xFF, 0xD9]);
-    jpeg
-}
-
 #[test]
 fn requests_over_the_pixel_budget_are_refused_before_any_decoding() {
     let mut emu = start_predict();

@@ -28,6 +28,12 @@ errorType and errorMessage, perhaps stackTrace, nothing else) and flagged with
 AWS), and with `X-Amz-Log-Type: Tail` the last 4 KB come back base64 in `X-Amz-Log-Result`
 (`deploy tune` reads them as on AWS).
 
+With --forward, every request that is not an Invoke goes on to that endpoint (the AWS emulator)
+and its answer comes back: then this one port is "AWS" for a client that has only one endpoint.
+moto's Step Functions interpreter is such a client: it calls Lambda and S3 at localhost:MOTO_PORT,
+so with MOTO_PORT set to this port a state machine's Lambda tasks run here, as on Lambda, and its
+S3 and other calls reach moto.
+
 Prints `listening on http://127.0.0.1:PORT` once it serves.
 """
 
@@ -59,6 +65,10 @@ MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # Invoke's synchronous request limit
 TAIL_BYTES = 4096  # what Lambda returns with LogType=Tail
 RIE_LOG = re.compile(r"^\d\d \w{3} \d{4} [\d:,]+ \[\w+\] \(rapid\)")
 INIT_REPORT = re.compile(r"\(rapid\) INIT REPORT\(durationMs: ([\d.]+)\)")
+# Not relayed: they describe one connection, not the request.
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
+FORWARD_TIMEOUT_S = 120
+SIGV4_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 ERROR_KEYS = {"errorType", "errorMessage", "stackTrace"}
 HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(os.uname().machine, "x86_64")
 
@@ -252,6 +262,11 @@ class DataPlane:
         self.rie_dir = os.path.abspath(args.rie_dir)
         self.registry = args.registry
         self.function_endpoint = args.function_endpoint or args.lambda_endpoint
+        self.forward = (args.forward or "").rstrip("/")
+        self.forward_service = {}
+        for pair in args.forward_service or []:
+            service, _, url = pair.partition("=")
+            self.forward_service[service] = url.rstrip("/")
         self.cpus = float(os.cpu_count() or 1)
         self.envs = []
         self.counter = 0
@@ -272,6 +287,13 @@ class DataPlane:
             path = os.path.join(self.rie_dir, f"aws-lambda-rie-{arch}")
             if arch == HOST_ARCH and not os.access(path, os.X_OK):
                 sys.exit(f"error: no Runtime Interface Emulator at {path}: run `make tools`")
+
+    def forward_to(self, authorization):
+        """Where a relayed request goes: its service's endpoint (--forward-service), read from
+        the SigV4 credential scope (Credential=KEY/DATE/REGION/SERVICE/aws4_request), else
+        --forward."""
+        m = SIGV4_SCOPE.search(authorization)
+        return self.forward_service.get(m.group(1), self.forward) if m else self.forward
 
     # --- the control plane's record -------------------------------------------------------
 
@@ -506,9 +528,55 @@ def handler_for(plane):
             body = json.dumps({"Type": "User" if e.status < 500 else "Service", "message": e.message}).encode()
             self.answer(e.status, {"Content-Type": "application/json", "x-amzn-ErrorType": e.kind}, body)
 
+        def forward(self):
+            """Relays this request to --forward and its answer back, unchanged."""
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+            upstream = plane.forward_to(self.headers.get("Authorization", ""))
+            req = urllib.request.Request(upstream + self.path, data=body, headers=headers, method=self.command)
+            try:
+                with urllib.request.urlopen(req, timeout=FORWARD_TIMEOUT_S) as r:
+                    status, rheaders, rbody = r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                status, rheaders, rbody = e.code, e.headers, e.read()
+            except OSError as e:
+                log(f"forwarding {self.command} {self.path} to {upstream}: {e}")
+                return self.error(InvokeError(502, "ServiceException", f"the AWS emulator at {upstream} did not answer: {e}"))
+            self.send_response(status)
+            for k, v in rheaders.items():
+                if k.lower() not in HOP_HEADERS and k.lower() != "content-length":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(rbody)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(rbody)
+
+        def do_GET(self):
+            self.forward_or_404()
+
+        def do_PUT(self):
+            self.forward_or_404()
+
+        def do_DELETE(self):
+            self.forward_or_404()
+
+        def do_HEAD(self):
+            self.forward_or_404()
+
+        def forward_or_404(self):
+            if plane.forward:
+                return self.forward()
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            url = urllib.parse.urlsplit(self.path)
+            self.error(InvokeError(404, "UnknownOperationException", f"no such operation: {self.command} {url.path}"))
+
         def do_POST(self):
             url = urllib.parse.urlsplit(self.path)
             m = re.fullmatch(r"/2015-03-31/functions/([^/]+)/invocations", url.path)
+            if not m and plane.forward:
+                return self.forward()
             length = int(self.headers.get("Content-Length") or 0)
             if not m:
                 self.rfile.read(length)
@@ -555,6 +623,9 @@ def main():
     ap.add_argument("--lambda-endpoint", required=True, help="the Lambda control plane (moto), http://127.0.0.1:PORT")
     ap.add_argument("--logs-endpoint", help="CloudWatch Logs (default: --lambda-endpoint)")
     ap.add_argument("--function-endpoint", help="AWS_ENDPOINT_URL inside the functions (default: --lambda-endpoint)")
+    ap.add_argument("--forward", help="relay every request that is not an Invoke to this endpoint (the AWS emulator)")
+    ap.add_argument("--forward-service", action="append", metavar="SERVICE=URL",
+                    help="relay this service's requests (by their signature's scope, e.g. s3) to URL instead")
     ap.add_argument("--registry", required=True, help="the local registry, 127.0.0.1:PORT, that stands for ECR")
     ap.add_argument("--registry-user", default="AWS")
     ap.add_argument("--registry-password", required=True)

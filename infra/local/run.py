@@ -113,13 +113,14 @@ def mnist_test(mnist_dir, n):
     return [(list(images[16 + i * 784:16 + (i + 1) * 784]), labels[8 + i]) for i in range(n)]
 
 
-def png(pixels, side=28):
-    """A grey 8-bit PNG of one MNIST image (what a user's stored digit would be)."""
+def png(pixels, side=28, declared=None):
+    """A grey 8-bit PNG of one MNIST image (what a user's stored digit would be); with
+    `declared`, its header lies that it is declared × declared pixels."""
     raw = b"".join(b"\x00" + bytes(pixels[r * side:(r + 1) * side]) for r in range(side))
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", declared or side, declared or side, 8, 0, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
@@ -137,6 +138,46 @@ def invoke(port, name, payload, qualifier=None):
     return json.loads(body), (time.time() - start) * 1000, version
 
 
+def score_stored_digits(args, config, aws_env, s3_port):
+    """`deploy batch` over real test digits stored as PNGs in the local S3 (and, with
+    --batch-broken, three objects that must fail alone): the state machine runs on moto's
+    interpreter, each child invokes predict:live on the data plane. Returns the summary, how
+    many labels were right, and the wall time."""
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3_port}", region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local")
+    bucket = "lambda-cnn-batch-demo"
+    try:
+        s3.create_bucket(Bucket=bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    labels = {}
+    for i, (pixels, label) in enumerate(mnist_test(args.mnist_dir, args.batch)):
+        key = f"digits/{i:04d}.png"
+        s3.put_object(Bucket=bucket, Key=key, Body=png(pixels))
+        labels[key] = label
+    if args.batch_broken:
+        # Not an image; a PNG header that claims 100,000 × 100,000 pixels (over the pixel
+        # budget); one byte over the 6 MB object cap.
+        for key, body in (("digits/notes.txt", b"not an image"), ("digits/lying.png", png([0] * 784, declared=100000)),
+                          ("digits/huge.png", b"\0" * (6 * 1024 * 1024 + 1))):
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+    say(f"deploy batch: {len(labels)} stored test digits{' and 3 broken objects' if args.batch_broken else ''} "
+        f"(s3://{bucket}/digits/) through predict:live, on Step Functions' Distributed Map (moto's interpreter)")
+    start_s = time.time()
+    out = run([args.deploy, "--config", config, "batch", "--input", f"s3://{bucket}/digits/",
+               "--output", f"s3://{bucket}/results/", "--form", "emulator", "--concurrency", "2", "--json"],
+              env=aws_env, capture=True)
+    wall_s = time.time() - start_s
+    summary = json.loads(out.strip().splitlines()[-1])
+    right = 0
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix="results/").get("Contents", []):
+        for line in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines():
+            r = json.loads(line)
+            right += r.get("digit") is not None and r.get("digit") == labels.get(r["key"])
+    return summary, right, wall_s
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--deploy", required=True, help="the deploy binary")
@@ -145,6 +186,10 @@ def main():
     ap.add_argument("--venv", default=os.path.join(ROOT, ".venv"))
     ap.add_argument("--mnist-dir", required=True)
     ap.add_argument("--digits", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=100, metavar="N",
+                    help="how many stored test digits `deploy batch` scores (needs the data plane)")
+    ap.add_argument("--batch-broken", action="store_true",
+                    help="also store three objects that must fail alone (not an image, a lying header, over the size cap)")
     ap.add_argument("--arch", choices=["x86_64", "arm64"], default=HOST_ARCH,
                     help="the architecture the function binaries are built for (default: this machine's)")
     ap.add_argument("--emulator", choices=["moto", "localstack"], default=os.environ.get("AWS_EMULATOR") or "moto",
@@ -173,14 +218,21 @@ def pipeline(args):
     images = os.path.join(ROOT, ".local", "images")
     moto_port, reg_port, rt_port = free_port(), free_port(), free_port()
 
+    # Docker runs only this machine's architecture here (no binfmt handlers are registered).
+    use_docker = args.arch == HOST_ARCH and docker_works()
     say(f"starting moto on 127.0.0.1:{moto_port}")
     moto_env = dict(os.environ, MOTO_LAMBDA_STUB_ECR="false")
+    if use_docker:
+        # moto's Step Functions interpreter calls Lambda and S3 at localhost:MOTO_PORT: the data
+        # plane's port, so that a state machine's Lambda tasks run the released images there,
+        # and everything else is relayed back to moto.
+        moto_env["MOTO_PORT"] = str(rt_port)
     start("moto", [os.path.join(args.venv, "bin", "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], env=moto_env)
     wait_port(moto_port, "moto")
     for _ in range(100):
         try:
             req = urllib.request.Request(f"http://127.0.0.1:{moto_port}/moto-api/config",
-                                         data=b'{"lambda":{"use_docker":false}}', method="POST",
+                                         data=b'{"lambda":{"use_docker":false},"stepfunctions":{"execute_state_machine":true}}', method="POST",
                                          headers={"Content-Type": "application/json"})
             urllib.request.urlopen(req, timeout=5).read()
             break
@@ -222,8 +274,6 @@ def pipeline(args):
     start("registry", ["docker-registry", "serve", os.path.join(STATE, "registry.yml")])
     wait_port(reg_port, "the registry")
 
-    # Docker runs only this machine's architecture here (no binfmt handlers are registered).
-    use_docker = args.arch == HOST_ARCH and docker_works()
     rie = os.path.join(args.rie_dir, f"aws-lambda-rie-{HOST_ARCH}")
     if use_docker and not os.access(rie, os.X_OK):
         sys.exit(f"error: no Runtime Interface Emulator at {rie}: run `make tools`")
@@ -236,7 +286,9 @@ def pipeline(args):
                                     "--logs-endpoint", moto_url,
                                     "--function-endpoint", f"http://127.0.0.1:{ls_port}" if ls_port else moto_url,
                                     "--registry", f"127.0.0.1:{reg_port}", "--registry-password", ECR_PASSWORD,
-                                    "--rie-dir", args.rie_dir, "--state-dir", os.path.join(STATE, "dataplane")])
+                                    "--rie-dir", args.rie_dir, "--state-dir", os.path.join(STATE, "dataplane"),
+                                    "--forward", moto_url]
+              + (["--forward-service", f"s3=http://127.0.0.1:{ls_port}"] if ls_port else []))
         wait_port(rt_port, "the data plane")
     else:
         say(f"starting the Lambda Runtime API emulator on 127.0.0.1:{rt_port}")
@@ -275,7 +327,7 @@ def pipeline(args):
         moto = f"http://127.0.0.1:{moto_port}"
         aws_env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{ls_port}", AWS_ENDPOINT_URL_ECR=moto,
                        AWS_ENDPOINT_URL_LAMBDA=moto, AWS_ENDPOINT_URL_IAM=moto, AWS_ENDPOINT_URL_APIGATEWAYV2=moto,
-                       AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=moto)
+                       AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=moto, AWS_ENDPOINT_URL_SFN=moto)
     registry = f"127.0.0.1:{reg_port}"
     # The project's config, saying the architecture the images are for (doctor compares them).
     config = os.path.join(STATE, "deploy.toml")
@@ -344,30 +396,7 @@ def pipeline(args):
 
     batch = None
     if use_docker:
-        # A batch of stored images, as Step Functions' Distributed Map would hand predict one:
-        # 100 real test digits as PNGs in S3, one direct invocation, one JSON-lines object back.
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ls_port or moto_port}", region_name="us-east-1",
-                          aws_access_key_id="local", aws_secret_access_key="local")
-        bucket = "lambda-cnn-batch-demo"
-        try:
-            s3.create_bucket(Bucket=bucket)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        items, labels = [], {}
-        for i, (pixels, label) in enumerate(mnist_test(args.mnist_dir, 100)):
-            key, body = f"digits/{i:03d}.png", png(pixels)
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            items.append({"Key": key, "Size": len(body)})
-            labels[key] = label
-        say(f"a batch of {len(items)} stored test digits (s3://{bucket}/digits/) through predict"
-            + (":live" if live else "") + ", invoked directly as Distributed Map would")
-        report, batch_ms, _ = invoke(rt_port, NAMES["predict"], {
-            "Items": items, "BatchInput": {"bucket": bucket, "output": f"s3://{bucket}/results/"}}, live)
-        key = report["output"].split("/", 3)[3]
-        lines = [json.loads(line) for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()]
-        batch_right = sum(1 for line in lines if line.get("digit") == labels[line["key"]])
-        batch = (report, batch_ms, batch_right)
+        batch = score_stored_digits(args, config, aws_env, ls_port or moto_port)
 
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
@@ -392,9 +421,22 @@ def pipeline(args):
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
     if batch:
-        report, batch_ms, batch_right = batch
-        print(f"  batch: {report['succeeded']}/{report['items']} stored images scored in one invocation "
-              f"({batch_ms / 1000:.1f} s), {batch_right} right, into {report['output']}")
+        summary, right_in_batch, wall_s = batch
+        res = summary["results"]
+        print(f"  batch: {res['succeeded']}/{summary['run']['items']['total']} stored images scored by `deploy batch` "
+              f"(Step Functions' Distributed Map on moto, each child on the data plane) in {wall_s:.1f} s, "
+              f"{right_in_batch} right, {res['failed']} failed; into {summary['run']['output']}")
+        if res["reasons"]:
+            print("    failed: " + "; ".join(f"{n} × {why}" for why, n in res["reasons"].items()))
+            for key, why in res["failures"][:5]:
+                print(f"      {key}: {why}")
+        print("    labels: " + ", ".join(f"{label}: {n}" for label, n in res["labels"].items()))
+        bill = summary["bill"]
+        print(f"    {summary['run']['items']['total'] / max(summary['wall_s'], 1e-9):.1f} images/s over the run's "
+              f"{summary['wall_s']:.1f} s (at concurrency 2, one image per child: the emulator's form); "
+              f"cost ${bill['total_usd']:.6f} = Lambda ${bill['lambda']['total']:.6f} "
+              f"({bill['invocations']} invocations) + Step Functions ${bill['states_usd']:.6f} "
+              f"({bill['states']['standard_transitions']} transitions)")
     else:
         print("  batch: not run (predict's batch event needs the data plane: Docker, and images of this machine's architecture)")
     print(f"  cost of 1M predictions at that duration, 1024 MB, {args.arch}, HTTP API: ${cost['cost']['total']:.2f}"

@@ -15,24 +15,8 @@ pub mod train;
 #[cfg(feature = "s3")]
 pub mod train_service;
 
-/// The most characters of any input value an error message repeats.
-pub const ECHO_CHARS: usize = 100;
-/// The most characters of an error message: however the input is made, an error body stays
-/// small (well under Lambda's 6 MB response limit, and under 1 KB).
-pub const MESSAGE_CHARS: usize = 600;
-
-/// `text`, or its first [`ECHO_CHARS`] characters and how long it was: for repeating a
-/// client's value in an error message without repeating all of it.
-pub fn clip(text: &str) -> String {
-    clip_to(text, ECHO_CHARS)
-}
-
-pub(crate) fn clip_to(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], text.len()),
-    }
-}
+pub(crate) use crate::clip::clip_to;
+pub use crate::clip::{clip, ECHO_CHARS, MESSAGE_CHARS};
 
 /// An HTTP answer, independent of the Lambda event flavour that carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,14 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clip_keeps_short_text_and_cuts_long_text_on_a_character_boundary() {
-        assert_eq!(clip("short"), "short");
-        let long = "é".repeat(5000);
-        let c = clip(&long);
-        assert!(
-            c.starts_with(&"é".repeat(100)) && c.ends_with("(10000 bytes in all)"),
-            "{c}"
-        );
+    fn an_error_body_stays_small_whatever_the_message() {
         let r = HttpReply::error(400, "x".repeat(1 << 20));
         assert!(r.body.to_string().len() < 1024);
     }

@@ -127,6 +127,8 @@ pub struct Clients {
     pub http_apis: aws_sdk_apigatewayv2::Client,
     /// API Gateway v1 (the REST API).
     pub rest_apis: aws_sdk_apigateway::Client,
+    /// Step Functions (`deploy batch`).
+    pub states: aws_sdk_sfn::Client,
 }
 
 impl Clients {
@@ -147,6 +149,7 @@ impl Clients {
             ecr: aws_sdk_ecr::Client::new(sdk),
             http_apis: aws_sdk_apigatewayv2::Client::new(sdk),
             rest_apis: aws_sdk_apigateway::Client::new(sdk),
+            states: aws_sdk_sfn::Client::new(sdk),
         }
     }
 }

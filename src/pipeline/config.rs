@@ -43,6 +43,47 @@ pub struct DeployConfig {
     pub functions: BTreeMap<String, FunctionConfig>,
     /// `[api]`.
     pub api: ApiConfig,
+    /// `[batch]` (a config written before it existed gets the shipped one's).
+    #[serde(default = "BatchConfig::shipped")]
+    pub batch: BatchConfig,
+}
+
+/// The config shipped with the deploy binary, `infra/deploy.toml`: the defaults where a
+/// section is missing, and what `deploy cost` prices where there is no config to read.
+pub const SHIPPED: &str = include_str!("../../infra/deploy.toml");
+
+/// `[batch]`: `deploy batch`'s state machine and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The state machine's name.
+    pub state_machine: String,
+    /// The state machine's role.
+    pub role: String,
+    /// Where results go unless --output says, with `{bucket}` for the models bucket.
+    pub output: String,
+    /// Keys per child.
+    pub batch_size: u32,
+    /// Children at once.
+    pub concurrency: u32,
+    /// The share of items that may fail with the run still succeeding, percent.
+    pub tolerated_failure_percent: f64,
+}
+
+impl BatchConfig {
+    /// The shipped config's `[batch]`.
+    pub fn shipped() -> BatchConfig {
+        // Only `[batch]` is read here; the other sections are ignored.
+        #[derive(Deserialize)]
+        struct Only {
+            batch: BatchConfig,
+        }
+        // The compiled-in file is checked by the_shipped_config_is_valid: a broken one fails
+        // this crate's tests, so the panic cannot reach a released binary.
+        toml::from_str::<Only>(SHIPPED)
+            .expect("infra/deploy.toml has a valid [batch]")
+            .batch
+    }
 }
 
 /// `[repository]`.
@@ -141,6 +182,12 @@ impl DeployConfig {
         })
     }
 
+    /// The shipped config, parsed (see [`SHIPPED`]).
+    pub fn shipped() -> DeployConfig {
+        // Checked by the_shipped_config_is_valid.
+        Self::parse(SHIPPED).expect("infra/deploy.toml is valid")
+    }
+
     /// Parses and checks `text`.
     pub fn parse(text: &str) -> Result<DeployConfig, String> {
         let config: DeployConfig = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -199,6 +246,23 @@ impl DeployConfig {
         {
             return Err("api.auth = \"jwt\" needs api.jwt_issuer and api.jwt_audience".into());
         }
+        let b = &self.batch;
+        if !(1..=crate::batch::MAX_BATCH_ITEMS as u32).contains(&b.batch_size) {
+            return Err(format!(
+                "batch.batch_size = {}: 1 to {}",
+                b.batch_size,
+                crate::batch::MAX_BATCH_ITEMS
+            ));
+        }
+        if !(1..=10_000).contains(&b.concurrency) {
+            return Err(format!("batch.concurrency = {}: 1 to 10000", b.concurrency));
+        }
+        if !(0.0..=100.0).contains(&b.tolerated_failure_percent) {
+            return Err(format!(
+                "batch.tolerated_failure_percent = {}: 0 to 100",
+                b.tolerated_failure_percent
+            ));
+        }
         Ok(())
     }
 
@@ -244,7 +308,16 @@ impl DeployConfig {
         suffix(&mut self.role.name);
         suffix(&mut self.bucket.name);
         suffix(&mut self.api.name);
+        suffix(&mut self.batch.state_machine);
+        suffix(&mut self.batch.role);
         Ok(self)
+    }
+
+    /// Where batch results go by default: `batch.output` with the models bucket filled in.
+    pub fn batch_output(&self, account: &str, region: &str) -> String {
+        self.batch
+            .output
+            .replace("{bucket}", &self.bucket_name(account, region))
     }
 
     /// The bucket name with `{account}` and `{region}` filled in.

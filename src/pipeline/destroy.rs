@@ -1,6 +1,6 @@
 //! `deploy destroy`: removes what the stages made, each only when it is there, so that a
 //! second run (or one after a partial failure) finishes the job. Without `all`: the APIs, the
-//! functions (their versions and aliases go with them) and log groups, the role. With `all`,
+//! batch state machine and its role, the functions (their versions and aliases go with them) and log groups, the role. With `all`,
 //! also the ECR repository with its images and the models bucket with every object in it.
 
 #![warn(missing_docs)]
@@ -24,6 +24,24 @@ pub async fn destroy(
     }
     if apigw_rest::delete_rest_api(&clients.rest_apis, &config.api.name).await? {
         deleted(format!("REST API {}", config.api.name));
+    }
+    // Before the functions it invokes, and before the execution role, which holds its grants.
+    let machine = &config.batch.state_machine;
+    let machine_arn = format!(
+        "arn:{}:states:{}:{}:stateMachine:{machine}",
+        account.partition, account.region, account.id
+    );
+    for what in super::batch::engine::destroy(
+        &c.states,
+        &c.iam,
+        &machine_arn,
+        &config.batch.role,
+        machine,
+        &config.role.name,
+    )
+    .await?
+    {
+        deleted(what);
     }
     for f in [Function::Predict, Function::Train] {
         let name = &config.function(f).name;

@@ -23,13 +23,41 @@ pub async fn find_role(
         .and_then(|out| out.role().cloned()))
 }
 
-/// Creates the role when missing and (re)sets its inline policy; returns (ARN, created).
+/// Creates the functions' execution role when missing and (re)sets its inline policy;
+/// returns (ARN, created).
 pub async fn ensure_role(
     iam: &aws_sdk_iam::Client,
     name: &str,
     trust_policy: &str,
     policy: &str,
 ) -> Result<(String, bool), AwsError> {
+    let role = Role {
+        name,
+        description: "Execution role of the lambda-cnn functions (created by deploy)",
+        policy_name: POLICY_NAME,
+    };
+    ensure(iam, &role, trust_policy, policy).await
+}
+
+/// A role deploy makes: its name, description and inline policy's name.
+pub struct Role<'a> {
+    /// The role's name.
+    pub name: &'a str,
+    /// Its description in IAM.
+    pub description: &'a str,
+    /// Its one inline policy's name.
+    pub policy_name: &'a str,
+}
+
+/// Creates `role` when missing, brings its trust policy to `trust_policy` and (re)sets its
+/// inline policy to `policy`; returns (ARN, created).
+pub async fn ensure(
+    iam: &aws_sdk_iam::Client,
+    role: &Role<'_>,
+    trust_policy: &str,
+    policy: &str,
+) -> Result<(String, bool), AwsError> {
+    let name = role.name;
     let (arn, created) = match find_role(iam, name).await? {
         Some(role) => {
             // A role made before (or by hand) may not let Lambda assume it: the trust policy is
@@ -49,7 +77,7 @@ pub async fn ensure_role(
                 .create_role()
                 .role_name(name)
                 .assume_role_policy_document(trust_policy)
-                .description("Execution role of the lambda-cnn functions (created by deploy)")
+                .description(role.description)
                 .send()
                 .await
                 .map_err(aws_err(format!("creating IAM role {name}")))?;
@@ -58,26 +86,60 @@ pub async fn ensure_role(
     };
     let arn =
         arn.ok_or_else(|| AwsError::new(format!("IAM role {name}"), "no ARN in the answer"))?;
-    iam.put_role_policy()
-        .role_name(name)
-        .policy_name(POLICY_NAME)
-        .policy_document(policy)
-        .send()
-        .await
-        .map_err(aws_err(format!("setting the policy of IAM role {name}")))?;
+    put_policy(iam, name, role.policy_name, policy).await?;
     Ok((arn, created))
 }
 
-/// Removes the inline policy and the role; a missing role is not an error.
-pub async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, AwsError> {
-    let r = iam
-        .delete_role_policy()
-        .role_name(name)
-        .policy_name(POLICY_NAME)
+/// Sets role `role`'s inline policy `policy_name` to `policy`.
+pub async fn put_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy_name: &str,
+    policy: &str,
+) -> Result<(), AwsError> {
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(policy_name)
+        .policy_document(policy)
         .send()
         .await
-        .map_err(aws_err(format!("deleting the policy of IAM role {name}")));
-    r.absent_if("NoSuchEntity")?;
+        .map_err(aws_err(format!(
+            "setting policy {policy_name} of IAM role {role}"
+        )))?;
+    Ok(())
+}
+
+/// Removes role `role`'s inline policy `policy_name`; a missing one (or role) is not an error.
+pub async fn delete_policy(
+    iam: &aws_sdk_iam::Client,
+    role: &str,
+    policy_name: &str,
+) -> Result<bool, AwsError> {
+    Ok(iam
+        .delete_role_policy()
+        .role_name(role)
+        .policy_name(policy_name)
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "deleting policy {policy_name} of IAM role {role}"
+        )))
+        .absent_if("NoSuchEntity")?
+        .is_some())
+}
+
+/// Removes the execution role's inline policy and the role; a missing role is not an error.
+pub async fn delete_role(iam: &aws_sdk_iam::Client, name: &str) -> Result<bool, AwsError> {
+    delete_role_with(iam, name, POLICY_NAME).await
+}
+
+/// Removes inline policy `policy_name` and role `name`; a missing role is not an error.
+pub async fn delete_role_with(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    policy_name: &str,
+) -> Result<bool, AwsError> {
+    delete_policy(iam, name, policy_name).await?;
     Ok(iam
         .delete_role()
         .role_name(name)

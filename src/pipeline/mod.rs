@@ -8,6 +8,7 @@
 pub mod apigw;
 pub mod apigw_rest;
 pub mod aws;
+pub mod batch;
 pub mod binary;
 pub mod bucket;
 pub mod build;

@@ -26,6 +26,8 @@ pub fn vars(
         ("train", config.function(Function::Train).name.clone()),
         ("repository", config.repository.name.clone()),
         ("role", config.role.name.clone()),
+        ("batch_state_machine", config.batch.state_machine.clone()),
+        ("batch_role", config.batch.role.clone()),
     ]
 }
 

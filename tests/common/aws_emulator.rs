@@ -33,6 +33,10 @@ pub const LOCALSTACK_LACKS: &[(&str, &str)] = &[
         "API Gateway v2 (HTTP APIs) is a LocalStack Pro feature",
     ),
     (
+        "states",
+        "its Step Functions interpreter would run Lambda tasks in its own Lambda, which cannot run image functions here",
+    ),
+    (
         "logs",
         "CloudWatch Logs filter patterns are a LocalStack Pro feature (community lets every event through)",
     ),
@@ -46,16 +50,35 @@ pub const WITH_LAMBDA: &[&str] = &["iam"];
 pub struct AwsStack {
     pub moto: Moto,
     pub localstack: Option<LocalStack>,
+    /// Started for `deploy batch`: see [`WITH_STATES`].
+    batch: bool,
 }
+
+/// Services that must sit with Step Functions where a batch runs: its ARNs carry the account
+/// STS names (deploy writes the state machine's ARN from it), and moto's Step Functions live in
+/// moto's account.
+pub const WITH_STATES: &[&str] = &["sts"];
 
 impl AwsStack {
     /// `for_deploy`: moto checks that images exist in its ECR and never runs Docker.
     pub fn start(for_deploy: bool) -> Self {
-        let moto = if for_deploy {
+        Self::start_with(if for_deploy {
             Moto::start_for_deploy()
         } else {
             Moto::start()
-        };
+        })
+    }
+
+    /// For `deploy batch`: moto's Step Functions run state machines, their Lambda and S3
+    /// calls going to `localhost:interpreter_port` (the data plane, which relays the rest).
+    pub fn start_for_batch(interpreter_port: u16) -> Self {
+        AwsStack {
+            batch: true,
+            ..Self::start_with(Moto::start_for_states(interpreter_port))
+        }
+    }
+
+    fn start_with(moto: Moto) -> Self {
         let localstack = (kind() == Kind::LocalStack).then(LocalStack::start);
         if let Some(ls) = &localstack {
             eprintln!(
@@ -69,7 +92,11 @@ impl AwsStack {
                     .join(", ")
             );
         }
-        AwsStack { moto, localstack }
+        AwsStack {
+            moto,
+            localstack,
+            batch: false,
+        }
     }
 
     /// Whether `service` goes to moto in a stack that creates functions (`with_lambda`).
@@ -77,6 +104,7 @@ impl AwsStack {
         self.localstack.is_none()
             || LOCALSTACK_LACKS.iter().any(|(s, _)| *s == service)
             || (with_lambda && WITH_LAMBDA.contains(&service))
+            || (self.batch && WITH_STATES.contains(&service))
     }
 
     /// The account STS answers for: each emulator's fixed default (moto's `DEFAULT_ACCOUNT_ID`,
@@ -113,6 +141,8 @@ impl AwsStack {
                 ("apigatewayv2", "AWS_ENDPOINT_URL_APIGATEWAYV2"),
                 ("iam", "AWS_ENDPOINT_URL_IAM"),
                 ("logs", "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"),
+                ("states", "AWS_ENDPOINT_URL_SFN"),
+                ("sts", "AWS_ENDPOINT_URL_STS"),
             ] {
                 if self.to_moto(service, with_lambda) {
                     env.push((var, self.moto.endpoint()));

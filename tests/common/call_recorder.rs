@@ -137,6 +137,30 @@ fn classify(req: &Message, scope: &Scope) -> Vec<Call> {
             )]
         }
         "lambda" => lambda_calls(&method, &segs, &query, &json, scope),
+        "states" => {
+            let op = header(req, "x-amz-target")
+                .and_then(|t| t.split('.').nth(1).map(str::to_owned))
+                .unwrap_or_default();
+            let resource = ["stateMachineArn", "executionArn", "mapRunArn"]
+                .iter()
+                .find_map(|k| json[*k].as_str().map(str::to_owned))
+                .or_else(|| {
+                    json["name"]
+                        .as_str()
+                        .map(|n| format!("arn:aws:states:{region}:{acct}:stateMachine:{n}"))
+                })
+                .unwrap_or_else(|| "*".into());
+            let mut out = vec![call(format!("states:{op}"), resource)];
+            if let Some(role) = json["roleArn"].as_str() {
+                let role = role.split_once(":role/").map_or(role, |(_, r)| r);
+                out.push(Call {
+                    action: "iam:PassRole".into(),
+                    resource: format!("arn:aws:iam::{acct}:role/{role}"),
+                    context: vec![("iam:PassedToService".into(), "states.amazonaws.com".into())],
+                });
+            }
+            out
+        }
         "s3" => {
             let bucket = segs.first().cloned().unwrap_or_default();
             let key = segs.get(1..).map(|k| k.join("/")).unwrap_or_default();

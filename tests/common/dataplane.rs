@@ -69,6 +69,25 @@ impl DataPlane {
         user: &str,
         password: &str,
     ) -> Self {
+        Self::start_with(
+            lambda_endpoint,
+            function_endpoint,
+            registry,
+            user,
+            password,
+            &[],
+        )
+    }
+
+    /// [`DataPlane::start`] with more of the script's flags (`--port`, `--forward`, …).
+    pub fn start_with(
+        lambda_endpoint: &str,
+        function_endpoint: &str,
+        registry: &str,
+        user: &str,
+        password: &str,
+        extra: &[String],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dataplane.log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/lambda_dataplane.py");
@@ -81,6 +100,7 @@ impl DataPlane {
             .arg(rie_dir())
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

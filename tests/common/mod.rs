@@ -155,6 +155,26 @@ pub fn test_digit_png(i: usize) -> (Vec<u8>, u8) {
     (png, test.labels[i])
 }
 
+/// A valid 8×8 JPEG whose header declares `side` × `side` pixels: a lying header, tiny on
+/// the wire, that a decoder must refuse from its declared size.
+pub fn jpeg_declaring(side: u16) -> Vec<u8> {
+    let mut jpeg = Vec::new();
+    image::DynamicImage::from(image::GrayImage::from_pixel(8, 8, image::Luma([128])))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    jpeg[sof + 5..sof + 7].copy_from_slice(&side.to_be_bytes());
+    jpeg[sof + 7..sof + 9].copy_from_slice(&side.to_be_bytes());
+    let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    let len = u16::from_be_bytes([jpeg[sos + 2], jpeg[sos + 3]]) as usize;
+    jpeg.truncate(sos + 2 + len);
+    jpeg.extend([0xFF, 0xD9]);
+    jpeg
+}
+
 /// The cross-built arm64 function `name`, beside this test binary's target directory; `None`
 /// (the test says SKIPPED) only where `LAMBDA_CNN_REQUIRE` does not name `arm64`.
 pub fn arm64_function(name: &str) -> Option<PathBuf> {

@@ -30,6 +30,24 @@ impl Moto {
         moto
     }
 
+    /// [`Moto::start_for_deploy`] whose Step Functions run state machines: its interpreter
+    /// calls Lambda and S3 at `localhost:interpreter_port` (moto's `MOTO_PORT`), where the
+    /// local data plane runs the Lambda tasks and relays the rest back here.
+    pub fn start_for_states(interpreter_port: u16) -> Self {
+        let port = interpreter_port.to_string();
+        let moto = Self::start_with(&[("MOTO_LAMBDA_STUB_ECR", "false"), ("MOTO_PORT", &port)]);
+        let r = moto
+            .agent
+            .post(&format!("{}/moto-api/config", moto.endpoint()))
+            .content_type("application/json")
+            .send(
+                r#"{"lambda":{"use_docker":false},"stepfunctions":{"execute_state_machine":true}}"#,
+            )
+            .unwrap();
+        assert!(r.status().is_success(), "moto config: {}", r.status());
+        moto
+    }
+
     fn start_with(env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let child = Command::new(venv_tool("MOTO_SERVER", "moto_server", "moto[server]"))

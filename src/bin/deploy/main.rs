@@ -110,8 +110,8 @@ enum Command {
     /// passed its smoke test and went live (or `--to VERSION`), smoke-testing it first. An
     /// unchanged re-release then leaves it rolled back.
     Rollback(RollbackArgs),
-    /// Remove what deploy created: API, permission, aliases, functions, role, log groups
-    /// (the repository and bucket too with --all).
+    /// Remove what deploy created: API, permission, batch state machine and its role,
+    /// aliases, functions, role, log groups (the repository and bucket too with --all).
     Destroy(DestroyArgs),
     /// Invocations from the functions' REPORT log lines: counts, cold starts, durations,
     /// memory headroom, errors, cost.
@@ -208,6 +208,76 @@ enum Command {
         new version of the live image at that size, smoke-tested before the live alias moves."
     )]
     Tune(TuneArgs),
+    /// Score every image under an S3 prefix with predict's released model, on Step Functions'
+    /// Distributed Map: results as JSON lines under --output, a summary with the cost.
+    #[command(
+        long_about = "Score every image under an S3 prefix with predict's released model, on \
+        Step Functions' Distributed Map.\n\n\
+        Makes (or brings up to date, by name: the config's batch.state_machine) a state machine \
+        whose map lists the objects under --input and hands predict's alias --batch-size keys \
+        per invocation, --concurrency at once. Its role may invoke that alias, list the input \
+        prefix and run its own children, nothing else; predict's execution role gets an inline \
+        policy to read the input prefix and write the output prefix. Each image gets the API's \
+        limits (6 MB, the pixel budget); one bad image fails its own line, not the run, unless \
+        more than --tolerated-failure percent fail. Results: one JSON-lines object per batch \
+        under --output (key, label, probabilities, model; or the error), named by the batch's \
+        keys, so a re-run overwrites rather than duplicates.\n\n\
+        Starts a run and shows its progress, then prints items, succeeded, failed with reasons, \
+        counts per label, wall time and cost (Lambda from predict's REPORT lines over the run, \
+        Step Functions from its transitions and requests). --no-wait prints the run's ARN; \
+        `deploy batch status ARN` follows a run; Ctrl-C leaves the run going and says how to \
+        follow or stop it. Exit status 1 when the run did not succeed.\n\n\
+        --form emulator writes the map in the dialect moto's interpreter runs (one key per \
+        STANDARD child, no ItemBatcher); AWS takes both, `aws` (ItemBatcher, EXPRESS children) \
+        is the cheaper. Examples:\n  \
+        deploy batch --input s3://my-images/2026-12/ --output s3://my-results/2026-12/\n  \
+        deploy batch --input s3://my-images/ --no-wait\n  \
+        deploy batch status arn:aws:states:us-east-1:123456789012:execution:lambda-cnn-batch:batch-20261205-101500",
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
+    Batch(BatchArgs),
+}
+
+#[derive(Args, Clone)]
+struct BatchArgs {
+    #[command(subcommand)]
+    follow: Option<BatchCommand>,
+    /// The images: s3://bucket/prefix/ (every object under it; a trailing / is implied).
+    #[arg(long, required = true)]
+    input: Option<lambda_cnn::pipeline::batch::S3Prefix>,
+    /// Where the results go, s3://bucket/prefix/ (not under --input). Default: the config's
+    /// batch.output (in the models bucket).
+    #[arg(long)]
+    output: Option<lambda_cnn::pipeline::batch::S3Prefix>,
+    /// Keys per invocation (1 to 1000). Default: the config's batch.batch_size.
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Invocations at once (1 to 10000). Default: the config's batch.concurrency.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// The percentage of images that may fail with the run still succeeding. Default: the
+    /// config's batch.tolerated_failure_percent.
+    #[arg(long)]
+    tolerated_failure: Option<f64>,
+    /// The alias or version of predict to score with. Default: the release alias.
+    #[arg(long)]
+    qualifier: Option<String>,
+    /// The map's dialect: aws, or emulator (moto's interpreter).
+    #[arg(long, value_enum, default_value_t = lambda_cnn::pipeline::batch::definition::Form::Aws, env = "DEPLOY_BATCH_FORM")]
+    form: lambda_cnn::pipeline::batch::definition::Form,
+    /// Start the run, print its ARN and return.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Subcommand, Clone)]
+enum BatchCommand {
+    /// Follow a run (started with --no-wait, or left by Ctrl-C) to its end and print its summary.
+    Status {
+        /// The run's execution ARN.
+        arn: String,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -863,10 +933,6 @@ fn image_from(f: Function, binary: PathBuf, out: &Path, sources: &ImageSources) 
     Ok(())
 }
 
-/// The config shipped with this binary: what `deploy cost` prices where there is no
-/// `infra/deploy.toml` to read (cost is a calculator: it runs anywhere).
-const SHIPPED_CONFIG: &str = include_str!("../../../infra/deploy.toml");
-
 /// What `deploy cost` prices: the region, memory, /tmp and architecture (each flag, else the
 /// config's value for `--function`), and where the values the flags did not give came from.
 struct CostInputs {
@@ -892,7 +958,7 @@ fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Res
         })?;
         (c, config_path.display().to_string())
     } else {
-        let c = DeployConfig::parse(SHIPPED_CONFIG)
+        let c = DeployConfig::parse(lambda_cnn::pipeline::config::SHIPPED)
             .map_err(|e| anyhow::anyhow!("the shipped deploy.toml does not parse: {e}"))?;
         (c, format!("the shipped {DEFAULT_CONFIG}"))
     };

@@ -20,6 +20,8 @@ use lambda_cnn::pipeline::release::{self, ReleaseOutcome, ReleaseRequest};
 use lambda_cnn::pipeline::{ecr, lambda, logs};
 use lambda_cnn::report;
 
+mod batch;
+
 use super::{
     AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, InvokeArgs, LogsArgs, MonitorArgs,
     ReleaseArgs, RollbackArgs, StatusArgs, Target, TuneArgs,
@@ -119,6 +121,9 @@ pub fn run(
             say(format!("deploying to {}", ctx.account));
         }
         if dry_run {
+            if let Command::Batch(a) = &cmd {
+                return batch::plan(&ctx, a);
+            }
             return dry_run_plan(&ctx, &cmd).await;
         }
         match cmd {
@@ -147,6 +152,7 @@ pub fn run(
             Command::Status(a) => status(&ctx, &a).await,
             Command::Invoke(a) => invoke(&ctx, &a, invoke_input.take()).await,
             Command::Logs(a) => follow_logs(&ctx, &a).await,
+            Command::Batch(a) => batch::batch(&ctx, &a).await,
             Command::Build(_)
             | Command::Image(_)
             | Command::Cost(_)

@@ -1,0 +1,289 @@
+//! `deploy batch`: parse, call the library's batch pipeline, print.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+
+use lambda_cnn::cost;
+use lambda_cnn::pipeline::batch::engine::{self, Progress};
+use lambda_cnn::pipeline::batch::summary::{self, Summary};
+use lambda_cnn::pipeline::batch::{BatchRequest, BatchSpec, S3Prefix};
+use lambda_cnn::pipeline::image::Function;
+use lambda_cnn::pipeline::{lambda, logs};
+use lambda_cnn::report;
+
+use super::{interrupted, say, Ctx};
+use crate::{BatchArgs, BatchCommand};
+
+/// How often a run's progress is read.
+const POLL: Duration = Duration::from_secs(2);
+
+/// The request `args` make with the config's defaults, named in the account.
+pub(super) fn spec(ctx: &Ctx, args: &BatchArgs) -> Result<BatchSpec> {
+    let cfg = &ctx.config;
+    let b = &cfg.batch;
+    let Some(input) = args.input.clone() else {
+        bail!("deploy batch needs --input s3://bucket/prefix/ (or `deploy batch status ARN`)");
+    };
+    let output = match &args.output {
+        Some(o) => o.clone(),
+        None => {
+            let default = cfg.batch_output(&ctx.account.id, &ctx.account.region);
+            default.parse::<S3Prefix>().map_err(|e| {
+                anyhow::anyhow!("the config's batch.output: {e}; give --output s3://bucket/prefix/")
+            })?
+        }
+    };
+    let request = BatchRequest {
+        input,
+        output,
+        batch_size: args.batch_size.unwrap_or(b.batch_size),
+        concurrency: args.concurrency.unwrap_or(b.concurrency),
+        tolerated_failure_percent: args
+            .tolerated_failure
+            .unwrap_or(b.tolerated_failure_percent),
+        qualifier: args
+            .qualifier
+            .clone()
+            .unwrap_or_else(|| cfg.release.alias.clone()),
+        form: args.form,
+    };
+    let a = &ctx.account;
+    Ok(request.spec(cfg, &a.partition, &a.region, &a.id)?)
+}
+
+/// `deploy batch --dry-run`: what would be made, as it would be made.
+pub(super) fn plan(ctx: &Ctx, args: &BatchArgs) -> Result<()> {
+    use lambda_cnn::pipeline::batch::{definition, grants};
+    let spec = spec(ctx, args)?;
+    let plan = serde_json::json!({
+        "state_machine": spec.state_machine_arn(),
+        "role": spec.role,
+        "definition": definition::definition(&spec, spec.form),
+        "role_policy": grants::state_machine_policy(&spec),
+        "predict_grants": {
+            "role": ctx.config.role.name,
+            "policy": grants::function_policy_name(&spec.state_machine),
+            "document": grants::function_policy(&spec),
+        },
+        "then": "start a run and follow it to its end, then read the results and price the run",
+    });
+    if ctx.out.json {
+        println!("{plan}");
+    } else {
+        println!(
+            "would make or update state machine {} (role {}), grant {} {} and {}, then score every object under {} into {} \
+             ({} keys per invocation, {} at once, {}% may fail):\n{}",
+            spec.state_machine,
+            spec.role,
+            ctx.config.role.name,
+            spec.input.objects_arn(&spec.partition),
+            spec.output.objects_arn(&spec.partition),
+            spec.input,
+            spec.output,
+            spec.batch_size,
+            spec.concurrency,
+            spec.tolerated_failure_percent,
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn batch(ctx: &Ctx, args: &BatchArgs) -> Result<()> {
+    if let Some(BatchCommand::Status { arn }) = &args.follow {
+        return follow_and_summarize(ctx, arn).await;
+    }
+    let spec = spec(ctx, args)?;
+    let cfg = &ctx.config;
+    let predict = cfg.function(Function::Predict);
+    // The children invoke released code: an alias that exists (or a published version).
+    if !spec.qualifier.bytes().all(|b| b.is_ascii_digit())
+        && lambda::read_alias(&ctx.clients.lambda, &spec.function, &spec.qualifier)
+            .await?
+            .is_none()
+    {
+        bail!(
+            "{} has no alias {}: run `deploy release` first (a batch scores the released model)",
+            spec.function,
+            spec.qualifier
+        );
+    }
+    if let Some(reserved) = predict.reserved_concurrency {
+        if spec.concurrency as i32 > reserved {
+            say(format!(
+                "warning: --concurrency {} is over predict's reserved concurrency ({reserved}): \
+                 the extra invocations are throttled and retried, and the API shares those {reserved}",
+                spec.concurrency
+            ));
+        }
+    }
+    let made = engine::ensure(&ctx.clients.states, &ctx.clients.iam, &spec, &cfg.role.name)
+        .await
+        .context("failed to set up the batch state machine")?;
+    say(format!(
+        "state machine {} {} (role {}{}); scoring s3://{}/{}* with {} into {}",
+        spec.state_machine,
+        if made.created {
+            "created"
+        } else {
+            "up to date"
+        },
+        spec.role,
+        if made.role_created { ", created" } else { "" },
+        spec.input.bucket,
+        spec.input.prefix,
+        spec.function_arn,
+        spec.output
+    ));
+    let name = run_name();
+    let arn = engine::start(&ctx.clients.states, &made.state_machine_arn, &name).await?;
+    if args.no_wait {
+        if ctx.out.json {
+            println!("{}", serde_json::json!({"execution_arn": arn}));
+        } else {
+            println!("{arn}");
+            say(format!("follow it with: deploy batch status {arn}"));
+        }
+        return Ok(());
+    }
+    say(format!("run {arn} started"));
+    follow_and_summarize(ctx, &arn).await
+}
+
+fn run_name() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    // Unique per start (the name is the execution's id): the time, to the millisecond.
+    let t = humantime::format_rfc3339_millis(UNIX_EPOCH + now).to_string();
+    format!(
+        "batch-{}",
+        t.replace([':', '.'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z')
+    )
+}
+
+async fn follow_and_summarize(ctx: &Ctx, arn: &str) -> Result<()> {
+    let bar = progress_bar();
+    let mut last_line = std::time::Instant::now();
+    let seen = |p: &Progress| {
+        let i = &p.items;
+        bar.set_length(i.total.max(1) as u64);
+        bar.set_position(i.finished().max(0) as u64);
+        bar.set_message(format!(
+            "{} running, {} failed",
+            i.running,
+            i.failed + i.timed_out + i.aborted
+        ));
+        // Without a terminal, a line every 10 s.
+        if bar.is_hidden() && last_line.elapsed() >= Duration::from_secs(10) {
+            say(format!(
+                "{}: {}/{} items done ({} failed), {} running",
+                p.status,
+                i.finished(),
+                i.total,
+                i.failed + i.timed_out + i.aborted,
+                i.running
+            ));
+            last_line = std::time::Instant::now();
+        }
+    };
+    let followed = tokio::select! {
+        p = engine::follow(&ctx.clients.states, arn, POLL, seen) => p,
+        _ = interrupted() => {
+            bar.abandon();
+            eprintln!(
+                "interrupted: the run goes on. Follow it with `deploy batch status {arn}`; stop it with \
+                 `aws stepfunctions stop-execution --execution-arn {arn}`"
+            );
+            std::process::exit(130);
+        }
+    };
+    let run = followed.with_context(|| format!("failed to follow run {arn}"))?;
+    bar.finish_and_clear();
+    let summary = summarize(ctx, run).await?;
+    ctx.out.print(&summary)?;
+    if summary.run.status != "SUCCEEDED" {
+        bail!(
+            "run {} ended {}{}",
+            summary.run.execution_arn,
+            summary.run.status,
+            summary
+                .run
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() || super::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("scoring [{bar:30}] {pos}/{len} items, {msg}, {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn summarize(ctx: &Ctx, run: Progress) -> Result<Summary> {
+    let output: Option<S3Prefix> = run.output.as_deref().and_then(|o| o.parse().ok());
+    let results = match &output {
+        Some(out) => summary::read_results(&ctx.clients.s3, out, run.start_ms)
+            .await
+            .with_context(|| {
+                format!(
+                    "the run ended {}, but its results under {out} cannot be read (the deployer needs \
+                     s3:ListBucket and s3:GetObject there; the default output, in the models bucket, \
+                     has both)",
+                    run.status
+                )
+            })?,
+        None => summary::Tally::default(),
+    };
+    let stop_ms = run.stop_ms.unwrap_or(run.start_ms);
+    let function = &ctx.config.function(Function::Predict).name;
+    // Lambda writes a REPORT line when an invocation ends: a few seconds of slack after the
+    // run's stop.
+    let (lines, _) = logs::lines(
+        &ctx.clients.logs,
+        &logs::log_group(function),
+        run.start_ms,
+        Some(stop_ms + 10_000),
+        Some("REPORT"),
+    )
+    .await?;
+    let reports: Vec<report::Report> = lines
+        .iter()
+        .filter_map(|l| report::parse(&l.message))
+        .collect();
+    let arch = lambda::function_arch(&ctx.clients.lambda, function)
+        .await?
+        .unwrap_or(ctx.config.arch().map_err(anyhow::Error::msg)?);
+    let (prices, note) = cost::prices_for(&ctx.account.region);
+    let bill = summary::bill(&reports, &run.children, run.form, arch, prices);
+    let items_in_failed_batches = run.items.failed + run.items.timed_out + run.items.aborted;
+    Ok(Summary {
+        wall_s: (stop_ms - run.start_ms).max(0) as f64 / 1000.0,
+        priced: format!(
+            "{} prices of {} (Lambda) and {} (Step Functions){}",
+            prices.region,
+            prices.as_of,
+            prices.states_as_of,
+            note.map(|n| format!("; {n}")).unwrap_or_default()
+        ),
+        items_in_failed_batches,
+        results,
+        bill,
+        run,
+    })
+}
