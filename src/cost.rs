@@ -213,6 +213,11 @@ pub struct StatesUsage {
     pub express_billed_ms: f64,
 }
 
+/// What an Express run of `duration_ms` is billed for: 100 ms steps, at least one.
+pub fn express_billed_ms(duration_ms: f64) -> f64 {
+    (duration_ms / 100.0).ceil().max(1.0) * 100.0
+}
+
 /// Step Functions' bill for `usage`: transitions, plus Express requests and duration at the
 /// smallest memory step (64 MB: a child that only calls Lambda stays under it).
 pub fn states_cost(usage: &StatesUsage, prices: &Prices) -> f64 {
@@ -220,6 +225,59 @@ pub fn states_cost(usage: &StatesUsage, prices: &Prices) -> f64 {
     usage.standard_transitions as f64 * prices.standard_transition
         + usage.express_requests as f64 * prices.express_request
         + express_gb_s * prices.express_gb_second
+}
+
+/// Scoring `images` stored images in batches of `batch_size` through Step Functions'
+/// Distributed Map with EXPRESS children (AWS's form of `deploy batch`), each batch one
+/// invocation of `batch_ms`, `concurrency` at once: what it costs and how long it takes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BatchWhatIf {
+    /// Invocations (batches).
+    pub invocations: u64,
+    /// Lambda's part.
+    pub lambda: Cost,
+    /// The engine's use.
+    pub states: StatesUsage,
+    /// Its part, USD.
+    pub states_usd: f64,
+    /// Both, USD.
+    pub total_usd: f64,
+    /// Wall time at `concurrency`, seconds (the listing and the engine's own overhead aside).
+    pub wall_s: f64,
+}
+
+/// See [`BatchWhatIf`].
+pub fn batch_what_if(
+    images: u64,
+    batch_size: u64,
+    batch_ms: f64,
+    concurrency: u64,
+    memory_mb: u32,
+    arch: Arch,
+    prices: &Prices,
+) -> BatchWhatIf {
+    let invocations = images.div_ceil(batch_size.max(1));
+    let lambda = cost(
+        &Usage::what_if(invocations, batch_ms, memory_mb, arch),
+        prices,
+    );
+    let states = StatesUsage {
+        // The parent run: entering and leaving the map state, and its end.
+        standard_transitions: 3,
+        express_requests: invocations,
+        // An Express child lasts about its invocation, billed in 100 ms steps.
+        express_billed_ms: invocations as f64 * express_billed_ms(batch_ms),
+    };
+    let states_usd = states_cost(&states, prices);
+    let waves = invocations.div_ceil(concurrency.max(1));
+    BatchWhatIf {
+        invocations,
+        lambda,
+        states,
+        states_usd,
+        total_usd: lambda.total + states_usd,
+        wall_s: waves as f64 * batch_ms / 1000.0,
+    }
 }
 
 impl fmt::Display for Cost {
@@ -300,5 +358,22 @@ mod tests {
         let x = cost(&Usage::what_if(1000, 100.0, 1024, Arch::X86_64), &US_EAST_1);
         let a = cost(&Usage::what_if(1000, 100.0, 1024, Arch::Arm64), &US_EAST_1);
         assert!((a.compute / x.compute - 0.8).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_million_images_in_batches_cost_lambda_and_the_express_children() {
+        let w = batch_what_if(1_000_000, 100, 950.0, 1000, 1024, Arch::X86_64, &US_EAST_1);
+        assert_eq!(w.invocations, 10_000);
+        // 10,000 × 0.95 s at 1 GB, and 10,000 requests.
+        assert!((w.lambda.gb_seconds - 9_500.0).abs() < 1e-6, "{w:?}");
+        assert_eq!(w.states.express_requests, 10_000);
+        assert_eq!(w.states.express_billed_ms, 10_000.0 * 1000.0);
+        let express = 10_000.0 * US_EAST_1.express_request
+            + 10_000.0 * (1.0 / 16.0) * US_EAST_1.express_gb_second
+            + 3.0 * US_EAST_1.standard_transition;
+        assert!((w.states_usd - express).abs() < 1e-9, "{w:?}");
+        // 10 waves of 1000 batches, 0.95 s each.
+        assert!((w.wall_s - 9.5).abs() < 1e-9, "{w:?}");
+        assert!((w.total_usd - w.lambda.total - w.states_usd).abs() < 1e-12);
     }
 }

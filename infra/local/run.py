@@ -21,9 +21,11 @@ The registry keeps its blobs in .local/stack/registry, so a second run pushes no
 """
 
 import argparse
+import base64
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -138,6 +140,60 @@ def invoke(port, name, payload, qualifier=None):
     return json.loads(body), (time.time() - start) * 1000, version
 
 
+def handler_ms(port, name, payload, qualifier):
+    """One invocation's handler Duration, from the REPORT line of its log tail (what Lambda
+    bills), as `deploy tune` reads it."""
+    query = f"?Qualifier={qualifier}" if qualifier else ""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/2015-03-31/functions/{name}/invocations{query}",
+        data=json.dumps(payload).encode(), method="POST", headers={"X-Amz-Log-Type": "Tail"})
+    with urllib.request.urlopen(req, timeout=900) as r:
+        tail = base64.b64decode(r.headers.get("X-Amz-Log-Result") or "").decode(errors="replace")
+        if r.headers.get("X-Amz-Function-Error"):
+            sys.exit(f"error: {name} failed: {r.read()[:500]}")
+    m = re.search(r"REPORT .*?\tDuration: ([\d.]+) ms", tail)
+    if not m:
+        sys.exit(f"error: no REPORT line in the log tail of {name}: {tail[-500:]}")
+    return float(m.group(1))
+
+
+def measure_batch_sizes(args, config, rt_port, bucket, keys, template):
+    """Images per second of one predict environment (predict:live on the data plane, at its
+    configured memory) per batch size, from the REPORT lines of warm batch invocations; and from
+    them, on paper, 1 M and 10 M images on AWS at Lambda's default concurrency quota (1000),
+    beside the same images sent one by one through the HTTPS API."""
+    print()
+    print("batch scoring, measured here (predict:live on the data plane, warm, median of 3 REPORT durations)")
+    print(f"  {'batch size':>10}  {'ms per batch':>12}  {'images/s per environment':>24}")
+    measured = {}
+    for size in (1, 10, 100, 200):
+        event = {"Items": [{"Key": k} for k in keys[:size]],
+                 "BatchInput": {"bucket": bucket, "output": f"s3://{bucket}/bench/"}}
+        handler_ms(rt_port, NAMES["predict"], event, "live")  # warm the environment
+        ms = sorted(handler_ms(rt_port, NAMES["predict"], event, "live") for _ in range(3))[1]
+        measured[size] = ms
+        print(f"  {size:>10}  {ms:>12.1f}  {size / ms * 1000:>24.0f}")
+    # The same PNG through the HTTPS API's event (POST /predict, image/png): one image a request.
+    pixels, _ = mnist_test(args.mnist_dir, 1)[0]
+    event = dict(template, body=base64.b64encode(png(pixels)).decode(), isBase64Encoded=True)
+    event["headers"] = dict(template["headers"], **{"content-type": "image/png"})
+    handler_ms(rt_port, NAMES["predict"], event, "live")
+    api_ms = sorted(handler_ms(rt_port, NAMES["predict"], event, "live") for _ in range(3))[1]
+    print(f"  {'API, 1 PNG':>10}  {api_ms:>12.1f}  {1 / api_ms * 1000:>24.0f}")
+    print("on AWS, on paper from these durations: at batch size 100, 1000 at once (Lambda's default quota)")
+    for images in (1_000_000, 10_000_000):
+        w = json.loads(run([args.deploy, "--config", config, "cost", "--invocations", str(images), "--batch-size", "100",
+                            "--duration-ms", f"{measured[100]:.1f}", "--concurrency", "1000", "--json"],
+                           capture=True).strip().splitlines()[-1])["batch"]
+        api = json.loads(run([args.deploy, "--config", config, "cost", "--invocations", str(images),
+                              "--duration-ms", f"{api_ms:.1f}", "--api", "http", "--json"],
+                             capture=True).strip().splitlines()[-1])["cost"]
+        api_wall = images * api_ms / 1000 / 1000
+        print(f"  {images:>10,} images: deploy batch ${w['total_usd']:.2f} (Lambda ${w['lambda']['total']:.2f} + "
+              f"Step Functions ${w['states_usd']:.2f}), {w['wall_s']:.0f} s of invocations; "
+              f"through the HTTPS API one by one ({api_ms:.0f} ms each) ${api['total']:.2f}, {api_wall:.0f} s")
+
+
 def score_stored_digits(args, config, aws_env, s3_port):
     """`deploy batch` over real test digits stored as PNGs in the local S3 (and, with
     --batch-broken, three objects that must fail alone): the state machine runs on moto's
@@ -175,7 +231,7 @@ def score_stored_digits(args, config, aws_env, s3_port):
         for line in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines():
             r = json.loads(line)
             right += r.get("digit") is not None and r.get("digit") == labels.get(r["key"])
-    return summary, right, wall_s
+    return summary, right, wall_s, bucket, sorted(labels)
 
 
 def main():
@@ -397,6 +453,8 @@ def pipeline(args):
     batch = None
     if use_docker:
         batch = score_stored_digits(args, config, aws_env, ls_port or moto_port)
+        if args.batch_broken:
+            measure_batch_sizes(args, config, rt_port, batch[3], [k for k in batch[4]], template)
 
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
@@ -421,7 +479,7 @@ def pipeline(args):
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
     if batch:
-        summary, right_in_batch, wall_s = batch
+        summary, right_in_batch, wall_s, _, _ = batch
         res = summary["results"]
         print(f"  batch: {res['succeeded']}/{summary['run']['items']['total']} stored images scored by `deploy batch` "
               f"(Step Functions' Distributed Map on moto, each child on the data plane) in {wall_s:.1f} s, "

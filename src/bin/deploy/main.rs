@@ -553,6 +553,15 @@ struct CostArgs {
     /// API Gateway in front.
     #[arg(long, value_enum, default_value_t = Api::Http)]
     api: Api,
+    /// Price batch scoring instead (`deploy batch` on AWS): --invocations counts images,
+    /// this many to an invocation of --duration-ms, through Step Functions' Distributed Map
+    /// with EXPRESS children (no API Gateway).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch_size: Option<u64>,
+    /// With --batch-size: invocations at once, for the wall time (Lambda's default account
+    /// quota is 1000).
+    #[arg(long, default_value_t = 1000, requires = "batch_size", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    concurrency: u64,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -1012,6 +1021,44 @@ fn run_cost(
     let (prices, note) = cost::prices_for(region);
     if let Some(note) = &note {
         eprintln!("note: {note}");
+    }
+    if let Some(batch_size) = args.batch_size {
+        let images = args.invocations.round() as u64;
+        let w = cost::batch_what_if(
+            images,
+            batch_size,
+            args.duration_ms,
+            args.concurrency,
+            memory_mb,
+            arch,
+            prices,
+        );
+        if output.json {
+            println!(
+                "{}",
+                serde_json::json!({"images": images, "batch_size": batch_size, "batch_ms": args.duration_ms,
+                    "concurrency": args.concurrency, "memory_mb": memory_mb, "arch": arch.lambda_name(),
+                    "batch": w, "prices": {"region": prices.region, "as_of": prices.as_of,
+                    "states_as_of": prices.states_as_of, "for_region": region, "note": note}})
+            );
+        } else {
+            println!(
+                "{images} images, {batch_size} an invocation of {} ms at {memory_mb} MB ({arch}), {} at once: \
+                 ${:.2} (Lambda ${:.2} for {} invocations, Step Functions ${:.2}), {:.0} s of wall time",
+                args.duration_ms,
+                args.concurrency,
+                w.total_usd,
+                w.lambda.total,
+                w.invocations,
+                w.states_usd,
+                w.wall_s
+            );
+            println!(
+                "  prices: {} as of {} (Lambda) and {} (Step Functions: Express requests and 64 MB duration), free tier not deducted",
+                prices.region, prices.as_of, prices.states_as_of
+            );
+        }
+        return Ok(());
     }
     let api = args.api;
     let mut usage = Usage::what_if(

@@ -42,7 +42,7 @@ pub struct Tally {
     pub failed: usize,
     /// The first failures: key and reason.
     pub failures: Vec<(String, String)>,
-    /// Failures by reason (the reason's text up to its first `:`, which names the kind).
+    /// Failures by reason (the reason with the object's name taken out, see [`reason_kind`]).
     pub reasons: BTreeMap<String, usize>,
     /// Predictions per label.
     pub labels: BTreeMap<String, usize>,
@@ -75,8 +75,7 @@ impl Tally {
                 (None, error) => {
                     self.failed += 1;
                     let why = error.unwrap_or_else(|| "no label and no reason".into());
-                    let kind = why.split(':').next().unwrap_or_default().trim();
-                    *self.reasons.entry(crate::clip::clip(kind)).or_insert(0) += 1;
+                    *self.reasons.entry(reason_kind(&why)).or_insert(0) += 1;
                     if self.failures.len() < LISTED_KEYS {
                         self.failures.push((r.key, why));
                     }
@@ -84,6 +83,22 @@ impl Tally {
             }
         }
     }
+}
+
+/// A failure's reason without what names its object (`s3://…` URIs), so that the same kind of
+/// failure of many objects counts as one reason.
+pub fn reason_kind(why: &str) -> String {
+    let words: Vec<&str> = why
+        .split_whitespace()
+        .map(|w| {
+            if w.starts_with("s3://") {
+                "the object"
+            } else {
+                w
+            }
+        })
+        .collect();
+    crate::clip::clip(&words.join(" "))
 }
 
 /// Reads the result objects under `output` written at or after `since_ms` (this run's and
@@ -203,7 +218,7 @@ pub fn bill(
             express_requests: runs,
             express_billed_ms: reports
                 .iter()
-                .map(|r| (r.duration_ms / 100.0).ceil().max(1.0) * 100.0)
+                .map(|r| cost::express_billed_ms(r.duration_ms))
                 .sum(),
         },
         Form::Emulator => StatesUsage {
@@ -314,14 +329,19 @@ mod tests {
             "\n",
             r#"{"key":"c.txt","error":"not an image: unknown format","model":"m1"}"#,
             "\n",
+            r#"{"key":"e.png","error":"s3://b/e.png is over 6291456 bytes: not read","model":"m1"}"#,
+            "\n",
+            r#"{"key":"f.png","error":"s3://b/f.png is over 6291456 bytes: not read","model":"m1"}"#,
+            "\n",
             "\n",
             "garbage\n",
         ));
         t.add(r#"{"key":"d.png","error":"too large: 6291457 bytes","model":"m1"}"#);
-        assert_eq!((t.objects, t.items, t.succeeded, t.failed), (2, 4, 2, 2));
+        assert_eq!((t.objects, t.items, t.succeeded, t.failed), (2, 6, 2, 4));
         assert_eq!(t.labels["7"], 2);
-        assert_eq!(t.reasons["not an image"], 1);
-        assert_eq!(t.reasons["too large"], 1);
+        assert_eq!(t.reasons["not an image: unknown format"], 1);
+        assert_eq!(t.reasons["too large: 6291457 bytes"], 1);
+        assert_eq!(t.reasons["the object is over 6291456 bytes: not read"], 2);
         assert_eq!(t.unreadable_lines, 1);
         assert_eq!(t.failures[0].0, "c.txt");
         assert_eq!(t.models.len(), 1);
