@@ -321,15 +321,7 @@ fn a_second_identical_run_rewrites_its_own_results_with_the_same_state_machine()
     assert_eq!(before.len(), labels.len());
 
     // One state machine, whose role may do the three things and run its own map, no more.
-    let (status, listed) = s.aws.call(
-        "states",
-        true,
-        "POST",
-        "/",
-        Some("AWSStepFunctions.ListStateMachines"),
-        Some(serde_json::json!({})),
-    );
-    assert_eq!(status, 200, "{listed}");
+    let listed = state_machines(&s.aws);
     let machines = listed["stateMachines"].as_array().unwrap();
     assert_eq!(machines.len(), 1, "{listed}");
     assert_eq!(machines[0]["name"], STATE_MACHINE);
@@ -401,7 +393,13 @@ fn a_second_identical_run_rewrites_its_own_results_with_the_same_state_machine()
     ] {
         assert!(said.contains(what), "{what}: {said}");
     }
-    let (_, listed) = s.aws.call(
+    let listed = state_machines(&s.aws);
+    assert_eq!(listed["stateMachines"], serde_json::json!([]), "{listed}");
+}
+
+/// ListStateMachines' answer, from the emulator.
+fn state_machines(aws: &AwsStack) -> Value {
+    let (status, listed) = aws.call(
         "states",
         true,
         "POST",
@@ -409,7 +407,8 @@ fn a_second_identical_run_rewrites_its_own_results_with_the_same_state_machine()
         Some("AWSStepFunctions.ListStateMachines"),
         Some(serde_json::json!({})),
     );
-    assert_eq!(listed["stateMachines"], serde_json::json!([]), "{listed}");
+    assert_eq!(status, 200, "{listed}");
+    listed
 }
 
 /// Role `role`'s inline policy `name`, from the emulator's IAM.
@@ -456,13 +455,6 @@ fn a_batch_without_a_release_or_with_overlapping_prefixes_is_refused_before_anyt
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("s3://bucket/prefix/"), "{}", stderr(&o));
     // Nothing was made.
-    let (_, listed) = aws.call(
-        "states",
-        true,
-        "POST",
-        "/",
-        Some("AWSStepFunctions.ListStateMachines"),
-        Some(serde_json::json!({})),
-    );
+    let listed = state_machines(&aws);
     assert_eq!(listed["stateMachines"], serde_json::json!([]), "{listed}");
 }

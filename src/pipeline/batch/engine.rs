@@ -233,27 +233,25 @@ pub async fn progress(
             .send()
             .await
             .map_err(aws_err(format!("reading map run {m}")))?;
-        if let Some(c) = d.item_counts() {
-            items = Counts {
-                total: c.total(),
-                pending: c.pending(),
-                running: c.running(),
-                succeeded: c.succeeded(),
-                failed: c.failed(),
-                timed_out: c.timed_out(),
-                aborted: c.aborted(),
+        // Two SDK types with the same fields: one conversion for both.
+        macro_rules! counts {
+            ($c:expr) => {
+                Counts {
+                    total: $c.total(),
+                    pending: $c.pending(),
+                    running: $c.running(),
+                    succeeded: $c.succeeded(),
+                    failed: $c.failed(),
+                    timed_out: $c.timed_out(),
+                    aborted: $c.aborted(),
+                }
             };
         }
+        if let Some(c) = d.item_counts() {
+            items = counts!(c);
+        }
         if let Some(c) = d.execution_counts() {
-            children = Counts {
-                total: c.total(),
-                pending: c.pending(),
-                running: c.running(),
-                succeeded: c.succeeded(),
-                failed: c.failed(),
-                timed_out: c.timed_out(),
-                aborted: c.aborted(),
-            };
+            children = counts!(c);
         }
     }
     let error = match (ex.error(), ex.cause()) {

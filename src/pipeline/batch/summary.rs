@@ -15,7 +15,7 @@ use super::definition::Form;
 use super::engine::{Counts, Progress};
 use super::S3Prefix;
 use crate::batch::{ItemResult, LISTED_KEYS, RESULT_PREFIX, RESULT_SUFFIX};
-use crate::cost::{self, Arch, Cost, Prices, StatesUsage, Usage};
+use crate::cost::{self, Arch, Cost, Prices, StatesUsage};
 use crate::pipeline::aws::{aws_err, AwsError};
 use crate::report::Report;
 
@@ -192,24 +192,8 @@ pub fn bill(
     arch: Arch,
     prices: &Prices,
 ) -> Bill {
-    let mut lambda = Cost::default();
-    for r in reports {
-        let c = cost::cost(
-            &Usage {
-                invocations: 1,
-                billed_ms: r.billed_ms,
-                memory_mb: r.memory_size_mb,
-                ephemeral_mb: 512,
-                arch,
-                api: cost::Api::None,
-            },
-            prices,
-        );
-        lambda.requests += c.requests;
-        lambda.compute += c.compute;
-        lambda.gb_seconds += c.gb_seconds;
-        lambda.total += c.total;
-    }
+    // Each invocation priced as monitor prices it (one home: report::summarize).
+    let lambda = crate::report::summarize(reports, arch, cost::Api::None, 512, prices).cost;
     let runs = children.total.max(0) as u64;
     let states = match form {
         // Each Express child lasts about its invocation: rounded up to Step Functions' 100 ms.
