@@ -313,15 +313,21 @@ pub async fn destroy(
     execution_role: &str,
 ) -> Result<Vec<String>, AwsError> {
     let mut removed = Vec::new();
-    if sfn
-        .delete_state_machine()
+    // Looked up first: DeleteStateMachine answers success for one that is not there, and a
+    // second destroy must say it found nothing.
+    let found = sfn
+        .describe_state_machine()
         .state_machine_arn(state_machine_arn)
         .send()
         .await
-        .map_err(aws_err(format!("deleting state machine {state_machine}")))
-        .absent_if("StateMachineDoesNotExist")?
-        .is_some()
-    {
+        .map_err(aws_err(format!("looking up state machine {state_machine}")))
+        .absent_if("StateMachineDoesNotExist")?;
+    if found.is_some() {
+        sfn.delete_state_machine()
+            .state_machine_arn(state_machine_arn)
+            .send()
+            .await
+            .map_err(aws_err(format!("deleting state machine {state_machine}")))?;
         removed.push(format!("state machine {state_machine}"));
     }
     if iam::delete_role_with(iam_client, role, grants::POLICY_NAME).await? {
