@@ -60,15 +60,16 @@ endif
 # The peers of `make bench-peers`: the seed's Keras and the same model in PyTorch (large:
 # PyPI's torch brings CUDA wheels, ~7 GB installed). Never part of `make test` or CI.
 PEERS_VENV := .venv-peers
-PEERS_STAMP := $(PEERS_VENV)/.peers-1
-PEERS := tensorflow-cpu==2.21.0 torch==2.15.0
+PEERS_STAMP := $(PEERS_VENV)/.peers-2
+# With the exporters `make fixtures` uses (ONNX from torch and from tf2onnx, safetensors).
+PEERS := tensorflow-cpu==2.21.0 torch==2.15.0 onnx==1.23.2 onnxscript==0.7.2 tf2onnx==1.17.0 safetensors==0.8.0
 
-.PHONY: help run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build the library, the CLI, the functions, every test, and the deploy binary (ARCH=arm64: the arm64 functions too)
+build: build-tools $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build the library, the CLI, the functions, every test, and the deploy binary (ARCH=arm64: the arm64 functions too)
 	$(CARGO) build --release --workspace --all-targets --locked
 	@# Its own feature set, without candle: see Cargo.toml's [features].
 	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
@@ -103,6 +104,14 @@ browser-tools: ## install Debian's Chromium and chromedriver for the digit page'
 	    echo "installing from Debian: $(BROWSER_TOOLS)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_TOOLS) >/dev/null; \
 	  else echo "note: no Chromium and no root to install it: the digit page's browser test will be SKIPPED (apt-get install $(BROWSER_TOOLS))" >&2; fi; \
+	fi
+
+build-tools: ## install protoc (Debian's protobuf-compiler), which `lambda-cnn import`'s ONNX reader (candle-onnx) is built with (as root)
+	@if ! command -v protoc >/dev/null && [ -z "$$PROTOC" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian: protobuf-compiler"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; \
+	  else echo "missing: protoc — install it (e.g. sudo apt-get install protobuf-compiler, or set PROTOC), then run make again" >&2; exit 1; fi; \
 	fi
 
 system-tools: ## install the image tools the tests use from Debian (skopeo, umoci, bubblewrap, docker-registry; as root)
@@ -186,7 +195,7 @@ test: build build-arm64 tools localstack ## format and lint checks, then every u
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
 	  else echo "skipped: none"; fi
 
-check: ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
+check: build-tools ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
 	$(CARGO) test --release --locked --lib
@@ -268,12 +277,15 @@ $(PEERS_STAMP):
 	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check $(PEERS)
 	touch $@
 
+fixtures: $(PEERS_STAMP) ## remake the imported-model fixtures (tests/fixtures/models) with Keras, PyTorch and their ONNX exporters; not part of make test
+	$(PEERS_VENV)/bin/python tests/fixtures/models/make.py --mnist-dir "$(MNIST_DIR)"
+
 load: build tools ## 10,000 good and hostile requests from 32 clients to one predict process: 0 5xx, latency, peak RSS
 	$(PYTHON) bench/hostile_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
 	  --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
 
 # cargo-fuzz (libFuzzer) on the nightly toolchain; its builds live beside the others.
-FUZZ_TARGETS := predict_event image_decode train_request safetensors_load
+FUZZ_TARGETS := predict_event image_decode train_request safetensors_load model_import
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 CARGO_FUZZ_VERSION := 0.13.1

@@ -69,8 +69,12 @@ pub const VERSION: &str = concat!(
 pub mod bench;
 #[cfg(feature = "ml")]
 pub mod card;
+#[cfg(feature = "import")]
+pub mod import;
 #[cfg(feature = "ml")]
 pub mod model;
+#[cfg(feature = "ml")]
+pub mod net;
 #[cfg(feature = "ml")]
 pub mod predict;
 #[cfg(feature = "ml")]

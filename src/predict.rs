@@ -123,11 +123,7 @@ pub fn image_size(bytes: &[u8]) -> Result<ImageSize, InputError> {
 /// (a canvas drawing has a transparent background); then [`crate::preprocess::to_model_input`].
 /// The caller bounds the work by [`image_size`] first: decoding costs what the header declares.
 pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
-    let mut decoder = open(bytes)?;
-    let orientation = image::ImageDecoder::orientation(&mut decoder)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(classify)?;
-    img.apply_orientation(orientation);
+    let img = decode_image(bytes)?;
     let (width, height) = (img.width(), img.height());
     let grey = flatten(&img)?;
     Ok(crate::preprocess::to_model_input(
@@ -135,6 +131,17 @@ pub fn image_to_pixels(bytes: &[u8]) -> Result<Vec<f32>, InputError> {
         width as usize,
         height as usize,
     )?)
+}
+
+/// Decodes a PNG or JPEG within the limits of [`image_size`], with its EXIF orientation
+/// applied. The caller bounds the work by [`image_size`] first.
+pub fn decode_image(bytes: &[u8]) -> Result<image::DynamicImage, InputError> {
+    let mut decoder = open(bytes)?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(classify)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Grey values in [0, 1]. Transparent pixels take the background the ink does not have: dark

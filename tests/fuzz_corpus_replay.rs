@@ -46,3 +46,8 @@ fn train_request_corpus_replays_without_a_panic() {
 fn safetensors_load_corpus_replays_without_a_panic() {
     replay("safetensors_load", fuzzing::safetensors_load);
 }
+
+#[test]
+fn model_import_corpus_replays_without_a_panic() {
+    replay("model_import", fuzzing::model_import);
+}

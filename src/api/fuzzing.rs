@@ -78,13 +78,49 @@ pub fn train_request(data: &[u8]) -> Result<(), String> {
     }
 }
 
-/// The weights loader: what loads runs a prediction.
+/// The weights loader, and the model-file loader that reads the same bytes: what loads runs
+/// a prediction.
 pub fn safetensors_load(data: &[u8]) -> Result<(), String> {
-    match crate::model::Cnn::from_safetensors(data) {
-        Ok(model) => model
+    if let Ok(model) = crate::model::Cnn::from_safetensors(data) {
+        model
             .probabilities(&[0.5; crate::data::IMAGE_PIXELS])
-            .map(|_| ())
-            .map_err(|e| format!("loaded, then failed to predict: {e}")),
+            .map_err(|e| format!("loaded, then failed to predict: {e}"))?;
+    }
+    let network = crate::net::file::from_bytes(data)
+        .and_then(|(spec, tensors)| crate::net::Network::new(spec, &tensors));
+    if let Ok(network) = network {
+        network
+            .probabilities(&vec![128.0; network.spec().input_len()])
+            .map_err(|e| format!("a model file loaded, then failed to predict: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The importers (Keras zip and HDF5, ONNX, safetensors state dicts): whatever the bytes, an
+/// error or a model that loads and predicts. The first byte picks the input scaling.
+#[cfg(feature = "import")]
+pub fn model_import(data: &[u8]) -> Result<(), String> {
+    use crate::import::{import_bytes, InputScale, Options};
+    let Some((&first, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let options = Options {
+        scale: if first & 1 == 0 {
+            InputScale::Unit
+        } else {
+            InputScale::None
+        },
+        ..Options::default()
+    };
+    match import_bytes(rest.to_vec(), None, &options) {
+        Ok(imported) => {
+            let network = crate::net::Network::new(imported.spec, &imported.tensors)
+                .map_err(|e| format!("imported, then failed to load: {e}"))?;
+            network
+                .probabilities(&vec![128.0; network.spec().input_len()])
+                .map(|_| ())
+                .map_err(|e| format!("imported, then failed to predict: {e}"))
+        }
         Err(_) => Ok(()),
     }
 }

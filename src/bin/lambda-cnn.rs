@@ -53,6 +53,10 @@ enum Command {
     /// light or light on dark (scaled and centred as MNIST is); a 28×28 MNIST-like image is
     /// used as it is.
     Predict(PredictArgs),
+    /// Import a CNN trained elsewhere (Keras .keras/.h5, ONNX, a PyTorch state dict) as a
+    /// lambda-cnn model file: one safetensors file holding the weights and their description.
+    #[command(after_help = IMPORT_HELP)]
+    Import(ImportArgs),
     /// Check that a folder holds the four MNIST files, intact (shapes and SHA-256).
     CheckData(DataArgs),
     /// Measure training throughput, prediction latency and throughput, cold start and peak
@@ -123,11 +127,72 @@ struct TrainArgs {
     out: PathBuf,
 }
 
+const IMPORT_HELP: &str = "\
+What the file cannot say comes from flags: how raw pixel values (0..=255) are scaled before the \
+model's first layer (default x/255, as the seed and torchvision's ToTensor do; --input-scale none \
+when the model scales them itself, as a Keras Rescaling layer does; --mean/--std for \
+torchvision's Normalize), and the class labels (default 0, 1, ...).
+
+A PyTorch state dict holds no layers: describe them with --layers FILE.json, e.g.
+  {\"input\": {\"height\": 28, \"width\": 28, \"channels\": 1},
+   \"layers\": [{\"conv2d\": {\"from\": \"0\", \"stride\": 1, \"padding\": 1}}, {\"batch_norm\": {\"from\": \"1\"}},
+              \"relu\", {\"max_pool2d\": {\"kernel\": 2}}, \"dropout\", \"flatten\",
+              {\"linear\": {\"from\": \"5\"}}, \"softmax\"]}
+where \"from\" is the module's prefix in the state dict (\"features.0\" for features.0.weight).
+
+Supported layers: Conv2d (no dilation, no groups), MaxPool2d, AvgPool2d (no padding), global \
+average pooling, BatchNorm (folded into the layer before), Dropout (dropped), Flatten, \
+Dense/Linear, ReLU, sigmoid, tanh, softmax, linear, Keras Rescaling. Anything else is refused \
+with the layer and where it is.
+
+Examples:
+  lambda-cnn import model.keras --out my-model.safetensors
+  lambda-cnn import model.onnx --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --labels cat,dog --out pets.safetensors
+  lambda-cnn import state.pt --layers layers.json --out my-model.safetensors
+  lambda-cnn predict --model my-model.safetensors photo.png";
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The model: .keras, .h5, .onnx, or a state dict (.pt, .safetensors) with --layers.
+    file: PathBuf,
+    /// Where to write the lambda-cnn model file.
+    #[arg(long)]
+    out: PathBuf,
+    /// How raw pixel values reach the model: `unit` is x/255, `none` leaves them 0..=255.
+    #[arg(long, value_enum, default_value_t = ScaleArg::Unit, conflicts_with_all = ["mean", "std"])]
+    input_scale: ScaleArg,
+    /// Per-channel means of x/255 to subtract (torchvision's Normalize); needs --std.
+    #[arg(long, value_delimiter = ',', requires = "std")]
+    mean: Option<Vec<f32>>,
+    /// Per-channel standard deviations to divide by, after --mean.
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    std: Option<Vec<f32>>,
+    /// The class labels in output order, comma-separated (default 0, 1, ...).
+    #[arg(long, value_delimiter = ',')]
+    labels: Option<Vec<String>>,
+    /// What an uploaded image goes through (default: digit for 28×28 grey models, else resize).
+    #[arg(long, value_enum)]
+    preprocess: Option<lambda_cnn::net::Preprocess>,
+    /// A state dict's layers (JSON; see below).
+    #[arg(long)]
+    layers: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScaleArg {
+    Unit,
+    None,
+}
+
 #[derive(Args)]
 struct EvalArgs {
     /// The weights file (safetensors).
     #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_WEIGHTS)]
     weights: PathBuf,
+    /// An imported model (see `import`) instead of the seed's weights: it must read 28×28 grey
+    /// images and answer 10 classes in digit order.
+    #[arg(long, conflicts_with = "weights")]
+    model: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -137,6 +202,9 @@ struct PredictArgs {
     /// The weights file (safetensors).
     #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_WEIGHTS)]
     weights: PathBuf,
+    /// An imported model (see `import`): answers its label, class and probabilities.
+    #[arg(long, conflicts_with = "weights")]
+    model: Option<PathBuf>,
     /// A PNG or JPEG file, or - to read the image from standard input.
     image: PathBuf,
 }
@@ -150,6 +218,7 @@ fn main() -> ExitCode {
         Command::Train(args) => run_train(args, out),
         Command::Eval(args) => run_eval(args, out),
         Command::Predict(args) => run_predict(args),
+        Command::Import(args) => run_import(args, out),
         Command::CheckData(args) => run_check_data(args, out),
         Command::Bench(args) => run_bench(args, out),
         Command::ReadyProbe(args) => load_weights(&args.weights).map(|_| ()),
@@ -294,11 +363,90 @@ fn load_weights(path: &Path) -> Result<Cnn> {
     Ok(model)
 }
 
+fn load_model(path: &Path) -> Result<lambda_cnn::net::Network> {
+    let (network, _) = lambda_cnn::net::file::load(path).with_context(|| {
+        format!(
+            "cannot load the model {} (make one with `lambda-cnn import`)",
+            path.display()
+        )
+    })?;
+    Ok(network)
+}
+
+/// What `import` made.
+#[derive(serde::Serialize)]
+struct ImportOutcome {
+    model: PathBuf,
+    sha256: String,
+    source: String,
+    summary: String,
+    parameters: usize,
+    multiply_adds: u64,
+    seed_kernels: bool,
+    labels: Vec<String>,
+}
+
+impl std::fmt::Display for ImportOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "imported {} → {}", self.source, self.model.display())?;
+        writeln!(f, "  {}", self.summary)?;
+        writeln!(
+            f,
+            "  {} parameters, {} multiply-adds per image{}",
+            self.parameters,
+            self.multiply_adds,
+            if self.seed_kernels {
+                ", runs on the seed's kernels"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "  labels: {}", self.labels.join(", "))?;
+        write!(f, "  sha256 {}", self.sha256)
+    }
+}
+
+fn run_import(args: ImportArgs, out: Output) -> Result<()> {
+    use lambda_cnn::import::{self, InputScale, Options};
+    let scale = match (args.mean, args.std, args.input_scale) {
+        (Some(mean), Some(std), _) => InputScale::Normalize { mean, std },
+        (_, _, ScaleArg::None) => InputScale::None,
+        _ => InputScale::Unit,
+    };
+    let options = Options {
+        scale,
+        labels: args.labels,
+        preprocess: args.preprocess,
+        layers: args.layers,
+    };
+    let imported = import::import(&args.file, &options)
+        .with_context(|| format!("cannot import {}", args.file.display()))?;
+    let sha = lambda_cnn::net::file::save(&args.out, &imported.spec, &imported.tensors)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let (network, _) = lambda_cnn::net::file::load(&args.out)
+        .with_context(|| format!("the model written to {} does not load", args.out.display()))?;
+    let plan = network.plan();
+    out.print(&ImportOutcome {
+        model: args.out.clone(),
+        sha256: sha,
+        source: imported.spec.source.clone(),
+        summary: imported.spec.summary(),
+        parameters: plan.params,
+        multiply_adds: plan.macs,
+        seed_kernels: network.is_seed_layout(),
+        labels: imported.spec.labels.clone(),
+    })
+}
+
 fn run_eval(args: EvalArgs, out: Output) -> Result<()> {
-    let model = load_weights(&args.weights)?;
     let dir = &args.data.mnist_dir;
     let test = data::load_split(dir, SplitKind::Test)
         .with_context(|| format!("cannot load the MNIST test set from {}", dir.display()))?;
+    if let Some(path) = &args.model {
+        let network = load_model(path)?;
+        return out.print(&lambda_cnn::net::eval::on_mnist(&network, &test)?);
+    }
+    let model = load_weights(&args.weights)?;
     let m = train::evaluate(&model, &test)?;
     out.print(&m)
 }
@@ -317,6 +465,14 @@ fn run_predict(args: PredictArgs) -> Result<()> {
         std::fs::read(&args.image)
             .with_context(|| format!("cannot read the image {}", args.image.display()))?
     };
+    if let Some(path) = &args.model {
+        let network = load_model(path)?;
+        let raw = lambda_cnn::net::input::image_to_input(&bytes, &network.spec().input)
+            .with_context(|| format!("cannot use {} as input", args.image.display()))?;
+        let answer = lambda_cnn::net::Answer::of(&network, &raw)?;
+        println!("{}", serde_json::to_string(&answer)?);
+        return Ok(());
+    }
     let pixels = image_to_pixels(&bytes)
         .with_context(|| format!("cannot use {} as input", args.image.display()))?;
     let model = load_weights(&args.weights)?;
