@@ -207,13 +207,19 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
-    /// A predicted item: the digit and the softmax.
-    pub fn predicted(key: String, digit: u8, probabilities: &[f32], model: &str) -> Self {
+    /// A predicted item: its label, the digit for a digit model, and the probabilities.
+    pub fn predicted(
+        key: String,
+        label: String,
+        digit: Option<u8>,
+        probabilities: Vec<f32>,
+        model: &str,
+    ) -> Self {
         ItemResult {
             key,
-            digit: Some(digit),
-            label: Some(digit.to_string()),
-            probabilities: Some(probabilities.to_vec()),
+            digit,
+            label: Some(label),
+            probabilities: Some(probabilities),
             error: None,
             model: model.to_owned(),
         }

@@ -73,7 +73,6 @@ pub mod card;
 pub mod import;
 #[cfg(feature = "ml")]
 pub mod model;
-#[cfg(feature = "ml")]
 pub mod net;
 #[cfg(feature = "ml")]
 pub mod predict;

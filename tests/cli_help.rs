@@ -19,7 +19,7 @@ fn help_of(out: std::process::Output, what: &str) -> String {
 
 #[test]
 fn every_subcommand_of_both_binaries_explains_itself() {
-    for sub in ["train", "eval", "predict", "check-data", "bench"] {
+    for sub in ["train", "eval", "predict", "import", "check-data", "bench"] {
         let text = help_of(cli(&[sub, "--help"], b""), &format!("lambda-cnn {sub}"));
         assert!(
             text.contains("--json"),

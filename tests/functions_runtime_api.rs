@@ -368,3 +368,131 @@ fn train_empty_event_runs_the_seeds_full_training() {
     assert!(acc >= 0.985, "the seed's run reached {acc}");
     assert_eq!(r["body"], format!("\"Test accuracy: {acc:.2}\""));
 }
+
+/// A PyTorch user's RGB model (24×24×3, ImageNet mean/std, five shape labels), imported with
+/// `lambda-cnn import` and served by the same predict binary from MODEL_PATH: raw pixels with
+/// `"preprocess": "none"` get the framework's own probabilities, an uploaded picture of any
+/// size is resized, the page is an upload with the model's labels, and a request is capped by
+/// the model's input size.
+#[test]
+fn predict_serves_an_imported_rgb_model_with_its_labels() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let expect: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("rgb-torch.expect.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("shapes.safetensors");
+    let mut args = vec![
+        "import".to_owned(),
+        fixtures.join("rgb-torch.pt").to_string_lossy().into_owned(),
+        "--out".to_owned(),
+        model.to_string_lossy().into_owned(),
+    ];
+    args.extend(
+        expect["import_flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cli(&args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let labels = ["circle", "square", "triangle", "star", "heart"];
+
+    let mut emu = Emulator::start();
+    emu.start_function("predict", &[("MODEL_PATH", model.to_str().unwrap())]);
+    let post = |body: &Value| {
+        http(
+            &emu,
+            event(
+                Flavour::HttpV2,
+                "POST",
+                "/predict",
+                Some("application/json"),
+                body.to_string().as_bytes(),
+                false,
+            ),
+        )
+    };
+    let inputs = expect["inputs"].as_array().unwrap();
+    let framework = expect["probabilities"].as_array().unwrap();
+    for (input, want) in inputs.iter().zip(framework).take(4) {
+        let (status, r) = post(&json!({"pixels": input, "preprocess": "none"}));
+        assert_eq!(status, 200, "{r}");
+        let got = r["probabilities"].as_array().unwrap();
+        assert_eq!(got.len(), 5, "{r}");
+        for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+            let d = (g.as_f64().unwrap() - w.as_f64().unwrap()).abs();
+            assert!(d <= 1e-4, "{g} vs PyTorch's {w}: {r}");
+        }
+        let class = r["class"].as_u64().unwrap() as usize;
+        assert_eq!(r["label"], labels[class], "{r}");
+        assert!(r.get("digit").is_none(), "no digit for shapes: {r}");
+    }
+    // A picture of another size, sent as it is: resized to 24×24 by the model's preprocessing.
+    let img = image::RgbImage::from_fn(97, 61, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 4) as u8, 90])
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (status, r) = http(
+        &emu,
+        event(
+            Flavour::RestV1,
+            "POST",
+            "/predict",
+            Some("image/png"),
+            &png,
+            true,
+        ),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(labels.contains(&r["label"].as_str().unwrap()), "{r}");
+    // The same picture as it is, without resizing: refused with the model's size.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    let (status, r) = post(&json!({"image": b64, "preprocess": "none"}));
+    assert_eq!(status, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("24×24"), "{r}");
+    // Pixels are the model's size, not MNIST's; a preprocessing it does not have is named.
+    let (status, r) = post(&json!({"pixels": vec![0; 784]}));
+    assert_eq!(status, 400, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected 1728 (24×24×3, row-major, channels last"),
+        "{r}"
+    );
+    let (status, r) = post(&json!({"pixels": inputs[0], "preprocess": "digit"}));
+    assert_eq!(status, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("\"resize\""), "{r}");
+    // Instances answer each with its label.
+    let (status, r) = post(&json!({"instances": [
+        {"pixels": inputs[0], "preprocess": "none"},
+        {"pixels": inputs[1], "preprocess": "none"},
+    ]}));
+    assert_eq!(status, 200, "{r}");
+    let preds = r["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 2);
+    assert!(preds
+        .iter()
+        .all(|p| labels.contains(&p["label"].as_str().unwrap())));
+    // The page: an upload, every label, no canvas to draw on.
+    let page = emu.invoke(
+        "predict",
+        &event(Flavour::HttpV2, "GET", "/", None, b"", false),
+    );
+    let html = page["body"].as_str().unwrap();
+    assert!(html.contains("data-mode=\"upload\""), "{html}");
+    for l in labels {
+        assert!(
+            html.contains(&format!("&quot;{l}&quot;")),
+            "{l} on the page"
+        );
+    }
+    assert!(emu.functions_alive(), "{}", emu.logs());
+}

@@ -357,3 +357,81 @@ fn labels_that_do_not_match_the_outputs_are_refused() {
         "{e}"
     );
 }
+
+// Regressions from a review: each of these once panicked or would have imported a wrong model.
+
+#[test]
+fn an_onnx_input_of_unknown_or_zero_size_is_refused() {
+    use onnx::tensor_shape_proto::dimension::Value as D;
+    use onnx::type_proto::Value as T;
+    let mut m = onnx_model("twoconv-torch.onnx");
+    let g = m.graph.as_mut().unwrap();
+    let Some(T::TensorType(t)) = g.input[0].r#type.as_mut().unwrap().value.as_mut() else {
+        panic!("a tensor input")
+    };
+    t.shape.as_mut().unwrap().dim[1].value = Some(D::DimParam("channels".into()));
+    let e = import_bytes(&m.encode_to_vec(), "onnx", &Options::default()).unwrap_err();
+    assert!(e.contains("input"), "{e}");
+}
+
+#[test]
+fn onnx_transposes_that_are_not_permutations_or_move_the_batch_are_refused() {
+    let base = onnx_model("twoconv-torch.onnx");
+    let transpose = |input: &str, perm: Vec<i64>| onnx::NodeProto {
+        input: vec![input.into()],
+        output: vec!["t".into()],
+        op_type: "Transpose".into(),
+        attribute: vec![onnx::AttributeProto {
+            name: "perm".into(),
+            ints: perm,
+            r#type: 7,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // On a weight, with a repeated axis.
+    let mut m = base.clone();
+    let g = m.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| t.dims.len() == 2)
+        .unwrap()
+        .name
+        .clone();
+    g.node.insert(0, transpose(&w, vec![0, 0]));
+    let e = import_bytes(&m.encode_to_vec(), "onnx", &Options::default()).unwrap_err();
+    assert!(e.contains("perm [0, 0]"), "{e}");
+
+    // On the image, moving the batch.
+    let mut m = base;
+    let g = m.graph.as_mut().unwrap();
+    let input = g.input[0].name.clone();
+    g.node.insert(0, transpose(&input, vec![2, 0, 1, 3]));
+    let e = import_bytes(&m.encode_to_vec(), "onnx", &Options::default()).unwrap_err();
+    assert!(e.contains("moves the batch"), "{e}");
+}
+
+#[test]
+fn a_keras_window_of_stride_zero_or_a_kernel_unlike_its_weights_is_refused() {
+    let config = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let zip = std::fs::File::open(fixtures().join("twoconv-keras.keras")).unwrap();
+        let mut zip = zip::ZipArchive::new(zip).unwrap();
+        let mut c: serde_json::Value =
+            serde_json::from_reader(zip.by_name("config.json").unwrap()).unwrap();
+        edit(&mut c);
+        rezip("twoconv-keras.keras", "config.json", &c.to_string())
+    };
+    // layers[2] is the first Conv2D (same padding).
+    let zero =
+        config(&|c| c["config"]["layers"][2]["config"]["strides"] = serde_json::json!([0, 0]));
+    let e = import_bytes(&zero, "keras", &Options::default()).unwrap_err();
+    assert!(e.contains("strides [0, 0]"), "{e}");
+    let lying =
+        config(&|c| c["config"]["layers"][2]["config"]["kernel_size"] = serde_json::json!([5, 5]));
+    let e = import_bytes(&lying, "keras", &Options::default()).unwrap_err();
+    assert!(
+        e.contains("kernel_size [5, 5] but a kernel of shape [3, 3, 1, 8]"),
+        "{e}"
+    );
+}

@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 
 fn service() -> &'static PredictService {
     static S: OnceLock<PredictService> = OnceLock::new();
-    S.get_or_init(|| PredictService::new(lambda_cnn::model::Cnn::init(1).unwrap(), "fuzz".into()))
+    S.get_or_init(|| {
+        let seed = lambda_cnn::model::Cnn::init(1).unwrap();
+        PredictService::new(lambda_cnn::net::Network::seed(seed).unwrap(), "fuzz".into())
+    })
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -159,7 +159,7 @@ async fn score(
                     continue;
                 }
                 Some(Some(bytes)) => match bytes.and_then(|b| service.predict_image(&b)) {
-                    Ok(p) => ItemResult::predicted(key, p.digit, &p.probabilities, model),
+                    Ok(a) => ItemResult::predicted(key, a.label, a.digit, a.probabilities, model),
                     Err(e) => ItemResult::failed(key, e, model),
                 },
             });
@@ -186,7 +186,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let service = PredictService::new(crate::model::Cnn::init(1).unwrap(), "m".into());
+        let service = PredictService::new(
+            crate::net::Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
+            "m".into(),
+        );
         let (event, _) = BatchEvent::parse(
             &json!({
                 "Items": (0..20).map(|i| json!({"Key": format!("{i}.png")})).collect::<Vec<_>>(),
@@ -212,7 +215,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let service = PredictService::new(crate::model::Cnn::init(1).unwrap(), "m".into());
+        let service = PredictService::new(
+            crate::net::Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
+            "m".into(),
+        );
         let (event, result) = BatchEvent::parse(
             &json!({
                 "Items": (0..20).map(|i| json!({"Key": format!("{i}.png")})).collect::<Vec<_>>(),

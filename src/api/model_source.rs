@@ -1,9 +1,12 @@
-//! Where the predict function's weights come from: `MODEL_S3_URI` when set, else `MODEL_PATH`
-//! (default: the shipped weights), at most [`MAX_WEIGHTS_BYTES`] either way; weights that are
-//! not all finite are refused.
+//! Where the predict function's model comes from: `MODEL_S3_URI` when set, else `MODEL_PATH`
+//! (default: the shipped weights), at most [`MAX_WEIGHTS_BYTES`] either way. Any model file
+//! ([`crate::net::file`]: the seed's weights, or a model `lambda-cnn import` wrote) is
+//! checked against its description and the limits; weights that are not all finite are
+//! refused.
 
 use crate::model::weights::{sha256_hex, MAX_WEIGHTS_BYTES};
-use crate::model::{Cnn, ModelError};
+use crate::model::ModelError;
+use crate::net::Network;
 use crate::store::{BadS3Uri, S3Uri, Store, StoreError};
 use crate::SHIPPED_WEIGHTS;
 
@@ -22,7 +25,7 @@ pub enum LoadError {
 /// A loaded model and where it came from.
 pub struct Loaded {
     /// The model.
-    pub model: Cnn,
+    pub model: Network,
     /// The SHA-256 of the weights file: the model's identity in answers and on the page.
     pub id: String,
     /// The S3 URI or the path it was read from.
@@ -35,7 +38,8 @@ pub async fn from_env() -> Result<Loaded, LoadError> {
         let uri: S3Uri = uri.parse()?;
         let store = Store::from_env().await;
         let bytes = store.get_capped(&uri, MAX_WEIGHTS_BYTES).await?;
-        let model = Cnn::from_safetensors(&bytes)?;
+        let (spec, tensors) = crate::net::file::from_bytes(&bytes)?;
+        let model = Network::new(spec, &tensors)?;
         return Ok(Loaded {
             model,
             id: sha256_hex(&bytes),
@@ -43,7 +47,7 @@ pub async fn from_env() -> Result<Loaded, LoadError> {
         });
     }
     let path = std::env::var("MODEL_PATH").unwrap_or_else(|_| SHIPPED_WEIGHTS.into());
-    let (model, id) = Cnn::load(std::path::Path::new(&path))?;
+    let (model, id) = crate::net::file::load(std::path::Path::new(&path))?;
     Ok(Loaded {
         model,
         id,

@@ -2,24 +2,29 @@
 //! Lambda event flavour carried the request. Every answer says how long the function took
 //! (`Server-Timing: fn;dur=…`), which the page shows beside the round trip.
 //!
-//! Inputs: JSON `{"pixels":[784 numbers 0..=255]}` (row-major, white digit on black),
-//! JSON `{"image":"<base64 PNG or JPEG>"}` (a `data:image/png;base64,` URL too), a raw
-//! `image/png` or `image/jpeg` body, or `{"instances":[…up to 256 of the above…]}`.
+//! Any model file ([`crate::net`]) answers: the seed's digits, or an imported model with its
+//! own input size and labels. The answer is `{"label", "class", "probabilities", "model"}`,
+//! with `"digit"` for a model whose labels are the ten digits.
+//!
+//! Inputs: JSON `{"pixels":[H·W·C numbers 0..=255]}` (row-major, channels last; for the digit
+//! model 784, white digit on black), JSON `{"image":"<base64 PNG or JPEG>"}` (a
+//! `data:image/png;base64,` URL too), a raw `image/png` or `image/jpeg` body, or
+//! `{"instances":[…up to 256 of the above…]}`. Each input may add `"preprocess": "none"`: the
+//! model then sees its values exactly (after its own input scaling), with no digit centring
+//! or resizing.
 //!
 //! Every request's cost is bounded before the work starts: the body's size, the number of
 //! instances and of pixels per instance are counted while the JSON is read (nothing larger is
 //! kept), and every image's header is read, and the pixels of all of them summed against
-//! [`MAX_REQUEST_PIXELS`], before any image is decoded. Every bad request gets a 4xx with
+//! [`MAX_REQUEST_PIXELS`], before any image is decoded; the model's work per image
+//! ([`crate::net::spec::Plan::macs`]) caps the images per request at [`MAX_REQUEST_MACS`]. Every bad request gets a 4xx with
 //! `{"error": "<what is wrong and what is expected>"}` that repeats at most
 //! [`super::ECHO_CHARS`] characters of any value; nothing a client sends can panic.
 
 use super::page::Page;
 use super::{clip, Body as ReplyBody, HttpReply};
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
-use crate::model::Cnn;
-use crate::predict::{
-    image_size, image_to_pixels, predict, InputError, Prediction, MAX_IMAGE_SIDE,
-};
+use crate::net::{input::image_to_input, Answer, Network, Preprocess};
+use crate::predict::{image_size, image_to_pixels, InputError, MAX_IMAGE_SIDE};
 use crate::preprocess::to_model_input;
 use crate::routes::{self, Action, Route};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
@@ -36,15 +41,21 @@ pub const MAX_INSTANCES: usize = 256;
 /// 2048×2048 image, or 256 of 128×128. Decoding and preprocessing this many takes ~0.2 s on
 /// one core (docs/cli-and-functions.md, Limits).
 pub const MAX_REQUEST_PIXELS: u64 = 2048 * 2048;
+/// Multiply-adds per request, all images together: about a second of one Lambda vCPU. The
+/// seed's model (0.9 M per image) takes [`MAX_INSTANCES`] images; a model of 2 G per image,
+/// the most [`crate::net::spec::limits::MAX_MACS`] allows, one.
+pub const MAX_REQUEST_MACS: u64 = 4_000_000_000;
 /// A request that is still decoding after this long is refused, whatever the invocation's
 /// deadline; the pixel budget keeps real requests far below it.
 pub const MAX_DECODE_TIME: Duration = Duration::from_secs(5);
 
-/// The loaded model and its identity (the SHA-256 of its weights file).
+/// The loaded model, its identity (the SHA-256 of its file) and its page.
 pub struct PredictService {
-    model: Cnn,
+    network: Network,
     model_id: String,
     page: Page,
+    /// Images per request the model's work allows (at most [`MAX_INSTANCES`]).
+    max_instances: usize,
 }
 
 /// A request already taken out of its Lambda event.
@@ -65,21 +76,34 @@ pub struct HttpRequest<'a> {
 impl PredictService {
     /// Also runs one prediction, so that the first request does not pay for preparing the
     /// inference path (part of being ready).
-    pub fn new(model: Cnn, model_id: String) -> Self {
-        if let Err(e) = model.probabilities(&[0.0; crate::data::IMAGE_PIXELS]) {
+    pub fn new(network: Network, model_id: String) -> Self {
+        if let Err(e) = network.probabilities(&vec![0.0; network.spec().input_len()]) {
             tracing::warn!(error = %e, "warm-up prediction failed");
         }
-        let page = Page::new(&model_id);
+        let page = Page::new(&model_id, network.spec());
+        let max_instances =
+            (MAX_REQUEST_MACS / network.plan().macs.max(1)).clamp(1, MAX_INSTANCES as u64) as usize;
         Self {
-            model,
+            network,
             model_id,
             page,
+            max_instances,
         }
     }
 
-    /// The SHA-256 of the weights file.
+    /// The SHA-256 of the model file.
     pub fn model_id(&self) -> &str {
         &self.model_id
+    }
+
+    /// The model.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Images one request may hold for this model.
+    pub fn max_instances(&self) -> usize {
+        self.max_instances
     }
 
     /// Answers `req` with at most [`MAX_DECODE_TIME`] of decoding.
@@ -161,45 +185,141 @@ impl PredictService {
     /// One PNG or JPEG, as `POST /predict` would take it alone: the same decoder limits and
     /// pixel budget, checked from the header before decoding. The error says what is wrong
     /// with the image (for a batch's result line).
-    pub fn predict_image(&self, bytes: &[u8]) -> Result<Prediction, String> {
+    pub fn predict_image(&self, bytes: &[u8]) -> Result<Answer, String> {
         let pixels = image_size(bytes).map_err(|e| e.to_string())?.pixels();
         within_budget(pixels).map_err(|BadRequest(_, message)| message)?;
-        let input = image_to_pixels(bytes).map_err(|e| e.to_string())?;
-        let mut preds =
-            predict(&self.model, &input).map_err(|e| format!("inference failed: {e}"))?;
-        preds
+        let input = self
+            .model_input(Item::Image(Cow::Borrowed(bytes)), false)
+            .map_err(|e| e.to_string())?;
+        let mut answers = self
+            .answers(&input)
+            .map_err(|e| format!("inference failed: {e}"))?;
+        answers
             .pop()
             .ok_or_else(|| "the model returned no prediction".to_owned())
     }
 
+    /// Whether this model works in MNIST's [0, 1] values (the digit preprocessing's) rather
+    /// than raw 0..=255.
+    fn in_unit(&self) -> bool {
+        self.network.spec().input.preprocess == Preprocess::Digit
+    }
+
+    /// One input as the model takes it ([`Self::in_unit`]'s units): the model's own
+    /// preprocessing, or none (`raw`).
+    fn model_input(&self, item: Item<'_>, raw: bool) -> Result<Vec<f32>, InputError> {
+        let input = &self.network.spec().input;
+        let unit = self.in_unit();
+        match item {
+            Item::Pixels(p) if unit && !raw => {
+                let p = p.into_iter().map(|v| v / 255.0).collect();
+                Ok(to_model_input(p, input.width, input.height)?)
+            }
+            Item::Pixels(p) if unit => Ok(p.into_iter().map(|v| v / 255.0).collect()),
+            Item::Pixels(p) => Ok(p),
+            Item::Image(bytes) if unit && !raw => image_to_pixels(&bytes),
+            Item::Image(bytes) => {
+                let as_is = crate::net::InputSpec {
+                    preprocess: if raw {
+                        Preprocess::None
+                    } else {
+                        input.preprocess
+                    },
+                    ..input.clone()
+                };
+                let values = image_to_input(&bytes, &as_is)?;
+                Ok(if unit {
+                    values.into_iter().map(|v| v / 255.0).collect()
+                } else {
+                    values
+                })
+            }
+        }
+    }
+
+    /// The answers for inputs made by [`Self::model_input`], one after the other.
+    fn answers(&self, values: &[f32]) -> Result<Vec<Answer>, crate::model::ModelError> {
+        let probabilities = if self.in_unit() {
+            self.network.probabilities_unit(values)?
+        } else {
+            self.network.probabilities(values)?
+        };
+        Ok(probabilities
+            .into_iter()
+            .map(|p| Answer::from_probabilities(self.network.spec(), p))
+            .collect())
+    }
+
     fn predict(&self, req: HttpRequest<'_>, deadline: Instant) -> HttpReply {
-        let inputs = match read_inputs(&req).and_then(|i| decode_all(i, deadline)) {
-            Ok(i) => i,
+        let shape = Expect::of(self.network.spec());
+        let raw = match read_inputs(&req, &shape) {
+            Ok(raw) => raw,
             Err(BadRequest(status, message)) => return HttpReply::error(status, message),
         };
-        let (pixels, single) = match inputs {
-            Inputs::One(p) => (p, true),
-            Inputs::Many(ps) => (ps.concat(), false),
+        if raw.items.len() > self.max_instances {
+            return HttpReply::error(
+                413,
+                format!(
+                    "{} instances; this model ({} multiply-adds per image) answers at most {} per request",
+                    raw.items.len(),
+                    self.network.plan().macs,
+                    self.max_instances
+                ),
+            );
+        }
+        let single = raw.single;
+        let values = match self.decode_all(raw, deadline) {
+            Ok(v) => v,
+            Err(BadRequest(status, message)) => return HttpReply::error(status, message),
         };
-        match predict(&self.model, &pixels) {
-            Ok(mut preds) if single => {
-                let Some(Prediction {
-                    digit,
-                    probabilities,
-                }) = preds.pop()
-                else {
+        match self.answers(&values) {
+            Ok(mut answers) if single => {
+                let Some(answer) = answers.pop() else {
                     return HttpReply::error(500, "the model returned no prediction");
                 };
-                HttpReply::ok(
-                    json!({"digit": digit, "probabilities": probabilities, "model": self.model_id}),
-                )
+                let mut body = serde_json::to_value(answer).unwrap_or_default();
+                body["model"] = json!(self.model_id);
+                HttpReply::ok(body)
             }
-            Ok(preds) => HttpReply::ok(json!({"predictions": preds, "model": self.model_id})),
+            Ok(answers) => HttpReply::ok(json!({"predictions": answers, "model": self.model_id})),
             Err(e) => {
                 tracing::error!(error = %e, "inference failed");
                 HttpReply::error(500, format!("inference failed: {e}"))
             }
         }
+    }
+
+    /// Checks the whole request's budget from the images' headers, then makes each input, one
+    /// after the other in one buffer.
+    fn decode_all(&self, raw: RawInputs<'_>, deadline: Instant) -> Result<Vec<f32>, BadRequest> {
+        let input = &self.network.spec().input;
+        let mut total = 0u64;
+        for (i, item) in raw.items.iter().enumerate() {
+            total += match &item.item {
+                Item::Pixels(_) => (input.height * input.width) as u64,
+                Item::Image(bytes) => image_size(bytes)
+                    .map_err(|e| input_error(&place(raw.single, i), e))?
+                    .pixels(),
+            };
+        }
+        within_budget(total)?;
+        let mut out = Vec::with_capacity(raw.items.len() * self.network.spec().input_len());
+        for (i, item) in raw.items.into_iter().enumerate() {
+            let at = place(raw.single, i);
+            if Instant::now() >= deadline {
+                return Err(BadRequest(
+                    413,
+                    format!(
+                        "the request took too long to decode (stopped at {at}); send fewer or smaller images"
+                    ),
+                ));
+            }
+            let values = self
+                .model_input(item.item, item.raw)
+                .map_err(|e| input_error(&at, e))?;
+            out.extend(values);
+        }
+        Ok(out)
     }
 }
 
@@ -235,17 +355,18 @@ fn bad(message: String) -> BadRequest {
     BadRequest(400, message)
 }
 
-enum Inputs {
-    One(Vec<f32>),
-    Many(Vec<Vec<f32>>),
-}
-
 /// One input as read from the request, before any image is decoded.
-enum RawInput<'a> {
-    /// The 784 values, in [0, 1].
+enum Item<'a> {
+    /// Raw values, 0..=255.
     Pixels(Vec<f32>),
     /// Encoded PNG or JPEG bytes.
     Image(Cow<'a, [u8]>),
+}
+
+/// An input and whether it asked for no preprocessing (`"preprocess": "none"`).
+struct RawInput<'a> {
+    item: Item<'a>,
+    raw: bool,
 }
 
 struct RawInputs<'a> {
@@ -253,7 +374,45 @@ struct RawInputs<'a> {
     single: bool,
 }
 
-fn read_inputs<'a>(req: &HttpRequest<'a>) -> Result<RawInputs<'a>, BadRequest> {
+/// What the model takes, for the decoder and its messages.
+struct Expect {
+    /// Values in one input.
+    len: usize,
+    /// "784 (28×28, row-major, 0..=255, white digit on black)".
+    hint: String,
+    /// The model's own preprocessing's name.
+    preprocess: &'static str,
+}
+
+impl Expect {
+    fn of(spec: &crate::net::spec::ModelSpec) -> Self {
+        let i = &spec.input;
+        let len = spec.input_len();
+        let hint = if i.preprocess == Preprocess::Digit {
+            format!(
+                "{len} ({}×{}, row-major, 0..=255, white digit on black)",
+                i.height, i.width
+            )
+        } else {
+            format!(
+                "{len} ({}×{}×{}, row-major, channels last, 0..=255)",
+                i.height, i.width, i.channels
+            )
+        };
+        let preprocess = match i.preprocess {
+            Preprocess::Digit => "digit",
+            Preprocess::Resize => "resize",
+            Preprocess::None => "none",
+        };
+        Self {
+            len,
+            hint,
+            preprocess,
+        }
+    }
+}
+
+fn read_inputs<'a>(req: &HttpRequest<'a>, expect: &Expect) -> Result<RawInputs<'a>, BadRequest> {
     if req.body.len() > MAX_BODY_BYTES {
         return Err(BadRequest(
             413,
@@ -271,16 +430,20 @@ fn read_inputs<'a>(req: &HttpRequest<'a>) -> Result<RawInputs<'a>, BadRequest> {
             .to_ascii_lowercase()
     });
     match media.as_deref() {
-        Some("application/json") => parse_json(req.body),
+        Some("application/json") => parse_json(req.body, expect),
         Some("image/png" | "image/jpeg" | "image/jpg") => Ok(RawInputs {
-            items: vec![RawInput::Image(Cow::Borrowed(req.body))],
+            items: vec![RawInput {
+                item: Item::Image(Cow::Borrowed(req.body)),
+                raw: false,
+            }],
             single: true,
         }),
         other => Err(BadRequest(
             415,
             format!(
-                "unsupported content type {}; send application/json ({{\"pixels\":[…784 values…]}}, {{\"image\":\"<base64>\"}} or {{\"instances\":[…]}}), image/png or image/jpeg",
-                other.map_or("(none)".to_owned(), |c| format!("{:?}", clip(c)))
+                "unsupported content type {}; send application/json ({{\"pixels\":[…{} values…]}}, {{\"image\":\"<base64>\"}} or {{\"instances\":[…]}}), image/png or image/jpeg",
+                other.map_or("(none)".to_owned(), |c| format!("{:?}", clip(c))),
+                expect.len
             ),
         )),
     }
@@ -293,45 +456,6 @@ fn place(single: bool, i: usize) -> String {
     } else {
         format!("instances[{i}]")
     }
-}
-
-/// Checks the whole request's budget from the images' headers, then decodes each.
-fn decode_all(raw: RawInputs<'_>, deadline: Instant) -> Result<Inputs, BadRequest> {
-    let mut total = 0u64;
-    for (i, item) in raw.items.iter().enumerate() {
-        total += match item {
-            RawInput::Pixels(_) => IMAGE_PIXELS as u64,
-            RawInput::Image(bytes) => image_size(bytes)
-                .map_err(|e| input_error(&place(raw.single, i), e))?
-                .pixels(),
-        };
-    }
-    within_budget(total)?;
-    let mut out = Vec::with_capacity(raw.items.len());
-    for (i, item) in raw.items.into_iter().enumerate() {
-        if Instant::now() >= deadline {
-            return Err(BadRequest(
-                413,
-                format!(
-                    "the request took too long to decode (stopped at {}); send fewer or smaller images",
-                    place(raw.single, i)
-                ),
-            ));
-        }
-        let at = place(raw.single, i);
-        let pixels = match item {
-            RawInput::Pixels(p) => {
-                to_model_input(p, IMAGE_SIDE, IMAGE_SIDE).map_err(|e| input_error(&at, e.into()))?
-            }
-            RawInput::Image(bytes) => image_to_pixels(&bytes).map_err(|e| input_error(&at, e))?,
-        };
-        out.push(pixels);
-    }
-    Ok(if raw.single {
-        Inputs::One(out.pop().unwrap_or_default())
-    } else {
-        Inputs::Many(out)
-    })
 }
 
 /// A request's (or a batch item's) pixels against [`MAX_REQUEST_PIXELS`], from the images'
@@ -357,10 +481,10 @@ fn input_error(at: &str, e: InputError) -> BadRequest {
 }
 
 /// Reads the JSON body without building a tree of it: counts are checked as the values
-/// stream past, so 6 MB of JSON costs what its 784-value arrays and image strings cost.
-fn parse_json(body: &[u8]) -> Result<RawInputs<'static>, BadRequest> {
+/// stream past, so 6 MB of JSON costs what its pixel arrays and image strings cost.
+fn parse_json(body: &[u8], expect: &Expect) -> Result<RawInputs<'static>, BadRequest> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = de::Deserializer::deserialize_any(&mut de, BodyVisitor)
+    let parsed = de::Deserializer::deserialize_any(&mut de, BodyVisitor { expect })
         .and_then(|b| de.end().map(|()| b))
         .map_err(|e| {
             if e.is_data() {
@@ -400,6 +524,7 @@ enum Body {
 enum Key {
     Pixels,
     Image,
+    Preprocess,
     Instances,
     Other(String),
 }
@@ -416,6 +541,7 @@ impl<'de> de::Deserialize<'de> for Key {
                 Ok(match v {
                     "pixels" => Key::Pixels,
                     "image" => Key::Image,
+                    "preprocess" => Key::Preprocess,
                     "instances" => Key::Instances,
                     other => Key::Other(clip(other)),
                 })
@@ -430,14 +556,21 @@ impl<'de> de::Deserialize<'de> for Key {
 struct Fields {
     pixels: Option<Vec<f32>>,
     image: Option<Vec<u8>>,
+    /// `"preprocess": "none"` (true) or the model's own (false).
+    raw: Option<bool>,
 }
 
 impl Fields {
+    fn is_empty(&self) -> bool {
+        self.pixels.is_none() && self.image.is_none() && self.raw.is_none()
+    }
+
     fn read<'de, A: MapAccess<'de>>(
         &mut self,
         key: Key,
         map: &mut A,
         at: &str,
+        expect: &Expect,
     ) -> Result<(), A::Error> {
         match key {
             Key::Pixels if self.pixels.is_some() => {
@@ -446,40 +579,73 @@ impl Fields {
             Key::Image if self.image.is_some() => {
                 Err(de::Error::custom(format!("{at} has \"image\" twice")))
             }
+            Key::Preprocess if self.raw.is_some() => {
+                Err(de::Error::custom(format!("{at} has \"preprocess\" twice")))
+            }
             Key::Pixels => {
-                self.pixels = Some(map.next_value_seed(PixelsSeed { at })?);
+                self.pixels = Some(map.next_value_seed(PixelsSeed { at, expect })?);
                 Ok(())
             }
             Key::Image => {
                 self.image = Some(map.next_value_seed(ImageSeed { at })?);
                 Ok(())
             }
+            Key::Preprocess => {
+                let name: Cow<'de, str> = map.next_value().map_err(|_| {
+                    de::Error::custom(format!(
+                        "{at}: \"preprocess\" must be the string \"none\" or \"{}\"",
+                        expect.preprocess
+                    ))
+                })?;
+                self.raw = Some(match name.as_ref() {
+                    "none" => true,
+                    own if own == expect.preprocess => false,
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "{at}: \"preprocess\" is {:?}; this model takes \"none\" (its values exactly) or \"{}\" (its own, the default)",
+                            clip(other),
+                            expect.preprocess
+                        )))
+                    }
+                });
+                Ok(())
+            }
             Key::Instances => Err(de::Error::custom(format!(
                 "{at}: \"instances\" must be the only field, at the top level"
             ))),
             Key::Other(name) => Err(de::Error::custom(format!(
-                "{at} has an unknown field {name:?}; expected \"pixels\" or \"image\""
+                "{at} has an unknown field {name:?}; expected \"pixels\" or \"image\", and optionally \"preprocess\""
             ))),
         }
     }
 
-    fn finish<E: de::Error>(self, at: &str) -> Result<RawInput<'static>, E> {
+    fn finish<E: de::Error>(self, at: &str, expect: &Expect) -> Result<RawInput<'static>, E> {
+        let raw = self.raw.unwrap_or(false);
         match (self.pixels, self.image) {
-            (Some(p), None) => Ok(RawInput::Pixels(p)),
-            (None, Some(i)) => Ok(RawInput::Image(Cow::Owned(i))),
+            (Some(p), None) => Ok(RawInput {
+                item: Item::Pixels(p),
+                raw,
+            }),
+            (None, Some(i)) => Ok(RawInput {
+                item: Item::Image(Cow::Owned(i)),
+                raw,
+            }),
             (Some(_), Some(_)) => Err(E::custom(format!(
                 "{at} has both \"pixels\" and \"image\"; send one"
             ))),
             (None, None) => Err(E::custom(format!(
-                "{at} has neither \"pixels\" ({IMAGE_PIXELS} values 0..=255) nor \"image\" (base64 PNG or JPEG)"
+                "{at} has neither \"pixels\" ({} values 0..=255) nor \"image\" (base64 PNG or JPEG)",
+                expect.len
             ))),
         }
     }
 }
 
-struct BodyVisitor;
+struct BodyVisitor<'e> {
+    expect: &'e Expect,
+}
 
-impl<'de> Visitor<'de> for BodyVisitor {
+impl<'de> Visitor<'de> for BodyVisitor<'_> {
     type Value = Body;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("the body to be a JSON object with \"pixels\", \"image\" or \"instances\"")
@@ -496,30 +662,36 @@ impl<'de> Visitor<'de> for BodyVisitor {
                 Key::Instances if instances.is_some() => {
                     return Err(de::Error::custom("\"instances\" appears twice"))
                 }
-                Key::Instances => instances = Some(map.next_value_seed(InstancesSeed)?),
-                key => fields.read(key, &mut map, at)?,
+                Key::Instances => {
+                    instances = Some(map.next_value_seed(InstancesSeed {
+                        expect: self.expect,
+                    })?)
+                }
+                key => fields.read(key, &mut map, at, self.expect)?,
             }
-            if instances.is_some() && (fields.pixels.is_some() || fields.image.is_some()) {
+            if instances.is_some() && !fields.is_empty() {
                 return Err(de::Error::custom("\"instances\" must be the only field"));
             }
         }
         match instances {
             Some((items, count)) => Ok(Body::Many { items, count }),
-            None => fields.finish(at).map(Body::One),
+            None => fields.finish(at, self.expect).map(Body::One),
         }
     }
 }
 
-struct InstancesSeed;
+struct InstancesSeed<'e> {
+    expect: &'e Expect,
+}
 
-impl<'de> DeserializeSeed<'de> for InstancesSeed {
+impl<'de> DeserializeSeed<'de> for InstancesSeed<'_> {
     type Value = (Vec<RawInput<'static>>, usize);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for InstancesSeed {
+impl<'de> Visitor<'de> for InstancesSeed<'_> {
     type Value = (Vec<RawInput<'static>>, usize);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("\"instances\" to be an array of {\"pixels\":…} or {\"image\":…} objects")
@@ -533,7 +705,10 @@ impl<'de> Visitor<'de> for InstancesSeed {
         loop {
             if count < MAX_INSTANCES {
                 let at = format!("instances[{count}]");
-                match seq.next_element_seed(InstanceSeed { at: &at })? {
+                match seq.next_element_seed(InstanceSeed {
+                    at: &at,
+                    expect: self.expect,
+                })? {
                     Some(item) => items.push(item),
                     None => break,
                 }
@@ -548,6 +723,7 @@ impl<'de> Visitor<'de> for InstancesSeed {
 
 struct InstanceSeed<'s> {
     at: &'s str,
+    expect: &'s Expect,
 }
 
 impl<'de> DeserializeSeed<'de> for InstanceSeed<'_> {
@@ -572,14 +748,15 @@ impl<'de> Visitor<'de> for InstanceSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Fields::default();
         while let Some(key) = map.next_key::<Key>()? {
-            fields.read(key, &mut map, self.at)?;
+            fields.read(key, &mut map, self.at, self.expect)?;
         }
-        fields.finish(self.at)
+        fields.finish(self.at, self.expect)
     }
 }
 
 struct PixelsSeed<'s> {
     at: &'s str,
+    expect: &'s Expect,
 }
 
 impl<'de> DeserializeSeed<'de> for PixelsSeed<'_> {
@@ -594,18 +771,20 @@ impl<'de> Visitor<'de> for PixelsSeed<'_> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "{}: \"pixels\" to be an array of {IMAGE_PIXELS} numbers 0..=255",
-            self.at
+            "{}: \"pixels\" to be an array of {}",
+            self.at, self.expect.hint
         )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Err(E::invalid_type(Unexpected::Str(&clip(v)), &self))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut values = Vec::with_capacity(IMAGE_PIXELS);
+        let want = self.expect.len;
+        // What the body can hold, not what the model declares: a value takes two bytes.
+        let mut values = Vec::with_capacity(want.min(MAX_BODY_BYTES / 2));
         let mut count = 0usize;
         loop {
-            if count < IMAGE_PIXELS {
+            if count < want {
                 match seq.next_element_seed(PixelSeed {
                     at: self.at,
                     index: count,
@@ -618,10 +797,10 @@ impl<'de> Visitor<'de> for PixelsSeed<'_> {
             }
             count += 1;
         }
-        if count != IMAGE_PIXELS {
+        if count != want {
             return Err(de::Error::custom(format!(
-                "{}: \"pixels\" has {count} values; expected {IMAGE_PIXELS} (28×28, row-major, 0..=255, white digit on black)",
-                self.at
+                "{}: \"pixels\" has {count} values; expected {}",
+                self.at, self.expect.hint
             )));
         }
         Ok(values)
@@ -641,9 +820,10 @@ impl<'de> DeserializeSeed<'de> for PixelSeed<'_> {
 }
 
 impl PixelSeed<'_> {
+    /// The raw value, 0..=255.
     fn value<E: de::Error>(&self, x: f64) -> Result<f32, E> {
         if (0.0..=255.0).contains(&x) {
-            Ok((x / 255.0) as f32)
+            Ok(x as f32)
         } else {
             Err(E::custom(format!(
                 "{}: pixels[{}] is {x}; values must be in 0..=255",
@@ -715,10 +895,14 @@ impl<'de> Visitor<'de> for ImageSeed<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
     use serde_json::Value;
 
     fn service() -> PredictService {
-        PredictService::new(Cnn::init(1).unwrap(), "test-model".into())
+        PredictService::new(
+            Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
+            "test-model".into(),
+        )
     }
 
     fn post(s: &PredictService, ct: Option<&str>, body: &[u8]) -> HttpReply {

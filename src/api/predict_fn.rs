@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     fn function() -> PredictFunction {
-        let (model, id) = crate::model::Cnn::load(
+        let (model, id) = crate::net::file::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SHIPPED_WEIGHTS),
         )
         .unwrap();

@@ -46,6 +46,23 @@ impl Array {
 
     /// Axes reordered: output axis `i` is input axis `perm[i]`.
     pub fn permute(&self, perm: &[usize]) -> Self {
+        self.permuted(perm).expect("a permutation of the axes")
+    }
+
+    /// [`Array::permute`], refusing a `perm` that is not a permutation of the axes.
+    pub fn permuted(&self, perm: &[usize]) -> Result<Self, ImportError> {
+        let mut sorted = perm.to_vec();
+        sorted.sort_unstable();
+        if sorted != (0..self.dims.len()).collect::<Vec<_>>() {
+            return Err(ImportError::Malformed(format!(
+                "perm {perm:?} for a tensor of shape {:?}",
+                self.dims
+            )));
+        }
+        Ok(self.permute_unchecked(perm))
+    }
+
+    fn permute_unchecked(&self, perm: &[usize]) -> Self {
         let rank = self.dims.len();
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims[p]).collect();
         let mut strides = vec![1usize; rank];
@@ -89,8 +106,16 @@ impl Chain {
         width: usize,
         scale: Vec<f32>,
         offset: Vec<f32>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ImportError> {
+        let input = Shape::Map {
+            c: channels,
+            h: height,
+            w: width,
+        };
+        if let Err(e) = crate::net::spec::plan_layers(input, &[Layer::Relu]) {
+            return Err(ImportError::Unsupported(e.message));
+        }
+        Ok(Self {
             layers: Vec::new(),
             tensors: Vec::new(),
             scale,
@@ -105,7 +130,7 @@ impl Chain {
                 h: height,
                 w: width,
             },
-        }
+        })
     }
 
     /// The input's (channels, height, width).

@@ -281,8 +281,18 @@ fn build(config: &Value, weights: &dyn Weights, options: &Options) -> Result<Cha
         )));
     }
     let (scale, offset) = input_scaling(options, c)?;
-    let mut chain = Chain::new(c, h, w, scale, offset);
+    let mut chain = Chain::new(c, h, w, scale, offset)?;
     let mut per_class: std::collections::HashMap<String, usize> = Default::default();
+    let mut previous: Option<String> = None;
+    if class != "Sequential" {
+        let last = layers.last().and_then(|l| l["config"]["name"].as_str());
+        let outputs = inbound_layers(&model["output_layers"]);
+        if outputs.len() != 1 || Some(outputs[0].as_str()) != last {
+            return Err(ImportError::Unsupported(format!(
+                "a functional model whose outputs are {outputs:?}: one output, from its last layer, is imported"
+            )));
+        }
+    }
     for (i, l) in layers.iter().enumerate() {
         let kind = l["class_name"].as_str().unwrap_or("?");
         let cfg = &l["config"];
@@ -308,6 +318,16 @@ fn build(config: &Value, weights: &dyn Weights, options: &Options) -> Result<Cha
             }
             other => other,
         };
+        if class != "Sequential" && kind != "InputLayer" {
+            let from = inbound_layers(&l["inbound_nodes"]);
+            if from.len() != 1 || Some(&from[0]) != previous.as_ref() {
+                return Err(ImportError::Unsupported(format!(
+                    "layer {i} ({kind} {name:?}) reads {from:?}, not only the layer before it ({}): only chains of layers are imported",
+                    previous.as_deref().unwrap_or("none")
+                )));
+            }
+        }
+        previous = Some(name.clone());
         let inbound = l["inbound_nodes"].as_array().map(|n| n.len()).unwrap_or(0);
         if inbound > 1 {
             return Err(ImportError::Unsupported(format!(
@@ -349,6 +369,12 @@ fn build(config: &Value, weights: &dyn Weights, options: &Options) -> Result<Cha
                 let kernel = v.next().expect("counted");
                 if kernel.dims.len() != 4 || kernel.dims[3] != filters {
                     return Err(at(malformed(format!("kernel of shape {:?}", kernel.dims))));
+                }
+                if kernel.dims[..2] != k[..] {
+                    return Err(at(malformed(format!(
+                        "kernel_size {k:?} but a kernel of shape {:?}",
+                        kernel.dims
+                    ))));
                 }
                 // [kh, kw, in, out] → [out, in, kh, kw]
                 let kernel = kernel.permute(&[3, 2, 0, 1]);
@@ -500,6 +526,30 @@ fn build(config: &Value, weights: &dyn Weights, options: &Options) -> Result<Cha
     Ok(chain)
 }
 
+/// The layer names a functional model's `inbound_nodes` (or `output_layers`) refer to: Keras
+/// 3 writes `{"keras_history": [name, 0, 0]}`, Keras 2 `[name, 0, 0, {}]`.
+fn inbound_layers(v: &Value) -> Vec<String> {
+    let mut names = Vec::new();
+    fn walk(v: &Value, names: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(name) = o.get("keras_history").and_then(|h| h[0].as_str()) {
+                    names.push(name.to_owned());
+                } else {
+                    o.values().for_each(|x| walk(x, names));
+                }
+            }
+            Value::Array(a) => match (a.first(), a.get(1)) {
+                (Some(Value::String(name)), Some(Value::Number(_))) => names.push(name.clone()),
+                _ => a.iter().for_each(|x| walk(x, names)),
+            },
+            _ => {}
+        }
+    }
+    walk(v, &mut names);
+    names
+}
+
 fn padding(
     chain: &Chain,
     cfg: &Value,
@@ -507,6 +557,13 @@ fn padding(
     s: [usize; 2],
     name: &str,
 ) -> Result<[usize; 4], ImportError> {
+    let fits = |v: [usize; 2]| v.iter().all(|&x| (1..=limits::MAX_KERNEL).contains(&x));
+    if !fits(k) || !fits(s) {
+        return Err(ImportError::Unsupported(format!(
+            "layer {name}: window {k:?} with strides {s:?} (sides 1..={} are imported)",
+            limits::MAX_KERNEL
+        )));
+    }
     match cfg["padding"].as_str().unwrap_or("valid") {
         "valid" => Ok([0; 4]),
         "same" => match chain.shape() {

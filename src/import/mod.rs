@@ -227,8 +227,56 @@ fn finish(chain: Chain, source: String, options: &Options) -> Result<Imported, I
         map.insert(name, to_tensor(a)?);
     }
     // Loads it as a function would: every tensor present, in shape, finite.
-    crate::net::Network::new(spec.clone(), &map)?;
+    let network = crate::net::Network::new(spec.clone(), &map)?;
+    let spec = ModelSpec {
+        sample: sample(&network)?,
+        ..spec
+    };
     Ok(Imported { spec, tensors: map })
+}
+
+/// Inputs larger than this get no stored sample: its JSON must fit a Lambda request (6 MB).
+pub const MAX_SAMPLE_VALUES: usize = 1 << 18;
+
+/// The smoke test's case: of a few fixed patterns, the one the model answers with the widest
+/// margin between its first and second class, so that any CPU (x86_64, arm64, other vector
+/// widths) gives the same class.
+fn sample(network: &crate::net::Network) -> Result<Option<crate::net::Sample>, ImportError> {
+    let spec = network.spec();
+    let (h, w, c) = (spec.input.height, spec.input.width, spec.input.channels);
+    let len = h * w * c;
+    if len > MAX_SAMPLE_VALUES {
+        return Ok(None);
+    }
+    let mut best: Option<(f32, crate::net::Sample)> = None;
+    for k in 0..8u32 {
+        // Smooth stripes and blobs at a few frequencies and phases, per channel.
+        let pixels: Vec<u8> = (0..len)
+            .map(|i| {
+                let (y, x, ch) = ((i / c) / w, (i / c) % w, i % c);
+                let f = 1.0 + k as f32;
+                let v = ((x as f32 * f / w as f32 + ch as f32 * 0.3).sin()
+                    * (y as f32 * (9.0 - f) / h as f32 + k as f32).cos())
+                    * 127.5
+                    + 127.5;
+                v.clamp(0.0, 255.0) as u8
+            })
+            .collect();
+        let raw: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+        let p = network.probabilities(&raw)?.pop().unwrap_or_default();
+        let class = crate::model::argmax(&p);
+        let second = p
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != class)
+            .map(|(_, &v)| v)
+            .fold(0.0f32, f32::max);
+        let margin = p.get(class).copied().unwrap_or(0.0) - second;
+        if best.as_ref().is_none_or(|(m, _)| margin > *m) {
+            best = Some((margin, crate::net::Sample { pixels, class }));
+        }
+    }
+    Ok(best.map(|(_, s)| s))
 }
 
 /// Reads at most `limit` bytes of `path`, refusing a larger file.

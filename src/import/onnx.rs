@@ -63,10 +63,29 @@ impl Konst {
 
 #[derive(Debug, Clone)]
 enum Val {
-    Const(Konst),
+    /// Shared: Identity and Dropout pass a weight on without copying it.
+    Const(std::rc::Rc<Konst>),
     /// The chain's current value, seen through this view (one entry per ONNX axis).
     Dyn(Vec<Ax>),
 }
+
+fn constant(k: Konst) -> Val {
+    Val::Const(std::rc::Rc::new(k))
+}
+
+impl Konst {
+    fn len(&self) -> usize {
+        match self {
+            Konst::F(_, v) => v.len(),
+            Konst::I(_, v) => v.len(),
+        }
+    }
+}
+
+/// Values that folding may create in all (shape arithmetic is a few dozen).
+const MAX_FOLDED_VALUES: usize = 4 * limits::MAX_PARAMS;
+/// Values one Concat may make: it only assembles shapes.
+const MAX_CONCAT_VALUES: usize = 1 << 16;
 
 fn unsupported(m: String) -> ImportError {
     ImportError::Unsupported(m)
@@ -220,7 +239,7 @@ pub fn from_onnx(bytes: &[u8], options: &Options) -> Result<(Chain, String), Imp
 
     let mut values: HashMap<String, Val> = HashMap::new();
     for t in &graph.initializer {
-        values.insert(t.name.clone(), Val::Const(tensor(t)?));
+        values.insert(t.name.clone(), constant(tensor(t)?));
     }
     let inputs: Vec<_> = graph
         .input
@@ -256,9 +275,10 @@ pub fn from_onnx(bytes: &[u8], options: &Options) -> Result<(Chain, String), Imp
         )));
     }
     let (scale, offset) = input_scaling(options, c)?;
-    let mut chain = Chain::new(c, h, w, scale, offset);
+    let mut chain = Chain::new(c, h, w, scale, offset)?;
     values.insert(input.name.clone(), Val::Dyn(view));
     let mut current = input.name.clone();
+    let mut folded = 0usize;
 
     for (i, node) in graph.node.iter().enumerate() {
         let at = |e: ImportError| {
@@ -276,6 +296,17 @@ pub fn from_onnx(bytes: &[u8], options: &Options) -> Result<(Chain, String), Imp
             ))));
         }
         let out = step(node, opset, &mut values, &mut chain, &current).map_err(at)?;
+        if let Some((_, Val::Const(k))) = &out {
+            // A new constant (not one passed on): counted against the folding budget.
+            if std::rc::Rc::strong_count(k) == 1 {
+                folded = folded.saturating_add(k.len());
+                if folded > MAX_FOLDED_VALUES {
+                    return Err(at(unsupported(format!(
+                        "folding constants makes over {MAX_FOLDED_VALUES} values"
+                    ))));
+                }
+            }
+        }
         if let Some((name, val)) = out {
             if matches!(val, Val::Dyn(_)) {
                 current = name.clone();
@@ -365,7 +396,7 @@ fn step(
     };
     let konst = |k: usize| -> Result<Konst, ImportError> {
         match need(k)? {
-            Val::Const(c) => Ok(c.clone()),
+            Val::Const(c) => Ok((**c).clone()),
             Val::Dyn(_) => Err(unsupported(format!(
                 "input {k} ({:?}) is computed from the image; it must be a constant",
                 node.input[k]
@@ -413,7 +444,7 @@ fn step(
                     "a Constant of a kind other than a tensor, float(s) or int(s)".into(),
                 ));
             };
-            out(Val::Const(v))
+            out(constant(v))
         }
         "Shape" => match need(0)? {
             Val::Dyn(v) => {
@@ -421,11 +452,11 @@ fn step(
                     .iter()
                     .map(|&x| x as i64)
                     .collect();
-                out(Val::Const(Konst::I(vec![d.len()], d)))
+                out(constant(Konst::I(vec![d.len()], d)))
             }
             Val::Const(k) => {
                 let d: Vec<i64> = k.dims().iter().map(|&x| x as i64).collect();
-                out(Val::Const(Konst::I(vec![d.len()], d)))
+                out(constant(Konst::I(vec![d.len()], d)))
             }
         },
         "Gather" => {
@@ -444,7 +475,7 @@ fn step(
             };
             let picks: Vec<usize> = idx.ints().into_iter().map(pick).collect::<Result<_, _>>()?;
             let dims = idx.dims().to_vec();
-            out(Val::Const(match data {
+            out(constant(match data {
                 Konst::F(_, v) => Konst::F(dims, picks.iter().map(|&i| v[i]).collect()),
                 Konst::I(_, v) => Konst::I(dims, picks.iter().map(|&i| v[i]).collect()),
             }))
@@ -476,7 +507,7 @@ fn step(
             }
             let clamp = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len) as usize;
             let (s, e) = (clamp(s), clamp(e).max(clamp(s)));
-            out(Val::Const(match data {
+            out(constant(match data {
                 Konst::F(_, v) => Konst::F(vec![e - s], v[s..e].to_vec()),
                 Konst::I(_, v) => Konst::I(vec![e - s], v[s..e].to_vec()),
             }))
@@ -485,6 +516,11 @@ fn step(
             let mut all = Vec::new();
             for k in 0..node.input.len() {
                 let c = konst(k)?;
+                if all.len() + c.len() > MAX_CONCAT_VALUES {
+                    return Err(unsupported(format!(
+                        "a Concat of over {MAX_CONCAT_VALUES} constant values (Concat is folded only for shapes)"
+                    )));
+                }
                 if c.dims().len() > 1 {
                     return Err(unsupported(
                         "Concat of constants of more than one axis".into(),
@@ -492,12 +528,12 @@ fn step(
                 }
                 all.extend(c.ints());
             }
-            out(Val::Const(Konst::I(vec![all.len()], all)))
+            out(constant(Konst::I(vec![all.len()], all)))
         }
         "Cast" => {
             let c = konst(0)?;
             let dims = c.dims().to_vec();
-            out(Val::Const(match attrs.int("to", 1) {
+            out(constant(match attrs.int("to", 1) {
                 1 | 10 | 11 => Konst::F(dims, c.floats()),
                 6 | 7 => Konst::I(dims, c.ints()),
                 t => return Err(unsupported(format!("Cast to ONNX type {t}"))),
@@ -531,7 +567,7 @@ fn step(
                     } else {
                         dims.retain(|&d| d != 1);
                     }
-                    out(Val::Const(match k {
+                    out(constant(match k.as_ref() {
                         Konst::F(_, v) => Konst::F(dims, v.clone()),
                         Konst::I(_, v) => Konst::I(dims, v.clone()),
                     }))
@@ -581,11 +617,8 @@ fn step(
                     .ints("perm")
                     .map(|p| p.iter().map(|&x| x as usize).collect())
                     .unwrap_or_else(|| (0..a.dims.len()).rev().collect());
-                if perm.len() != a.dims.len() || perm.iter().any(|&p| p >= a.dims.len()) {
-                    return Err(malformed(format!("perm {perm:?} for shape {:?}", a.dims)));
-                }
-                let t = a.permute(&perm);
-                out(Val::Const(Konst::F(t.dims, t.data)))
+                let t = a.permuted(&perm)?;
+                out(constant(Konst::F(t.dims, t.data)))
             }
             Val::Dyn(_) => {
                 let view = dynamic(0)?;
@@ -600,6 +633,11 @@ fn step(
                         view.len()
                     )));
                 }
+                if perm.first() != Some(&0) {
+                    return Err(unsupported(format!(
+                        "Transpose {perm:?} moves the batch axis"
+                    )));
+                }
                 out(Val::Dyn(perm.iter().map(|&p| view[p as usize]).collect()))
             }
         },
@@ -607,9 +645,8 @@ fn step(
             let target = konst(1)?.ints();
             match need(0)? {
                 Val::Const(k) => {
-                    let total = k.dims().iter().product::<usize>();
-                    let dims = resolve(&target, k.dims(), total)?;
-                    out(Val::Const(match k.clone() {
+                    let dims = resolve(&target, k.dims(), k.len())?;
+                    out(constant(match k.as_ref().clone() {
                         Konst::F(_, v) => Konst::F(dims, v),
                         Konst::I(_, v) => Konst::I(dims, v),
                     }))
@@ -819,7 +856,7 @@ fn step(
         "Add" | "Sub" | "Mul" | "Div" => {
             let (a, b) = (need(0)?.clone(), need(1)?.clone());
             match (a, b) {
-                (Val::Const(x), Val::Const(y)) => out(Val::Const(fold(op, &x, &y)?)),
+                (Val::Const(x), Val::Const(y)) => out(constant(fold(op, &x, &y)?)),
                 (Val::Dyn(_), Val::Const(k)) => {
                     let view = dynamic(0)?;
                     let v = per_channel(&view, chain.shape(), &k)?;
@@ -936,7 +973,7 @@ fn resolve(target: &[i64], dims: &[usize], total: usize) -> Result<Vec<usize>, I
         }
         out[i] = total / known;
     }
-    if out.iter().product::<usize>() != total {
+    if out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(total) {
         return Err(malformed(format!(
             "Reshape of {dims:?} ({total} values) to {target:?}"
         )));

@@ -122,14 +122,39 @@ pub fn from_pickle(
             "the .pt file unpacks to {total} bytes; the most read is {MAX_UNPACKED}"
         )));
     }
-    let tensors = candle_core::pickle::read_all(path).map_err(|e| {
+    // candle allocates what a tensor's header declares before reading it: check every
+    // declared size against its storage and the parameter limit first.
+    let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| {
         ImportError::Malformed(format!(
             "a .pt file candle cannot read as a state dict: {e}"
         ))
     })?;
+    let mut total = 0usize;
+    for (name, info) in pth.tensor_infos() {
+        let n = info
+            .layout
+            .dims()
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_add(info.layout.start_offset()));
+        total = total.saturating_add(n.unwrap_or(usize::MAX));
+        if n.is_none_or(|n| n > info.storage_size)
+            || total > 4 * crate::net::spec::limits::MAX_PARAMS
+        {
+            return Err(ImportError::Malformed(format!(
+                "tensor {name} declares shape {:?}, more than its storage of {} values or than a model may hold",
+                info.layout.dims(),
+                info.storage_size
+            )));
+        }
+    }
     let mut map = HashMap::new();
-    for (name, t) in tensors {
-        map.insert(name, t);
+    for name in pth.tensor_infos().keys() {
+        let t = pth
+            .get(name)
+            .map_err(|e| ImportError::Malformed(format!("tensor {name}: {e}")))?
+            .ok_or_else(|| ImportError::Malformed(format!("tensor {name} vanished")))?;
+        map.insert(name.clone(), t);
     }
     build(map, "pytorch state dict (.pt)", options)
 }
@@ -173,7 +198,7 @@ fn build(
         channels,
     } = desc.input;
     let (scale, offset) = input_scaling(options, channels)?;
-    let mut chain = Chain::new(channels, height, width, scale, offset);
+    let mut chain = Chain::new(channels, height, width, scale, offset)?;
     let mut used = std::collections::HashSet::new();
     let mut get = |name: String| -> Result<Array, ImportError> {
         let t = tensors.get(&name).ok_or_else(|| {

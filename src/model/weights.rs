@@ -29,7 +29,7 @@ pub use crate::SHIPPED_WEIGHTS;
 
 /// The largest weights file read (the model's is 2.8 MB): a path or S3 object that names
 /// something else entirely fails at once instead of filling the function's memory.
-pub const MAX_WEIGHTS_BYTES: u64 = 64 << 20;
+pub use crate::net::header::MAX_MODEL_BYTES as MAX_WEIGHTS_BYTES;
 
 /// The hex SHA-256 of some bytes: how a weights file is identified.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -14,8 +14,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The header metadata key that holds the description (JSON).
-pub const METADATA_KEY: &str = "lambda-cnn.model";
+pub use super::header::METADATA_KEY;
 
 /// The seed's description, in the names of its weights file ([`crate::model::weights::TENSORS`]).
 pub fn seed_spec() -> ModelSpec {

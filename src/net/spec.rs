@@ -202,7 +202,8 @@ impl Shape {
     /// Values in it.
     pub fn len(&self) -> usize {
         match *self {
-            Shape::Map { c, h, w } => c * h * w,
+            // Saturating: a declared size over the limits is refused, not wrapped.
+            Shape::Map { c, h, w } => c.saturating_mul(h).saturating_mul(w),
             Shape::Flat(n) => n,
         }
     }
@@ -405,6 +406,17 @@ impl ModelSpec {
 /// final shape are [`ModelSpec::plan`]'s to check).
 pub fn plan_layers(input: Shape, layers: &[Layer]) -> Result<Plan, SpecError> {
     use limits::*;
+    match input {
+        Shape::Map { c, h, w }
+            if (1..=MAX_CHANNELS).contains(&c)
+                && (1..=MAX_INPUT_SIDE).contains(&h)
+                && (1..=MAX_INPUT_SIDE).contains(&w) => {}
+        s => {
+            return Err(err(format!(
+                "an input of {s} (channels × height × width): 1..={MAX_CHANNELS} channels and sides of 1..={MAX_INPUT_SIDE} are served"
+            )))
+        }
+    }
     if layers.is_empty() || layers.len() > MAX_LAYERS {
         return Err(err(format!(
             "the model has {} layers; 1..={MAX_LAYERS} are accepted",
@@ -470,7 +482,26 @@ pub fn plan_layers(input: Shape, layers: &[Layer]) -> Result<Plan, SpecError> {
                     h: oh,
                     w: ow,
                 };
-                let macs = (out.len() as u64).saturating_mul((c * kernel[0] * kernel[1]) as u64);
+                // Unequal strides run at stride 1 and are subsampled: charged as such.
+                let computed = if stride[0] == stride[1] {
+                    out
+                } else {
+                    let (h1, w1) = window_out(h, w, *kernel, [1, 1], *pad).map_err(at)?;
+                    let full = Shape::Map {
+                        c: *filters,
+                        h: h1,
+                        w: w1,
+                    };
+                    if full.len() > MAX_ACTIVATION_VALUES {
+                        return Err(at(format!(
+                            "strides {stride:?} compute {full} = {} values per image first; the most is {MAX_ACTIVATION_VALUES}",
+                            full.len()
+                        )));
+                    }
+                    full
+                };
+                let macs =
+                    (computed.len() as u64).saturating_mul((c * kernel[0] * kernel[1]) as u64);
                 plan.macs = plan.macs.saturating_add(macs);
                 out
             }
@@ -597,6 +628,40 @@ fn window_out(
     ))
 }
 
+/// Descriptions other modules' tests use.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A 4×4×1 input, one dense layer of 2 units: tensors d.weight [2, 16], d.bias [2].
+    pub fn two_class_spec() -> ModelSpec {
+        ModelSpec {
+            format: FORMAT,
+            source: "test".into(),
+            input: InputSpec {
+                height: 4,
+                width: 4,
+                channels: 1,
+                scale: vec![1.0 / 255.0],
+                offset: vec![0.0],
+                preprocess: Preprocess::Resize,
+            },
+            layers: vec![
+                Layer::Flatten {
+                    channels_last: false,
+                },
+                Layer::Dense {
+                    name: "d".into(),
+                    units: 2,
+                    bias: true,
+                },
+            ],
+            labels: vec!["no".into(), "yes".into()],
+            sample: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,6 +786,25 @@ mod tests {
             bias: false,
         });
         assert!(s.plan().unwrap_err().message.contains("used by two layers"));
+    }
+
+    #[test]
+    fn unequal_strides_are_charged_for_the_stride_1_convolution_they_run() {
+        let mut s = seed_spec();
+        (s.input.height, s.input.width) = (1024, 1024);
+        s.input.preprocess = Preprocess::Resize;
+        s.layers[0] = Layer::Conv2d {
+            name: "conv".into(),
+            filters: 32,
+            kernel: [3, 3],
+            stride: [14, 15],
+            pad: [0; 4],
+            bias: true,
+        };
+        let e = s.plan().unwrap_err().message;
+        assert!(e.contains("compute 32×1022×1022"), "{e}");
+        let input = Shape::Map { c: 0, h: 28, w: 28 };
+        assert!(plan_layers(input, &[Layer::Relu]).is_err());
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct Local<'a> {
     pub mnist_dir: &'a Path,
     /// `infra/iam/deployer-policy.json`: the actions the deploy calls.
     pub deployer_policy: &'a str,
+    /// A model file to ship (`--model`), checked as `deploy release --model` will.
+    pub model: Option<&'a Path>,
 }
 
 /// Every check, in the order a first deploy meets them.
@@ -113,6 +115,7 @@ pub async fn examine(
     out.push(api_timeout(config));
     out.extend(architecture(config, local.images));
     out.push(mnist(local.mnist_dir));
+    out.extend(local.model.map(|m| model(m, config)));
     out.push(
         bucket(
             &clients.s3,
@@ -138,6 +141,7 @@ pub fn without_account(config: &DeployConfig, local: &Local<'_>, why: &AwsError)
     out.push(api_timeout(config));
     out.extend(architecture(config, local.images));
     out.push(mnist(local.mnist_dir));
+    out.extend(local.model.map(|m| model(m, config)));
     out
 }
 
@@ -253,6 +257,72 @@ fn architecture(config: &DeployConfig, images: &Path) -> Vec<Check> {
         })
         .collect()
 }
+
+/// A model file to ship: readable, within the size a function loads, its description within
+/// the limits and its tensors as described (the header, as the deploy binary reads it), and
+/// what it costs predict's memory.
+fn model(path: &Path, config: &DeployConfig) -> Check {
+    let fix = "import it again with `lambda-cnn import` (the message names the limit or the part that is wrong)";
+    let bytes = match super::release::read_model_file(path) {
+        Ok(b) => b,
+        Err(e) => return Check::fail("model", e.to_string(), fix),
+    };
+    let spec = match crate::net::header::describe_file(&bytes) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => {
+            return Check::ok(
+                "model",
+                format!(
+                    "{}: the seed's weights ({} bytes)",
+                    path.display(),
+                    bytes.len()
+                ),
+            )
+        }
+        Err(e) => return Check::fail("model", e.message, fix),
+    };
+    let plan = match spec.plan() {
+        Ok(p) => p,
+        Err(e) => return Check::fail("model", e.message, fix),
+    };
+    // What a loaded model holds: the file's bytes, its tensors as f32, one image's activations
+    // (each image of a request is evaluated in chunks that bound the rest).
+    let need_mb = (bytes.len() as u64
+        + 4 * plan.params as u64
+        + 4 * plan.shapes.iter().map(|s| s.len() as u64).sum::<u64>())
+        / (1 << 20)
+        + PREDICT_BASE_MB;
+    let fc = config.function(Function::Predict);
+    let found = format!(
+        "{}: {}; {} parameters, {} multiply-adds per image, {} bytes; smoke test: {}",
+        path.display(),
+        spec.summary(),
+        plan.params,
+        plan.macs,
+        bytes.len(),
+        if spec.sample.is_some() {
+            "its stored sample"
+        } else {
+            "GET /health (no stored sample)"
+        }
+    );
+    if need_mb > fc.memory_mb as u64 {
+        return Check::warn(
+            "model",
+            format!(
+                "{found}; it needs about {need_mb} MB, {} has {} MB",
+                fc.name, fc.memory_mb
+            ),
+            format!(
+                "raise [functions.predict] memory_mb to {need_mb} or more in the deploy config"
+            ),
+        );
+    }
+    Check::ok("model", found)
+}
+
+/// What predict takes without its model: the runtime, the binary, a request's buffers.
+const PREDICT_BASE_MB: u64 = 64;
 
 fn mnist(dir: &Path) -> Check {
     let missing: Vec<&str> = crate::data::FILES

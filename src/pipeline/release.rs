@@ -129,7 +129,7 @@ pub async fn check_model(
     uri: &str,
     models_bucket: &str,
     account_id: &str,
-) -> Result<u64, ReleaseError> {
+) -> Result<Option<crate::net::ModelSpec>, ReleaseError> {
     let parsed: crate::store::S3Uri = uri
         .parse()
         .map_err(|e: crate::store::BadS3Uri| ReleaseError::Model(e.to_string()))?;
@@ -148,7 +148,11 @@ pub async fn check_model(
         .await;
     match head {
         Ok(o) => match o.content_length() {
-            Some(n) if n > 0 => Ok(n as u64),
+            Some(n) if n as u64 > crate::net::header::MAX_MODEL_BYTES => Err(ReleaseError::Model(format!(
+                "{uri} is {n} bytes; predict loads at most {} (lambda-cnn import checks a model's limits)",
+                crate::net::header::MAX_MODEL_BYTES
+            ))),
+            Some(n) if n > 0 => describe_model(s3, &parsed, account_id, n as u64).await,
             _ => Err(ReleaseError::Model(format!(
                 "{uri} is empty: not a model (train writes one: deploy invoke or lambda-cnn train)"
             ))),
@@ -224,20 +228,193 @@ async fn cap_concurrency(
     }
 }
 
-/// Invokes `version` of function `name` with `f`'s smoke event and judges the answer:
+/// The description in the header of the model file at `uri` (`size` bytes), read with two
+/// ranged GETs instead of the weights: `None` for the seed's plain weights. A file that is
+/// no model, or whose description breaks the limits, is refused before anything changes.
+pub async fn describe_model(
+    s3: &aws_sdk_s3::Client,
+    uri: &crate::store::S3Uri,
+    account_id: &str,
+    size: u64,
+) -> Result<Option<crate::net::ModelSpec>, ReleaseError> {
+    use crate::net::header;
+    let read = |from: u64, len: u64| async move {
+        let action = format!("reading the model {uri}'s header");
+        let out = s3
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .range(format!("bytes={from}-{}", from + len - 1))
+            .expected_bucket_owner(account_id)
+            .send()
+            .await
+            .map_err(aws_err(action.clone()))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| AwsError::new(action, e.to_string()))?
+            .into_bytes();
+        // A store that ignores Range sends the whole object: keep the part asked for.
+        Ok::<_, AwsError>(bytes.get(..len as usize).unwrap_or(&bytes).to_vec())
+    };
+    let bad = |e: crate::net::spec::SpecError| {
+        ReleaseError::Model(format!(
+            "{uri} is not a model predict can serve: {e} (write one with `lambda-cnn import`, or give train's weights)"
+        ))
+    };
+    let n = header::header_len(&read(0, 8.min(size)).await?).map_err(bad)?;
+    if 8 + n > size {
+        return Err(bad(crate::net::spec::SpecError {
+            message: format!("its header declares {n} bytes; the file is {size}"),
+        }));
+    }
+    header::describe(&read(8, n).await?, size).map_err(bad)
+}
+
+/// Where `deploy release --model FILE` puts a model file: under its SHA-256, so that the
+/// same file is uploaded once and a release names exactly the bytes it was given.
+pub const IMPORTED_PREFIX: &str = "models/imported/";
+
+/// A model file on this machine, checked ([`crate::net::header::describe_file`]: a model
+/// `lambda-cnn import` wrote, or the seed's weights) before anything is created: its bytes.
+pub fn read_model_file(path: &std::path::Path) -> Result<Vec<u8>, ReleaseError> {
+    use std::io::Read;
+    let limit = crate::net::header::MAX_MODEL_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| {
+            ReleaseError::Model(format!(
+                "--model {}: {e} (give a model file `lambda-cnn import` wrote, s3://bucket/key, or image)",
+                path.display()
+            ))
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(ReleaseError::Model(format!(
+            "--model {}: over {limit} bytes, more than predict loads",
+            path.display()
+        )));
+    }
+    crate::net::header::describe_file(&bytes).map_err(|e| {
+        ReleaseError::Model(format!(
+            "--model {} is not a model predict can serve: {e} (write one with `lambda-cnn import`)",
+            path.display()
+        ))
+    })?;
+    Ok(bytes)
+}
+
+/// Puts a model file's `bytes` ([`read_model_file`]) in the models bucket under
+/// [`IMPORTED_PREFIX`] and its SHA-256, unless an object of that name and size is there
+/// already: the S3 URI predict then reads.
+pub async fn upload_model(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    account_id: &str,
+    bytes: Vec<u8>,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<String, ReleaseError> {
+    use sha2::Digest;
+    let key = format!(
+        "{IMPORTED_PREFIX}{}.safetensors",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    let uri = format!("s3://{bucket}/{key}");
+    let there = s3
+        .head_object()
+        .bucket(bucket)
+        .key(&key)
+        .expected_bucket_owner(account_id)
+        .send()
+        .await;
+    match there {
+        Ok(o) if o.content_length() == Some(bytes.len() as i64) => {
+            say(format!("the model is already at {uri}"));
+            return Ok(uri);
+        }
+        Ok(_) => {}
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {}
+        Err(e) => return Err(aws_err(format!("looking up {uri}"))(e).into()),
+    }
+    say(format!(
+        "uploading the model ({} bytes) to {uri}",
+        bytes.len()
+    ));
+    s3.put_object()
+        .bucket(bucket)
+        .key(&key)
+        .expected_bucket_owner(account_id)
+        .content_type("application/octet-stream")
+        .body(bytes.into())
+        .send()
+        .await
+        .map_err(aws_err(format!("uploading the model to {uri}")))?;
+    Ok(uri)
+}
+
+/// The smoke test of `version` of `f`, for the model it serves: train's short run, the
+/// seed's test digit, or an imported model's stored sample (its `MODEL_S3_URI`'s header).
+pub async fn smoke_case(
+    clients: &Clients,
+    f: Function,
+    name: &str,
+    version: &str,
+    account_id: &str,
+) -> Result<smoke::Smoke, ReleaseError> {
+    if f == Function::Train {
+        return Ok(smoke::Smoke::Train);
+    }
+    let config = clients
+        .lambda
+        .get_function_configuration()
+        .function_name(name)
+        .qualifier(version)
+        .send()
+        .await
+        .map_err(aws_err(format!(
+            "reading {name} version {version}'s configuration"
+        )))?;
+    let uri = config
+        .environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get(crate::store::MODEL_S3_URI))
+        .cloned();
+    let Some(uri) = uri else {
+        return Ok(smoke::Smoke::Digit);
+    };
+    let parsed: crate::store::S3Uri = uri
+        .parse()
+        .map_err(|e: crate::store::BadS3Uri| ReleaseError::Model(e.to_string()))?;
+    let head = clients
+        .s3
+        .head_object()
+        .bucket(&parsed.bucket)
+        .key(&parsed.key)
+        .expected_bucket_owner(account_id)
+        .send()
+        .await
+        .map_err(aws_err(format!("looking up the model {uri}")))?;
+    let size = head.content_length().unwrap_or(0).max(0) as u64;
+    let spec = describe_model(&clients.s3, &parsed, account_id, size).await?;
+    Ok(smoke::Smoke::for_model(spec.as_ref()))
+}
+
+/// Invokes `version` of function `name` with `case`'s event and judges the answer:
 /// `Ok(Ok(what it saw))`, `Ok(Err(why it failed))`, or the invocation's own error. What a
 /// train smoke run wrote to S3 is deleted afterwards.
 pub async fn smoke_test(
     clients: &Clients,
     f: Function,
+    case: &smoke::Smoke,
     name: &str,
     version: &str,
     account_id: &str,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Result<String, String>, AwsError> {
     say(format!("{name}: smoke-testing version {version}"));
-    let invoked = lambda::invoke(&clients.smoke, name, Some(version), smoke::payload(f)).await?;
-    let judged = smoke::judge(f, invoked.function_error.as_deref(), &invoked.payload);
+    let invoked = lambda::invoke(&clients.smoke, name, Some(version), &case.payload()).await?;
+    let judged = case.judge(invoked.function_error.as_deref(), &invoked.payload);
     for uri in smoke::leftovers(f, &invoked.payload) {
         // Best effort: a test model left behind is clutter, not a failed release.
         if let Err(e) = super::bucket::delete_object(&clients.s3, &uri, account_id).await {
@@ -280,9 +457,14 @@ pub async fn release(
             live
         }
     };
-    if let Some(uri) = &model {
-        check_model(&clients.s3, uri, &bucket, &account.id).await?;
-    }
+    let case = match &model {
+        Some(uri) => smoke::Smoke::for_model(
+            check_model(&clients.s3, uri, &bucket, &account.id)
+                .await?
+                .as_ref(),
+        ),
+        None => smoke::Smoke::of(f),
+    };
 
     // The image must be known to ECR by its real digest.
     let found = clients
@@ -393,7 +575,7 @@ pub async fn release(
         return Ok(stays("already live"));
     }
 
-    let smoke = smoke_test(clients, f, name, &version, &account.id, say)
+    let smoke = smoke_test(clients, f, &case, name, &version, &account.id, say)
         .await?
         .map_err(|reason| ReleaseError::SmokeFailed {
             function_name: name.to_owned(),

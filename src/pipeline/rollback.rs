@@ -19,6 +19,8 @@ use super::release::smoke_test;
 pub enum RollbackError {
     #[error(transparent)]
     Aws(#[from] AwsError),
+    #[error(transparent)]
+    Model(#[from] super::release::ReleaseError),
     #[error("{function} has no {alias} alias: nothing to roll back (release it first)")]
     NoAlias { function: String, alias: String },
     #[error("{function}: no version went live before version {current} in the release history this deploy keeps (on the {alias} alias): give one with --to VERSION")]
@@ -135,7 +137,8 @@ pub async fn rollback(
                 current: current.clone(),
             })?,
     };
-    let smoke = smoke_test(clients, f, &name, &target, &account.id, say)
+    let case = super::release::smoke_case(clients, f, &name, &target, &account.id).await?;
+    let smoke = smoke_test(clients, f, &case, &name, &target, &account.id, say)
         .await?
         .map_err(|reason| RollbackError::SmokeFailed {
             function: name.clone(),

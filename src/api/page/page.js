@@ -18,13 +18,26 @@
   const PEN = 20;
   const DEBOUNCE_MS = 250;
 
+  // The model's class labels and whether it reads drawings (a one-channel digit model) or
+  // uploaded pictures, from the page's own markup.
+  const main = document.querySelector("main");
+  let labels = [];
+  try {
+    labels = JSON.parse(main.dataset.labels || "[]");
+  } catch (_) {
+    labels = [];
+  }
+  const drawn = main.dataset.mode === "draw";
+  const start = drawn ? "Draw a digit to start." : "Upload a picture to start.";
+
   const fills = [];
   const pcts = [];
   const rows = [];
-  for (let d = 0; d < 10; d++) {
+  for (let d = 0; d < labels.length; d++) {
     const li = document.createElement("li");
     const label = document.createElement("span");
-    label.textContent = String(d);
+    label.className = "label";
+    label.textContent = String(labels[d]);
     const track = document.createElement("span");
     track.className = "track";
     const fill = document.createElement("span");
@@ -56,7 +69,7 @@
     pcts.forEach((p) => (p.textContent = ""));
     rows.forEach((r) => r.classList.remove("top"));
   };
-  resetAnswer("Draw a digit to start.");
+  resetAnswer(start);
 
   const clearPreview = () => {
     if (preview.src) URL.revokeObjectURL(preview.src);
@@ -207,10 +220,12 @@
 
   function show(data) {
     const p = data.probabilities;
-    const top = data.digit;
-    digitEl.textContent = String(top);
-    statusEl.textContent = `The model reads ${top} (${(100 * p[top]).toFixed(1)} % sure).`;
+    const top = typeof data.class === "number" ? data.class : data.digit;
+    const name = typeof data.label === "string" ? data.label : String(top);
+    digitEl.textContent = name;
+    statusEl.textContent = `The model reads ${name} (${(100 * p[top]).toFixed(1)} % sure).`;
     p.forEach((v, d) => {
+      if (!fills[d]) return;
       fills[d].style.width = `${(100 * v).toFixed(1)}%`;
       pcts[d].textContent = `${(100 * v).toFixed(1)} %`;
       rows[d].classList.toggle("top", d === top);
@@ -227,7 +242,7 @@
     clearPad();
     clearPreview();
     generation++;
-    resetAnswer("Draw a digit to start.");
+    resetAnswer(start);
     digitEl.dataset.seq = String(++seq);
     digitEl.dataset.source = "0";
   });

@@ -379,6 +379,10 @@ struct DoctorArgs {
     /// The MNIST files the train image packs.
     #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
+    /// Also check this model file (one `lambda-cnn import` wrote) as `deploy release --model`
+    /// will: its limits, its tensors, the memory predict needs for it.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
 }
 
 /// Which function(s) a stage acts on.
@@ -427,10 +431,12 @@ struct ReleaseArgs {
     /// Send this percentage of traffic to the new version; the rest stays on the current one.
     #[arg(long, value_parser = parse_percent)]
     canary: Option<f64>,
-    /// The weights predict serves: s3://bucket/key in the models bucket (e.g. a train
-    /// result; checked to exist first), or `image` for the image's own. Default: what `live`
-    /// serves now (a release of new code keeps trained weights).
-    #[arg(long, value_name = "s3://BUCKET/KEY|image")]
+    /// The model predict serves: a model file here (one `lambda-cnn import` wrote, uploaded to
+    /// the models bucket under its SHA-256), s3://bucket/key in the models bucket (e.g. a train
+    /// result; checked first), or `image` for the image's own. An imported model's stored
+    /// sample is its smoke test. Default: what `live` serves now (a release of new code keeps
+    /// trained weights).
+    #[arg(long, value_name = "FILE|s3://BUCKET/KEY|image")]
     model: Option<String>,
     /// Smoke-test through this Lambda Invoke API endpoint instead of Lambda's (a Runtime API
     /// emulator running the image).

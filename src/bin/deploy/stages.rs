@@ -56,7 +56,7 @@ pub fn run(
         _ => None,
     };
     if let Command::Release(a) = &cmd {
-        check_model_uri(a.model.as_deref())?;
+        check_model_flag(a.model.as_deref())?;
     }
     let mut invoke_input = match &cmd {
         Command::Invoke(a) => Some(invoke_event(a)?),
@@ -105,6 +105,7 @@ pub fn run(
                             images: &a.target.images,
                             mnist_dir: &a.mnist_dir,
                             deployer_policy: "",
+                            model: a.model.as_deref(),
                         },
                         why,
                     );
@@ -562,13 +563,19 @@ fn made_before_failing(created: &[String], e: anyhow::Error) -> anyhow::Error {
     ))
 }
 
-fn check_model_uri(model: Option<&str>) -> Result<()> {
-    if let Some(m) = model.filter(|m| *m != "image") {
-        m.parse::<lambda_cnn::store::S3Uri>().map_err(|e| {
-            anyhow::anyhow!("--model: {e} (or `image` for the weights in the image)")
-        })?;
+/// `--model`: `image`, an S3 URI, or a model file here (read and checked now, uploaded once
+/// the bucket exists).
+fn check_model_flag(model: Option<&str>) -> Result<Option<Vec<u8>>> {
+    match model {
+        None | Some("image") => Ok(None),
+        Some(m) if m.starts_with("s3://") => {
+            m.parse::<lambda_cnn::store::S3Uri>().map_err(|e| {
+                anyhow::anyhow!("--model: {e} (or `image` for the weights in the image)")
+            })?;
+            Ok(None)
+        }
+        Some(path) => Ok(Some(release::read_model_file(std::path::Path::new(path))?)),
     }
-    Ok(())
 }
 
 async fn release_functions(
@@ -579,7 +586,7 @@ async fn release_functions(
     model: Option<&str>,
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
-    check_model_uri(model)?;
+    let local_model = check_model_flag(model)?;
     // The images first: a missing one stops the release before the role or bucket exist.
     let images = functions
         .iter()
@@ -587,6 +594,21 @@ async fn release_functions(
         .collect::<Result<Vec<_>>>()?;
     let mut created = Vec::new();
     let (role_arn, repo) = release_prerequisites(ctx, cfg, &mut created).await?;
+    let uploaded = match local_model {
+        Some(bytes) => Some(
+            release::upload_model(
+                &ctx.clients.s3,
+                &cfg.bucket_name(&ctx.account.id, &ctx.account.region),
+                &ctx.account.id,
+                bytes,
+                &say,
+            )
+            .await
+            .map_err(|e| made_before_failing(&created, e.into()))?,
+        ),
+        None => None,
+    };
+    let model = uploaded.as_deref().or(model);
     let mut outcomes = Vec::new();
     for (&f, img) in functions.iter().zip(images) {
         let req = ReleaseRequest {
@@ -832,7 +854,7 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
 
 /// Runs every check and prints them; an error when any FAILs.
 async fn doctor(ctx: &Ctx, args: &DoctorArgs) -> Result<()> {
-    let checks = examine(ctx, &args.target, &args.mnist_dir).await?;
+    let checks = examine(ctx, &args.target, &args.mnist_dir, args.model.as_deref()).await?;
     for c in &checks {
         ctx.out.print(c)?;
     }
@@ -843,6 +865,7 @@ async fn examine(
     ctx: &Ctx,
     target: &Target,
     mnist_dir: &Path,
+    model: Option<&Path>,
 ) -> Result<Vec<lambda_cnn::pipeline::doctor::Check>> {
     use lambda_cnn::pipeline::doctor;
     let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
@@ -854,6 +877,7 @@ async fn examine(
             images: &target.images,
             mnist_dir,
             deployer_policy: &deployer_policy,
+            model,
         },
     )
     .await)
@@ -888,7 +912,7 @@ fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     // The preflight first: nothing is created when something would stop the deploy.
     let mnist_dir = args.sources.mnist_dir.clone();
-    let checks = examine(ctx, &args.target, &mnist_dir).await?;
+    let checks = examine(ctx, &args.target, &mnist_dir, None).await?;
     for c in checks
         .iter()
         .filter(|c| c.level != lambda_cnn::pipeline::doctor::Level::Ok)
@@ -998,7 +1022,7 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
             Ok(bytes)
         }
         None => Ok(match f {
-            Function::Predict => lambda_cnn::pipeline::smoke::payload(f).to_vec(),
+            Function::Predict => lambda_cnn::pipeline::smoke::Smoke::Digit.payload(),
             Function::Train => br#"{"epochs":1,"limit":1000}"#.to_vec(),
         }),
     }
