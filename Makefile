@@ -260,8 +260,13 @@ train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and 
 eval: build ## test accuracy of the shipped weights
 	$(CLI) eval --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)" --json
 
-bench: build tools ## measure ours (training, inference, cold start, memory; the predict function under load); compare with the peers when installed
+bench: build tools ## measure ours (training, inference, cold start, memory; the predict function under load; the seed imported from Keras beside it); compare with the peers when installed
 	$(CLI) bench --mnist-dir "$(MNIST_DIR)"
+	@# The seed's architecture imported from Keras runs on the same kernels: its figures beside the native ones.
+	@mkdir -p .local/bench
+	$(CLI) import tests/fixtures/models/seed-keras.keras --out .local/bench/seed-keras.safetensors >/dev/null
+	$(CLI) bench --model $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
+	$(CLI) bench --model .local/bench/seed-keras.safetensors --mnist-dir "$(MNIST_DIR)"
 	@# Image assembly from the built binary (the layer cache makes unchanged layers free).
 	$(DEPLOY) image --function predict --binary $(CARGO_TARGET_DIR)/release/predict --weights $(WEIGHTS) --out .local/images/predict
 	$(PYTHON) bench/predict_load.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda \
@@ -269,7 +274,7 @@ bench: build tools ## measure ours (training, inference, cold start, memory; the
 	@if [ -f $(PEERS_STAMP) ]; then $(MAKE) --no-print-directory bench-peers; \
 	 else echo "(peers not installed: \`make bench-peers\` installs tensorflow-cpu and torch into $(PEERS_VENV), ~7 GB, and compares)"; fi
 
-bench-peers: build $(PEERS_STAMP) ## ours vs the seed's Keras and PyTorch, alternating 3 times, median ratios
+bench-peers: build $(PEERS_STAMP) ## ours vs the seed's Keras and PyTorch, alternating 3 times, median ratios; imported models (two conv layers) vs PyTorch
 	$(PYTHON) bench/compare.py --ours $(CLI) --python $(PEERS_VENV)/bin/python --mnist-dir "$(MNIST_DIR)"
 
 $(PEERS_STAMP):

@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 
 def last_json(cmd):
@@ -53,7 +54,38 @@ def main():
     print(f"{'':<12}{'p50 µs':>10}{'p99 µs':>10}{'batch-256 img/s':>18}")
     for name, f in full.items():
         print(f"{name:<12}{f['predict_p50_us']:>10.1f}{f['predict_p99_us']:>10.1f}{f['batch256_images_per_second']:>18.0f}")
-    print(json.dumps({"train_ratio_median": summary, "inference": full}))
+    # Imported models (issue 26): the seed's architecture from Keras on the seed's kernels, and
+    # the two-conv model from a PyTorch state dict against PyTorch itself, each ours and the
+    # peer alternating, median of the rounds.
+    fixtures = os.path.join(here, "..", "tests", "fixtures", "models")
+    work = tempfile.mkdtemp(prefix="lambda-cnn-bench-")
+    seed_model = os.path.join(work, "seed-keras.safetensors")
+    twoconv_model = os.path.join(work, "twoconv-torch.safetensors")
+    subprocess.run([a.ours, "import", os.path.join(fixtures, "seed-keras.keras"), "--out", seed_model],
+                   check=True, capture_output=True)
+    subprocess.run([a.ours, "import", os.path.join(fixtures, "twoconv-torch.pt"), "--layers",
+                    os.path.join(fixtures, "twoconv-torch.layers.json"), "--out", twoconv_model],
+                   check=True, capture_output=True)
+    keys = ["predict_p50_us", "predict_p99_us", "batch256_images_per_second"]
+    imported = {}
+    for r in range(a.rounds):
+        for name, cmd in [
+            ("native seed", [a.ours, "bench", "--json", "--model", "model-weights/mnist-cnn.safetensors", "--mnist-dir", a.mnist_dir]),
+            ("seed from Keras", [a.ours, "bench", "--json", "--model", seed_model, "--mnist-dir", a.mnist_dir]),
+            ("twoconv, ours", [a.ours, "bench", "--json", "--model", twoconv_model, "--mnist-dir", a.mnist_dir]),
+            ("twoconv, torch", [a.python, os.path.join(here, "imported.py"), "--arch", "twoconv", "--mnist-dir", a.mnist_dir]),
+        ]:
+            f = last_json(cmd)
+            imported.setdefault(name, []).append({k: f[k] for k in keys})
+    medians = {name: {k: statistics.median(x[k] for x in rs) for k in keys} for name, rs in imported.items()}
+    print(f"\nimported models, inference ({os.cpu_count()} cores, median of {a.rounds} alternating rounds)")
+    print(f"{'':<18}{'p50 µs':>10}{'p99 µs':>10}{'batch-256 img/s':>18}")
+    for name, f in medians.items():
+        print(f"{name:<18}{f['predict_p50_us']:>10.1f}{f['predict_p99_us']:>10.1f}{f['batch256_images_per_second']:>18.0f}")
+    ours, torch = medians["twoconv, ours"], medians["twoconv, torch"]
+    print(f"twoconv vs PyTorch: one image {torch['predict_p50_us'] / ours['predict_p50_us']:.2f}× as fast, "
+          f"batch-256 {ours['batch256_images_per_second'] / torch['batch256_images_per_second']:.2f}× the throughput")
+    print(json.dumps({"train_ratio_median": summary, "inference": full, "imported": medians}))
 
 
 if __name__ == "__main__":

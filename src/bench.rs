@@ -180,6 +180,130 @@ pub fn predict_speed(
     })
 }
 
+/// What `lambda-cnn bench --model FILE` reports: one model file's inference speed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBenchReport {
+    /// The file.
+    pub model: String,
+    /// Its description in one line.
+    pub summary: String,
+    /// Whether it runs on the seed's kernels.
+    pub seed_kernels: bool,
+    /// What it was timed on: "MNIST test images" or "fixed pseudo-random inputs".
+    pub inputs: String,
+    /// The figures.
+    #[serde(flatten)]
+    pub predict: PredictBench,
+    /// CPU cores available to this process.
+    pub cores: usize,
+    /// The CPU.
+    pub cpu: String,
+    /// When, RFC 3339 (UTC).
+    pub measured_at: String,
+}
+
+impl std::fmt::Display for ModelBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.predict;
+        writeln!(
+            f,
+            "measured {} on {}, {} cores",
+            self.measured_at, self.cpu, self.cores
+        )?;
+        writeln!(
+            f,
+            "{}: {}{}",
+            self.model,
+            self.summary,
+            if self.seed_kernels {
+                " (the seed's kernels)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "{:<34}{:>12.1} µs p50, {:.1} µs p99   ({})",
+            "predict, one image", p.predict_p50_us, p.predict_p99_us, self.inputs
+        )?;
+        write!(
+            f,
+            "{:<34}{:>12.0} images/s",
+            "predict, batches of 256", p.batch256_images_per_second
+        )
+    }
+}
+
+/// The raw inputs (0..=255, 256 images or more) a model is timed on: MNIST's test images for
+/// a 28×28×1 model, else fixed pseudo-random values. Returns them and what they are.
+pub fn model_inputs(
+    network: &crate::net::Network,
+    test: Option<&Split>,
+) -> (Vec<f32>, &'static str) {
+    let spec = network.spec();
+    let per = spec.input_len();
+    if let Some(t) = test.filter(|t| per == IMAGE_PIXELS && t.len() >= 256) {
+        return (
+            t.images.iter().map(|&p| f32::from(p)).collect(),
+            "MNIST test images",
+        );
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let values = (0..256 * per)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 256) as f32
+        })
+        .collect();
+    (values, "fixed pseudo-random inputs")
+}
+
+/// Single-image latency over `singles` images of `raw` (the whole path: raw values in,
+/// probabilities out, the model's input scaling included), and throughput on batches of 256.
+pub fn network_speed(
+    network: &crate::net::Network,
+    raw: &[f32],
+    singles: usize,
+    batches: usize,
+) -> Result<PredictBench, crate::model::ModelError> {
+    let per = network.spec().input_len();
+    let count = raw.len() / per;
+    if count < 256 {
+        return Err(crate::model::ModelError::BadInput {
+            expected: 256 * per,
+            got: raw.len(),
+        });
+    }
+    let image = |i: usize| &raw[(i % count) * per..][..per];
+    for i in 0..50 {
+        network.probabilities(image(i))?;
+    }
+    let mut micros: Vec<f64> = (0..singles)
+        .map(|i| {
+            let start = Instant::now();
+            let p = network.probabilities(image(i));
+            let us = start.elapsed().as_secs_f64() * 1e6;
+            p.map(|_| us)
+        })
+        .collect::<Result<_, _>>()?;
+    micros.sort_by(f64::total_cmp);
+    let pct = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    let batch = &raw[..256 * per];
+    network.probabilities(batch)?;
+    let start = Instant::now();
+    for _ in 0..batches {
+        network.probabilities(batch)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(PredictBench {
+        predict_p50_us: pct(0.5),
+        predict_p99_us: pct(0.99),
+        batch256_images_per_second: (256 * batches) as f64 / seconds,
+    })
+}
+
 /// This process's peak resident set size (VmHWM), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -441,48 +441,10 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert!(model_env(&s).is_null(), "MODEL_S3_URI dropped");
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "3");
 
-    // An imported model (issue 26): a model file here is uploaded under its SHA-256 and
-    // released like trained weights, its own stored sample being the smoke test.
+    // A model file here that is no model (issue 26) is refused before anything is uploaded or
+    // changed. (Releasing a real one, smoke-tested with its stored sample, needs the version's
+    // MODEL_S3_URI honoured: tests/deploy_tune.rs does it on the data plane.)
     let dir = tempfile::tempdir().unwrap();
-    let shapes = import_rgb_fixture(dir.path());
-    let imported = s.deploy(&[
-        "release",
-        "--function",
-        "predict",
-        "--model",
-        shapes.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_ok(&imported, "release --model FILE");
-    let r = last_json(&imported);
-    assert_eq!(r["version"], "4", "{r}");
-    assert!(
-        r["smoke"].as_str().unwrap().contains("stored sample"),
-        "{r}"
-    );
-    let uri = model_env(&s);
-    let uri = uri.as_str().unwrap();
-    assert!(
-        uri.starts_with(&format!("s3://{bucket}/models/imported/"))
-            && uri.ends_with(".safetensors"),
-        "{uri}"
-    );
-    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "4");
-    let again = s.deploy(&[
-        "release",
-        "--function",
-        "predict",
-        "--model",
-        shapes.to_str().unwrap(),
-    ]);
-    assert_ok(&again, "release --model FILE again");
-    assert!(stderr(&again).contains("already at"), "{}", stderr(&again));
-    assert_eq!(
-        s.live_version(PREDICT)["FunctionVersion"],
-        "4",
-        "nothing changed"
-    );
-    // A file that is no model is refused before anything is uploaded or changed.
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a model at all").unwrap();
     let refused = s.deploy(&[
@@ -493,7 +455,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
         junk.to_str().unwrap(),
     ]);
     assert_clean_failure(&refused, "not a model predict can serve");
-    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "4");
+    assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "3");
 
     // Destroy: without --yes and without a terminal it refuses; with it, everything goes, and
     // a second run finds nothing left to delete.
@@ -1957,27 +1919,4 @@ fn on_a_terminal_the_first_deploy_all_asks_and_destroy_names_the_account() {
     );
     assert!(out.contains("--all deletes them too"), "{out}");
     assert!(out.contains("nothing deleted"), "{out}");
-}
-
-/// `lambda-cnn import` of the RGB PyTorch fixture (24×24×3, five labels) into `dir`.
-fn import_rgb_fixture(dir: &std::path::Path) -> std::path::PathBuf {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
-    let out = dir.join("shapes.safetensors");
-    let o = cli(
-        &[
-            "import",
-            fixtures.join("rgb-torch.pt").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--mean",
-            "0.485,0.456,0.406",
-            "--std",
-            "0.229,0.224,0.225",
-            "--labels",
-            "circle,square,triangle,star,heart",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
 }

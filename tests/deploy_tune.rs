@@ -646,23 +646,39 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     assert!(latest_image(&s).ends_with(&digest_b), "$LATEST put back");
 
     // Regression (issue 23, item 10): what is released is what is smoke-tested. An object that
-    // exists but is no model passes the release's own checks; the smoke test then runs the new
-    // version's image by digest, with its MODEL_S3_URI, on the data plane, which fails as it
-    // would on Lambda, and live stays where it was.
+    // is no model is refused from its header before anything changes; weights that pass every
+    // check without loading them (NaN in a tensor) go through to the smoke test, which runs the
+    // new version's image by digest, with its MODEL_S3_URI, on the data plane, and fails as it
+    // would on Lambda; live stays where it was.
     let bucket = s.lambda(&format!("/2015-03-31/functions/{TRAIN}/configuration"))["Environment"]
         ["Variables"]["MODEL_BUCKET"]
         .as_str()
         .unwrap()
         .to_owned();
+    let mut nan = std::fs::read(shipped_weights()).unwrap();
+    let header = u64::from_le_bytes(nan[..8].try_into().unwrap()) as usize;
+    nan[8 + header..8 + header + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     s.aws.put(
         &bucket,
-        &[(
-            "models/not-a-model.safetensors".to_owned(),
-            b"not a model".to_vec(),
-        )],
+        &[
+            (
+                "models/not-a-model.safetensors".to_owned(),
+                b"not a model".to_vec(),
+            ),
+            ("models/nan.safetensors".to_owned(), nan),
+        ],
     );
     let live_before = s.live(PREDICT)["Version"].clone();
     let uri = format!("s3://{bucket}/models/not-a-model.safetensors");
+    let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a model predict can serve"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.live(PREDICT)["Version"], live_before);
+    let uri = format!("s3://{bucket}/models/nan.safetensors");
     let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
     let err = stderr(&o);
     assert!(!o.status.success(), "a broken model was released: {err}");
@@ -672,4 +688,63 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         "{err}"
     );
     assert_eq!(s.live(PREDICT)["Version"], live_before);
+
+    // An imported model (issue 26): a model file here is uploaded under its SHA-256 and
+    // released like trained weights; the new version, run by digest on the data plane with its
+    // MODEL_S3_URI, must answer the sample stored in the file with the class of import time.
+    let dir = tempfile::tempdir().unwrap();
+    let shapes = import_rgb_fixture(dir.path());
+    let shapes = shapes.to_str().unwrap();
+    let o = s.deploy(&[
+        "release",
+        "--function",
+        "predict",
+        "--model",
+        shapes,
+        "--json",
+    ]);
+    assert!(o.status.success(), "release --model FILE: {}", stderr(&o));
+    let r = last_json(&o);
+    assert!(
+        r["smoke"].as_str().unwrap().contains("stored sample"),
+        "{r}"
+    );
+    let env = s.lambda(&format!("/2015-03-31/functions/{PREDICT}/configuration"))["Environment"]
+        ["Variables"]["MODEL_S3_URI"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        env.starts_with(&format!("s3://{bucket}/models/imported/")),
+        "{env}"
+    );
+    let live = s.live(PREDICT)["Version"].clone();
+    assert_ne!(live, live_before, "live moved to the imported model");
+    let again = s.deploy(&["release", "--function", "predict", "--model", shapes]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already at"), "{}", stderr(&again));
+    assert_eq!(s.live(PREDICT)["Version"], live, "nothing changed");
+}
+
+/// `lambda-cnn import` of the RGB PyTorch fixture (24×24×3, five labels) into `dir`.
+fn import_rgb_fixture(dir: &std::path::Path) -> std::path::PathBuf {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let out = dir.join("shapes.safetensors");
+    let o = cli(
+        &[
+            "import",
+            fixtures.join("rgb-torch.onnx").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--mean",
+            "0.485,0.456,0.406",
+            "--std",
+            "0.229,0.224,0.225",
+            "--labels",
+            "circle,square,triangle,star,heart",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
 }

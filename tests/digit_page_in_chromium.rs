@@ -220,3 +220,109 @@ fn a_person_draws_digits_and_uploads_pictures_in_chromium_and_reads_the_answers(
     }
     println!("screenshots: {}", shots.display());
 }
+
+/// An imported model's page (issue 26): a PyTorch user's five-shape RGB model served by the
+/// same predict binary from MODEL_PATH. Chromium shows its labels on the bars, no drawing
+/// canvas, and reads an uploaded picture as one of them.
+#[test]
+fn an_imported_models_page_shows_its_labels_and_answers_uploads_in_chromium() {
+    if let Err(why) = browser() {
+        lambda_cnn::simd::skip("chromium", &format!("the model page's browser test: {why}"));
+        return;
+    }
+    let python = venv_tool("LAMBDA_CNN_PYTHON", "python", "selenium");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("shapes.safetensors");
+    let labels = ["circle", "square", "triangle", "star", "heart"];
+    let out = common::cli(
+        &[
+            "import",
+            fixtures.join("rgb-torch.onnx").to_str().unwrap(),
+            "--out",
+            model.to_str().unwrap(),
+            "--mean",
+            "0.485,0.456,0.406",
+            "--std",
+            "0.229,0.224,0.225",
+            "--labels",
+            &labels.join(","),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut emu = common::emulator::Emulator::start();
+    emu.start_function("predict", &[("MODEL_PATH", model.to_str().unwrap())]);
+    let base = format!("http://127.0.0.1:{}/lambda-url/predict/", emu.port);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let ready = (0..600).any(|_| {
+        let up = agent
+            .get(&format!("{base}health"))
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        if !up {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        up
+    });
+    assert!(ready, "predict did not answer {base}health\n{}", emu.logs());
+
+    // A photo-sized RGB picture, and a JPEG of it: resized to the model's 24×24.
+    let picture = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let png = dir.path().join("picture.png");
+    let jpg = dir.path().join("picture.jpg");
+    picture.save(&png).unwrap();
+    picture.save(&jpg).unwrap();
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("model-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/model_page.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&base)
+        .arg(&png)
+        .arg(&jpg)
+        .arg(&shots)
+        .output()
+        .expect("python starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    assert_eq!(r["labels"], json!(labels), "{r:#}");
+    assert_eq!(
+        r["canvas_visible"], false,
+        "no canvas for an RGB model: {r:#}"
+    );
+    assert!(
+        r["status_before"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Upload"),
+        "{r:#}"
+    );
+    assert!(
+        r["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5 classes"),
+        "{r:#}"
+    );
+    for up in r["uploads"].as_array().unwrap() {
+        let read = up["read"].as_str().unwrap_or_default();
+        assert!(labels.contains(&read), "{up}");
+        assert_eq!(
+            up["top_bar"].as_str(),
+            Some(read),
+            "the top bar is the answer: {up}"
+        );
+    }
+    assert_eq!(r["console_errors"], json!([]), "{r:#}");
+    assert!(shots.join("model-page.png").exists());
+}

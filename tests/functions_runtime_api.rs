@@ -385,7 +385,10 @@ fn predict_serves_an_imported_rgb_model_with_its_labels() {
     let model = dir.path().join("shapes.safetensors");
     let mut args = vec![
         "import".to_owned(),
-        fixtures.join("rgb-torch.pt").to_string_lossy().into_owned(),
+        fixtures
+            .join("rgb-torch.onnx")
+            .to_string_lossy()
+            .into_owned(),
         "--out".to_owned(),
         model.to_string_lossy().into_owned(),
     ];

@@ -83,6 +83,11 @@ struct BenchArgs {
     /// Only the training figures (what the peer comparison needs).
     #[arg(long)]
     train_only: bool,
+    /// Only the prediction figures of this model file (one `lambda-cnn import` wrote, or the
+    /// seed's weights): one image and batches of 256, on MNIST's test images for a 28×28×1
+    /// model, else on fixed pseudo-random inputs.
+    #[arg(long, value_name = "FILE", conflicts_with = "train_only")]
+    model: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -483,8 +488,39 @@ fn run_predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bench --model FILE`: one model's inference figures.
+fn bench_model(path: &Path, mnist_dir: &Path, out: Output) -> Result<()> {
+    use lambda_cnn::bench;
+    let (network, _) = lambda_cnn::net::file::load(path).with_context(|| {
+        format!(
+            "cannot load the model {} (write one with `lambda-cnn import`)",
+            path.display()
+        )
+    })?;
+    // MNIST only for a digit-sized model, and only when it is there: other models need none.
+    let test = (network.spec().input_len() == lambda_cnn::data::IMAGE_PIXELS)
+        .then(|| data::load(mnist_dir).ok())
+        .flatten();
+    let (raw, inputs) = bench::model_inputs(&network, test.as_ref().map(|m| &m.test));
+    eprintln!("timing {} ({inputs})…", network.spec().summary());
+    let predict = bench::network_speed(&network, &raw, 3000, 40)?;
+    out.print(&bench::ModelBenchReport {
+        model: path.display().to_string(),
+        summary: network.spec().summary(),
+        seed_kernels: network.is_seed_layout(),
+        inputs: inputs.to_owned(),
+        predict,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu: lambda_cnn::arch::cpu_model(),
+        measured_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
+}
+
 fn run_bench(args: BenchArgs, out: Output) -> Result<()> {
     use lambda_cnn::bench;
+    if let Some(path) = &args.model {
+        return bench_model(path, &args.data.mnist_dir, out);
+    }
     let dir = &args.data.mnist_dir;
     let mnist =
         data::load(dir).with_context(|| format!("cannot load MNIST from {}", dir.display()))?;
