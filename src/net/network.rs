@@ -74,12 +74,19 @@ pub struct Network {
     offset: Tensor,
     /// The seed's kernels, when the layers are the seed's.
     fast: Option<Cnn>,
+    /// Values of the largest im2col matrix of one image.
+    im2col_values: usize,
 }
 
 enum Compiled {
+    /// Evaluated as im2col and one matrix product: candle's own CPU convolution spends most
+    /// of its time building patches for the few channels CNNs like these have (measured in
+    /// docs/import.md, Speed). `wt` is [in_channels·kh·kw, filters], contiguous.
     Conv {
         w: Tensor,
+        wt: Tensor,
         b: Option<Tensor>,
+        kernel: [usize; 2],
         stride: [usize; 2],
         pad: [usize; 4],
     },
@@ -158,13 +165,19 @@ impl Network {
             layers.push(match layer {
                 Layer::Conv2d {
                     name,
+                    filters,
+                    kernel,
                     stride,
                     pad,
                     bias,
-                    ..
                 } => Compiled::Conv {
                     w: get(&format!("{name}.weight"))?,
+                    wt: get(&format!("{name}.weight"))?
+                        .reshape((*filters, ()))?
+                        .t()?
+                        .contiguous()?,
                     b: opt(&format!("{name}.bias"), *bias)?,
+                    kernel: *kernel,
                     stride: *stride,
                     pad: *pad,
                 },
@@ -203,6 +216,7 @@ impl Network {
         let scale = Tensor::from_slice(&spec.input.scale, (1, c, 1, 1), &Device::Cpu)?;
         let offset = Tensor::from_slice(&spec.input.offset, (1, c, 1, 1), &Device::Cpu)?;
         let fast = seed_layout(&spec, tensors)?;
+        let im2col_values = im2col_values(&spec, &plan);
         Ok(Self {
             spec,
             plan,
@@ -210,6 +224,7 @@ impl Network {
             scale,
             offset,
             fast,
+            im2col_values,
         })
     }
 
@@ -228,6 +243,7 @@ impl Network {
             scale,
             offset,
             fast: Some(cnn),
+            im2col_values: 0,
         })
     }
 
@@ -312,7 +328,8 @@ impl Network {
                 .collect());
         }
         // All activations of a chunk stay within MAX_BATCH_VALUES.
-        let live: usize = self.plan.shapes.iter().map(|s| s.len()).sum::<usize>() + per;
+        let live: usize =
+            self.plan.shapes.iter().map(|s| s.len()).sum::<usize>() + per + self.im2col_values;
         let chunk = (MAX_BATCH_VALUES / live.max(1)).clamp(1, 256);
         let mut out = Vec::with_capacity(raw.len() / per);
         for images in raw.chunks(chunk * per) {
@@ -335,18 +352,14 @@ impl Network {
     fn forward(&self, mut x: Tensor) -> Result<Tensor, ModelError> {
         for layer in &self.layers {
             x = match layer {
-                Compiled::Conv { w, b, stride, pad } => {
-                    let x = pad_map(&x, *pad, 0.0)?;
-                    let y = if stride[0] == stride[1] {
-                        x.conv2d(w, 0, stride[0], 1, 1)?
-                    } else {
-                        subsample(&x.conv2d(w, 0, 1, 1, 1)?, *stride)?
-                    };
-                    match b {
-                        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
-                        None => y,
-                    }
-                }
+                Compiled::Conv {
+                    w,
+                    wt,
+                    b,
+                    kernel,
+                    stride,
+                    pad,
+                } => conv(&x, w, wt, b.as_ref(), *kernel, *stride, *pad)?,
                 Compiled::Dense { wt, b } => {
                     let y = x.matmul(wt)?;
                     match b {
@@ -389,6 +402,80 @@ impl Network {
     }
 }
 
+/// Values of one image's im2col matrix above which a convolution runs on candle's own
+/// (tiled) operator instead: 16 M values, 64 MiB.
+const MAX_IM2COL_VALUES: usize = 16 << 20;
+
+/// One convolution over `x` [n, c, h, w]: `w` [f, c, kh, kw] and `wt`, the same as
+/// [c·kh·kw, f]. im2col and one matrix product when one image's matrix is within
+/// [`MAX_IM2COL_VALUES`], else candle's convolution.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    x: &Tensor,
+    w: &Tensor,
+    wt: &Tensor,
+    b: Option<&Tensor>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 4],
+) -> Result<Tensor, ModelError> {
+    let x = pad_map(x, pad, 0.0)?;
+    let (n, c, h, wd) = x.dims4()?;
+    let cols = (h.saturating_sub(kernel[0]) / stride[0].max(1) + 1)
+        * (wd.saturating_sub(kernel[1]) / stride[1].max(1) + 1)
+        * c
+        * kernel[0]
+        * kernel[1];
+    if cols > MAX_IM2COL_VALUES {
+        let y = if stride[0] == stride[1] {
+            x.conv2d(w, 0, stride[0], 1, 1)?
+        } else {
+            subsample(&x.conv2d(w, 0, 1, 1, 1)?, stride)?
+        };
+        return Ok(match b {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+            None => y,
+        });
+    }
+    let (cols, oh, ow) = im2col(&x, kernel, stride)?;
+    let y = cols.matmul(wt)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    Ok(y.reshape((n, oh, ow, wt.dim(1)?))?
+        .permute((0, 3, 1, 2))?
+        .contiguous()?)
+}
+
+/// Every `stride`-th row and column of `x` [n, c, h, w], from the first.
+fn subsample(x: &Tensor, stride: [usize; 2]) -> Result<Tensor, ModelError> {
+    let pick = |len: usize, step: usize| -> Result<Tensor, ModelError> {
+        let idx: Vec<u32> = (0..len).step_by(step).map(|i| i as u32).collect();
+        Ok(Tensor::new(idx, &Device::Cpu)?)
+    };
+    let (_, _, h, w) = x.dims4()?;
+    Ok(x.index_select(&pick(h, stride[0])?, 2)?
+        .index_select(&pick(w, stride[1])?, 3)?)
+}
+
+/// The values of the largest im2col matrix [`im2col`] builds for one image (those over
+/// [`MAX_IM2COL_VALUES`] are not built).
+fn im2col_values(spec: &ModelSpec, plan: &Plan) -> usize {
+    let mut input = spec.input_shape();
+    let mut most = 0;
+    for (layer, out) in spec.layers.iter().zip(&plan.shapes) {
+        if let (Layer::Conv2d { kernel, .. }, super::spec::Shape::Map { h, w, .. }) = (layer, out) {
+            let cols = h * w * input.channels() * kernel[0] * kernel[1];
+            if cols <= MAX_IM2COL_VALUES {
+                most = most.max(cols);
+            }
+        }
+        input = *out;
+    }
+    most
+}
+
 /// `x` [n, c, h, w] with `pad` [top, left, bottom, right] rows and columns of `value`.
 fn pad_map(x: &Tensor, pad: [usize; 4], value: f32) -> Result<Tensor, ModelError> {
     if pad == [0; 4] {
@@ -418,15 +505,51 @@ fn pad_map(x: &Tensor, pad: [usize; 4], value: f32) -> Result<Tensor, ModelError
     side(&x, 3, pad[1], pad[3])
 }
 
-/// Every `stride`-th row and column of `x` [n, c, h, w], from the first.
-fn subsample(x: &Tensor, stride: [usize; 2]) -> Result<Tensor, ModelError> {
-    let pick = |len: usize, step: usize| -> Result<Tensor, ModelError> {
-        let idx: Vec<u32> = (0..len).step_by(step).map(|i| i as u32).collect();
-        Ok(Tensor::new(idx, &Device::Cpu)?)
-    };
-    let (_, _, h, w) = x.dims4()?;
-    Ok(x.index_select(&pick(h, stride[0])?, 2)?
-        .index_select(&pick(w, stride[1])?, 3)?)
+/// `x` [n, c, h, w] (padded already) as the windows a `kernel` at `stride` sees: a matrix
+/// [n·oh·ow, c·kh·kw], rows in (image, row, column) order and each row in (channel, ky, kx)
+/// order, the conv weight's own. Returns it with oh and ow. Images are laid out in parallel.
+fn im2col(
+    x: &Tensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> Result<(Tensor, usize, usize), ModelError> {
+    use rayon::prelude::*;
+    let (n, c, h, w) = x.dims4()?;
+    let [kh, kw] = kernel;
+    let [sy, sx] = stride;
+    if h < kh || w < kw || sy == 0 || sx == 0 {
+        return Err(bad(format!(
+            "a {kh}×{kw} convolution over a {h}×{w} map at stride {sy}×{sx}"
+        )));
+    }
+    let (oh, ow) = ((h - kh) / sy + 1, (w - kw) / sx + 1);
+    let k = c * kh * kw;
+    let src = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; n * oh * ow * k];
+    out.par_chunks_mut(oh * ow * k)
+        .zip(src.par_chunks(c * h * w))
+        .for_each(|(rows, image)| {
+            for (r, row) in rows.chunks_exact_mut(k).enumerate() {
+                let (oy, ox) = (r / ow, r % ow);
+                for (ch, taps) in row.chunks_exact_mut(kh * kw).enumerate() {
+                    let plane = &image[ch * h * w..][..h * w];
+                    for (ky, line) in taps.chunks_exact_mut(kw).enumerate() {
+                        let at = (oy * sy + ky) * w + ox * sx;
+                        let from = &plane[at..at + kw];
+                        // Element by element: a call to memcpy per few values costs more
+                        // than the copy.
+                        for (d, v) in line.iter_mut().zip(from) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+        });
+    Ok((
+        Tensor::from_vec(out, (n * oh * ow, k), &Device::Cpu)?,
+        oh,
+        ow,
+    ))
 }
 
 /// The seed's model, when `spec` is its architecture with its input scaling (x/255): then
@@ -485,5 +608,49 @@ pub(crate) fn bad(message: String) -> ModelError {
     ModelError::BadWeights {
         path: None,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col and a matrix product give candle's own convolution, for equal and unequal
+    /// strides, any padding and a kernel that is not square.
+    #[test]
+    fn im2col_convolution_matches_candles() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 7), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 2), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 4, &Device::Cpu).unwrap();
+        let wt = w
+            .reshape((4, ()))
+            .unwrap()
+            .t()
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        for (stride, pad) in [
+            ([1, 1], [0; 4]),
+            ([2, 2], [1, 1, 1, 1]),
+            ([2, 1], [1, 0, 2, 1]),
+        ] {
+            let got = conv(&x, &w, &wt, Some(&b), [3, 2], stride, pad).unwrap();
+            let padded = pad_map(&x, pad, 0.0).unwrap();
+            let full = padded.conv2d(&w, 0, 1, 1, 1).unwrap();
+            let want = subsample(&full, stride)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(got.dims(), want.dims(), "{stride:?} {pad:?}");
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{stride:?} {pad:?}: {diff}");
+        }
     }
 }
