@@ -152,25 +152,47 @@ pub fn predict_speed(
     batches: usize,
 ) -> Result<PredictBench, crate::model::ModelError> {
     let pixels: Vec<f32> = test.images.iter().map(|&p| p as f32 / 255.0).collect();
-    let image = |i: usize| &pixels[(i % test.len()) * IMAGE_PIXELS..][..IMAGE_PIXELS];
+    speed(&pixels, IMAGE_PIXELS, singles, batches, |x| {
+        predict(model, x).map(drop)
+    })
+}
+
+/// The timing both benchmarks share: `run` over one image of `values` (`per` values each) at
+/// a time, `singles` times after 50 untimed, for the median and 99th percentile, then over the
+/// first 256 images, `batches` times.
+fn speed(
+    values: &[f32],
+    per: usize,
+    singles: usize,
+    batches: usize,
+    run: impl Fn(&[f32]) -> Result<(), crate::model::ModelError>,
+) -> Result<PredictBench, crate::model::ModelError> {
+    let count = values.len() / per.max(1);
+    if count < 256 {
+        return Err(crate::model::ModelError::BadInput {
+            expected: 256 * per,
+            got: values.len(),
+        });
+    }
+    let image = |i: usize| &values[(i % count) * per..][..per];
     for i in 0..50 {
-        predict(model, image(i))?;
+        run(image(i))?;
     }
     let mut micros: Vec<f64> = (0..singles)
         .map(|i| {
             let start = Instant::now();
-            let p = predict(model, image(i));
+            let r = run(image(i));
             let us = start.elapsed().as_secs_f64() * 1e6;
-            p.map(|_| us)
+            r.map(|()| us)
         })
         .collect::<Result<_, _>>()?;
     micros.sort_by(f64::total_cmp);
     let pct = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-    let batch = &pixels[..256 * IMAGE_PIXELS];
-    predict(model, batch)?;
+    let batch = &values[..256 * per];
+    run(batch)?;
     let start = Instant::now();
     for _ in 0..batches {
-        predict(model, batch)?;
+        run(batch)?;
     }
     let seconds = start.elapsed().as_secs_f64();
     Ok(PredictBench {
@@ -268,39 +290,8 @@ pub fn network_speed(
     singles: usize,
     batches: usize,
 ) -> Result<PredictBench, crate::model::ModelError> {
-    let per = network.spec().input_len();
-    let count = raw.len() / per;
-    if count < 256 {
-        return Err(crate::model::ModelError::BadInput {
-            expected: 256 * per,
-            got: raw.len(),
-        });
-    }
-    let image = |i: usize| &raw[(i % count) * per..][..per];
-    for i in 0..50 {
-        network.probabilities(image(i))?;
-    }
-    let mut micros: Vec<f64> = (0..singles)
-        .map(|i| {
-            let start = Instant::now();
-            let p = network.probabilities(image(i));
-            let us = start.elapsed().as_secs_f64() * 1e6;
-            p.map(|_| us)
-        })
-        .collect::<Result<_, _>>()?;
-    micros.sort_by(f64::total_cmp);
-    let pct = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-    let batch = &raw[..256 * per];
-    network.probabilities(batch)?;
-    let start = Instant::now();
-    for _ in 0..batches {
-        network.probabilities(batch)?;
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(PredictBench {
-        predict_p50_us: pct(0.5),
-        predict_p99_us: pct(0.99),
-        batch256_images_per_second: (256 * batches) as f64 / seconds,
+    speed(raw, network.spec().input_len(), singles, batches, |x| {
+        network.probabilities(x).map(drop)
     })
 }
 
