@@ -693,7 +693,7 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     // released like trained weights; the new version, run by digest on the data plane with its
     // MODEL_S3_URI, must answer the sample stored in the file with the class of import time.
     let dir = tempfile::tempdir().unwrap();
-    let shapes = import_rgb_fixture(dir.path());
+    let shapes = imported_rgb_model(dir.path());
     let shapes = shapes.to_str().unwrap();
     let o = s.deploy(&[
         "release",
@@ -724,27 +724,4 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("already at"), "{}", stderr(&again));
     assert_eq!(s.live(PREDICT)["Version"], live, "nothing changed");
-}
-
-/// `lambda-cnn import` of the RGB PyTorch fixture (24×24×3, five labels) into `dir`.
-fn import_rgb_fixture(dir: &std::path::Path) -> std::path::PathBuf {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
-    let out = dir.join("shapes.safetensors");
-    let o = cli(
-        &[
-            "import",
-            fixtures.join("rgb-torch.onnx").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--mean",
-            "0.485,0.456,0.406",
-            "--std",
-            "0.229,0.224,0.225",
-            "--labels",
-            "circle,square,triangle,star,heart",
-        ],
-        b"",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
 }

@@ -231,26 +231,9 @@ fn an_imported_models_page_shows_its_labels_and_answers_uploads_in_chromium() {
         return;
     }
     let python = venv_tool("LAMBDA_CNN_PYTHON", "python", "selenium");
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("shapes.safetensors");
-    let labels = ["circle", "square", "triangle", "star", "heart"];
-    let out = common::cli(
-        &[
-            "import",
-            fixtures.join("rgb-torch.onnx").to_str().unwrap(),
-            "--out",
-            model.to_str().unwrap(),
-            "--mean",
-            "0.485,0.456,0.406",
-            "--std",
-            "0.229,0.224,0.225",
-            "--labels",
-            &labels.join(","),
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    let model = common::imported_rgb_model(dir.path());
+    let labels = common::RGB_LABELS;
     let mut emu = common::emulator::Emulator::start();
     emu.start_function("predict", &[("MODEL_PATH", model.to_str().unwrap())]);
     let base = format!("http://127.0.0.1:{}/lambda-url/predict/", emu.port);

@@ -376,33 +376,13 @@ fn train_empty_event_runs_the_seeds_full_training() {
 /// the model's input size.
 #[test]
 fn predict_serves_an_imported_rgb_model_with_its_labels() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
     let expect: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures.join("rgb-torch.expect.json")).unwrap(),
+        &std::fs::read_to_string(model_fixtures().join("rgb-torch.expect.json")).unwrap(),
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("shapes.safetensors");
-    let mut args = vec![
-        "import".to_owned(),
-        fixtures
-            .join("rgb-torch.onnx")
-            .to_string_lossy()
-            .into_owned(),
-        "--out".to_owned(),
-        model.to_string_lossy().into_owned(),
-    ];
-    args.extend(
-        expect["import_flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_owned()),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cli(&args, b"");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let labels = ["circle", "square", "triangle", "star", "heart"];
+    let model = imported_rgb_model(dir.path());
+    let labels = RGB_LABELS;
 
     let mut emu = Emulator::start();
     emu.start_function("predict", &[("MODEL_PATH", model.to_str().unwrap())]);

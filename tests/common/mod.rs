@@ -47,6 +47,41 @@ pub fn cli(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The imported-model fixtures (tests/fixtures/models, made by its make.py).
+pub fn model_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+/// The RGB fixture's class labels, as its expect file's import flags name them.
+pub const RGB_LABELS: [&str; 5] = ["circle", "square", "triangle", "star", "heart"];
+
+/// A PyTorch user's RGB model (24×24×3, ImageNet mean/std, [`RGB_LABELS`]), exported to ONNX
+/// by torch and imported with `lambda-cnn import` and the fixture's own flags into `dir`.
+pub fn imported_rgb_model(dir: &Path) -> PathBuf {
+    let expect: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(model_fixtures().join("rgb-torch.expect.json")).unwrap(),
+    )
+    .unwrap();
+    let out = dir.join("shapes.safetensors");
+    let source = model_fixtures().join("rgb-torch.onnx");
+    let mut args = vec![
+        "import",
+        source.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(
+        expect["import_flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap()),
+    );
+    let o = cli(&args, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
