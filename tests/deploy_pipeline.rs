@@ -456,6 +456,18 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     ]);
     assert_clean_failure(&refused, "not a model predict can serve");
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "3");
+    // Train serves no model: a --model for it alone is a mistake, refused before anything is
+    // uploaded (it used to upload the file, then ignore it).
+    let weights =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(lambda_cnn::SHIPPED_WEIGHTS);
+    let refused = s.deploy(&[
+        "release",
+        "--function",
+        "train",
+        "--model",
+        weights.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&refused, "--model is the model predict serves");
 
     // Destroy: without --yes and without a terminal it refuses; with it, everything goes, and
     // a second run finds nothing left to delete.

@@ -666,18 +666,22 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
                 b"not a model".to_vec(),
             ),
             ("models/nan.safetensors".to_owned(), nan),
+            ("models/empty.safetensors".to_owned(), Vec::new()),
+            ("models/short.safetensors".to_owned(), b"\x10\0\0".to_vec()),
         ],
     );
     let live_before = s.live(PREDICT)["Version"].clone();
-    let uri = format!("s3://{bucket}/models/not-a-model.safetensors");
-    let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("not a model predict can serve"),
-        "{}",
-        stderr(&o)
-    );
-    assert_eq!(s.live(PREDICT)["Version"], live_before);
+    for (key, why) in [
+        ("not-a-model", "not a model predict can serve"),
+        ("empty", "is empty"),
+        ("short", "3 bytes, shorter than a safetensors header"),
+    ] {
+        let uri = format!("s3://{bucket}/models/{key}.safetensors");
+        let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(why), "{key}: {}", stderr(&o));
+        assert_eq!(s.live(PREDICT)["Version"], live_before);
+    }
     let uri = format!("s3://{bucket}/models/nan.safetensors");
     let o = s.deploy(&["release", "--function", "predict", "--model", &uri]);
     let err = stderr(&o);

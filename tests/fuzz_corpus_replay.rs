@@ -28,7 +28,8 @@ fn predict_event_corpus_replays_without_a_5xx() {
     let service = lambda_cnn::api::predict::PredictService::new(
         lambda_cnn::net::Network::seed(lambda_cnn::model::Cnn::init(1).unwrap()).unwrap(),
         "fuzz".into(),
-    );
+    )
+    .unwrap();
     replay("predict_event", |d| fuzzing::predict_event(&service, d));
 }
 

@@ -435,3 +435,81 @@ fn a_keras_window_of_stride_zero_or_a_kernel_unlike_its_weights_is_refused() {
         "{e}"
     );
 }
+
+/// A state dict of one linear layer over a 2×2 grey input, with the given layers after the
+/// input, imported with no input scaling (the model sees the raw values).
+fn import_linear(weight: &[f32], bias: f32, layers: &str) -> Result<Network, ImportError> {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let dict = dir.path().join("binary.safetensors");
+    let tensors = std::collections::HashMap::from([
+        (
+            "fc.weight".to_owned(),
+            Tensor::from_slice(weight, (weight.len() / 4, 4), &Device::Cpu).unwrap(),
+        ),
+        (
+            "fc.bias".to_owned(),
+            Tensor::from_slice(
+                &vec![bias; weight.len() / 4],
+                weight.len() / 4,
+                &Device::Cpu,
+            )
+            .unwrap(),
+        ),
+    ]);
+    candle_core::safetensors::save(&tensors, &dict).unwrap();
+    let description = dir.path().join("layers.json");
+    std::fs::write(
+        &description,
+        format!(r#"{{"input": {{"height": 2, "width": 2, "channels": 1}}, "layers": {layers}}}"#),
+    )
+    .unwrap();
+    let flags = ["--input-scale".to_owned(), "none".to_owned()];
+    let imported = import(&dict, &options(&flags, Some(description)))?;
+    Ok(Network::new(imported.spec, &imported.tensors)?)
+}
+
+#[test]
+fn a_binary_classifier_with_one_sigmoid_output_answers_both_classes() {
+    let (w, b) = ([0.02f32, -0.01, 0.005, 0.03], -1.5f32);
+    let network = import_linear(
+        &w,
+        b,
+        r#"["flatten", {"linear": {"from": "fc"}}, "sigmoid"]"#,
+    )
+    .expect("a one-unit sigmoid output imports");
+    assert_eq!(network.spec().labels, ["0", "1"]);
+    for pixels in [
+        [0.0f32, 0.0, 0.0, 0.0],
+        [10.0, 20.0, 30.0, 40.0],
+        [255.0, 0.0, 255.0, 255.0],
+    ] {
+        let z: f64 = w
+            .iter()
+            .zip(&pixels)
+            .map(|(w, x)| f64::from(w * x))
+            .sum::<f64>()
+            + f64::from(b);
+        let sigmoid = 1.0 / (1.0 + (-z).exp());
+        let p = network.probabilities(&pixels).unwrap().pop().unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(
+            (f64::from(p[1]) - sigmoid).abs() < 1e-6,
+            "{p:?} vs σ = {sigmoid}"
+        );
+        assert!(
+            (f64::from(p[0]) - (1.0 - sigmoid)).abs() < 1e-6,
+            "{p:?} vs σ = {sigmoid}"
+        );
+    }
+    // Both answers happen: the third input is past the boundary.
+    let class = |x: [f32; 4]| lambda_cnn::model::argmax(&network.probabilities(&x).unwrap()[0]);
+    assert_eq!((class([0.0; 4]), class([255.0, 0.0, 255.0, 255.0])), (0, 1));
+
+    // One output with no sigmoid (a logit) cannot be read as a class: refused, with what to do.
+    let e = import_linear(&w, b, r#"["flatten", {"linear": {"from": "fc"}}]"#)
+        .err()
+        .expect("one logit is refused")
+        .to_string();
+    assert!(e.contains("one output") && e.contains("sigmoid"), "{e}");
+}

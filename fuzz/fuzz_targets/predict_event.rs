@@ -8,7 +8,7 @@ fn service() -> &'static PredictService {
     static S: OnceLock<PredictService> = OnceLock::new();
     S.get_or_init(|| {
         let seed = lambda_cnn::model::Cnn::init(1).unwrap();
-        PredictService::new(lambda_cnn::net::Network::seed(seed).unwrap(), "fuzz".into())
+        PredictService::new(lambda_cnn::net::Network::seed(seed).unwrap(), "fuzz".into()).unwrap()
     })
 }
 

@@ -189,7 +189,8 @@ mod tests {
         let service = PredictService::new(
             crate::net::Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
             "m".into(),
-        );
+        )
+        .unwrap();
         let (event, _) = BatchEvent::parse(
             &json!({
                 "Items": (0..20).map(|i| json!({"Key": format!("{i}.png")})).collect::<Vec<_>>(),
@@ -218,7 +219,8 @@ mod tests {
         let service = PredictService::new(
             crate::net::Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
             "m".into(),
-        );
+        )
+        .unwrap();
         let (event, result) = BatchEvent::parse(
             &json!({
                 "Items": (0..20).map(|i| json!({"Key": format!("{i}.png")})).collect::<Vec<_>>(),

@@ -74,21 +74,40 @@ pub struct HttpRequest<'a> {
 }
 
 impl PredictService {
-    /// Also runs one prediction, so that the first request does not pay for preparing the
-    /// inference path (part of being ready).
-    pub fn new(network: Network, model_id: String) -> Self {
-        if let Err(e) = network.probabilities(&vec![0.0; network.spec().input_len()]) {
-            tracing::warn!(error = %e, "warm-up prediction failed");
+    /// Also runs one prediction (the model's stored sample, or zeros), so that the first
+    /// request does not pay for preparing the inference path; a model that cannot answer it,
+    /// or answers something that is not a probability, is refused here, at init, where Lambda
+    /// reports it and the release's smoke test sees it, rather than on every request.
+    pub fn new(network: Network, model_id: String) -> Result<Self, crate::model::ModelError> {
+        let spec = network.spec();
+        let warm_up: Vec<f32> = match &spec.sample {
+            Some(s) => s.pixels.iter().map(|&v| f32::from(v)).collect(),
+            None => vec![0.0; spec.input_len()],
+        };
+        let answered = network.probabilities(&warm_up)?;
+        if !answered.iter().flatten().all(|p| p.is_finite()) {
+            return Err(crate::net::bad(format!(
+                "the model answers {} for its warm-up input: its weights or scaling overflow",
+                if answered.iter().flatten().any(|p| p.is_nan()) {
+                    "NaN"
+                } else {
+                    "infinity"
+                }
+            )));
         }
         let page = Page::new(&model_id, network.spec());
-        let max_instances =
-            (MAX_REQUEST_MACS / network.plan().macs.max(1)).clamp(1, MAX_INSTANCES as u64) as usize;
-        Self {
+        // The work per request, and the pixels: every input costs at least the model's input
+        // size (charged before decoding, whatever its picture's size).
+        let input = &network.spec().input;
+        let by_work = MAX_REQUEST_MACS / network.plan().macs.max(1);
+        let by_pixels = MAX_REQUEST_PIXELS / (input.height * input.width).max(1) as u64;
+        let max_instances = by_work.min(by_pixels).clamp(1, MAX_INSTANCES as u64) as usize;
+        Ok(Self {
             network,
             model_id,
             page,
             max_instances,
-        }
+        })
     }
 
     /// The SHA-256 of the model file.
@@ -187,7 +206,7 @@ impl PredictService {
     /// with the image (for a batch's result line).
     pub fn predict_image(&self, bytes: &[u8]) -> Result<Answer, String> {
         let pixels = image_size(bytes).map_err(|e| e.to_string())?.pixels();
-        within_budget(pixels).map_err(|BadRequest(_, message)| message)?;
+        within_budget(pixels.max(self.input_pixels())).map_err(|BadRequest(_, message)| message)?;
         let input = self
             .model_input(Item::Image(Cow::Borrowed(bytes)), false)
             .map_err(|e| e.to_string())?;
@@ -197,6 +216,13 @@ impl PredictService {
         answers
             .pop()
             .ok_or_else(|| "the model returned no prediction".to_owned())
+    }
+
+    /// Pixels of one model input: what any input costs at least, however small its picture
+    /// (a 1×1 PNG still becomes a whole input).
+    fn input_pixels(&self) -> u64 {
+        let input = &self.network.spec().input;
+        (input.height * input.width) as u64
     }
 
     /// Whether this model works in MNIST's [0, 1] values (the digit preprocessing's) rather
@@ -260,9 +286,10 @@ impl PredictService {
             return HttpReply::error(
                 413,
                 format!(
-                    "{} instances; this model ({} multiply-adds per image) answers at most {} per request",
+                    "{} instances; this model ({} multiply-adds and {} pixels per image) answers at most {} per request",
                     raw.items.len(),
                     self.network.plan().macs,
+                    self.input_pixels(),
                     self.max_instances
                 ),
             );
@@ -292,18 +319,19 @@ impl PredictService {
     /// Checks the whole request's budget from the images' headers, then makes each input, one
     /// after the other in one buffer.
     fn decode_all(&self, raw: RawInputs<'_>, deadline: Instant) -> Result<Vec<f32>, BadRequest> {
-        let input = &self.network.spec().input;
         let mut total = 0u64;
         for (i, item) in raw.items.iter().enumerate() {
-            total += match &item.item {
-                Item::Pixels(_) => (input.height * input.width) as u64,
+            let decoded = match &item.item {
+                Item::Pixels(_) => 0,
                 Item::Image(bytes) => image_size(bytes)
                     .map_err(|e| input_error(&place(raw.single, i), e))?
                     .pixels(),
             };
+            total += decoded.max(self.input_pixels());
         }
         within_budget(total)?;
-        let mut out = Vec::with_capacity(raw.items.len() * self.network.spec().input_len());
+        let len = self.network.spec().input_len();
+        let mut out = Vec::with_capacity(raw.items.len() * len);
         for (i, item) in raw.items.into_iter().enumerate() {
             let at = place(raw.single, i);
             if Instant::now() >= deadline {
@@ -317,6 +345,15 @@ impl PredictService {
             let values = self
                 .model_input(item.item, item.raw)
                 .map_err(|e| input_error(&at, e))?;
+            // Inputs are laid end to end: one of the wrong length would shift every answer
+            // after it.
+            if values.len() != len {
+                return Err(bad(format!(
+                    "{at} made {} values; the model takes {}",
+                    values.len(),
+                    Expect::of(self.network.spec()).hint
+                )));
+            }
             out.extend(values);
         }
         Ok(out)
@@ -903,6 +940,7 @@ pub(crate) mod tests {
             Network::seed(crate::model::Cnn::init(1).unwrap()).unwrap(),
             "test-model".into(),
         )
+        .unwrap()
     }
 
     fn post(s: &PredictService, ct: Option<&str>, body: &[u8]) -> HttpReply {
@@ -1303,6 +1341,74 @@ pub(crate) mod tests {
             json!({"instances": items}).to_string().as_bytes(),
         );
         assert_eq!(r.status, 413, "{}", r.body);
+    }
+
+    /// A model of a `side`×`side` grey input (flatten, then two classes).
+    fn service_of_side(side: usize) -> PredictService {
+        use candle_core::{DType, Device, Tensor};
+        let mut spec = crate::net::spec::tests_support::two_class_spec();
+        (spec.input.height, spec.input.width) = (side, side);
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        let tensors = std::collections::HashMap::from([
+            ("d.weight".to_owned(), zeros(&[2, side * side])),
+            ("d.bias".to_owned(), zeros(&[2])),
+        ]);
+        PredictService::new(Network::new(spec, &tensors).unwrap(), "wide".into()).unwrap()
+    }
+
+    #[test]
+    fn a_model_that_overflows_on_its_warm_up_is_refused_at_init() {
+        use candle_core::{Device, Tensor};
+        let mut spec = crate::net::spec::tests_support::two_class_spec();
+        spec.input.offset = vec![1e30];
+        let tensors = std::collections::HashMap::from([
+            (
+                "d.weight".to_owned(),
+                Tensor::full(1e30f32, (2, 16), &Device::Cpu).unwrap(),
+            ),
+            (
+                "d.bias".to_owned(),
+                Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            ),
+        ]);
+        let e = PredictService::new(Network::new(spec, &tensors).unwrap(), "x".into())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("warm-up input"), "{e}");
+    }
+
+    #[test]
+    fn every_image_is_charged_at_least_the_model_input_it_becomes() {
+        // 512×512: the budget holds 16 inputs, whatever their pictures' size.
+        let s = service_of_side(512);
+        assert_eq!(s.max_instances(), 16);
+        let image = |w, h| {
+            json!({"image": base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                png_header(w, h),
+            )})
+        };
+        let r = post(
+            &s,
+            Some("application/json"),
+            json!({"instances": vec![image(1, 1); 17]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert!(err(&r).contains("at most 16 per request"), "{}", err(&r));
+
+        // 15 tiny pictures and a 1024×1024 one: 16 inputs, and 15 × 512² + 1024² pixels.
+        let mut items = vec![image(1, 1); 15];
+        items.push(image(1024, 1024));
+        let r = post(
+            &s,
+            Some("application/json"),
+            json!({"instances": items}).to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert!(err(&r).contains("4980736 pixels in all"), "{}", err(&r));
     }
 
     #[test]

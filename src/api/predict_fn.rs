@@ -89,7 +89,11 @@ mod tests {
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SHIPPED_WEIGHTS),
         )
         .unwrap();
-        PredictFunction::new(PredictService::new(model, id), "predict".into(), 1.0)
+        PredictFunction::new(
+            PredictService::new(model, id).unwrap(),
+            "predict".into(),
+            1.0,
+        )
     }
 
     #[test]

@@ -398,6 +398,34 @@ impl Chain {
         self.affine(scale, shift)
     }
 
+    /// A binary classifier's one sigmoid output (Keras `Dense(1, "sigmoid")`, PyTorch
+    /// `Linear(n, 1)` + `Sigmoid`) as two classes: a dense layer of one unit `z` followed by a
+    /// sigmoid becomes two units `[0, z]` and a softmax, which is exactly `[1 − σ(z), σ(z)]`,
+    /// so the answer names the likelier class instead of always class 0. Returns whether it
+    /// rewrote anything.
+    pub fn sigmoid_output_as_two_classes(&mut self) -> Result<bool, ImportError> {
+        let n = self.layers.len();
+        let name = match &self.layers[..] {
+            [.., Layer::Dense { name, units: 1, .. }, Layer::Sigmoid] => name.clone(),
+            _ => return Ok(false),
+        };
+        if let Some(w) = self.tensor_mut(&format!("{name}.weight")) {
+            let n_in = w.dims[1];
+            let mut data = vec![0.0; n_in];
+            data.extend_from_slice(&w.data);
+            *w = Array::new(vec![2, n_in], data)?;
+        }
+        if let Some(b) = self.tensor_mut(&format!("{name}.bias")) {
+            *b = Array::new(vec![2], vec![0.0, b.data[0]])?;
+        }
+        if let Layer::Dense { units, .. } = &mut self.layers[n - 2] {
+            *units = 2;
+        }
+        self.layers[n - 1] = Layer::Softmax;
+        self.replan()?;
+        Ok(true)
+    }
+
     /// A layer with no tensors (activations, pools, flatten).
     pub fn op(&mut self, layer: Layer) -> Result<(), ImportError> {
         self.push(layer)

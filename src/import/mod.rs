@@ -171,9 +171,15 @@ fn input_scaling(options: &Options, channels: usize) -> Result<(Vec<f32>, Vec<f3
     })
 }
 
-fn finish(chain: Chain, source: String, options: &Options) -> Result<Imported, ImportError> {
+fn finish(mut chain: Chain, source: String, options: &Options) -> Result<Imported, ImportError> {
     let (c, h, w) = chain.input_dims();
+    chain.sigmoid_output_as_two_classes()?;
     let classes = match chain.shape() {
+        spec::Shape::Flat(1) => {
+            return Err(ImportError::Unsupported(
+                "the model has one output; lambda-cnn serves classifiers of 2 or more classes (a binary classifier ending in one unit and a sigmoid is read as two classes; one ending in a logit needs its sigmoid, or two units and a softmax)".into(),
+            ))
+        }
         spec::Shape::Flat(n) => n,
         s => {
             return Err(ImportError::Unsupported(format!(
@@ -273,7 +279,14 @@ fn sample(network: &crate::net::Network) -> Result<Option<crate::net::Sample>, I
             .fold(0.0f32, f32::max);
         let margin = p.get(class).copied().unwrap_or(0.0) - second;
         if best.as_ref().is_none_or(|(m, _)| margin > *m) {
-            best = Some((margin, crate::net::Sample { pixels, class }));
+            best = Some((
+                margin,
+                crate::net::Sample {
+                    pixels,
+                    class,
+                    probabilities: p,
+                },
+            ));
         }
     }
     Ok(best.map(|(_, s)| s))

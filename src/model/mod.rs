@@ -28,9 +28,9 @@ use rayon::prelude::*;
 /// The flattened pooled map fc1 reads: 13 × 13 × 32 = 5408.
 pub const FLAT: usize = conv_pool::POOLED;
 /// fc1's outputs.
-pub const HIDDEN: usize = 128;
+pub const HIDDEN: usize = crate::net::spec::seed::HIDDEN;
 /// The digits 0..=9.
-pub const CLASSES: usize = 10;
+pub const CLASSES: usize = crate::net::spec::seed::CLASSES;
 
 /// What can go wrong in the model: its input, its weights file, a training step.
 #[derive(Debug, thiserror::Error)]

@@ -447,7 +447,8 @@ fn a_weights_file_over_the_cap_is_refused_unread() -> TestResult {
         .err()
         .ok_or("expected an error")?
         .to_string();
-    assert!(err.contains("over 67108864 bytes"), "{err}");
+    let cap = format!("over {} bytes", weights::MAX_WEIGHTS_BYTES);
+    assert!(err.contains(&cap), "{err}");
     Ok(())
 }
 

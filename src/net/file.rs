@@ -5,7 +5,7 @@
 //! Serialisation is deterministic (one metadata key: safetensors writes its map in hash
 //! order), so the same model gives the same bytes and the same identity.
 
-use super::spec::{self, Layer, ModelSpec};
+use super::spec::ModelSpec;
 use super::{bad, Network};
 use crate::model::weights::{sha256_hex, MAX_WEIGHTS_BYTES};
 use crate::model::ModelError;
@@ -16,51 +16,7 @@ use std::path::Path;
 
 pub use super::header::METADATA_KEY;
 
-/// The seed's description, in the names of its weights file ([`crate::model::weights::TENSORS`]).
-pub fn seed_spec() -> ModelSpec {
-    let same = |name: &str, units| Layer::Dense {
-        name: name.into(),
-        units,
-        bias: true,
-    };
-    ModelSpec {
-        format: spec::FORMAT,
-        source: "lambda-cnn (the seed's model)".into(),
-        input: spec::InputSpec {
-            height: crate::data::IMAGE_SIDE,
-            width: crate::data::IMAGE_SIDE,
-            channels: 1,
-            scale: vec![1.0 / 255.0],
-            offset: vec![0.0],
-            preprocess: spec::Preprocess::Digit,
-        },
-        layers: vec![
-            Layer::Conv2d {
-                name: "conv".into(),
-                filters: crate::model::CHANNELS,
-                kernel: [3, 3],
-                stride: [1, 1],
-                pad: [0; 4],
-                bias: true,
-            },
-            Layer::Relu,
-            Layer::MaxPool2d {
-                kernel: [2, 2],
-                stride: [2, 2],
-                pad: [0; 4],
-            },
-            Layer::Flatten {
-                channels_last: false,
-            },
-            same("fc1", crate::model::HIDDEN),
-            Layer::Relu,
-            same("fc2", crate::model::CLASSES),
-            Layer::Softmax,
-        ],
-        labels: (0..crate::model::CLASSES).map(|d| d.to_string()).collect(),
-        sample: None,
-    }
-}
+pub use super::spec::seed_spec;
 
 /// The bytes of a model file: `tensors` (each the plan names, in its order) and `spec`.
 pub fn to_bytes(
@@ -153,6 +109,7 @@ pub fn save(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::spec::Layer;
 
     fn shipped() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SHIPPED_WEIGHTS)
@@ -230,6 +187,16 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("holds NaN"), "{e}");
+
+        // Integers are not weights: the header check refuses them, and so does loading.
+        let (spec, mut tensors) = from_bytes(&bytes).unwrap();
+        let ints = Tensor::zeros(10, candle_core::DType::I64, &Device::Cpu).unwrap();
+        tensors.insert("fc2.bias".into(), ints);
+        let e = Network::new(spec.clone(), &tensors)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("fc2.bias is I64"), "{e}");
 
         let mut extra = from_bytes(&bytes).unwrap().1;
         extra.insert(

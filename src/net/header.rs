@@ -13,13 +13,15 @@ use serde_json::Value;
 /// The header metadata key that holds the description (JSON).
 pub const METADATA_KEY: &str = "lambda-cnn.model";
 
-/// The largest model file a function loads (and the deployer ships): 64 MiB, the
-/// description's parameter limit in f32 and its header.
-pub const MAX_MODEL_BYTES: u64 = 64 << 20;
-
 /// The largest header read: a description with its sample is at most ~1 MiB of JSON
 /// ([`crate::net::spec::limits`]), the tensors' entries a few KiB.
 pub const MAX_HEADER_BYTES: u64 = 8 << 20;
+
+/// The largest model file a function loads (and the deployer ships): the description's
+/// parameter limit in f32 (what `lambda-cnn import` writes), the largest header and its
+/// 8-byte length, so that any model within the limits fits.
+pub const MAX_MODEL_BYTES: u64 =
+    4 * crate::net::spec::limits::MAX_PARAMS as u64 + MAX_HEADER_BYTES + 8;
 
 fn err(message: impl Into<String>) -> SpecError {
     SpecError {
@@ -44,29 +46,42 @@ pub fn header_len(prefix: &[u8]) -> Result<u64, SpecError> {
 }
 
 /// What a model file's header says: `Ok(Some(spec))` for a model `lambda-cnn import` wrote,
-/// its tensors present with the shapes the description needs and within a file of
-/// `file_len` bytes; `Ok(None)` for the seed's plain weights (no description). `header` is
-/// the JSON after the 8 length bytes.
+/// `Ok(None)` for the seed's plain weights (no description: then its tensors must be the
+/// seed's). Either way each tensor the description needs is there, in its shape, as floats,
+/// and the tensors' bytes tile the rest of a file of `file_len` bytes exactly, as the
+/// safetensors reader a function loads with requires. `header` is the JSON after the 8
+/// length bytes.
 pub fn describe(header: &[u8], file_len: u64) -> Result<Option<ModelSpec>, SpecError> {
     let json: Value = serde_json::from_slice(header)
         .map_err(|e| err(format!("its safetensors header is not JSON ({e})")))?;
     let entries = json
         .as_object()
         .ok_or_else(|| err("its safetensors header is not a JSON object"))?;
-    let Some(text) = entries
+    let described = match entries
         .get("__metadata__")
         .and_then(|m| m.get(METADATA_KEY))
-    else {
-        return Ok(None);
+    {
+        Some(text) => Some(
+            serde_json::from_str::<ModelSpec>(text.as_str().unwrap_or_default())
+                .map_err(|e| err(format!("its model description is not valid: {e}")))?,
+        ),
+        None => None,
     };
-    let spec: ModelSpec = serde_json::from_str(text.as_str().unwrap_or_default())
-        .map_err(|e| err(format!("its model description is not valid: {e}")))?;
-    let plan = spec.plan()?;
+    let plan = match &described {
+        Some(spec) => spec.plan()?,
+        None => crate::net::spec::seed_spec().plan()?,
+    };
+    let whose = if described.is_some() {
+        "the description"
+    } else {
+        "the seed's weights (the file has no model description)"
+    };
     let data_len = file_len.saturating_sub(8 + header.len() as u64);
+    let mut ranges = Vec::with_capacity(plan.tensors.len());
     for (name, dims) in &plan.tensors {
         let t = entries.get(name).ok_or_else(|| {
             err(format!(
-                "the description names tensor {name}, which the file does not hold"
+                "{whose} needs tensor {name}, which the file does not hold"
             ))
         })?;
         let shape: Option<Vec<usize>> = t["shape"]
@@ -74,7 +89,7 @@ pub fn describe(header: &[u8], file_len: u64) -> Result<Option<ModelSpec>, SpecE
             .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
         if shape.as_ref() != Some(dims) {
             return Err(err(format!(
-                "tensor {name} has shape {}; the description needs {dims:?}",
+                "tensor {name} has shape {}; {whose} needs {dims:?}",
                 t["shape"]
             )));
         }
@@ -97,7 +112,7 @@ pub fn describe(header: &[u8], file_len: u64) -> Result<Option<ModelSpec>, SpecE
             });
         let want = dims.iter().product::<usize>() as u64 * width;
         match range {
-            Some((a, b)) if b >= a && b - a == want && b <= data_len => {}
+            Some((a, b)) if b >= a && b - a == want && b <= data_len => ranges.push((a, b, name)),
             _ => {
                 return Err(err(format!(
                     "tensor {name}'s bytes {} do not hold its {want} bytes within the file's {data_len}",
@@ -112,10 +127,27 @@ pub fn describe(header: &[u8], file_len: u64) -> Result<Option<ModelSpec>, SpecE
         .count();
     if extra > 0 {
         return Err(err(format!(
-            "the file holds {extra} tensors the description does not use"
+            "the file holds {extra} tensors {whose} does not use"
         )));
     }
-    Ok(Some(spec))
+    // One after the other from the first data byte to the last: no overlap, no gap, nothing
+    // after (safetensors' own rule, which the function's loader enforces).
+    ranges.sort_unstable();
+    let mut end = 0;
+    for (a, b, name) in ranges {
+        if a != end {
+            return Err(err(format!(
+                "tensor {name}'s bytes start at {a}, not at {end} where the tensor before ends"
+            )));
+        }
+        end = b;
+    }
+    if end != data_len {
+        return Err(err(format!(
+            "the tensors end at byte {end} of the file's {data_len} data bytes"
+        )));
+    }
+    Ok(described)
 }
 
 /// [`describe`] over a whole file's bytes.
@@ -152,6 +184,14 @@ mod tests {
         })
     }
 
+    /// The header with the tensors' byte ranges given.
+    fn ranges(weight: [u64; 2], bias: [u64; 2]) -> serde_json::Value {
+        let mut h = header(&spec(), json!([2, 16]));
+        h["d.weight"]["data_offsets"] = json!(weight);
+        h["d.bias"]["data_offsets"] = json!(bias);
+        h
+    }
+
     #[test]
     fn a_model_file_header_gives_its_description() {
         let bytes = file(header(&spec(), json!([2, 16])), 136);
@@ -159,9 +199,25 @@ mod tests {
     }
 
     #[test]
-    fn plain_weights_have_no_description() {
+    fn the_seeds_plain_weights_have_no_description_and_nothing_else_passes_for_them() {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SHIPPED_WEIGHTS);
+        assert_eq!(
+            describe_file(&std::fs::read(shipped).unwrap()).unwrap(),
+            None
+        );
+        // Any other safetensors file without a description used to pass as "the seed's".
         let h = json!({"conv.weight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}});
-        assert_eq!(describe_file(&file(h, 4)).unwrap(), None);
+        let e = describe_file(&file(h, 4)).unwrap_err().message;
+        assert!(
+            e.contains("the seed's weights") && e.contains("has shape"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_model_within_the_limits_fits_the_file_limit() {
+        let most = 4 * crate::net::spec::limits::MAX_PARAMS as u64 + MAX_HEADER_BYTES + 8;
+        assert!(MAX_MODEL_BYTES >= most);
     }
 
     #[test]
@@ -173,6 +229,11 @@ mod tests {
             (b"\x10\x00".to_vec(), "shorter than"),
             (b"\x20\x00\x00\x00\x00\x00\x00\x00{".to_vec(), "ends inside"),
             (file(json!([1]), 0), "not a JSON object"),
+            // Bytes the loader would refuse: overlapping, with a gap, or with bytes after.
+            (file(ranges([0, 128], [64, 72]), 136), "start at 64"),
+            (file(ranges([0, 128], [0, 8]), 136), "start at 0, not at 8"),
+            (file(ranges([0, 128], [132, 140]), 140), "start at 132"),
+            (file(ranges([0, 128], [128, 136]), 150), "end at byte 136"),
         ];
         for (bytes, why) in lies {
             let e = describe_file(&bytes).unwrap_err().message;

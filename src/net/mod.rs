@@ -11,6 +11,8 @@ pub mod header;
 pub mod spec;
 
 #[cfg(feature = "ml")]
+mod engine;
+#[cfg(feature = "ml")]
 pub mod eval;
 #[cfg(feature = "ml")]
 pub mod file;

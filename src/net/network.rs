@@ -1,9 +1,11 @@
-//! [`Network`]: a described model evaluated with candle, and its [`Answer`]s.
+//! [`Network`]: a described model, evaluated by the seed's kernels when it is the seed's
+//! architecture and by [`super::engine`] otherwise, and its [`Answer`]s.
 
+use super::engine::Engine;
 use super::file;
 use super::spec::{Layer, ModelSpec, Plan};
 use crate::model::{Cnn, ModelError};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 
 /// One image's answer: the most probable class, its label, and every probability.
@@ -61,61 +63,16 @@ enum Units {
     Unit,
 }
 
-/// Values of all activations alive at once in one forward pass (f32): 512 MiB at most. A
-/// request of many images is evaluated in chunks that fit it.
-pub const MAX_BATCH_VALUES: usize = 128 << 20;
+pub use super::spec::limits::MAX_BATCH_VALUES;
 
-/// A model ready to answer: its description, its checked plan, its tensors.
+/// A model ready to answer: its description, its checked plan, its compiled layers.
 pub struct Network {
     spec: ModelSpec,
     plan: Plan,
-    layers: Vec<Compiled>,
-    scale: Tensor,
-    offset: Tensor,
     /// The seed's kernels, when the layers are the seed's.
     fast: Option<Cnn>,
-    /// Values of the largest im2col matrix of one image.
-    im2col_values: usize,
-}
-
-enum Compiled {
-    /// Evaluated as im2col and one matrix product: candle's own CPU convolution spends most
-    /// of its time building patches for the few channels CNNs like these have (measured in
-    /// docs/import.md, Speed). `wt` is [in_channels·kh·kw, filters], contiguous.
-    Conv {
-        w: Tensor,
-        wt: Tensor,
-        b: Option<Tensor>,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pad: [usize; 4],
-    },
-    /// `wt` is [inputs, units], contiguous.
-    Dense {
-        wt: Tensor,
-        b: Option<Tensor>,
-    },
-    Affine {
-        scale: Tensor,
-        shift: Tensor,
-    },
-    MaxPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pad: [usize; 4],
-    },
-    AvgPool {
-        kernel: [usize; 2],
-        stride: [usize; 2],
-    },
-    GlobalAvgPool,
-    Flatten {
-        channels_last: bool,
-    },
-    Relu,
-    Sigmoid,
-    Tanh,
-    Softmax,
+    /// Every other model's (and the seed's too when it is not scaled like the seed).
+    engine: Option<Engine>,
 }
 
 impl Network {
@@ -135,6 +92,13 @@ impl Network {
                     t.dims()
                 )));
             }
+            // What the deploy binary's header check accepts (`super::header`), no more.
+            if !t.dtype().is_float() {
+                return Err(bad(format!(
+                    "tensor {name} is {:?}; model weights are F32, F16, BF16 or F64",
+                    t.dtype()
+                )));
+            }
         }
         if tensors.len() != plan.tensors.len() {
             let mut extra: Vec<_> = tensors
@@ -148,83 +112,35 @@ impl Network {
                 extra.join(", ")
             )));
         }
-        let get = |name: &str| -> Result<Tensor, ModelError> {
-            let t = tensors[name].to_dtype(DType::F32)?.contiguous()?;
-            let values = t.flatten_all()?.to_vec1::<f32>()?;
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        // Every tensor as f32 values, each checked finite, whichever path will run.
+        let mut values = HashMap::with_capacity(plan.tensors.len());
+        for (name, _) in &plan.tensors {
+            let v = tensors[name]
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            if let Some(i) = v.iter().position(|v| !v.is_finite()) {
                 return Err(bad(format!(
                     "tensor {name} holds {} at index {i}: the weights are damaged",
-                    values[i]
+                    v[i]
                 )));
             }
-            Ok(t)
-        };
-        let opt = |name: &str, has: bool| has.then(|| get(name)).transpose();
-        let mut layers = Vec::with_capacity(spec.layers.len());
-        for layer in &spec.layers {
-            layers.push(match layer {
-                Layer::Conv2d {
-                    name,
-                    filters,
-                    kernel,
-                    stride,
-                    pad,
-                    bias,
-                } => Compiled::Conv {
-                    w: get(&format!("{name}.weight"))?,
-                    wt: get(&format!("{name}.weight"))?
-                        .reshape((*filters, ()))?
-                        .t()?
-                        .contiguous()?,
-                    b: opt(&format!("{name}.bias"), *bias)?,
-                    kernel: *kernel,
-                    stride: *stride,
-                    pad: *pad,
-                },
-                Layer::Dense { name, bias, .. } => Compiled::Dense {
-                    wt: get(&format!("{name}.weight"))?.t()?.contiguous()?,
-                    b: opt(&format!("{name}.bias"), *bias)?,
-                },
-                Layer::Affine { name } => Compiled::Affine {
-                    scale: get(&format!("{name}.scale"))?,
-                    shift: get(&format!("{name}.shift"))?,
-                },
-                Layer::MaxPool2d {
-                    kernel,
-                    stride,
-                    pad,
-                } => Compiled::MaxPool {
-                    kernel: *kernel,
-                    stride: *stride,
-                    pad: *pad,
-                },
-                Layer::AvgPool2d { kernel, stride } => Compiled::AvgPool {
-                    kernel: *kernel,
-                    stride: *stride,
-                },
-                Layer::GlobalAvgPool2d => Compiled::GlobalAvgPool,
-                Layer::Flatten { channels_last } => Compiled::Flatten {
-                    channels_last: *channels_last,
-                },
-                Layer::Relu => Compiled::Relu,
-                Layer::Sigmoid => Compiled::Sigmoid,
-                Layer::Tanh => Compiled::Tanh,
-                Layer::Softmax => Compiled::Softmax,
-            });
+            values.insert(name.as_str(), v);
         }
-        let c = spec.input.channels;
-        let scale = Tensor::from_slice(&spec.input.scale, (1, c, 1, 1), &Device::Cpu)?;
-        let offset = Tensor::from_slice(&spec.input.offset, (1, c, 1, 1), &Device::Cpu)?;
         let fast = seed_layout(&spec, tensors)?;
-        let im2col_values = im2col_values(&spec, &plan);
+        let engine = match fast {
+            Some(_) => None,
+            None => Some(Engine::new(&spec, &plan, |name| {
+                values
+                    .remove(name)
+                    .ok_or_else(|| bad(format!("no tensor {name}")))
+            })?),
+        };
         Ok(Self {
             spec,
             plan,
-            layers,
-            scale,
-            offset,
             fast,
-            im2col_values,
+            engine,
         })
     }
 
@@ -233,17 +149,11 @@ impl Network {
     pub fn seed(cnn: Cnn) -> Result<Self, ModelError> {
         let spec = file::seed_spec();
         let plan = spec.plan().map_err(|e| bad(e.message))?;
-        let scale = Tensor::from_slice(&spec.input.scale, (1, 1, 1, 1), &Device::Cpu)?;
-        let offset = Tensor::from_slice(&spec.input.offset, (1, 1, 1, 1), &Device::Cpu)?;
         Ok(Self {
             spec,
             plan,
-            // Never used: `fast` answers.
-            layers: Vec::new(),
-            scale,
-            offset,
             fast: Some(cnn),
-            im2col_values: 0,
+            engine: None,
         })
     }
 
@@ -327,229 +237,13 @@ impl Network {
                 .map(|p| p.to_vec())
                 .collect());
         }
-        // All activations of a chunk stay within MAX_BATCH_VALUES.
-        let live: usize =
-            self.plan.shapes.iter().map(|s| s.len()).sum::<usize>() + per + self.im2col_values;
-        let chunk = (MAX_BATCH_VALUES / live.max(1)).clamp(1, 256);
-        let mut out = Vec::with_capacity(raw.len() / per);
-        for images in raw.chunks(chunk * per) {
-            let n = images.len() / per;
-            let i = &self.spec.input;
-            let x = Tensor::from_slice(images, (n, i.height, i.width, i.channels), &Device::Cpu)?
-                .permute((0, 3, 1, 2))?
-                .broadcast_mul(&self.scale)?
-                .broadcast_add(&self.offset)?;
-            let mut y = self.forward(x)?;
-            if !self.spec.ends_in_softmax() {
-                y = candle_nn::ops::softmax_last_dim(&y)?;
-            }
-            out.extend(y.to_vec2::<f32>()?);
+        match &self.engine {
+            Some(engine) => Ok(engine.run(raw)),
+            None => Err(bad(
+                "the model has neither the seed's kernels nor compiled layers".into(),
+            )),
         }
-        Ok(out)
     }
-
-    /// The layers over `x`, [n, channels, height, width] already scaled.
-    fn forward(&self, mut x: Tensor) -> Result<Tensor, ModelError> {
-        for layer in &self.layers {
-            x = match layer {
-                Compiled::Conv {
-                    w,
-                    wt,
-                    b,
-                    kernel,
-                    stride,
-                    pad,
-                } => conv(&x, w, wt, b.as_ref(), *kernel, *stride, *pad)?,
-                Compiled::Dense { wt, b } => {
-                    let y = x.matmul(wt)?;
-                    match b {
-                        Some(b) => y.broadcast_add(b)?,
-                        None => y,
-                    }
-                }
-                Compiled::Affine { scale, shift } => {
-                    let shape: Vec<usize> = match x.rank() {
-                        4 => vec![1, scale.elem_count(), 1, 1],
-                        _ => vec![1, scale.elem_count()],
-                    };
-                    x.broadcast_mul(&scale.reshape(shape.as_slice())?)?
-                        .broadcast_add(&shift.reshape(shape.as_slice())?)?
-                }
-                Compiled::MaxPool {
-                    kernel,
-                    stride,
-                    pad,
-                } => pad_map(&x, *pad, f32::NEG_INFINITY)?
-                    .max_pool2d_with_stride((kernel[0], kernel[1]), (stride[0], stride[1]))?,
-                Compiled::AvgPool { kernel, stride } => {
-                    x.avg_pool2d_with_stride((kernel[0], kernel[1]), (stride[0], stride[1]))?
-                }
-                Compiled::GlobalAvgPool => x.mean_keepdim(3)?.mean_keepdim(2)?,
-                Compiled::Flatten { channels_last } => {
-                    if *channels_last {
-                        x.permute((0, 2, 3, 1))?.contiguous()?.flatten_from(1)?
-                    } else {
-                        x.contiguous()?.flatten_from(1)?
-                    }
-                }
-                Compiled::Relu => x.relu()?,
-                Compiled::Sigmoid => candle_nn::ops::sigmoid(&x)?,
-                Compiled::Tanh => x.tanh()?,
-                Compiled::Softmax => candle_nn::ops::softmax_last_dim(&x)?,
-            };
-        }
-        Ok(x)
-    }
-}
-
-/// Values of one image's im2col matrix above which a convolution runs on candle's own
-/// (tiled) operator instead: 16 M values, 64 MiB.
-const MAX_IM2COL_VALUES: usize = 16 << 20;
-
-/// One convolution over `x` [n, c, h, w]: `w` [f, c, kh, kw] and `wt`, the same as
-/// [c·kh·kw, f]. im2col and one matrix product when one image's matrix is within
-/// [`MAX_IM2COL_VALUES`], else candle's convolution.
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    x: &Tensor,
-    w: &Tensor,
-    wt: &Tensor,
-    b: Option<&Tensor>,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    pad: [usize; 4],
-) -> Result<Tensor, ModelError> {
-    let x = pad_map(x, pad, 0.0)?;
-    let (n, c, h, wd) = x.dims4()?;
-    let cols = (h.saturating_sub(kernel[0]) / stride[0].max(1) + 1)
-        * (wd.saturating_sub(kernel[1]) / stride[1].max(1) + 1)
-        * c
-        * kernel[0]
-        * kernel[1];
-    if cols > MAX_IM2COL_VALUES {
-        let y = if stride[0] == stride[1] {
-            x.conv2d(w, 0, stride[0], 1, 1)?
-        } else {
-            subsample(&x.conv2d(w, 0, 1, 1, 1)?, stride)?
-        };
-        return Ok(match b {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
-            None => y,
-        });
-    }
-    let (cols, oh, ow) = im2col(&x, kernel, stride)?;
-    let y = cols.matmul(wt)?;
-    let y = match b {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    Ok(y.reshape((n, oh, ow, wt.dim(1)?))?
-        .permute((0, 3, 1, 2))?
-        .contiguous()?)
-}
-
-/// Every `stride`-th row and column of `x` [n, c, h, w], from the first.
-fn subsample(x: &Tensor, stride: [usize; 2]) -> Result<Tensor, ModelError> {
-    let pick = |len: usize, step: usize| -> Result<Tensor, ModelError> {
-        let idx: Vec<u32> = (0..len).step_by(step).map(|i| i as u32).collect();
-        Ok(Tensor::new(idx, &Device::Cpu)?)
-    };
-    let (_, _, h, w) = x.dims4()?;
-    Ok(x.index_select(&pick(h, stride[0])?, 2)?
-        .index_select(&pick(w, stride[1])?, 3)?)
-}
-
-/// The values of the largest im2col matrix [`im2col`] builds for one image (those over
-/// [`MAX_IM2COL_VALUES`] are not built).
-fn im2col_values(spec: &ModelSpec, plan: &Plan) -> usize {
-    let mut input = spec.input_shape();
-    let mut most = 0;
-    for (layer, out) in spec.layers.iter().zip(&plan.shapes) {
-        if let (Layer::Conv2d { kernel, .. }, super::spec::Shape::Map { h, w, .. }) = (layer, out) {
-            let cols = h * w * input.channels() * kernel[0] * kernel[1];
-            if cols <= MAX_IM2COL_VALUES {
-                most = most.max(cols);
-            }
-        }
-        input = *out;
-    }
-    most
-}
-
-/// `x` [n, c, h, w] with `pad` [top, left, bottom, right] rows and columns of `value`.
-fn pad_map(x: &Tensor, pad: [usize; 4], value: f32) -> Result<Tensor, ModelError> {
-    if pad == [0; 4] {
-        return Ok(x.clone());
-    }
-    if value == 0.0 {
-        return Ok(x
-            .pad_with_zeros(2, pad[0], pad[2])?
-            .pad_with_zeros(3, pad[1], pad[3])?);
-    }
-    let side =
-        |x: &Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor, ModelError> {
-            let mut dims = x.dims().to_vec();
-            let mut parts = Vec::with_capacity(3);
-            if before > 0 {
-                dims[dim] = before;
-                parts.push(Tensor::full(value, dims.as_slice(), x.device())?);
-            }
-            parts.push(x.clone());
-            if after > 0 {
-                dims[dim] = after;
-                parts.push(Tensor::full(value, dims.as_slice(), x.device())?);
-            }
-            Ok(Tensor::cat(&parts, dim)?)
-        };
-    let x = side(x, 2, pad[0], pad[2])?;
-    side(&x, 3, pad[1], pad[3])
-}
-
-/// `x` [n, c, h, w] (padded already) as the windows a `kernel` at `stride` sees: a matrix
-/// [n·oh·ow, c·kh·kw], rows in (image, row, column) order and each row in (channel, ky, kx)
-/// order, the conv weight's own. Returns it with oh and ow. Images are laid out in parallel.
-fn im2col(
-    x: &Tensor,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-) -> Result<(Tensor, usize, usize), ModelError> {
-    use rayon::prelude::*;
-    let (n, c, h, w) = x.dims4()?;
-    let [kh, kw] = kernel;
-    let [sy, sx] = stride;
-    if h < kh || w < kw || sy == 0 || sx == 0 {
-        return Err(bad(format!(
-            "a {kh}×{kw} convolution over a {h}×{w} map at stride {sy}×{sx}"
-        )));
-    }
-    let (oh, ow) = ((h - kh) / sy + 1, (w - kw) / sx + 1);
-    let k = c * kh * kw;
-    let src = x.flatten_all()?.to_vec1::<f32>()?;
-    let mut out = vec![0f32; n * oh * ow * k];
-    out.par_chunks_mut(oh * ow * k)
-        .zip(src.par_chunks(c * h * w))
-        .for_each(|(rows, image)| {
-            for (r, row) in rows.chunks_exact_mut(k).enumerate() {
-                let (oy, ox) = (r / ow, r % ow);
-                for (ch, taps) in row.chunks_exact_mut(kh * kw).enumerate() {
-                    let plane = &image[ch * h * w..][..h * w];
-                    for (ky, line) in taps.chunks_exact_mut(kw).enumerate() {
-                        let at = (oy * sy + ky) * w + ox * sx;
-                        let from = &plane[at..at + kw];
-                        // Element by element: a call to memcpy per few values costs more
-                        // than the copy.
-                        for (d, v) in line.iter_mut().zip(from) {
-                            *d = *v;
-                        }
-                    }
-                }
-            }
-        });
-    Ok((
-        Tensor::from_vec(out, (n * oh * ow, k), &Device::Cpu)?,
-        oh,
-        ow,
-    ))
 }
 
 /// The seed's model, when `spec` is its architecture with its input scaling (x/255): then
@@ -614,43 +308,290 @@ pub(crate) fn bad(message: String) -> ModelError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::spec::{plan_layers, InputSpec, Preprocess, FORMAT};
+    use candle_core::Device;
 
-    /// im2col and a matrix product give candle's own convolution, for equal and unequal
-    /// strides, any padding and a kernel that is not square.
-    #[test]
-    fn im2col_convolution_matches_candles() {
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 7), &Device::Cpu).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (4, 3, 3, 2), &Device::Cpu).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 4, &Device::Cpu).unwrap();
-        let wt = w
-            .reshape((4, ()))
+    /// `x` [n, c, h, w] with `pad` [top, left, bottom, right] of `value`.
+    fn pad_map(x: &Tensor, pad: [usize; 4], value: f32) -> Tensor {
+        let side = |x: &Tensor, dim: usize, before: usize, after: usize| {
+            let mut dims = x.dims().to_vec();
+            let mut parts = Vec::new();
+            if before > 0 {
+                dims[dim] = before;
+                parts.push(Tensor::full(value, dims.as_slice(), x.device()).unwrap());
+            }
+            parts.push(x.clone());
+            if after > 0 {
+                dims[dim] = after;
+                parts.push(Tensor::full(value, dims.as_slice(), x.device()).unwrap());
+            }
+            Tensor::cat(&parts, dim).unwrap()
+        };
+        side(&side(x, 2, pad[0], pad[2]), 3, pad[1], pad[3])
+    }
+
+    /// Every `stride`-th row and column of `x` [n, c, h, w].
+    fn subsample(x: &Tensor, stride: [usize; 2]) -> Tensor {
+        let pick = |len: usize, step: usize| {
+            let idx: Vec<u32> = (0..len).step_by(step).map(|i| i as u32).collect();
+            Tensor::new(idx, &Device::Cpu).unwrap()
+        };
+        let (_, _, h, w) = x.dims4().unwrap();
+        x.index_select(&pick(h, stride[0]), 2)
             .unwrap()
-            .t()
+            .index_select(&pick(w, stride[1]), 3)
             .unwrap()
-            .contiguous()
+    }
+
+    /// The model evaluated with candle's own operators, channels first: what the engine
+    /// must answer.
+    fn reference(spec: &ModelSpec, t: &HashMap<String, Tensor>, raw: &[f32]) -> Vec<Vec<f32>> {
+        let i = &spec.input;
+        let n = raw.len() / spec.input_len();
+        let c = i.channels;
+        let scale = Tensor::from_slice(&i.scale, (1, c, 1, 1), &Device::Cpu).unwrap();
+        let offset = Tensor::from_slice(&i.offset, (1, c, 1, 1), &Device::Cpu).unwrap();
+        let mut x = Tensor::from_slice(raw, (n, i.height, i.width, c), &Device::Cpu)
+            .unwrap()
+            .permute((0, 3, 1, 2))
+            .unwrap()
+            .broadcast_mul(&scale)
+            .unwrap()
+            .broadcast_add(&offset)
             .unwrap();
-        for (stride, pad) in [
-            ([1, 1], [0; 4]),
-            ([2, 2], [1, 1, 1, 1]),
-            ([2, 1], [1, 0, 2, 1]),
-        ] {
-            let got = conv(&x, &w, &wt, Some(&b), [3, 2], stride, pad).unwrap();
-            let padded = pad_map(&x, pad, 0.0).unwrap();
-            let full = padded.conv2d(&w, 0, 1, 1, 1).unwrap();
-            let want = subsample(&full, stride)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
-                .unwrap();
-            assert_eq!(got.dims(), want.dims(), "{stride:?} {pad:?}");
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-4, "{stride:?} {pad:?}: {diff}");
+        let get = |name: &str| t[name].clone();
+        for layer in &spec.layers {
+            x = match layer {
+                Layer::Conv2d {
+                    name,
+                    stride,
+                    pad,
+                    bias,
+                    ..
+                } => {
+                    let y = pad_map(&x, *pad, 0.0)
+                        .conv2d(&get(&format!("{name}.weight")), 0, 1, 1, 1)
+                        .unwrap();
+                    let y = subsample(&y, *stride);
+                    match bias {
+                        true => {
+                            let b = get(&format!("{name}.bias"));
+                            let f = b.elem_count();
+                            y.broadcast_add(&b.reshape((1, f, 1, 1)).unwrap()).unwrap()
+                        }
+                        false => y,
+                    }
+                }
+                Layer::Dense { name, bias, .. } => {
+                    let y = x
+                        .matmul(&get(&format!("{name}.weight")).t().unwrap())
+                        .unwrap();
+                    match bias {
+                        true => y.broadcast_add(&get(&format!("{name}.bias"))).unwrap(),
+                        false => y,
+                    }
+                }
+                Layer::Affine { name } => {
+                    let (s, h) = (get(&format!("{name}.scale")), get(&format!("{name}.shift")));
+                    let shape: Vec<usize> = match x.rank() {
+                        4 => vec![1, s.elem_count(), 1, 1],
+                        _ => vec![1, s.elem_count()],
+                    };
+                    x.broadcast_mul(&s.reshape(shape.as_slice()).unwrap())
+                        .unwrap()
+                        .broadcast_add(&h.reshape(shape.as_slice()).unwrap())
+                        .unwrap()
+                }
+                Layer::MaxPool2d {
+                    kernel,
+                    stride,
+                    pad,
+                } => pad_map(&x, *pad, f32::NEG_INFINITY)
+                    .max_pool2d_with_stride((kernel[0], kernel[1]), (stride[0], stride[1]))
+                    .unwrap(),
+                Layer::AvgPool2d { kernel, stride } => x
+                    .avg_pool2d_with_stride((kernel[0], kernel[1]), (stride[0], stride[1]))
+                    .unwrap(),
+                Layer::GlobalAvgPool2d => x.mean_keepdim(3).unwrap().mean_keepdim(2).unwrap(),
+                Layer::Flatten { channels_last } => match channels_last {
+                    true => x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap(),
+                    false => x.contiguous().unwrap(),
+                }
+                .flatten_from(1)
+                .unwrap(),
+                Layer::Relu => x.relu().unwrap(),
+                Layer::Sigmoid => candle_nn::ops::sigmoid(&x).unwrap(),
+                Layer::Tanh => x.tanh().unwrap(),
+                Layer::Softmax => candle_nn::ops::softmax_last_dim(&x).unwrap(),
+            };
+        }
+        if !spec.ends_in_softmax() {
+            x = candle_nn::ops::softmax_last_dim(&x).unwrap();
+        }
+        x.to_vec2::<f32>().unwrap()
+    }
+
+    fn conv(
+        name: &str,
+        filters: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 4],
+        bias: bool,
+    ) -> Layer {
+        Layer::Conv2d {
+            name: name.into(),
+            filters,
+            kernel,
+            stride,
+            pad,
+            bias,
+        }
+    }
+
+    fn dense(name: &str, units: usize) -> Layer {
+        Layer::Dense {
+            name: name.into(),
+            units,
+            bias: true,
+        }
+    }
+
+    /// A description of these layers over an input of `[h, w, c]`, with random tensors of
+    /// the plan's shapes.
+    fn model(input: [usize; 3], layers: Vec<Layer>) -> (ModelSpec, HashMap<String, Tensor>) {
+        let [h, w, c] = input;
+        let mut spec = ModelSpec {
+            format: FORMAT,
+            source: "test".into(),
+            input: InputSpec {
+                height: h,
+                width: w,
+                channels: c,
+                scale: (0..c).map(|k| 1.0 / (200.0 + 20.0 * k as f32)).collect(),
+                offset: (0..c).map(|k| -0.1 * k as f32).collect(),
+                preprocess: Preprocess::None,
+            },
+            layers,
+            labels: Vec::new(),
+            sample: None,
+        };
+        let plan = plan_layers(spec.input_shape(), &spec.layers).unwrap();
+        spec.labels = (0..plan.shapes.last().unwrap().len())
+            .map(|k| k.to_string())
+            .collect();
+        let tensors = plan
+            .tensors
+            .iter()
+            .map(|(name, dims)| {
+                let t = Tensor::randn(0f32, 0.5, dims.as_slice(), &Device::Cpu).unwrap();
+                (name.clone(), t)
+            })
+            .collect();
+        (spec, tensors)
+    }
+
+    /// The engine answers what candle's own operators do, for every layer, padding, stride
+    /// and flatten order, one image or many (several groups on several threads).
+    #[test]
+    fn the_engine_answers_what_candles_operators_do() {
+        let cases = vec![
+            // Strided and padded convolutions with a kernel that is not square, a padded
+            // max pool, a channels-first flatten folded into the dense layer.
+            (
+                [9, 7, 3],
+                vec![
+                    conv("a", 4, [3, 2], [2, 1], [1, 0, 2, 1], true),
+                    Layer::Relu,
+                    Layer::MaxPool2d {
+                        kernel: [2, 2],
+                        stride: [2, 1],
+                        pad: [1, 1, 0, 0],
+                    },
+                    Layer::Flatten {
+                        channels_last: false,
+                    },
+                    dense("d", 5),
+                    Layer::Softmax,
+                ],
+            ),
+            // The RGB fixture's shape: tanh, mean pooling, sigmoid, global average pooling,
+            // no softmax at the end (one is added).
+            (
+                [12, 12, 3],
+                vec![
+                    conv("a", 8, [3, 3], [1, 1], [0; 4], false),
+                    Layer::Tanh,
+                    Layer::AvgPool2d {
+                        kernel: [2, 2],
+                        stride: [2, 2],
+                    },
+                    conv("b", 6, [3, 3], [1, 1], [1; 4], true),
+                    Layer::Sigmoid,
+                    Layer::GlobalAvgPool2d,
+                    Layer::Flatten {
+                        channels_last: false,
+                    },
+                    dense("d", 4),
+                ],
+            ),
+            // A channels-first flatten with no dense after it: the order is the answer's.
+            (
+                [5, 4, 1],
+                vec![
+                    conv("a", 3, [2, 2], [1, 1], [0; 4], true),
+                    Layer::Flatten {
+                        channels_last: false,
+                    },
+                    Layer::Softmax,
+                ],
+            ),
+            // A per-value affine step after a flatten, then ReLU and dense; and a
+            // channels-last flatten.
+            (
+                [6, 6, 2],
+                vec![
+                    conv("a", 3, [3, 3], [2, 2], [1; 4], true),
+                    Layer::Flatten {
+                        channels_last: false,
+                    },
+                    Layer::Affine { name: "s".into() },
+                    Layer::Relu,
+                    dense("d", 7),
+                ],
+            ),
+            (
+                [6, 6, 2],
+                vec![
+                    conv("a", 3, [3, 3], [1, 1], [0; 4], true),
+                    Layer::Affine { name: "s".into() },
+                    Layer::Flatten {
+                        channels_last: true,
+                    },
+                    dense("d", 3),
+                ],
+            ),
+        ];
+        for (input, layers) in cases {
+            let (spec, tensors) = model(input, layers);
+            let network = Network::new(spec.clone(), &tensors).unwrap();
+            assert!(!network.is_seed_layout());
+            for images in [1, 3, 70] {
+                let raw: Vec<f32> = (0..images * spec.input_len())
+                    .map(|k| ((k * 7919) % 256) as f32)
+                    .collect();
+                let got = network.probabilities(&raw).unwrap();
+                let want = reference(&spec, &tensors, &raw);
+                assert_eq!(got.len(), images);
+                for (g, w) in got.iter().zip(&want) {
+                    let diff = g
+                        .iter()
+                        .zip(w)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(diff < 1e-5, "{}: {diff} ({g:?} vs {w:?})", spec.summary());
+                }
+            }
         }
     }
 }

@@ -33,6 +33,12 @@ pub mod limits {
     pub const MAX_LABEL_CHARS: usize = 64;
     /// Conv and pool kernel sides.
     pub const MAX_KERNEL: usize = 15;
+    /// Values of all activations alive at once in one forward pass (f32): 512 MiB at most.
+    /// A request of many images is evaluated in chunks that fit it.
+    pub const MAX_BATCH_VALUES: usize = 128 << 20;
+    /// Values of one block of a convolution's patch matrix (im2col): 32 K (128 KiB), so
+    /// that no image size makes a large temporary.
+    pub const PATCH_BLOCK_VALUES: usize = 32 << 10;
 }
 
 /// A model: its input, its layers and its labels.
@@ -93,6 +99,11 @@ pub struct Sample {
     pub pixels: Vec<u8>,
     /// The class it gets.
     pub class: usize,
+    /// The probabilities it got at import (empty in files written before they were kept):
+    /// the smoke test checks them too, so weights that still give the class but have
+    /// drifted are caught.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probabilities: Vec<f32>,
 }
 
 /// One layer. Tensors are named `{name}.weight`, `{name}.bias`, `{name}.scale`, `{name}.shift`.
@@ -306,19 +317,21 @@ impl ModelSpec {
         if let Some(v) = i.scale.iter().chain(&i.offset).find(|v| !v.is_finite()) {
             return Err(err(format!("the input scaling holds {v}")));
         }
-        if i.preprocess == Preprocess::Digit && (i.channels != 1 || i.height != i.width) {
+        // The digit preprocessing makes MNIST's own 28×28 grey picture, and nothing else.
+        let side = crate::data::IMAGE_SIDE;
+        if i.preprocess == Preprocess::Digit && (i.channels, i.height, i.width) != (1, side, side) {
             return Err(err(format!(
-                "digit preprocessing makes a square grey image; this input is {}×{}×{}",
+                "digit preprocessing makes MNIST's {side}×{side}×1 picture; this input is {}×{}×{} (import with --preprocess resize or none)",
                 i.height, i.width, i.channels
             )));
         }
         let mut plan = plan_layers(self.input_shape(), &self.layers)?;
         let shape = plan.shapes.last().copied().unwrap_or(self.input_shape());
         plan.classes = match shape {
-            Shape::Flat(n) if n <= MAX_CLASSES => n,
+            Shape::Flat(n) if (2..=MAX_CLASSES).contains(&n) => n,
             Shape::Flat(n) => {
                 return Err(err(format!(
-                    "the model has {n} outputs; the most is {MAX_CLASSES}"
+                    "the model has {n} outputs; a classifier has 2..={MAX_CLASSES} (a one-unit sigmoid output is imported as two classes)"
                 )))
             }
             s => {
@@ -345,11 +358,15 @@ impl ModelSpec {
         }
         if let Some(s) = &self.sample {
             let want = i.height * i.width * i.channels;
-            if s.pixels.len() != want || s.class >= plan.classes {
+            let probabilities_fit = s.probabilities.is_empty()
+                || (s.probabilities.len() == plan.classes
+                    && s.probabilities.iter().all(|p| p.is_finite()));
+            if s.pixels.len() != want || s.class >= plan.classes || !probabilities_fit {
                 return Err(err(format!(
-                    "the stored sample has {} values and class {}; the input has {want} values and the model {} classes",
+                    "the stored sample has {} values, class {} and {} probabilities; the input has {want} values and the model {} classes",
                     s.pixels.len(),
                     s.class,
+                    s.probabilities.len(),
                     plan.classes
                 )));
             }
@@ -398,6 +415,37 @@ impl ModelSpec {
             });
         }
         format!("{} ({} classes)", parts.join(" → "), self.labels.len())
+    }
+}
+
+impl Plan {
+    /// The most values one image holds between two layers (its input included).
+    pub fn widest(&self, spec: &ModelSpec) -> usize {
+        self.shapes
+            .iter()
+            .map(|s| s.len())
+            .fold(spec.input_len(), usize::max)
+    }
+
+    /// Values one image holds while it is evaluated: its raw input, and the two buffers the
+    /// layers read and write in turn (each of [`Self::widest`]).
+    pub fn values_per_image(&self, spec: &ModelSpec) -> usize {
+        spec.input_len() + 2 * self.widest(spec)
+    }
+
+    /// Images evaluated together: as many as keep their values within
+    /// [`limits::MAX_BATCH_VALUES`], 1..=256.
+    pub fn images_at_once(&self, spec: &ModelSpec) -> usize {
+        (limits::MAX_BATCH_VALUES / self.values_per_image(spec).max(1)).clamp(1, 256)
+    }
+
+    /// Bytes a loaded model takes beyond the runtime: its weights (as the engine lays them
+    /// out; the file's tensors are dropped once compiled) and one chunk of images being
+    /// evaluated ([`Self::images_at_once`]), all f32.
+    pub fn loaded_bytes(&self, spec: &ModelSpec) -> u64 {
+        let weights = self.params as u64;
+        let working = (self.images_at_once(spec) * self.values_per_image(spec)) as u64;
+        4 * (weights + working)
     }
 }
 
@@ -482,26 +530,8 @@ pub fn plan_layers(input: Shape, layers: &[Layer]) -> Result<Plan, SpecError> {
                     h: oh,
                     w: ow,
                 };
-                // Unequal strides run at stride 1 and are subsampled: charged as such.
-                let computed = if stride[0] == stride[1] {
-                    out
-                } else {
-                    let (h1, w1) = window_out(h, w, *kernel, [1, 1], *pad).map_err(at)?;
-                    let full = Shape::Map {
-                        c: *filters,
-                        h: h1,
-                        w: w1,
-                    };
-                    if full.len() > MAX_ACTIVATION_VALUES {
-                        return Err(at(format!(
-                            "strides {stride:?} compute {full} = {} values per image first; the most is {MAX_ACTIVATION_VALUES}",
-                            full.len()
-                        )));
-                    }
-                    full
-                };
-                let macs =
-                    (computed.len() as u64).saturating_mul((c * kernel[0] * kernel[1]) as u64);
+                // Each output pixel is one patch times the weights, at any strides.
+                let macs = (out.len() as u64).saturating_mul((c * kernel[0] * kernel[1]) as u64);
                 plan.macs = plan.macs.saturating_add(macs);
                 out
             }
@@ -628,6 +658,64 @@ fn window_out(
     ))
 }
 
+/// The seed's network's sizes: the one home of the numbers its kernels
+/// (`crate::model`) are written for.
+pub mod seed {
+    /// The conv layer's filters.
+    pub const FILTERS: usize = 32;
+    /// fc1's units.
+    pub const HIDDEN: usize = 128;
+    /// The digits 0..=9.
+    pub const CLASSES: usize = 10;
+}
+
+/// The seed's description, in the names of its weights file (`crate::model::weights::TENSORS`):
+/// what a model file without a description is.
+pub fn seed_spec() -> ModelSpec {
+    let same = |name: &str, units| Layer::Dense {
+        name: name.into(),
+        units,
+        bias: true,
+    };
+    ModelSpec {
+        format: FORMAT,
+        source: "lambda-cnn (the seed's model)".into(),
+        input: InputSpec {
+            height: crate::data::IMAGE_SIDE,
+            width: crate::data::IMAGE_SIDE,
+            channels: 1,
+            scale: vec![1.0 / 255.0],
+            offset: vec![0.0],
+            preprocess: Preprocess::Digit,
+        },
+        layers: vec![
+            Layer::Conv2d {
+                name: "conv".into(),
+                filters: seed::FILTERS,
+                kernel: [3, 3],
+                stride: [1, 1],
+                pad: [0; 4],
+                bias: true,
+            },
+            Layer::Relu,
+            Layer::MaxPool2d {
+                kernel: [2, 2],
+                stride: [2, 2],
+                pad: [0; 4],
+            },
+            Layer::Flatten {
+                channels_last: false,
+            },
+            same("fc1", seed::HIDDEN),
+            Layer::Relu,
+            same("fc2", seed::CLASSES),
+            Layer::Softmax,
+        ],
+        labels: (0..seed::CLASSES).map(|d| d.to_string()).collect(),
+        sample: None,
+    }
+}
+
 /// Descriptions other modules' tests use.
 #[cfg(test)]
 pub(crate) mod tests_support {
@@ -666,53 +754,7 @@ pub(crate) mod tests_support {
 mod tests {
     use super::*;
 
-    pub(crate) fn seed_spec() -> ModelSpec {
-        ModelSpec {
-            format: FORMAT,
-            source: "test".into(),
-            input: InputSpec {
-                height: 28,
-                width: 28,
-                channels: 1,
-                scale: vec![1.0 / 255.0],
-                offset: vec![0.0],
-                preprocess: Preprocess::Digit,
-            },
-            layers: vec![
-                Layer::Conv2d {
-                    name: "conv".into(),
-                    filters: 32,
-                    kernel: [3, 3],
-                    stride: [1, 1],
-                    pad: [0; 4],
-                    bias: true,
-                },
-                Layer::Relu,
-                Layer::MaxPool2d {
-                    kernel: [2, 2],
-                    stride: [2, 2],
-                    pad: [0; 4],
-                },
-                Layer::Flatten {
-                    channels_last: false,
-                },
-                Layer::Dense {
-                    name: "fc1".into(),
-                    units: 128,
-                    bias: true,
-                },
-                Layer::Relu,
-                Layer::Dense {
-                    name: "fc2".into(),
-                    units: 10,
-                    bias: true,
-                },
-                Layer::Softmax,
-            ],
-            labels: (0..10).map(|d| d.to_string()).collect(),
-            sample: None,
-        }
-    }
+    pub(crate) use super::seed_spec;
 
     #[test]
     fn the_seed_plans_to_its_known_shapes_and_costs() {
@@ -764,8 +806,29 @@ mod tests {
 
         let mut s = seed_spec();
         (s.input.height, s.input.width) = (1024, 1024);
+        s.input.preprocess = Preprocess::Resize;
         let e = s.plan().unwrap_err().message;
         assert!(e.contains("layer 0 (conv2d) makes 32×1022×1022"), "{e}");
+
+        // The digit preprocessing only makes MNIST's 28×28: any other size would be served
+        // pictures of the wrong length.
+        let mut s = seed_spec();
+        (s.input.height, s.input.width) = (32, 32);
+        let e = s.plan().unwrap_err().message;
+        assert!(
+            e.contains("MNIST's 28×28×1") && e.contains("32×32×1"),
+            "{e}"
+        );
+
+        // One output would always be "class 0" under a softmax.
+        let mut s = seed_spec();
+        let Layer::Dense { units, .. } = &mut s.layers[6] else {
+            panic!("the seed's last dense layer")
+        };
+        *units = 1;
+        s.labels.truncate(1);
+        let e = s.plan().unwrap_err().message;
+        assert!(e.contains("1 outputs; a classifier has 2..="), "{e}");
 
         let mut s = seed_spec();
         s.layers[2] = Layer::MaxPool2d {
@@ -789,7 +852,7 @@ mod tests {
     }
 
     #[test]
-    fn unequal_strides_are_charged_for_the_stride_1_convolution_they_run() {
+    fn unequal_strides_are_charged_for_the_outputs_they_compute() {
         let mut s = seed_spec();
         (s.input.height, s.input.width) = (1024, 1024);
         s.input.preprocess = Preprocess::Resize;
@@ -801,10 +864,54 @@ mod tests {
             pad: [0; 4],
             bias: true,
         };
-        let e = s.plan().unwrap_err().message;
-        assert!(e.contains("compute 32×1022×1022"), "{e}");
+        let plan = s.plan().unwrap();
+        assert_eq!(
+            plan.shapes[0],
+            Shape::Map {
+                c: 32,
+                h: 73,
+                w: 69
+            }
+        );
+        let dense = 32 * 36 * 34 * 128 + 128 * 10;
+        assert_eq!(plan.macs, (32 * 73 * 69 * 9 + dense) as u64);
         let input = Shape::Map { c: 0, h: 28, w: 28 };
         assert!(plan_layers(input, &[Layer::Relu]).is_err());
+    }
+
+    #[test]
+    fn a_loaded_model_is_charged_a_whole_chunk_of_images_and_its_weights() {
+        let mut s = seed_spec();
+        (s.input.height, s.input.width, s.input.channels) = (512, 512, 3);
+        (s.input.scale, s.input.offset) = (vec![1.0; 3], vec![0.0; 3]);
+        s.input.preprocess = Preprocess::Resize;
+        s.layers[0] = Layer::Conv2d {
+            name: "conv".into(),
+            filters: 16,
+            kernel: [3, 3],
+            stride: [1, 1],
+            pad: [0; 4],
+            bias: true,
+        };
+        s.layers[2] = Layer::GlobalAvgPool2d;
+        s.layers[4] = Layer::Dense {
+            name: "fc1".into(),
+            units: 128,
+            bias: true,
+        };
+        let plan = s.plan().unwrap();
+        let per = plan.values_per_image(&s);
+        // The raw input, and two buffers of the widest map (the conv's output).
+        assert_eq!(per, 512 * 512 * 3 + 2 * 510 * 510 * 16);
+        let chunk = plan.images_at_once(&s);
+        assert!(
+            chunk > 1 && chunk * per <= limits::MAX_BATCH_VALUES,
+            "{chunk}"
+        );
+        let bytes = plan.loaded_bytes(&s);
+        // Counting one image (the old estimate) would say ~100 MB; a chunk holds ~500.
+        assert!(bytes > 400 << 20, "{bytes}");
+        assert!(bytes <= 4 * (limits::MAX_BATCH_VALUES as u64 + plan.params as u64));
     }
 
     #[test]

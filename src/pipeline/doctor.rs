@@ -285,13 +285,10 @@ fn model(path: &Path, config: &DeployConfig) -> Check {
         Ok(p) => p,
         Err(e) => return Check::fail("model", e.message, fix),
     };
-    // What a loaded model holds: the file's bytes, its tensors as f32, one image's activations
-    // (each image of a request is evaluated in chunks that bound the rest).
-    let need_mb = (bytes.len() as u64
-        + 4 * plan.params as u64
-        + 4 * plan.shapes.iter().map(|s| s.len() as u64).sum::<u64>())
-        / (1 << 20)
-        + PREDICT_BASE_MB;
+    // What a loaded model holds (weights, and a request's images evaluated in chunks), and
+    // the file's bytes while it loads.
+    let need_mb =
+        (bytes.len() as u64 + plan.loaded_bytes(&spec)).div_ceil(1 << 20) + PREDICT_BASE_MB;
     let fc = config.function(Function::Predict);
     let found = format!(
         "{}: {}; {} parameters, {} multiply-adds per image, {} bytes; smoke test: {}",

@@ -263,7 +263,13 @@ pub async fn describe_model(
             "{uri} is not a model predict can serve: {e} (write one with `lambda-cnn import`, or give train's weights)"
         ))
     };
-    let n = header::header_len(&read(0, 8.min(size)).await?).map_err(bad)?;
+    // Checked before any read: a range of an empty object would be `bytes=0--1`.
+    if size < 8 {
+        return Err(bad(crate::net::spec::SpecError {
+            message: format!("it is {size} bytes, shorter than a safetensors header (8)"),
+        }));
+    }
+    let n = header::header_len(&read(0, 8).await?).map_err(bad)?;
     if 8 + n > size {
         return Err(bad(crate::net::spec::SpecError {
             message: format!("its header declares {n} bytes; the file is {size}"),

@@ -11,6 +11,11 @@ const PREDICT_EXPECTED: u64 = 7;
 /// A short training run: enough to prove the data loads and the model learns.
 const TRAIN_EVENT: &str = r#"{"epochs":1,"limit":500}"#;
 
+/// How far a stored sample's probabilities may move between import and the function: far
+/// above the rounding of another CPU's vector width (~1e-6), far below a damaged weight's
+/// effect.
+pub const SAMPLE_TOLERANCE: f32 = 1e-3;
+
 /// What a smoke test sends and what it must get back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Smoke {
@@ -27,6 +32,9 @@ pub enum Smoke {
         class: usize,
         /// That class's label.
         label: String,
+        /// The probabilities it gave at import (empty for older files): each answered must
+        /// be within [`SAMPLE_TOLERANCE`].
+        probabilities: Vec<f32>,
     },
     /// Predict serving an imported model too large to carry a sample: it must load and say so.
     Health,
@@ -42,6 +50,7 @@ impl Smoke {
                     pixels: s.pixels.clone(),
                     class: s.class,
                     label: spec.labels.get(s.class).cloned().unwrap_or_default(),
+                    probabilities: s.probabilities.clone(),
                 },
                 None => Smoke::Health,
             },
@@ -104,9 +113,43 @@ impl Smoke {
                     ""
                 }
             )),
-            Smoke::Sample { class, label, .. } if body["class"] == *class => Ok(format!(
-                "the model's stored sample came back as {label:?}, as at import"
-            )),
+            Smoke::Sample {
+                class,
+                label,
+                probabilities,
+                ..
+            } if body["class"] == *class => {
+                if probabilities.is_empty() {
+                    return Ok(format!(
+                        "the model's stored sample came back as {label:?}, as at import"
+                    ));
+                }
+                let answered: Vec<f64> = body["probabilities"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default();
+                if answered.len() != probabilities.len() {
+                    return Err(format!(
+                        "the model's stored sample got {} probabilities; at import it got {}",
+                        answered.len(),
+                        probabilities.len()
+                    ));
+                }
+                let drift = answered
+                    .iter()
+                    .zip(probabilities)
+                    .map(|(a, &p)| (a - f64::from(p)).abs())
+                    .fold(0.0, f64::max);
+                if drift <= f64::from(SAMPLE_TOLERANCE) {
+                    Ok(format!(
+                        "the model's stored sample came back as {label:?}, its probabilities within {drift:.1e} of import's"
+                    ))
+                } else {
+                    Err(format!(
+                        "the model's stored sample came back as {label:?}, but its probabilities differ from import's by up to {drift:.1e} (at most {SAMPLE_TOLERANCE:.0e}): the weights served are not the ones imported"
+                    ))
+                }
+            }
             Smoke::Sample { class, label, .. } => Err(format!(
                 "the model's stored sample came back as class {} ({}); at import it was {class} ({label:?})",
                 body["class"], body["label"]
@@ -191,6 +234,7 @@ mod tests {
         spec.sample = Some(crate::net::Sample {
             pixels: vec![9; spec.input_len()],
             class: 1,
+            probabilities: vec![0.25, 0.75],
         });
         let case = Smoke::for_model(Some(&spec));
         let event: serde_json::Value = serde_json::from_slice(&case.payload()).unwrap();
@@ -199,15 +243,19 @@ mod tests {
             serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
         assert_eq!(body["preprocess"], "none");
         assert_eq!(body["pixels"].as_array().unwrap().len(), spec.input_len());
-        let answer = |class: usize| {
-            serde_json::json!({"statusCode": 200, "body": serde_json::json!({"class": class, "label": "x"}).to_string()})
-                .to_string()
+        let answer = |class: usize, p: f32| {
+            let body =
+                serde_json::json!({"class": class, "label": "x", "probabilities": [1.0 - p, p]});
+            serde_json::json!({"statusCode": 200, "body": body.to_string()}).to_string()
         };
-        assert!(case.judge(None, answer(1).as_bytes()).is_ok());
+        assert!(case.judge(None, answer(1, 0.7502).as_bytes()).is_ok());
         assert!(case
-            .judge(None, answer(0).as_bytes())
+            .judge(None, answer(0, 0.75).as_bytes())
             .unwrap_err()
             .contains("at import it was 1"));
+        // The class alone is not enough: weights that drifted still give it.
+        let e = case.judge(None, answer(1, 0.9).as_bytes()).unwrap_err();
+        assert!(e.contains("differ from import's"), "{e}");
         spec.sample = None;
         assert_eq!(Smoke::for_model(Some(&spec)), Smoke::Health);
         assert_eq!(Smoke::for_model(None), Smoke::Digit);

@@ -32,7 +32,9 @@ fn main() -> Result<(), Error> {
         let loaded = model_source::from_env().await.inspect_err(|e| {
             tracing::error!(error = %e, "cannot load the model; set MODEL_PATH to a weights file or MODEL_S3_URI to s3://bucket/key");
         })?;
-        let service = PredictService::new(loaded.model, loaded.id);
+        let service = PredictService::new(loaded.model, loaded.id).inspect_err(|e| {
+            tracing::error!(error = %e, "the model cannot answer: refusing to start");
+        })?;
         let init_ms = exec.elapsed().as_secs_f64() * 1e3;
         tracing::info!(init_ms, model = service.model_id(), source = %loaded.source, "ready");
         let fn_name =

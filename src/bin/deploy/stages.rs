@@ -586,6 +586,9 @@ async fn release_functions(
     model: Option<&str>,
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
+    if model.is_some() && !functions.contains(&Function::Predict) {
+        bail!("--model is the model predict serves; train has none: drop --model, or release predict (--function predict)");
+    }
     let local_model = check_model_flag(model)?;
     // The images first: a missing one stops the release before the role or bucket exist.
     let images = functions

@@ -31,7 +31,7 @@ use x86::{backward_one_avx2, backward_one_avx512, forward_one_avx2, forward_one_
 /// The conv kernel's side.
 pub const KERNEL: usize = 3;
 /// The conv layer's output channels.
-pub const CHANNELS: usize = 32;
+pub const CHANNELS: usize = crate::net::spec::seed::FILTERS;
 /// The kernel's taps (9).
 pub const TAPS: usize = KERNEL * KERNEL;
 /// The side of the conv's output (26: a valid 3×3 convolution of 28×28).
