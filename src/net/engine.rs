@@ -85,8 +85,6 @@ pub struct Engine {
     scale: Vec<f32>,
     offset: Vec<f32>,
     input_len: usize,
-    /// The most values one image holds between two layers.
-    widest: usize,
     classes: usize,
     /// Images per group.
     group: usize,
@@ -242,7 +240,6 @@ impl Engine {
             scale: spec.input.scale.clone(),
             offset: spec.input.offset.clone(),
             input_len: spec.input_len(),
-            widest,
             classes: plan.classes,
             group: (GROUP_VALUES / widest.max(1)).clamp(1, 64),
             chunk: plan.images_at_once(spec),
@@ -259,9 +256,13 @@ impl Engine {
         let group = self.group.min(n.div_ceil(threads)).max(1);
         let mut out = Vec::with_capacity(n);
         for chunk in raw.chunks(self.chunk * per) {
+            // Each job's buffers serve all the groups it runs (fresh pages cost more than
+            // the small layers).
             let answers: Vec<Vec<f32>> = chunk
                 .par_chunks(group * per)
-                .map(|images| self.group_forward(images))
+                .map_init(Scratch::default, |scratch, images| {
+                    self.group_forward(images, scratch)
+                })
                 .collect();
             for probabilities in answers {
                 out.extend(probabilities.chunks_exact(self.classes).map(|p| p.to_vec()));
@@ -270,27 +271,32 @@ impl Engine {
         out
     }
 
-    /// The whole network over a few images, in two buffers used in turn.
-    fn group_forward(&self, raw: &[f32]) -> Vec<f32> {
+    /// The whole network over a few images, in two buffers used in turn: their answers.
+    fn group_forward(&self, raw: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let n = raw.len() / self.input_len;
         let c = self.scale.len();
-        let mut x: Vec<f32> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * self.scale[i % c] + self.offset[i % c])
-            .collect();
-        let mut y: Vec<f32> = Vec::with_capacity(n * self.widest);
-        let mut patches: Vec<f32> = Vec::new();
+        let Scratch { x, y, patches } = scratch;
+        x.clear();
+        x.extend(raw.chunks_exact(c).flat_map(|pixel| {
+            pixel
+                .iter()
+                .zip(&self.scale)
+                .zip(&self.offset)
+                .map(|((v, s), o)| v * s + o)
+        }));
         for op in &self.ops {
-            let in_place = self.apply(op, n, &mut x, &mut y, &mut patches);
+            let in_place = self.apply(op, n, x, y, patches);
             if !in_place {
-                std::mem::swap(&mut x, &mut y);
+                std::mem::swap(x, y);
             }
         }
-        x
+        x.clone()
     }
 
     /// One layer over `n` images in `x`: in place (true), or into `y` (false).
+    // Kept out of line, as `conv` and `pool` are: inlined into the parallel closure they
+    // made one body the compiler optimised badly (batches of 256 ran at 60% of the speed).
+    #[inline(never)]
     fn apply(
         &self,
         op: &Op,
@@ -330,8 +336,7 @@ impl Engine {
                 inputs,
                 units,
             } => {
-                y.clear();
-                y.resize(n * units, 0.0);
+                overwrite(y, n * units);
                 matmul(y, x, wt, n, *inputs, *units);
                 if let Some(b) = b {
                     add_rows(y, b);
@@ -382,8 +387,7 @@ impl Engine {
                 false
             }
             Op::ToChannelsFirst { pixels, channels } => {
-                y.clear();
-                y.resize(x.len(), 0.0);
+                overwrite(y, x.len());
                 let per = pixels * channels;
                 for (from, to) in x.chunks_exact(per).zip(y.chunks_exact_mut(per)) {
                     for (p, pixel) in from.chunks_exact(*channels).enumerate() {
@@ -420,6 +424,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// The buffers one job of [`Engine::run`] reuses across its groups.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    patches: Vec<f32>,
+}
+
+/// `v` of `len` values whose contents the caller overwrites entirely (no zeroing pass).
+fn overwrite(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    v.truncate(len);
 }
 
 /// `dst` [m, n] = `a` [m, k] × `b` [k, n], all row-major, on this thread.
@@ -465,6 +485,7 @@ fn add_rows(rows: &mut [f32], b: &[f32]) {
 /// A convolution of `n` images `x` [h, w, cin] into `y` [oh, ow, filters]: the patches of a
 /// few hundred output pixels at a time, times `wt`.
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn conv(
     x: &[f32],
     n: usize,
@@ -480,30 +501,47 @@ fn conv(
 ) {
     let k = kh * kw * cin;
     let rows = n * oh * ow;
-    y.clear();
-    y.resize(rows * f, 0.0);
+    overwrite(y, rows * f);
     let block = (PATCH_BLOCK_VALUES / k).max(1).min(rows);
-    patches.resize(block * k, 0.0);
+    overwrite(patches, block * k);
     let image_len = h * w * cin;
     let mut r0 = 0;
     while r0 < rows {
         let count = block.min(rows - r0);
-        for (i, patch) in patches[..count * k].chunks_exact_mut(k).enumerate() {
-            let r = r0 + i;
-            let (image, p) = (r / (oh * ow), r % (oh * ow));
-            let (oy, ox) = (p / ow, p % ow);
+        // The first row's place, then each next one by counting (no division per row).
+        let (mut image, mut oy, mut ox) = (r0 / (oh * ow), (r0 % (oh * ow)) / ow, r0 % ow);
+        for patch in patches[..count * k].chunks_exact_mut(k) {
             let src = &x[image * image_len..][..image_len];
+            let run = kw * cin;
+            let x0 = (ox * sx).wrapping_sub(left);
             for ky in 0..kh {
                 let iy = (oy * sy + ky).wrapping_sub(top);
-                for kx in 0..kw {
-                    let ix = (ox * sx + kx).wrapping_sub(left);
-                    let to = &mut patch[(ky * kw + kx) * cin..][..cin];
-                    // Outside the map (padding, or wrapped below zero): zeros.
-                    if iy < h && ix < w {
-                        to.copy_from_slice(&src[(iy * w + ix) * cin..][..cin]);
-                    } else {
-                        to.fill(0.0);
+                let to = &mut patch[ky * run..][..run];
+                if iy >= h {
+                    to.fill(0.0);
+                } else if x0 < w && x0 + kw <= w {
+                    // The whole row of taps is inside: kw·cin values in a row.
+                    copy_short(to, &src[(iy * w + x0) * cin..][..run]);
+                } else {
+                    for kx in 0..kw {
+                        let ix = (ox * sx + kx).wrapping_sub(left);
+                        let to = &mut to[kx * cin..][..cin];
+                        // Outside the map (padding, or wrapped below zero): zeros.
+                        if ix < w {
+                            copy_short(to, &src[(iy * w + ix) * cin..][..cin]);
+                        } else {
+                            to.fill(0.0);
+                        }
                     }
+                }
+            }
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    image += 1;
                 }
             }
         }
@@ -512,6 +550,24 @@ fn conv(
     }
     if let Some(b) = b {
         add_rows(y, b);
+    }
+}
+
+/// `to` = `from` (the same length), for the few values of a patch's row: in blocks of 4 and
+/// a tail written out, since a loop is compiled to a call of memcpy, which costs more than
+/// copying 3 or 24 values (it was 15% of a small CNN's time).
+#[inline(always)]
+fn copy_short(to: &mut [f32], from: &[f32]) {
+    let mut blocks = to.chunks_exact_mut(4);
+    let mut src = from.chunks_exact(4);
+    for (t, f) in (&mut blocks).zip(&mut src) {
+        t.copy_from_slice(f);
+    }
+    match (blocks.into_remainder(), src.remainder()) {
+        ([a], [x]) => *a = *x,
+        ([a, b], [x, y]) => (*a, *b) = (*x, *y),
+        ([a, b, c], [x, y, z]) => (*a, *b, *c) = (*x, *y, *z),
+        _ => {}
     }
 }
 
@@ -524,6 +580,7 @@ enum Pool {
 /// A max or mean pool of `n` images `x` [h, w, c] into `y` [oh, ow, c]. Padding is left out
 /// of both (as a max over −∞ padding would).
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn pool(
     x: &[f32],
     n: usize,
