@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 /// Lambda's own limit for a synchronous request payload.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// Images per request (`instances`).
-pub const MAX_INSTANCES: usize = 256;
+pub const MAX_INSTANCES: usize = crate::net::spec::limits::MAX_INSTANCES;
 /// Pixels decoded per request, all images together, as their headers declare them: one
 /// 2048×2048 image, or 256 of 128×128. Decoding and preprocessing this many takes ~0.2 s on
 /// one core (docs/cli-and-functions.md, Limits).

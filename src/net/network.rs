@@ -93,7 +93,10 @@ impl Network {
                 )));
             }
             // What the deploy binary's header check accepts (`super::header`), no more.
-            if !t.dtype().is_float() {
+            if !matches!(
+                t.dtype(),
+                DType::F32 | DType::F16 | DType::BF16 | DType::F64
+            ) {
                 return Err(bad(format!(
                     "tensor {name} is {:?}; model weights are F32, F16, BF16 or F64",
                     t.dtype()

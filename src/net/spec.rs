@@ -39,6 +39,8 @@ pub mod limits {
     /// Values of one block of a convolution's patch matrix (im2col): 32 K (128 KiB), so
     /// that no image size makes a large temporary.
     pub const PATCH_BLOCK_VALUES: usize = 32 << 10;
+    /// Images one request may hold (`instances`), and one chunk evaluates at most.
+    pub const MAX_INSTANCES: usize = 256;
 }
 
 /// A model: its input, its layers and its labels.
@@ -434,18 +436,35 @@ impl Plan {
     }
 
     /// Images evaluated together: as many as keep their values within
-    /// [`limits::MAX_BATCH_VALUES`], 1..=256.
+    /// [`limits::MAX_BATCH_VALUES`], 1..=[`limits::MAX_INSTANCES`].
     pub fn images_at_once(&self, spec: &ModelSpec) -> usize {
-        (limits::MAX_BATCH_VALUES / self.values_per_image(spec).max(1)).clamp(1, 256)
+        (limits::MAX_BATCH_VALUES / self.values_per_image(spec).max(1))
+            .clamp(1, limits::MAX_INSTANCES)
     }
 
-    /// Bytes a loaded model takes beyond the runtime: its weights (as the engine lays them
-    /// out; the file's tensors are dropped once compiled) and one chunk of images being
-    /// evaluated ([`Self::images_at_once`]), all f32.
+    /// Bytes a model takes beyond the runtime, at its peak: loading holds the tensors three
+    /// times (as read, as candle's, as the engine's f32); serving holds the engine's weights,
+    /// one chunk of images being evaluated ([`Self::images_at_once`]), a request's decoded
+    /// inputs, and each job's block of patches (one patch row when a row is longer than the
+    /// block), per the most vCPUs Lambda gives (6), all f32.
     pub fn loaded_bytes(&self, spec: &ModelSpec) -> u64 {
-        let weights = self.params as u64;
-        let working = (self.images_at_once(spec) * self.values_per_image(spec)) as u64;
-        4 * (weights + working)
+        const JOBS: u64 = 6;
+        let params = self.params as u64;
+        let patch = spec
+            .layers
+            .iter()
+            .zip(std::iter::once(&spec.input_shape()).chain(&self.shapes))
+            .filter_map(|(layer, input)| match layer {
+                Layer::Conv2d { kernel, .. } => Some(input.channels() * kernel[0] * kernel[1]),
+                _ => None,
+            })
+            .fold(limits::PATCH_BLOCK_VALUES, usize::max) as u64;
+        let request = (spec.input_len() * limits::MAX_INSTANCES) as u64;
+        let serving = params
+            + (self.images_at_once(spec) * self.values_per_image(spec)) as u64
+            + request.min(limits::MAX_BATCH_VALUES as u64)
+            + JOBS * patch;
+        4 * serving.max(3 * params)
     }
 }
 
@@ -911,7 +930,39 @@ mod tests {
         let bytes = plan.loaded_bytes(&s);
         // Counting one image (the old estimate) would say ~100 MB; a chunk holds ~500.
         assert!(bytes > 400 << 20, "{bytes}");
-        assert!(bytes <= 4 * (limits::MAX_BATCH_VALUES as u64 + plan.params as u64));
+        assert!(bytes < 4 * 2 * limits::MAX_BATCH_VALUES as u64, "{bytes}");
+
+        // The seed: small activations, 0.7 M parameters held three times while loading.
+        let s = seed_spec();
+        let plan = s.plan().unwrap();
+        assert!(plan.loaded_bytes(&s) >= 12 * plan.params as u64);
+        // A conv whose one patch row (256 channels × 15 × 15) is longer than the block:
+        // each job holds that row.
+        let mut wide = seed_spec();
+        let conv = |name: &str, filters, k| Layer::Conv2d {
+            name: name.into(),
+            filters,
+            kernel: [k, k],
+            stride: [1, 1],
+            pad: [0; 4],
+            bias: false,
+        };
+        wide.layers = vec![
+            conv("a", 256, 1),
+            conv("b", 2, 15),
+            Layer::Flatten {
+                channels_last: false,
+            },
+            Layer::Dense {
+                name: "d".into(),
+                units: 2,
+                bias: false,
+            },
+        ];
+        wide.labels.truncate(2);
+        let plan = wide.plan().unwrap();
+        let row = 256 * 15 * 15;
+        assert!(plan.loaded_bytes(&wide) >= 4 * 6 * row as u64);
     }
 
     #[test]

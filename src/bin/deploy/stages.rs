@@ -56,6 +56,7 @@ pub fn run(
         _ => None,
     };
     if let Command::Release(a) = &cmd {
+        refuse_model_without_predict(a.model.as_deref(), &a.which.functions())?;
         check_model_flag(a.model.as_deref())?;
     }
     let mut invoke_input = match &cmd {
@@ -563,6 +564,14 @@ fn made_before_failing(created: &[String], e: anyhow::Error) -> anyhow::Error {
     ))
 }
 
+/// `--model` names the model predict serves: a release without predict has no use for one.
+fn refuse_model_without_predict(model: Option<&str>, functions: &[Function]) -> Result<()> {
+    if model.is_some() && !functions.contains(&Function::Predict) {
+        bail!("--model is the model predict serves; train has none: drop --model, or release predict (--function predict)");
+    }
+    Ok(())
+}
+
 /// `--model`: `image`, an S3 URI, or a model file here (read and checked now, uploaded once
 /// the bucket exists).
 fn check_model_flag(model: Option<&str>) -> Result<Option<Vec<u8>>> {
@@ -586,9 +595,7 @@ async fn release_functions(
     model: Option<&str>,
 ) -> Result<Vec<ReleaseOutcome>> {
     let cfg = &ctx.config;
-    if model.is_some() && !functions.contains(&Function::Predict) {
-        bail!("--model is the model predict serves; train has none: drop --model, or release predict (--function predict)");
-    }
+    refuse_model_without_predict(model, functions)?;
     let local_model = check_model_flag(model)?;
     // The images first: a missing one stops the release before the role or bucket exist.
     let images = functions
