@@ -253,9 +253,17 @@ def main():
     ap.add_argument("--localstack-venv", default=os.path.join(ROOT, ".venv-localstack"))
     ap.add_argument("--tune", metavar="DIR",
                     help="then `deploy tune` both functions on the data plane (needs Docker), charts into DIR")
+    ap.add_argument("--model", metavar="FILE",
+                    help="at the end, release predict with this model file (one `lambda-cnn import` wrote) as "
+                         "`make deploy` would: uploaded, smoke-tested with its stored sample on the data plane "
+                         "(needs Docker), and its page fetched through predict:live")
     ap.add_argument("--rie-dir", default=os.path.join(ROOT, ".rie"),
                     help="AWS's Runtime Interface Emulator binaries (make tools puts them there)")
     args = ap.parse_args()
+    if args.model:
+        args.model = os.path.abspath(args.model)
+        if not os.path.isfile(args.model):
+            sys.exit(f"error: MODEL={args.model}: no such file (make one with `lambda-cnn import`; see docs/import.md)")
     for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv", "rie_dir"):
         setattr(args, a, os.path.abspath(getattr(args, a)))
     if args.tune and not (args.arch == HOST_ARCH and docker_works()):
@@ -276,6 +284,10 @@ def pipeline(args):
 
     # Docker runs only this machine's architecture here (no binfmt handlers are registered).
     use_docker = args.arch == HOST_ARCH and docker_works()
+    if args.model and not use_docker:
+        sys.exit("error: MODEL= needs the local data plane, which runs each released version in Docker with its "
+                 "MODEL_S3_URI (Docker, and images of this machine's architecture); without it, serve the file "
+                 "with `MODEL_PATH=FILE cargo lambda watch`")
     say(f"starting moto on 127.0.0.1:{moto_port}")
     moto_env = dict(os.environ, MOTO_LAMBDA_STUB_ECR="false")
     if use_docker:
@@ -456,6 +468,20 @@ def pipeline(args):
         if args.batch_broken:
             measure_batch_sizes(args, config, rt_port, batch[3], [k for k in batch[4]], template)
 
+    imported = None
+    if args.model:
+        say(f"deploy release --function predict --model {args.model} (uploaded under its SHA-256; the new version "
+            "must answer the sample stored at import, on the data plane)")
+        imported = [json.loads(l) for l in run([args.deploy, "--config", config, "release", "--function", "predict",
+                                                "--model", args.model, "--registry", registry, "--images", images,
+                                                "--invoke-endpoint", f"http://127.0.0.1:{rt_port}", "--json"],
+                                               env=aws_env, capture=True).splitlines() if l.startswith("{")][-1]
+        say(f"the imported model's page: GET / through {NAMES['predict']}:live")
+        model_page, _, _ = invoke(rt_port, NAMES["predict"], get, live)
+        if model_page.get("statusCode") != 200:
+            sys.exit(f"error: the imported model's page answered {model_page.get('statusCode')}")
+        imported["page_bytes"] = len(model_page.get("body") or "")
+
     mean_ms = sum(durations) / len(durations)
     cost = json.loads(run([args.deploy, "cost", "--invocations", "1000000", "--duration-ms", f"{mean_ms:.2f}",
                            "--memory-mb", "1024", "--arch", args.arch, "--json"], capture=True).strip().splitlines()[-1])
@@ -478,6 +504,10 @@ def pipeline(args):
     print(f"  ran: {ran}")
     print(f"  predictions: {right}/{args.digits} right, {mean_ms:.1f} ms mean round trip")
     print(f"  training: {trained.get('body')} in {train_ms / 1000:.1f} s")
+    if imported:
+        print(f"  imported model {os.path.basename(args.model)}: {imported['function']} version {imported['version']} "
+              f"is {imported['alias']} ({imported['change']}); smoke: {imported['smoke']}; its page: "
+              f"{imported['page_bytes']} bytes")
     if batch:
         summary, right_in_batch, wall_s, _, _ = batch
         res = summary["results"]
