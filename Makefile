@@ -57,14 +57,24 @@ else
 $(error ARCH=$(ARCH): Lambda runs x86_64 or arm64)
 endif
 
+# The seed's TensorFlow: the peers' (bench-peers) and the seed's Lambda image's (bench-seed).
+TF_PIN := tensorflow-cpu==2.21.0
+# The seed article's function as Lambda images (bench/seed/build.sh): Debian's bookworm made
+# with debootstrap, these from PyPI, cached by step in TOOL_CACHE/seed. `make test` releases
+# them on the data plane; `make bench-seed` measures them beside ours.
+SEED_PINS := $(TF_PIN) awslambdaric==4.2.2
+SEED_IMAGES := .local/seed-images
+# Root builds them (debootstrap); elsewhere their test says SKIPPED.
+AS_ROOT := $(filter 0,$(shell id -u))
+
 # The peers of `make bench-peers`: the seed's Keras and the same model in PyTorch (large:
 # PyPI's torch brings CUDA wheels, ~7 GB installed). Never part of `make test` or CI.
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.peers-2
 # With the exporters `make fixtures` uses (ONNX from torch and from tf2onnx, safetensors).
-PEERS := tensorflow-cpu==2.21.0 torch==2.15.0 onnx==1.23.2 onnxscript==0.7.2 tf2onnx==1.17.0 safetensors==0.8.0
+PEERS := $(TF_PIN) torch==2.15.0 onnx==1.23.2 onnxscript==0.7.2 tf2onnx==1.17.0 safetensors==0.8.0
 
-.PHONY: help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: seed-images bench-seed help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -94,7 +104,7 @@ tools: $(TOOLS_STAMP) $(RIE_DIR)/aws-lambda-rie-x86_64 system-tools browser-tool
 
 # Independent readers of our images (skopeo, umoci) and the sandbox that runs them the way
 # Lambda does (bubblewrap): from Debian's packages, installed when missing and allowed.
-SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docker-registry
+SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docker-registry debootstrap:debootstrap
 # The digit page's test runs Debian's Chromium: installed when root may, else that test says
 # SKIPPED with the reason (the rest of `make test` does not need a browser).
 BROWSER_TOOLS := chromium chromium-driver
@@ -114,7 +124,7 @@ build-tools: ## install protoc (Debian's protobuf-compiler), which `lambda-cnn i
 	  else echo "missing: protoc — install it (e.g. sudo apt-get install protobuf-compiler, or set PROTOC), then run make again" >&2; exit 1; fi; \
 	fi
 
-system-tools: ## install the image tools the tests use from Debian (skopeo, umoci, bubblewrap, docker-registry; as root)
+system-tools: ## install the image tools the tests use from Debian (skopeo, umoci, bubblewrap, docker-registry, debootstrap; as root)
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -170,7 +180,8 @@ CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- 
 # make test ends with the count, so a green run cannot hide one.
 SKIP_LOG := $(CURDIR)/.local/skipped.log
 test: export LAMBDA_CNN_SKIP_LOG := $(SKIP_LOG)
-test: build build-arm64 tools localstack ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
+test: export LAMBDA_CNN_SEED_IMAGES := $(abspath $(SEED_IMAGES))
+test: build build-arm64 tools localstack $(if $(AS_ROOT),seed-images) ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
 	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
@@ -275,6 +286,14 @@ bench: build tools ## measure ours (training, inference, cold start, memory; the
 	  --weights $(WEIGHTS) --mnist-dir "$(MNIST_DIR)"
 	@if [ -f $(PEERS_STAMP) ]; then $(MAKE) --no-print-directory bench-peers; \
 	 else echo "(peers not installed: \`make bench-peers\` installs tensorflow-cpu and torch into $(PEERS_VENV), ~7 GB, and compares)"; fi
+
+seed-images: system-tools ## build the seed article's Python/TensorFlow function as Lambda images (train, predict) into .local/seed-images, from Debian's and PyPI's packages (as root; ~1.5 GB, cached)
+	MNIST_DIR="$(MNIST_DIR)" SEED_PINS="$(SEED_PINS)" SEED_CACHE="$(TOOL_CACHE)/seed" PYTHON="$(PYTHON)" bash bench/seed/build.sh $(SEED_IMAGES)
+
+bench-seed: build tools seed-images ## lambda-cnn and the seed's Python/TensorFlow function on the same local Lambda (needs Docker): init, warm, peak memory, cost per memory size; table and charts into docs/seed.md
+	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
+	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" \
+	  --seed-images $(SEED_IMAGES) --bench-seed docs
 
 bench-peers: build $(PEERS_STAMP) ## ours vs the seed's Keras and PyTorch, alternating 3 times, median ratios; imported models (two conv layers) vs PyTorch
 	$(PYTHON) bench/compare.py --ours $(CLI) --python $(PEERS_VENV)/bin/python --mnist-dir "$(MNIST_DIR)"

@@ -108,7 +108,7 @@ impl std::fmt::Display for Isa {
 }
 
 /// The capabilities `LAMBDA_CNN_REQUIRE` (comma-separated: `avx2`, `avx512`, `neon`, `docker`,
-/// `chromium`, `arm64`) says this machine has: a test that would skip for want of one of them fails
+/// `chromium`, `arm64`, `seed`) says this machine has: a test that would skip for want of one of them fails
 /// instead (`.ci/run` sets it from what the machine has), so a kernel or a stage cannot go
 /// untested unnoticed.
 pub fn required(capability: &str) -> bool {

@@ -28,7 +28,7 @@ fn every_subcommand_of_both_binaries_explains_itself() {
     }
     for sub in [
         "build", "image", "push", "release", "api", "role", "rollback", "destroy", "monitor",
-        "cost", "doctor", "all", "tune", "status", "invoke", "logs", "policy",
+        "cost", "doctor", "all", "tune", "status", "invoke", "logs", "policy", "compare",
     ] {
         let text = help_of(deploy(&[sub, "--help"]), &format!("deploy {sub}"));
         // The global flags are offered everywhere.
@@ -187,6 +187,31 @@ fn out_of_range_numbers_are_usage_errors_and_jwt_without_an_issuer_is_refused_fi
 /// Issue 24, item 2: a plan is made from the account's state, so a dry run that cannot reach
 /// AWS says so (naming where it tried) instead of printing a plan and exiting 0; and `image
 /// --dry-run` writes nothing.
+#[test]
+fn compare_refuses_what_is_not_a_tune_report_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("notes.txt");
+    std::fs::write(&not_json, "a table\n").unwrap();
+    let missing = dir.path().join("missing.json");
+    let o = deploy(&[
+        "compare",
+        "--ours",
+        missing.to_str().unwrap(),
+        "--theirs",
+        not_json.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "cannot read the tune report");
+    assert!(stderr(&o).contains("missing.json"), "{}", stderr(&o));
+    let o = deploy(&[
+        "compare",
+        "--ours",
+        not_json.to_str().unwrap(),
+        "--theirs",
+        not_json.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "is not a `deploy tune --json` report");
+}
+
 #[test]
 fn a_dry_run_without_aws_fails_and_an_image_dry_run_writes_nothing() {
     let unreachable = [

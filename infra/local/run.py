@@ -257,6 +257,12 @@ def main():
                     help="at the end, release predict with this model file (one `lambda-cnn import` wrote) as "
                          "`make deploy` would: uploaded, smoke-tested with its stored sample on the data plane "
                          "(needs Docker), and its page fetched through predict:live")
+    ap.add_argument("--seed-images", metavar="DIR",
+                    help="the seed's Python/TensorFlow function as images (make seed-images): released as stage "
+                         "`seed` on the same data plane, each smoke-tested as ours are")
+    ap.add_argument("--bench-seed", metavar="DIR",
+                    help="with --seed-images: then tune both predicts and both trains at the same memory sizes and "
+                         "write the comparison (tables, charts) into DIR/seed.md and the README's Performance")
     ap.add_argument("--rie-dir", default=os.path.join(ROOT, ".rie"),
                     help="AWS's Runtime Interface Emulator binaries (make tools puts them there)")
     args = ap.parse_args()
@@ -266,6 +272,10 @@ def main():
             sys.exit(f"error: MODEL={args.model}: no such file (make one with `lambda-cnn import`; see docs/import.md)")
     for a in ("deploy", "predict", "train", "venv", "mnist_dir", "localstack_venv", "rie_dir"):
         setattr(args, a, os.path.abspath(getattr(args, a)))
+    if args.bench_seed and not args.seed_images:
+        sys.exit("error: --bench-seed needs --seed-images (make bench-seed passes both)")
+    if args.seed_images and not (args.arch == HOST_ARCH and docker_works()):
+        sys.exit("error: the seed's images run on the local data plane, which needs Docker (`docker info` must work)")
     if args.tune and not (args.arch == HOST_ARCH and docker_works()):
         sys.exit("error: make tune needs the local data plane, which runs images in Docker (of this machine's "
                  f"architecture, {HOST_ARCH}): `docker info` must work; without it, memory buys nothing locally")
@@ -530,6 +540,9 @@ def pipeline(args):
     print(f"  cost of 1M predictions at that duration, 1024 MB, {args.arch}, HTTP API: ${cost['cost']['total']:.2f}"
           + (f" (the duration measured under qemu on {HOST_ARCH}: not Graviton's)" if args.arch != HOST_ARCH else ""))
 
+    if args.seed_images:
+        bench_seed(args, config, aws_env, registry, rt_port, images)
+
     if args.tune:
         os.makedirs(args.tune, exist_ok=True)
         # predict: the recorded digit; train: 20,000 samples, seconds of CPU-bound work.
@@ -546,6 +559,97 @@ def pipeline(args):
                 cmd += ["--payload", path]
             say(f"deploy tune --function {f} (memory {memory} MB, {invocations} invocations each)")
             print(run(cmd, env=aws_env, capture=True), end="", flush=True)
+
+
+# What `make bench-seed` measures: predict with the recorded test digit (10 invocations a size,
+# the first cold), train with the seed's own `{}` (5 epochs of 60,000) where it fits Lambda's
+# 15 minutes: at 1 and 2 vCPUs (one cold and one warm run each).
+SEED_BENCH = (
+    ("predict", "512,1024,1769,3008", "10", None),
+    ("train", "1769,3538", "2", {}),
+)
+SEED_NAME = "seed (Python, TensorFlow)"
+BEGIN, END = "<!-- bench-seed:begin -->", "<!-- bench-seed:end -->"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB"
+
+
+def replace_between(path, text):
+    with open(path) as f:
+        doc = f.read()
+    if BEGIN not in doc or END not in doc:
+        sys.exit(f"error: {path} has no {BEGIN} … {END} section to write the results into")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w") as f:
+        f.write(head + BEGIN + "\n" + text.rstrip() + "\n" + END + tail)
+
+
+def bench_seed(args, config, aws_env, registry, rt_port, images):
+    """The seed's two functions released as stage `seed` by our own deploy (push, release with
+    its smoke tests, the `live` alias) on the same data plane as ours; with --bench-seed, both
+    sides tuned at the same sizes and compared from their REPORT lines."""
+    seed = os.path.abspath(args.seed_images)
+    endpoint = f"http://127.0.0.1:{rt_port}"
+    deploy = [args.deploy, "--config", config]
+    say("deploy --stage seed push: the seed's Python/TensorFlow images (bench/seed), to the same registry")
+    run(deploy + ["--stage", "seed", "push", "--registry", registry, "--images", seed], env=aws_env)
+    say("deploy --stage seed release: each version smoke-tested on the data plane as ours are")
+    for line in run(deploy + ["--stage", "seed", "release", "--registry", registry, "--images", seed,
+                              "--invoke-endpoint", endpoint, "--json"], env=aws_env, capture=True).splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            print(f"  {r['function']:24} version {r['version']} is {r['alias']}; smoke: {r['smoke']}")
+    if not args.bench_seed:
+        return
+    out = os.path.abspath(args.bench_seed)
+    os.makedirs(out, exist_ok=True)
+    tables = []
+    for f, memory, invocations, payload in SEED_BENCH:
+        reports = {}
+        for stage in (None, "seed"):
+            cmd = deploy + (["--stage", stage] if stage else []) + [
+                "tune", "--function", f, "--memory", memory, "--invocations", invocations,
+                "--invoke-endpoint", endpoint, "--json"]
+            if payload is not None:
+                path = os.path.join(STATE, f"bench-seed-{f}.json")
+                with open(path, "w") as pf:
+                    json.dump(payload, pf)
+                cmd += ["--payload", path]
+            who = SEED_NAME if stage else "lambda-cnn"
+            say(f"deploy tune --function {f} of {who} (memory {memory} MB, {invocations} invocations each)")
+            reports[stage] = os.path.join(STATE, f"bench-seed-tune-{f}-{stage or 'ours'}.json")
+            with open(reports[stage], "w") as rf:
+                rf.write(run(cmd, env=aws_env, capture=True))
+        chart = os.path.join(out, f"seed-{f}.svg")
+        table = run(deploy + ["compare", "--ours", reports[None], "--theirs", reports["seed"],
+                              "--theirs-name", SEED_NAME, "--ours-image", os.path.join(images, f),
+                              "--theirs-image", os.path.join(seed, f), "--chart", chart,
+                              "--title", f"{f}: {SEED_NAME} and lambda-cnn on the local Lambda"], capture=True)
+        print(table, flush=True)
+        what = ("predict: one real test digit through API Gateway's event, 10 invocations a size (the first "
+                "cold)" if f == "predict" else "train: the seed's own event `{}` (5 epochs of 60,000 images), "
+                "one cold and one warm run a size")
+        tables.append((f, what, table.strip()))
+    when = time.strftime("%Y-%m-%d")
+    head = (f"Measured {when} by `make bench-seed` on {machine()}: both functions released by `deploy` on the "
+            "local data plane (AWS's Runtime Interface Emulator in Docker, CPU as Lambda gives it for the memory), "
+            "every figure from the REPORT lines of the same run; cost at us-east-1's x86_64 prices.\n\n")
+    replace_between(os.path.join(out, "seed.md"), head + "\n".join(
+        f"**{what}.**\n\n{table}\n\n![{f}: duration and cost by memory size](seed-{f}.svg)\n"
+        for f, what, table in tables))
+    replace_between(os.path.join(ROOT, "README.md"), f"Measured {when} on {machine()}.\n\n" + "\n".join(
+        f"**{f}**: {table}\n" for f, _, table in tables))
+    say(f"wrote {os.path.join(out, 'seed.md')}, the charts beside it, and the README's Performance section")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ const BOTTOM: f64 = 60.0;
 const DURATION: &str = "#1f6feb";
 const COST: &str = "#d1242f";
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -36,7 +36,7 @@ fn nice_max(max: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-fn label(v: f64) -> String {
+pub(super) fn label(v: f64) -> String {
     if v == 0.0 {
         "0".into()
     } else if v >= 100.0 {

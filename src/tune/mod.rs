@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod chart;
+pub mod compare;
 
 use std::fmt;
 
@@ -40,17 +41,20 @@ impl fmt::Display for Strategy {
 pub const MIN_HEADROOM: f64 = 0.2;
 
 /// One memory size, measured.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SizeResult {
     /// The memory size, MB.
     pub memory_mb: u32,
     /// Invocations measured warm (the cold one excluded).
     pub warm_invocations: usize,
     /// Median warm billed duration, ms.
+    #[serde(deserialize_with = "nan_if_null")]
     pub billed_p50_ms: f64,
     /// 95th percentile warm billed duration, ms.
+    #[serde(deserialize_with = "nan_if_null")]
     pub billed_p95_ms: f64,
     /// Mean warm billed duration, ms: what cost and ranking use.
+    #[serde(deserialize_with = "nan_if_null")]
     pub billed_mean_ms: f64,
     /// The cold invocation's billed duration, ms (its handler time; init is apart).
     pub cold_billed_ms: Option<f64>,
@@ -59,8 +63,10 @@ pub struct SizeResult {
     /// The largest `Max Memory Used` of any invocation, MB.
     pub max_memory_used_mb: u32,
     /// USD per warm invocation at the mean billed duration.
+    #[serde(deserialize_with = "nan_if_null")]
     pub cost_per_invocation: f64,
     /// USD per million warm invocations.
+    #[serde(deserialize_with = "nan_if_null")]
     pub cost_per_million: f64,
     /// Why this size could not be measured (a function error, a timeout): it is not ranked.
     pub error: Option<String>,
@@ -146,6 +152,11 @@ impl SizeResult {
     fn ranked(&self) -> bool {
         self.error.is_none() && self.billed_mean_ms.is_finite()
     }
+}
+
+/// A figure JSON wrote as `null` (serde_json's NaN: a size not measured) reads back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Nearest-rank percentile of sorted values (NaN when there are none).

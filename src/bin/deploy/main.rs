@@ -208,6 +208,24 @@ enum Command {
         new version of the live image at that size, smoke-tested before the live alias moves."
     )]
     Tune(TuneArgs),
+    /// Two deployments of a function side by side, from two `deploy tune --json` reports of
+    /// the same memory sizes: a Markdown table (init, warm, peak memory, cost, and the ratios)
+    /// and a chart. Reads files only.
+    #[command(
+        long_about = "Two deployments of a function side by side, from two `deploy tune --json` \
+        reports of the same memory sizes.\n\n\
+        Prints a Markdown table: per memory size, each side's cold start (Init Duration), mean \
+        warm billed duration, peak memory and USD per million invocations, as theirs / ours, \
+        and theirs ÷ ours; a size one side could not run at says why. With --ours-image and \
+        --theirs-image (OCI layouts, as `deploy image` writes them), each image's compressed \
+        size too. --chart writes an SVG of duration and cost by memory size, both sides on \
+        logarithmic axes. `make bench-seed` compares lambda-cnn with the seed article's \
+        Python/TensorFlow function this way (docs/seed.md).\n\n\
+        Example:\n  deploy tune --function predict --json > ours.json\n  \
+        deploy --stage seed tune --function predict --json > seed.json\n  \
+        deploy compare --ours ours.json --theirs seed.json --theirs-name seed --chart predict.svg"
+    )]
+    Compare(CompareArgs),
     /// Score every image under an S3 prefix with predict's released model, on Step Functions'
     /// Distributed Map: results as JSON lines under --output, a summary with the cost.
     #[command(
@@ -533,6 +551,34 @@ struct LogsArgs {
 }
 
 #[derive(Args, Clone)]
+struct CompareArgs {
+    /// Our side: a `deploy tune --json` report (its last line is read).
+    #[arg(long, value_name = "FILE")]
+    ours: PathBuf,
+    /// The other side's report, of the same function at the same sizes.
+    #[arg(long, value_name = "FILE")]
+    theirs: PathBuf,
+    /// What to call our side.
+    #[arg(long, default_value = "lambda-cnn")]
+    ours_name: String,
+    /// What to call the other side.
+    #[arg(long, default_value = "theirs")]
+    theirs_name: String,
+    /// Our image (an OCI layout directory), for its size.
+    #[arg(long, value_name = "DIR")]
+    ours_image: Option<PathBuf>,
+    /// Their image (an OCI layout directory), for its size.
+    #[arg(long, value_name = "DIR")]
+    theirs_image: Option<PathBuf>,
+    /// Write the chart (SVG) to this file.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// The chart's title. Default: the two sides' names.
+    #[arg(long)]
+    title: Option<String>,
+}
+
+#[derive(Args, Clone)]
 struct CostArgs {
     /// How many invocations (e.g. 1e6).
     #[arg(long, default_value_t = 1_000_000.0, value_parser = parse_invocations)]
@@ -714,6 +760,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Cost(args) => run_cost(args, &config_path, target.region.as_deref(), output),
+        Command::Compare(args) => run_compare(args, output),
         other => stages::run(
             other,
             &config_path,
@@ -1007,6 +1054,57 @@ fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Res
             )
         },
     })
+}
+
+fn run_compare(args: CompareArgs, output: lambda_cnn::output::Output) -> Result<()> {
+    use lambda_cnn::tune::compare::{Comparison, Side, Tuned};
+    let side = |name: &str, report: &Path, image: &Option<PathBuf>| -> Result<Side> {
+        let text = std::fs::read_to_string(report)
+            .with_context(|| format!("cannot read the tune report {}", report.display()))?;
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let tuned: Tuned = serde_json::from_str(last).with_context(|| {
+            format!(
+                "{} is not a `deploy tune --json` report (its last line is read)",
+                report.display()
+            )
+        })?;
+        let image_bytes = match image {
+            Some(dir) => Some(lambda_cnn::pipeline::image::layout_size(dir).with_context(
+                || format!("cannot size the image at {} (an OCI layout)", dir.display()),
+            )?),
+            None => None,
+        };
+        Ok(Side {
+            name: name.to_owned(),
+            function: tuned.function,
+            sizes: tuned.sizes,
+            image_bytes,
+        })
+    };
+    let comparison = Comparison::new(
+        side(&args.ours_name, &args.ours, &args.ours_image)?,
+        side(&args.theirs_name, &args.theirs, &args.theirs_image)?,
+    );
+    if let Some(path) = &args.chart {
+        let title = args.title.clone().unwrap_or_else(|| {
+            format!(
+                "{} and {}: duration and cost by memory size",
+                args.theirs_name, args.ours_name
+            )
+        });
+        std::fs::write(path, comparison.svg(&title))
+            .with_context(|| format!("cannot write the chart to {}", path.display()))?;
+    }
+    if output.json {
+        println!("{}", serde_json::to_string(&comparison)?);
+    } else {
+        print!("{comparison}");
+    }
+    Ok(())
 }
 
 fn run_cost(

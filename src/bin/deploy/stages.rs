@@ -158,6 +158,7 @@ pub fn run(
             Command::Build(_)
             | Command::Image(_)
             | Command::Cost(_)
+            | Command::Compare(_)
             | Command::Completions { .. } => {
                 unreachable!("run locally")
             }

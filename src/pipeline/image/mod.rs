@@ -450,7 +450,7 @@ mod docker_archive;
 mod oci_layout;
 
 pub use docker_archive::write_docker_archive;
-pub use oci_layout::{read_layout, write_layout};
+pub use oci_layout::{layout_size, read_layout, write_layout};
 
 #[cfg(test)]
 mod tests {
@@ -475,6 +475,7 @@ mod tests {
         };
         assert_eq!(digests(&back), digests(&img));
         assert_eq!(back.compressed_size(), img.compressed_size());
+        assert_eq!(layout_size(&out).unwrap(), img.compressed_size());
         let err = read_layout(&dir.path().join("nothing"), Function::Train).unwrap_err();
         assert!(
             err.to_string().contains("deploy image --function train"),

@@ -104,6 +104,20 @@ pub fn write_layout(image: &Image, dir: &Path, tag: &str) -> Result<(), ImageErr
 /// Reads back the image a layout directory holds (written by [`write_layout`]): what
 /// `deploy push` uploads when run on its own.
 pub fn read_layout(dir: &Path, function: Function) -> Result<Image, ImageError> {
+    read_any_layout(
+        dir,
+        function,
+        &format!("deploy image --function {function}"),
+    )
+}
+
+/// The compressed size of the image a layout directory holds, whoever built it: its
+/// manifest, config and layers, as a registry stores them.
+pub fn layout_size(dir: &Path) -> Result<u64, ImageError> {
+    Ok(read_any_layout(dir, Function::Predict, "its build")?.compressed_size())
+}
+
+fn read_any_layout(dir: &Path, function: Function, build: &str) -> Result<Image, ImageError> {
     let bad = |message: String| ImageError::Spec {
         what: "image layout",
         message: format!("{}: {message}", dir.display()),
@@ -111,7 +125,7 @@ pub fn read_layout(dir: &Path, function: Function) -> Result<Image, ImageError> 
     let read = |path: PathBuf| {
         std::fs::read(&path).map_err(|e| {
             bad(format!(
-                "cannot read {} ({e}); build the image first: deploy image --function {function}",
+                "cannot read {} ({e}); build the image first: {build}",
                 path.display()
             ))
         })
