@@ -184,9 +184,8 @@ fn out_of_range_numbers_are_usage_errors_and_jwt_without_an_issuer_is_refused_fi
     assert_clean_failure(&o, "jwt_issuer and api.jwt_audience");
 }
 
-/// Issue 24, item 2: a plan is made from the account's state, so a dry run that cannot reach
-/// AWS says so (naming where it tried) instead of printing a plan and exiting 0; and `image
-/// --dry-run` writes nothing.
+/// `deploy compare` reads files a person names: a missing one or one that is not a tune report
+/// is a one-line error naming the file, never a panic.
 #[test]
 fn compare_refuses_what_is_not_a_tune_report_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +211,9 @@ fn compare_refuses_what_is_not_a_tune_report_with_the_file_named() {
     assert_clean_failure(&o, "is not a `deploy tune --json` report");
 }
 
+/// Issue 24, item 2: a plan is made from the account's state, so a dry run that cannot reach
+/// AWS says so (naming where it tried) instead of printing a plan and exiting 0; and `image
+/// --dry-run` writes nothing.
 #[test]
 fn a_dry_run_without_aws_fails_and_an_image_dry_run_writes_nothing() {
     let unreachable = [

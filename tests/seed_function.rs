@@ -13,6 +13,7 @@ use common::emulator::workspace_binary;
 use common::image_run::deploy_image;
 use common::registry::Registry;
 use common::*;
+use lambda_cnn::cost::{Arch, Usage};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -94,13 +95,9 @@ impl Stack {
                     lines.push(r);
                 }
             }
+            // Follow the token while it changes (a page may be empty and still have more).
             match v["nextToken"].as_str() {
-                Some(t)
-                    if Some(t) != token.as_deref()
-                        && !v["events"].as_array().is_none_or(|e| e.is_empty()) =>
-                {
-                    token = Some(t.to_owned())
-                }
+                Some(t) if Some(t) != token.as_deref() => token = Some(t.to_owned()),
                 _ => break,
             }
         }
@@ -277,10 +274,15 @@ fn the_seeds_function_runs_on_the_data_plane_and_is_compared_from_its_report_lin
                 cold[0].init_ms.unwrap(),
                 &what("init"),
             );
+            let mean = warm.iter().sum::<f64>() / warm.len() as f64;
+            close(cell["warm_ms"].as_f64(), mean, &what("warm"));
+            // The cost: a million invocations of that mean at that size, at the region's prices.
+            let (prices, _) = lambda_cnn::cost::prices_for("us-east-1");
+            let usage = Usage::what_if(1_000_000, mean, mb, Arch::X86_64);
             close(
-                cell["warm_ms"].as_f64(),
-                warm.iter().sum::<f64>() / warm.len() as f64,
-                &what("warm"),
+                cell["cost_per_million"].as_f64(),
+                lambda_cnn::cost::cost(&usage, prices).total,
+                &what("cost"),
             );
             assert_eq!(
                 cell["peak_mb"].as_u64(),
@@ -288,6 +290,16 @@ fn the_seeds_function_runs_on_the_data_plane_and_is_compared_from_its_report_lin
                 "{}",
                 what("peak")
             );
+        }
+    }
+    for row in rows {
+        for (ratio, field) in [
+            ("warm_ratio", "warm_ms"),
+            ("init_ratio", "init_ms"),
+            ("cost_ratio", "cost_per_million"),
+        ] {
+            let of = |side: &str| row[side][field].as_f64().unwrap();
+            close(row[ratio].as_f64(), of("theirs") / of("ours"), ratio);
         }
     }
     let svg = std::fs::read_to_string(&chart).unwrap();

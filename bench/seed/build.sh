@@ -28,8 +28,6 @@ for tool in debootstrap umoci; do
   command -v $tool >/dev/null || { say "needs $tool: apt-get install debootstrap umoci"; exit 2; }
 done
 [ "$(uname -m)" = x86_64 ] || { say "builds x86_64 images only (this machine is $(uname -m))"; exit 2; }
-"$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
-  || { say "needs CPython 3.11 as PYTHON (the base's python3 is 3.11; wheels are per version)"; exit 2; }
 MNIST_FILES="train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz"
 for f in $MNIST_FILES; do
   [ -f "$MNIST_DIR/$f" ] || { say "no $MNIST_DIR/$f (make data downloads MNIST)"; exit 2; }
@@ -37,18 +35,17 @@ done
 
 # Each step's output is cached under a key of what it is made of, so that changing a handler
 # repacks the images without rebuilding the base or reinstalling TensorFlow.
-hash() { sha256sum | cut -c1-16; }
+key() { sha256sum | cut -c1-16; }
 CACHE=${SEED_CACHE:-$HOME/.cache/lambda-cnn/seed}
-ROOTFS=$CACHE/rootfs-$(echo "$SUITE $MIRROR" | hash)
-SITE=$CACHE/python-$(echo "$SEED_PINS" | hash)
-MODEL=$CACHE/model-$( { echo "$SEED_PINS"; cat "$HERE/train.py"; (cd "$MNIST_DIR" && sha256sum $MNIST_FILES); } | hash)
-IMAGES=$CACHE/images-$( { echo "$ROOTFS $SITE $MODEL"; cat "$0" "$HERE"/*.py; } | hash)
+BASE_ARGS="--variant=minbase --include=python3"
+ROOTFS=$CACHE/rootfs-$(echo "$SUITE $MIRROR $BASE_ARGS" | key)
 mkdir -p "$CACHE"
 
 if [ ! -f "$ROOTFS.done" ]; then
   say "1/4 Debian $SUITE (minbase, python3) from $MIRROR"
   rm -rf "$ROOTFS"
-  debootstrap --variant=minbase --include=python3 "$SUITE" "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 \
+  # shellcheck disable=SC2086
+  debootstrap $BASE_ARGS "$SUITE" "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 \
     || { say "debootstrap failed; its log: $ROOTFS.log"; tail -5 "$ROOTFS.log" >&2; exit 1; }
   # What a container brings itself (device nodes, mounts) and caches no image keeps.
   rm -rf "$ROOTFS"/dev/* "$ROOTFS"/proc/* "$ROOTFS"/sys/* \
@@ -56,12 +53,28 @@ if [ ! -f "$ROOTFS.done" ]; then
   touch "$ROOTFS.done"
 fi
 
+# The wheels are the base's: its Python version and its glibc (pip picks manylinux wheels up to
+# that glibc), every package pinned by constraints.txt. PYTHON (the installer) must be the same
+# Python version, so that the byte-code pip compiles is the one the image's python3 loads.
+PY_VERSION=$(basename "$(ls -d "$ROOTFS"/usr/lib/python3.[0-9]* | sed -n 1p)" | sed 's/^python//')
+GLIBC=$("$ROOTFS"/usr/bin/ldd --version 2>/dev/null | sed -n 1p | grep -o '[0-9]*\.[0-9]*$')
+[ -n "$PY_VERSION" ] && [ -n "$GLIBC" ] || { say "cannot read the base's Python and glibc versions in $ROOTFS"; exit 1; }
+"$PYTHON" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$PY_VERSION')" \
+  || { say "PYTHON ($PYTHON) must be CPython $PY_VERSION, the base's (pip byte-compiles with it)"; exit 2; }
+PLATFORMS=""
+for minor in $(seq 17 "${GLIBC#2.}"); do PLATFORMS="$PLATFORMS --platform manylinux_2_${minor}_x86_64"; done
+PIP_ARGS="--quiet --disable-pip-version-check --root-user-action=ignore --only-binary=:all: \
+  --implementation cp --python-version $PY_VERSION $PLATFORMS --platform manylinux2014_x86_64 \
+  -c $HERE/constraints.txt"
+SITE=$CACHE/python-$( { echo "$SEED_PINS $PIP_ARGS"; cat "$HERE/constraints.txt"; } | key)
+MODEL=$CACHE/model-$( { echo "$SITE"; cat "$HERE/train.py"; (cd "$MNIST_DIR" && sha256sum $MNIST_FILES); } | key)
+IMAGES=$CACHE/images-$( { echo "$ROOTFS $SITE $MODEL"; cat "$0" "$HERE"/*.py; } | key)
+
 if [ ! -f "$SITE.done" ]; then
-  say "2/4 pip install $SEED_PINS into /opt/python"
+  say "2/4 pip install $SEED_PINS into /opt/python (Python $PY_VERSION, glibc $GLIBC: the base's)"
   rm -rf "$SITE"
   # shellcheck disable=SC2086
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    --target "$SITE/opt/python" $SEED_PINS
+  "$PYTHON" -m pip install $PIP_ARGS --target "$SITE/opt/python" $SEED_PINS
   touch "$SITE.done"
 fi
 
@@ -81,7 +94,7 @@ else
   say "4/4 the images"
   # umoci's layer tars keep the files' owners and modes: the function runs as another user, so
   # everything it reads must be world-readable.
-  chmod -R a+rX "$SITE" "$ROOTFS/usr" 2>/dev/null || true
+  chmod -R a+rX "$SITE" "$ROOTFS/usr"
   for fn in train predict; do
     app=$(mktemp -d)
     mkdir -p "$app/var/task" "$app/var/runtime"
@@ -122,6 +135,6 @@ mkdir -p "$OUT"
 for fn in train predict; do
   rm -rf "${OUT:?}/$fn"
   # Hard links where OUT is on the cache's file system: the blobs are hundreds of MB.
-  cp -al "$IMAGES/$fn" "$OUT/$fn" 2>/dev/null || cp -a "$IMAGES/$fn" "$OUT/$fn"
+  cp -al "$IMAGES/$fn" "$OUT/$fn" 2>/dev/null || { rm -rf "${OUT:?}/$fn"; cp -a "$IMAGES/$fn" "$OUT/$fn"; }
 done
 say "train and predict in $OUT"

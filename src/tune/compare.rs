@@ -57,12 +57,14 @@ impl Cell {
                 error: Some("not measured at this size".into()),
             };
         };
-        let finite = |v: f64| v.is_finite().then_some(v);
+        // A size with an error (an invocation timed out, ran out of memory) has no duration or
+        // cost worth comparing: its mean mixes in the failure. Its init and peak are facts.
+        let measured = |v: f64| (v.is_finite() && s.error.is_none()).then_some(v);
         Cell {
             init_ms: s.cold_init_ms,
-            warm_ms: finite(s.billed_mean_ms),
+            warm_ms: measured(s.billed_mean_ms),
             peak_mb: (s.max_memory_used_mb > 0).then_some(s.max_memory_used_mb),
-            cost_per_million: finite(s.cost_per_million),
+            cost_per_million: measured(s.cost_per_million),
             error: s.error.clone(),
         }
     }
@@ -88,7 +90,7 @@ pub struct Row {
 /// The comparison of one function.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Comparison {
-    /// Our side's name and Lambda function.
+    /// Our side's name.
     pub ours: String,
     /// Our function's Lambda name.
     pub ours_function: String,
@@ -250,15 +252,19 @@ impl Comparison {
                     .enumerate()
                     .filter_map(|(i, r)| pick(cell(r)).filter(|v| *v > 0.0).map(|v| (i, v)))
                     .collect();
-                let line: Vec<String> = points
-                    .iter()
-                    .map(|(i, v)| format!("{:.1},{:.1}", x(*i), y(*v)))
-                    .collect();
-                let _ = writeln!(
-                    s,
-                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-                    line.join(" ")
-                );
+                // One line per run of neighbouring sizes: a size this side could not run at is
+                // a gap, not a straight line over it.
+                for run in points.chunk_by(|a, b| b.0 == a.0 + 1) {
+                    let line: Vec<String> = run
+                        .iter()
+                        .map(|(i, v)| format!("{:.1},{:.1}", x(*i), y(*v)))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                        line.join(" ")
+                    );
+                }
                 for (i, v) in points {
                     let _ = writeln!(
                         s,
@@ -294,8 +300,15 @@ fn usd(v: Option<f64>) -> String {
     v.map_or("—".into(), |v| format!("{v:.2}"))
 }
 
+/// A ratio to two significant digits at least (0.042×, 1.5×, 12×, 340×).
 fn times(v: Option<f64>) -> String {
-    v.map_or("—".into(), |v| format!("{v:.1}×"))
+    match v {
+        None => "—".into(),
+        Some(v) if v >= 10.0 => format!("{v:.0}×"),
+        Some(v) if v >= 1.0 => format!("{v:.1}×"),
+        Some(v) if v >= 0.01 => format!("{v:.2}×"),
+        Some(v) => format!("{v:.1e}×"),
+    }
 }
 
 fn mb(v: Option<u32>) -> String {
@@ -449,7 +462,7 @@ mod tests {
         let (ours, theirs) = sides();
         let text = Comparison::new(ours, theirs).to_string();
         assert!(
-            text.contains("| 1024 MB | 4000 / 10.0 | 400.0× | 60.0 / 1.0 | 60.0× | 400 / 21 | 1.20 / 0.22 | 5.5× |"),
+            text.contains("| 1024 MB | 4000 / 10.0 | 400× | 60.0 / 1.0 | 60× | 400 / 21 | 1.20 / 0.22 | 5.5× |"),
             "{text}"
         );
         assert!(
@@ -470,5 +483,24 @@ mod tests {
         assert_eq!(svg.matches(r#"class="warm theirs""#).count(), 1);
         assert_eq!(svg.matches(r#"class="cost theirs""#).count(), 1);
         assert!(svg.contains("log scale"));
+    }
+
+    #[test]
+    fn a_size_with_an_error_compares_neither_duration_nor_cost_and_ratios_keep_two_digits() {
+        let (ours, mut theirs) = sides();
+        theirs.sizes[1].error = Some("an invocation ended with status timeout".into());
+        let c = Comparison::new(ours, theirs);
+        let r = &c.rows[1];
+        assert_eq!((r.theirs.warm_ms, r.theirs.cost_per_million), (None, None));
+        assert_eq!((r.warm_ratio, r.cost_ratio), (None, None));
+        // Init and peak were measured all the same.
+        assert_eq!(
+            (r.theirs.init_ms, r.theirs.peak_mb),
+            (Some(4000.0), Some(400))
+        );
+        assert_eq!(times(Some(0.042)), "0.04×");
+        assert_eq!(times(Some(0.0042)), "4.2e-3×");
+        assert_eq!(times(Some(1.54)), "1.5×");
+        assert_eq!(times(Some(339.6)), "340×");
     }
 }

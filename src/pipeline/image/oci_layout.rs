@@ -114,7 +114,12 @@ pub fn read_layout(dir: &Path, function: Function) -> Result<Image, ImageError> 
 /// The compressed size of the image a layout directory holds, whoever built it: its
 /// manifest, config and layers, as a registry stores them.
 pub fn layout_size(dir: &Path) -> Result<u64, ImageError> {
-    Ok(read_any_layout(dir, Function::Predict, "its build")?.compressed_size())
+    Ok(read_any_layout(
+        dir,
+        Function::Predict,
+        "deploy image --function F --out DIR (or, for the seed's, make seed-images)",
+    )?
+    .compressed_size())
 }
 
 fn read_any_layout(dir: &Path, function: Function, build: &str) -> Result<Image, ImageError> {
