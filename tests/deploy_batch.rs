@@ -12,7 +12,7 @@ use common::call_recorder::Recorded;
 use common::dataplane::{docker_or_skip, DataPlane};
 use common::emulator::{free_port, workspace_binary};
 use common::image_run::deploy_image;
-use common::registry::Registry;
+use common::registry::{Registry, ECR_PASSWORD, ECR_USER};
 use common::*;
 use lambda_cnn::api::batch::MAX_OBJECT_BYTES;
 use serde_json::Value;
@@ -20,8 +20,6 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::sync::Mutex;
 
-const ECR_USER: &str = "AWS";
-const ECR_PASSWORD: &str = "123456789012-auth-token";
 const STATE_MACHINE: &str = "lambda-cnn-batch";
 
 /// One stack at a time: each runs containers on this machine's 2 cores.

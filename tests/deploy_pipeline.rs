@@ -12,7 +12,7 @@ use common::call_recorder::Recorded;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack};
-use common::registry::Registry;
+use common::registry::{Registry, ECR_PASSWORD, ECR_USER};
 use common::strict_lambda::{InvokeLayer, NewAccount, StrictLambda};
 use common::*;
 use serde_json::{json, Value};
@@ -28,8 +28,6 @@ const HOST_ARCH: &str = if cfg!(target_arch = "aarch64") {
 };
 const TRAIN: &str = "lambda-cnn-train";
 /// What moto's GetAuthorizationToken decodes to.
-const ECR_USER: &str = "AWS";
-const ECR_PASSWORD: &str = "123456789012-auth-token";
 
 fn json_lines(o: &Output) -> Vec<Value> {
     stdout(o)

@@ -8,7 +8,7 @@ mod common;
 
 use common::aws_emulator::AwsStack;
 use common::call_recorder::Recorded;
-use common::dataplane::{docker, docker_or_skip, DataPlane};
+use common::dataplane::{docker, docker_or_skip, DataPlane, LocalLambda};
 use common::emulator::workspace_binary;
 use common::faulty_proxy::{relay, Message};
 use common::image_run::deploy_image;
@@ -23,8 +23,6 @@ use std::sync::Mutex;
 
 const PREDICT: &str = "lambda-cnn-predict";
 const TRAIN: &str = "lambda-cnn-train";
-const ECR_USER: &str = "AWS";
-const ECR_PASSWORD: &str = "123456789012-auth-token";
 
 /// One stack at a time: the timings are the point, and two tunes would share the 2 cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -53,15 +51,11 @@ impl Stack {
     /// The stand-ins, both images built, pushed and released (smoke-tested through the data
     /// plane, so the release itself ran the images in Docker).
     fn start() -> Self {
-        let aws = AwsStack::start(true);
-        let registry = Registry::start(ECR_USER, ECR_PASSWORD);
-        let plane = DataPlane::start(
-            &aws.endpoint("lambda", true),
-            &aws.endpoint("s3", true),
-            &registry.host(),
-            ECR_USER,
-            ECR_PASSWORD,
-        );
+        let LocalLambda {
+            aws,
+            registry,
+            plane,
+        } = LocalLambda::start();
         let dir = tempfile::tempdir().unwrap();
         let mut digests = Vec::new();
         for f in ["predict", "train"] {

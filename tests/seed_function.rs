@@ -8,7 +8,7 @@
 mod common;
 
 use common::aws_emulator::AwsStack;
-use common::dataplane::{docker_or_skip, DataPlane};
+use common::dataplane::{docker_or_skip, DataPlane, LocalLambda};
 use common::emulator::workspace_binary;
 use common::image_run::deploy_image;
 use common::registry::Registry;
@@ -18,8 +18,6 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-const ECR_USER: &str = "AWS";
-const ECR_PASSWORD: &str = "123456789012-auth-token";
 const OURS: &str = "lambda-cnn-predict";
 const SEED_PREDICT: &str = "lambda-cnn-predict-seed";
 const SEED_TRAIN: &str = "lambda-cnn-train-seed";
@@ -121,21 +119,16 @@ fn the_seeds_function_runs_on_the_data_plane_and_is_compared_from_its_report_lin
     if !docker_or_skip("the seed's function on the data plane") {
         return;
     }
-    let aws = AwsStack::start(true);
-    let registry = Registry::start(ECR_USER, ECR_PASSWORD);
-    let plane = DataPlane::start(
-        &aws.endpoint("lambda", true),
-        &aws.endpoint("s3", true),
-        &registry.host(),
-        ECR_USER,
-        ECR_PASSWORD,
-    );
-    let dir = tempfile::tempdir().unwrap();
+    let LocalLambda {
+        aws,
+        registry,
+        plane,
+    } = LocalLambda::start();
     let s = Stack {
         aws,
         registry,
         plane,
-        dir,
+        dir: tempfile::tempdir().unwrap(),
     };
     let ours = s.dir.path().join("images");
     deploy_image(

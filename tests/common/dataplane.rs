@@ -8,6 +8,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The local Lambda a test deploys to: the AWS emulator as Lambda's control plane (and S3,
+/// Logs...), a registry as ECR, and the data plane running each released version's image.
+pub struct LocalLambda {
+    pub aws: super::aws_emulator::AwsStack,
+    pub registry: super::registry::Registry,
+    pub plane: DataPlane,
+}
+
+impl LocalLambda {
+    /// All three started; the data plane pulls from the registry with ECR's login and hands
+    /// the functions the emulator's S3.
+    pub fn start() -> Self {
+        use super::registry::{Registry, ECR_PASSWORD, ECR_USER};
+        let aws = super::aws_emulator::AwsStack::start(true);
+        let registry = Registry::start(ECR_USER, ECR_PASSWORD);
+        let plane = DataPlane::start(
+            &aws.endpoint("lambda", true),
+            &aws.endpoint("s3", true),
+            &registry.host(),
+            ECR_USER,
+            ECR_PASSWORD,
+        );
+        LocalLambda {
+            aws,
+            registry,
+            plane,
+        }
+    }
+}
+
 /// Whether Docker runs here: true, or false after saying SKIPPED — and a failed test where
 /// `LAMBDA_CNN_REQUIRE` names docker (CI, where the engine is there).
 pub fn docker_or_skip(what: &str) -> bool {

@@ -7,6 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The login moto's ECR hands out (GetAuthorizationToken): the registry standing in for ECR
+/// takes the same, so that `deploy push` signs in as it would to ECR.
+pub const ECR_USER: &str = "AWS";
+/// See [`ECR_USER`].
+pub const ECR_PASSWORD: &str = "123456789012-auth-token";
+
 pub struct Registry {
     pub port: u16,
     child: Child,
