@@ -27,8 +27,6 @@ const HOST_ARCH: &str = if cfg!(target_arch = "aarch64") {
     "x86_64"
 };
 const TRAIN: &str = "lambda-cnn-train";
-/// What moto's GetAuthorizationToken decodes to.
-
 fn json_lines(o: &Output) -> Vec<Value> {
     stdout(o)
         .lines()
