@@ -356,7 +356,7 @@ mod tests {
             }
         );
         assert_eq!(image_to_pixels(&png).unwrap().len(), IMAGE_PIXELS);
-        let header = crate::api::predict::tests::png_header(MAX_IMAGE_SIDE + 1, 8);
+        let header = test_images::png_header(MAX_IMAGE_SIDE + 1, 8);
         assert!(matches!(
             image_size(&header),
             Err(InputError::TooLarge { .. })
@@ -392,7 +392,7 @@ mod tests {
         let mut png = one[..33].to_vec(); // signature + IHDR
         png.extend(((chunk.len() - 4) as u32).to_be_bytes());
         png.extend(&chunk);
-        png.extend(crate::api::predict::tests::crc32(&chunk).to_be_bytes());
+        png.extend(test_images::crc32(&chunk).to_be_bytes());
         png.extend(&one[33..]);
         // The decoder inflates at most MAX_METADATA_BYTES of it and drops the profile; what is
         // left is a 1×1 image, blank.
@@ -429,5 +429,44 @@ mod tests {
             image_to_pixels(&truncated),
             Err(InputError::NotAnImage(_))
         ));
+    }
+}
+
+/// Hand-made image bytes for tests: headers that declare what a decoder must refuse.
+#[cfg(test)]
+pub(crate) mod test_images {
+    /// The bytes of a PNG that declares `width`×`height` and holds no pixel data: its header
+    /// alone must be enough to refuse it.
+    pub(crate) fn png_header(width: u32, height: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend(width.to_be_bytes());
+        ihdr.extend(height.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        out.extend(13u32.to_be_bytes());
+        out.extend(&ihdr);
+        out.extend(crc32(&ihdr).to_be_bytes());
+        // An empty IDAT and the end: a decoder reads its header up to the first IDAT.
+        for kind in [&b"IDAT"[..], b"IEND"] {
+            out.extend(0u32.to_be_bytes());
+            out.extend(kind);
+            out.extend(crc32(kind).to_be_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 }

@@ -6,48 +6,32 @@
 //! own input size and labels. The answer is `{"label", "class", "probabilities", "model"}`,
 //! with `"digit"` for a model whose labels are the ten digits.
 //!
-//! Inputs: JSON `{"pixels":[H·W·C numbers 0..=255]}` (row-major, channels last; for the digit
-//! model 784, white digit on black), JSON `{"image":"<base64 PNG or JPEG>"}` (a
-//! `data:image/png;base64,` URL too), a raw `image/png` or `image/jpeg` body, or
-//! `{"instances":[…up to 256 of the above…]}`. Each input may add `"preprocess": "none"`: the
-//! model then sees its values exactly (after its own input scaling), with no digit centring
-//! or resizing.
-//!
-//! Every request's cost is bounded before the work starts: the body's size, the number of
-//! instances and of pixels per instance are counted while the JSON is read (nothing larger is
-//! kept), and every image's header is read, and the pixels of all of them summed against
-//! [`MAX_REQUEST_PIXELS`], before any image is decoded; the model's work per image
-//! ([`crate::net::spec::Plan::macs`]) caps the images per request at [`MAX_REQUEST_MACS`]. Every bad request gets a 4xx with
-//! `{"error": "<what is wrong and what is expected>"}` that repeats at most
-//! [`super::ECHO_CHARS`] characters of any value; nothing a client sends can panic.
+//! One concern per file: [`routing`] (which route answers, 404/405, CORS preflights, the page
+//! and its ETag; the routes themselves are [`crate::routes`]' table), [`body`] (the request
+//! body's grammar, read as a stream with every count bounded), [`budget`] (what one request may
+//! cost, decided before any image is decoded), and here the service that turns decoded inputs
+//! into answers. Every bad request gets a 4xx with `{"error": "<what is wrong and what is
+//! expected>"}` that repeats at most [`super::ECHO_CHARS`] characters of any value; nothing a
+//! client sends can panic.
+
+mod body;
+mod budget;
+mod routing;
+
+pub use budget::{
+    MAX_BODY_BYTES, MAX_DECODE_TIME, MAX_INSTANCES, MAX_REQUEST_MACS, MAX_REQUEST_PIXELS,
+};
 
 use super::page::Page;
-use super::{clip, Body as ReplyBody, HttpReply};
+use super::HttpReply;
 use crate::net::{input::image_to_input, Answer, Network, Preprocess};
-use crate::predict::{image_size, image_to_pixels, InputError, MAX_IMAGE_SIDE};
+use crate::predict::{image_size, image_to_pixels, InputError};
 use crate::preprocess::to_model_input;
-use crate::routes::{self, Action, Route};
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Unexpected, Visitor};
+use body::{place, read_inputs, Expect, Item, RawInputs};
+use budget::within_budget;
 use serde_json::json;
 use std::borrow::Cow;
-use std::fmt;
-use std::time::{Duration, Instant};
-
-/// Lambda's own limit for a synchronous request payload.
-pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
-/// Images per request (`instances`).
-pub const MAX_INSTANCES: usize = crate::net::spec::limits::MAX_INSTANCES;
-/// Pixels decoded per request, all images together, as their headers declare them: one
-/// 2048×2048 image, or 256 of 128×128. Decoding and preprocessing this many takes ~0.2 s on
-/// one core (docs/cli-and-functions.md, Limits).
-pub const MAX_REQUEST_PIXELS: u64 = 2048 * 2048;
-/// Multiply-adds per request, all images together: about a second of one Lambda vCPU. The
-/// seed's model (0.9 M per image) takes [`MAX_INSTANCES`] images; a model of 2 G per image,
-/// the most [`crate::net::spec::limits::MAX_MACS`] allows, one.
-pub const MAX_REQUEST_MACS: u64 = 4_000_000_000;
-/// A request that is still decoding after this long is refused, whatever the invocation's
-/// deadline; the pixel budget keeps real requests far below it.
-pub const MAX_DECODE_TIME: Duration = Duration::from_secs(5);
+use std::time::Instant;
 
 /// The loaded model, its identity (the SHA-256 of its file) and its page.
 pub struct PredictService {
@@ -96,12 +80,9 @@ impl PredictService {
             )));
         }
         let page = Page::new(&model_id, network.spec());
-        // The work per request, and the pixels: every input costs at least the model's input
-        // size (charged before decoding, whatever its picture's size).
         let input = &network.spec().input;
-        let by_work = MAX_REQUEST_MACS / network.plan().macs.max(1);
-        let by_pixels = MAX_REQUEST_PIXELS / (input.height * input.width).max(1) as u64;
-        let max_instances = by_work.min(by_pixels).clamp(1, MAX_INSTANCES as u64) as usize;
+        let max_instances =
+            budget::max_instances(network.plan().macs, (input.height * input.width) as u64);
         Ok(Self {
             network,
             model_id,
@@ -130,39 +111,6 @@ impl PredictService {
         self.handle_until(req, Instant::now() + MAX_DECODE_TIME)
     }
 
-    /// Answers `req`, refusing it (413) if its images are still being decoded at `deadline`
-    /// (the invocation's deadline less what answering takes).
-    pub fn handle_until(&self, req: HttpRequest<'_>, deadline: Instant) -> HttpReply {
-        let start = Instant::now();
-        let deadline = deadline.min(start + MAX_DECODE_TIME);
-        let mut reply = match routes::at(req.path) {
-            None => HttpReply::error(
-                404,
-                format!(
-                    "no route {} {}; the routes are {}",
-                    clip(req.method),
-                    clip(req.path),
-                    routes::summary()
-                ),
-            ),
-            Some(route) if req.method == "OPTIONS" => preflight(route),
-            Some(route) if route.answers(req.method) => match route.action {
-                Action::Predict => self.predict(req, deadline),
-                Action::Health => HttpReply::ok(json!({"status": "ok", "model": self.model_id})),
-                Action::Page => self.page(req),
-            },
-            Some(route) => method_not_allowed(req.method, &clip(req.path), &route.allow()),
-        };
-        if req.method == "HEAD" {
-            reply.body = ReplyBody::Empty;
-        }
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        reply
-            .headers
-            .push(("server-timing", format!("fn;dur={ms:.1};desc=\"function\"")));
-        reply
-    }
-
     /// Answers a request taken out of its Lambda event; a body the event could not deliver
     /// (bad base64) is a 400.
     pub fn handle_event(&self, http: &super::event::HttpEvent, deadline: Instant) -> HttpReply {
@@ -178,26 +126,6 @@ impl PredictService {
                 deadline,
             ),
             Err(message) => HttpReply::error(400, message.clone()),
-        }
-    }
-
-    /// The page, or 304 when the client holds this very page.
-    fn page(&self, req: HttpRequest<'_>) -> HttpReply {
-        let headers = self.page.headers();
-        if req.if_none_match.is_some_and(|tag| self.page.matches(tag)) {
-            return HttpReply {
-                status: 304,
-                body: ReplyBody::Empty,
-                headers,
-            };
-        }
-        HttpReply {
-            status: 200,
-            body: ReplyBody::Text {
-                content_type: "text/html; charset=utf-8",
-                text: self.page.html.clone(),
-            },
-            headers,
         }
     }
 
@@ -360,153 +288,11 @@ impl PredictService {
     }
 }
 
-fn method_not_allowed(method: &str, path: &str, allow: &str) -> HttpReply {
-    let mut r = HttpReply::error(
-        405,
-        format!("{} is not allowed on {path}; use {allow}", clip(method)),
-    );
-    r.headers.push(("allow", allow.to_owned()));
-    r
-}
-
-/// A CORS preflight answered by the function itself: behind a Function URL or an ALB nothing
-/// else answers it.
-fn preflight(route: &Route) -> HttpReply {
-    let methods = route.allow();
-    HttpReply {
-        status: 204,
-        body: ReplyBody::Empty,
-        headers: vec![
-            ("allow", methods.clone()),
-            ("access-control-allow-origin", "*".to_owned()),
-            ("access-control-allow-methods", methods),
-            ("access-control-allow-headers", "content-type".to_owned()),
-            ("access-control-max-age", "86400".to_owned()),
-        ],
-    }
-}
-
+/// A refused request: its status (4xx) and what to tell the client.
 struct BadRequest(u16, String);
 
 fn bad(message: String) -> BadRequest {
     BadRequest(400, message)
-}
-
-/// One input as read from the request, before any image is decoded.
-enum Item<'a> {
-    /// Raw values, 0..=255.
-    Pixels(Vec<f32>),
-    /// Encoded PNG or JPEG bytes.
-    Image(Cow<'a, [u8]>),
-}
-
-/// An input and whether it asked for no preprocessing (`"preprocess": "none"`).
-struct RawInput<'a> {
-    item: Item<'a>,
-    raw: bool,
-}
-
-struct RawInputs<'a> {
-    items: Vec<RawInput<'a>>,
-    single: bool,
-}
-
-/// What the model takes, for the decoder and its messages.
-struct Expect {
-    /// Values in one input.
-    len: usize,
-    /// "784 (28×28, row-major, 0..=255, white digit on black)".
-    hint: String,
-    /// The model's own preprocessing's name.
-    preprocess: &'static str,
-}
-
-impl Expect {
-    fn of(spec: &crate::net::spec::ModelSpec) -> Self {
-        let i = &spec.input;
-        let len = spec.input_len();
-        let hint = if i.preprocess == Preprocess::Digit {
-            format!(
-                "{len} ({}×{}, row-major, 0..=255, white digit on black)",
-                i.height, i.width
-            )
-        } else {
-            format!(
-                "{len} ({}×{}×{}, row-major, channels last, 0..=255)",
-                i.height, i.width, i.channels
-            )
-        };
-        let preprocess = match i.preprocess {
-            Preprocess::Digit => "digit",
-            Preprocess::Resize => "resize",
-            Preprocess::None => "none",
-        };
-        Self {
-            len,
-            hint,
-            preprocess,
-        }
-    }
-}
-
-fn read_inputs<'a>(req: &HttpRequest<'a>, expect: &Expect) -> Result<RawInputs<'a>, BadRequest> {
-    if req.body.len() > MAX_BODY_BYTES {
-        return Err(BadRequest(
-            413,
-            format!(
-                "the body is {} bytes; the limit is {MAX_BODY_BYTES} (6 MB)",
-                req.body.len()
-            ),
-        ));
-    }
-    let media = req.content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    match media.as_deref() {
-        Some("application/json") => parse_json(req.body, expect),
-        Some("image/png" | "image/jpeg" | "image/jpg") => Ok(RawInputs {
-            items: vec![RawInput {
-                item: Item::Image(Cow::Borrowed(req.body)),
-                raw: false,
-            }],
-            single: true,
-        }),
-        other => Err(BadRequest(
-            415,
-            format!(
-                "unsupported content type {}; send application/json ({{\"pixels\":[…{} values…]}}, {{\"image\":\"<base64>\"}} or {{\"instances\":[…]}}), image/png or image/jpeg",
-                other.map_or("(none)".to_owned(), |c| format!("{:?}", clip(c))),
-                expect.len
-            ),
-        )),
-    }
-}
-
-/// Where input `i` of `n` is, for messages.
-fn place(single: bool, i: usize) -> String {
-    if single {
-        "the body".to_owned()
-    } else {
-        format!("instances[{i}]")
-    }
-}
-
-/// A request's (or a batch item's) pixels against [`MAX_REQUEST_PIXELS`], from the images'
-/// headers, before any is decoded.
-fn within_budget(total: u64) -> Result<(), BadRequest> {
-    if total > MAX_REQUEST_PIXELS {
-        return Err(BadRequest(
-            413,
-            format!(
-                "the images hold {total} pixels in all; at most {MAX_REQUEST_PIXELS} (one 2048×2048 image, or {MAX_INSTANCES} of 128×128) per request, each at most {MAX_IMAGE_SIDE} on a side: send smaller images or fewer per request"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn input_error(at: &str, e: InputError) -> BadRequest {
@@ -517,422 +303,11 @@ fn input_error(at: &str, e: InputError) -> BadRequest {
     }
 }
 
-/// Reads the JSON body without building a tree of it: counts are checked as the values
-/// stream past, so 6 MB of JSON costs what its pixel arrays and image strings cost.
-fn parse_json(body: &[u8], expect: &Expect) -> Result<RawInputs<'static>, BadRequest> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = de::Deserializer::deserialize_any(&mut de, BodyVisitor { expect })
-        .and_then(|b| de.end().map(|()| b))
-        .map_err(|e| {
-            if e.is_data() {
-                bad(e.to_string())
-            } else {
-                bad(format!("the body is not valid JSON ({e})"))
-            }
-        })?;
-    match parsed {
-        Body::One(item) => Ok(RawInputs {
-            items: vec![item],
-            single: true,
-        }),
-        Body::Many { count, .. } if count > MAX_INSTANCES => Err(BadRequest(
-            413,
-            format!("{count} instances; at most {MAX_INSTANCES} per request"),
-        )),
-        Body::Many { count: 0, .. } => Err(bad(format!(
-            "\"instances\" is empty; send 1 to {MAX_INSTANCES} items"
-        ))),
-        Body::Many { items, .. } => Ok(RawInputs {
-            items,
-            single: false,
-        }),
-    }
-}
-
-enum Body {
-    One(RawInput<'static>),
-    Many {
-        items: Vec<RawInput<'static>>,
-        /// Every item, also those past [`MAX_INSTANCES`] (skipped, not kept).
-        count: usize,
-    },
-}
-
-enum Key {
-    Pixels,
-    Image,
-    Preprocess,
-    Instances,
-    Other(String),
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "pixels" => Key::Pixels,
-                    "image" => Key::Image,
-                    "preprocess" => Key::Preprocess,
-                    "instances" => Key::Instances,
-                    other => Key::Other(clip(other)),
-                })
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-/// The fields of one input, from the top level or an item of `instances`.
-#[derive(Default)]
-struct Fields {
-    pixels: Option<Vec<f32>>,
-    image: Option<Vec<u8>>,
-    /// `"preprocess": "none"` (true) or the model's own (false).
-    raw: Option<bool>,
-}
-
-impl Fields {
-    fn is_empty(&self) -> bool {
-        self.pixels.is_none() && self.image.is_none() && self.raw.is_none()
-    }
-
-    fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: Key,
-        map: &mut A,
-        at: &str,
-        expect: &Expect,
-    ) -> Result<(), A::Error> {
-        match key {
-            Key::Pixels if self.pixels.is_some() => {
-                Err(de::Error::custom(format!("{at} has \"pixels\" twice")))
-            }
-            Key::Image if self.image.is_some() => {
-                Err(de::Error::custom(format!("{at} has \"image\" twice")))
-            }
-            Key::Preprocess if self.raw.is_some() => {
-                Err(de::Error::custom(format!("{at} has \"preprocess\" twice")))
-            }
-            Key::Pixels => {
-                self.pixels = Some(map.next_value_seed(PixelsSeed { at, expect })?);
-                Ok(())
-            }
-            Key::Image => {
-                self.image = Some(map.next_value_seed(ImageSeed { at })?);
-                Ok(())
-            }
-            Key::Preprocess => {
-                let name: Cow<'de, str> = map.next_value().map_err(|_| {
-                    de::Error::custom(format!(
-                        "{at}: \"preprocess\" must be the string \"none\" or \"{}\"",
-                        expect.preprocess
-                    ))
-                })?;
-                self.raw = Some(match name.as_ref() {
-                    "none" => true,
-                    own if own == expect.preprocess => false,
-                    other => {
-                        return Err(de::Error::custom(format!(
-                            "{at}: \"preprocess\" is {:?}; this model takes \"none\" (its values exactly) or \"{}\" (its own, the default)",
-                            clip(other),
-                            expect.preprocess
-                        )))
-                    }
-                });
-                Ok(())
-            }
-            Key::Instances => Err(de::Error::custom(format!(
-                "{at}: \"instances\" must be the only field, at the top level"
-            ))),
-            Key::Other(name) => Err(de::Error::custom(format!(
-                "{at} has an unknown field {name:?}; expected \"pixels\" or \"image\", and optionally \"preprocess\""
-            ))),
-        }
-    }
-
-    fn finish<E: de::Error>(self, at: &str, expect: &Expect) -> Result<RawInput<'static>, E> {
-        let raw = self.raw.unwrap_or(false);
-        match (self.pixels, self.image) {
-            (Some(p), None) => Ok(RawInput {
-                item: Item::Pixels(p),
-                raw,
-            }),
-            (None, Some(i)) => Ok(RawInput {
-                item: Item::Image(Cow::Owned(i)),
-                raw,
-            }),
-            (Some(_), Some(_)) => Err(E::custom(format!(
-                "{at} has both \"pixels\" and \"image\"; send one"
-            ))),
-            (None, None) => Err(E::custom(format!(
-                "{at} has neither \"pixels\" ({} values 0..=255) nor \"image\" (base64 PNG or JPEG)",
-                expect.len
-            ))),
-        }
-    }
-}
-
-struct BodyVisitor<'e> {
-    expect: &'e Expect,
-}
-
-impl<'de> Visitor<'de> for BodyVisitor<'_> {
-    type Value = Body;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("the body to be a JSON object with \"pixels\", \"image\" or \"instances\"")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Body, E> {
-        Err(E::invalid_type(Unexpected::Str(&clip(v)), &self))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-        let at = "the body";
-        let mut fields = Fields::default();
-        let mut instances = None;
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Instances if instances.is_some() => {
-                    return Err(de::Error::custom("\"instances\" appears twice"))
-                }
-                Key::Instances => {
-                    instances = Some(map.next_value_seed(InstancesSeed {
-                        expect: self.expect,
-                    })?)
-                }
-                key => fields.read(key, &mut map, at, self.expect)?,
-            }
-            if instances.is_some() && !fields.is_empty() {
-                return Err(de::Error::custom("\"instances\" must be the only field"));
-            }
-        }
-        match instances {
-            Some((items, count)) => Ok(Body::Many { items, count }),
-            None => fields.finish(at, self.expect).map(Body::One),
-        }
-    }
-}
-
-struct InstancesSeed<'e> {
-    expect: &'e Expect,
-}
-
-impl<'de> DeserializeSeed<'de> for InstancesSeed<'_> {
-    type Value = (Vec<RawInput<'static>>, usize);
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for InstancesSeed<'_> {
-    type Value = (Vec<RawInput<'static>>, usize);
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("\"instances\" to be an array of {\"pixels\":…} or {\"image\":…} objects")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Err(E::invalid_type(Unexpected::Str(&clip(v)), &self))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::new();
-        let mut count = 0;
-        loop {
-            if count < MAX_INSTANCES {
-                let at = format!("instances[{count}]");
-                match seq.next_element_seed(InstanceSeed {
-                    at: &at,
-                    expect: self.expect,
-                })? {
-                    Some(item) => items.push(item),
-                    None => break,
-                }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
-            }
-            count += 1;
-        }
-        Ok((items, count))
-    }
-}
-
-struct InstanceSeed<'s> {
-    at: &'s str,
-    expect: &'s Expect,
-}
-
-impl<'de> DeserializeSeed<'de> for InstanceSeed<'_> {
-    type Value = RawInput<'static>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for InstanceSeed<'_> {
-    type Value = RawInput<'static>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{} to be an object with \"pixels\" or \"image\"",
-            self.at
-        )
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Err(E::invalid_type(Unexpected::Str(&clip(v)), &self))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Fields::default();
-        while let Some(key) = map.next_key::<Key>()? {
-            fields.read(key, &mut map, self.at, self.expect)?;
-        }
-        fields.finish(self.at, self.expect)
-    }
-}
-
-struct PixelsSeed<'s> {
-    at: &'s str,
-    expect: &'s Expect,
-}
-
-impl<'de> DeserializeSeed<'de> for PixelsSeed<'_> {
-    type Value = Vec<f32>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PixelsSeed<'_> {
-    type Value = Vec<f32>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{}: \"pixels\" to be an array of {}",
-            self.at, self.expect.hint
-        )
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Err(E::invalid_type(Unexpected::Str(&clip(v)), &self))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let want = self.expect.len;
-        // What the body can hold, not what the model declares: a value takes two bytes.
-        let mut values = Vec::with_capacity(want.min(MAX_BODY_BYTES / 2));
-        let mut count = 0usize;
-        loop {
-            if count < want {
-                match seq.next_element_seed(PixelSeed {
-                    at: self.at,
-                    index: count,
-                })? {
-                    Some(v) => values.push(v),
-                    None => break,
-                }
-            } else if seq.next_element::<IgnoredAny>()?.is_none() {
-                break;
-            }
-            count += 1;
-        }
-        if count != want {
-            return Err(de::Error::custom(format!(
-                "{}: \"pixels\" has {count} values; expected {}",
-                self.at, self.expect.hint
-            )));
-        }
-        Ok(values)
-    }
-}
-
-struct PixelSeed<'s> {
-    at: &'s str,
-    index: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for PixelSeed<'_> {
-    type Value = f32;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<f32, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl PixelSeed<'_> {
-    /// The raw value, 0..=255.
-    fn value<E: de::Error>(&self, x: f64) -> Result<f32, E> {
-        if (0.0..=255.0).contains(&x) {
-            Ok(x as f32)
-        } else {
-            Err(E::custom(format!(
-                "{}: pixels[{}] is {x}; values must be in 0..=255",
-                self.at, self.index
-            )))
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for PixelSeed<'_> {
-    type Value = f32;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{}: pixels[{}] to be a number 0..=255",
-            self.at, self.index
-        )
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f32, E> {
-        self.value(v as f64)
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f32, E> {
-        self.value(v as f64)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f32, E> {
-        self.value(v)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<f32, E> {
-        Err(E::custom(format!(
-            "{}: pixels[{}] is {:?}; values must be numbers 0..=255",
-            self.at,
-            self.index,
-            clip(v)
-        )))
-    }
-}
-
-struct ImageSeed<'s> {
-    at: &'s str,
-}
-
-impl<'de> DeserializeSeed<'de> for ImageSeed<'_> {
-    type Value = Vec<u8>;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ImageSeed<'_> {
-    type Value = Vec<u8>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "{}: \"image\" to be a base64 string of a PNG or JPEG",
-            self.at
-        )
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-        // What a browser's canvas.toDataURL() gives: `data:image/png;base64,<base64>`.
-        let b64 = match v.trim().strip_prefix("data:") {
-            Some(url) => url.split_once(',').map_or(url, |(_, data)| data),
-            None => v.trim(),
-        };
-        super::event::decode_base64(b64)
-            .map_err(|e| E::custom(format!("{}: \"image\" is not valid base64 ({e})", self.at)))
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+    use crate::predict::test_images::png_header;
     use serde_json::Value;
 
     fn service() -> PredictService {
@@ -969,41 +344,6 @@ pub(crate) mod tests {
                 }
             })
             .collect()
-    }
-
-    /// The bytes of a PNG that declares `width`×`height` and holds no pixel data: its header
-    /// alone must be enough to refuse it.
-    pub(crate) fn png_header(width: u32, height: u32) -> Vec<u8> {
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend(width.to_be_bytes());
-        ihdr.extend(height.to_be_bytes());
-        ihdr.extend([8, 0, 0, 0, 0]);
-        out.extend(13u32.to_be_bytes());
-        out.extend(&ihdr);
-        out.extend(crc32(&ihdr).to_be_bytes());
-        // An empty IDAT and the end: a decoder reads its header up to the first IDAT.
-        for kind in [&b"IDAT"[..], b"IEND"] {
-            out.extend(0u32.to_be_bytes());
-            out.extend(kind);
-            out.extend(crc32(kind).to_be_bytes());
-        }
-        out
-    }
-
-    pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
     }
 
     #[test]
