@@ -149,13 +149,44 @@ pub enum Request {
         /// Where the images are written.
         images_dir: String,
     },
-    /// Commands that only read or invoke: what they read, in words.
-    ReadOnly {
-        /// The command's name.
-        command: &'static str,
-        /// What it reads or runs.
-        what: String,
+    /// `deploy tune`.
+    Tune {
+        /// The function.
+        function: Function,
+        /// The memory sizes to try, MB, ascending.
+        sizes: Vec<u32>,
+        /// Invocations per size.
+        invocations: u32,
+        /// How the pick is made.
+        strategy: crate::tune::Strategy,
+        /// `--apply`: release the pick.
+        apply: bool,
     },
+    /// `deploy invoke`.
+    Invoke {
+        /// The function.
+        function: Function,
+    },
+    /// `deploy monitor`: the REPORT lines.
+    Monitor {
+        /// The functions.
+        functions: Vec<Function>,
+        /// How far back.
+        since: std::time::Duration,
+    },
+    /// `deploy logs`.
+    Logs {
+        /// The functions.
+        functions: Vec<Function>,
+        /// How far back.
+        since: std::time::Duration,
+    },
+    /// `deploy status`.
+    Status,
+    /// `deploy doctor`.
+    Doctor,
+    /// `deploy policy`.
+    Policy,
 }
 
 impl Request {
@@ -168,7 +199,13 @@ impl Request {
             Request::Rollback { .. } => "rollback",
             Request::Destroy { .. } => "destroy",
             Request::All { .. } => "all",
-            Request::ReadOnly { command, .. } => command,
+            Request::Tune { .. } => "tune",
+            Request::Invoke { .. } => "invoke",
+            Request::Monitor { .. } => "monitor",
+            Request::Logs { .. } => "logs",
+            Request::Status => "status",
+            Request::Doctor => "doctor",
+            Request::Policy => "policy",
         }
     }
 }
@@ -280,7 +317,58 @@ pub fn plan(request: &Request, config: &DeployConfig, account: &Account, state: 
                 api(&mut steps, config, state, false, auth);
             }
         }
-        Request::ReadOnly { what, .. } => steps.push(step(Action::Read, what.clone())),
+        Request::Tune {
+            function: f,
+            sizes,
+            invocations,
+            strategy,
+            apply,
+        } => tune(
+            &mut steps,
+            config,
+            function(state, *f),
+            sizes,
+            *invocations,
+            *strategy,
+            *apply,
+        ),
+        Request::Invoke { function: f } => {
+            let s = function(state, *f);
+            let alias = &config.release.alias;
+            steps.push(match s.live_version {
+                Some(_) => step(Action::Run, format!("invoke {}:{alias} once", s.name)),
+                None => not_released(s, alias, "invoke"),
+            });
+        }
+        Request::Monitor { functions, since } | Request::Logs { functions, since } => {
+            let what = match request {
+                Request::Monitor { .. } => "the REPORT lines (duration, memory, cost)",
+                _ => "the log lines",
+            };
+            for &f in functions {
+                steps.push(step(
+                    Action::Read,
+                    format!(
+                        "{what} of {} over the last {}",
+                        function(state, f).name,
+                        humantime::format_duration(*since)
+                    ),
+                ));
+            }
+        }
+        Request::Status => steps.push(step(
+            Action::Read,
+            "the functions, their live versions and the API",
+        )),
+        Request::Doctor => steps.push(step(
+            Action::Read,
+            "the account's identity, permissions, Lambda limits and the names the deploy takes",
+        )),
+        Request::Policy => steps.push(step(
+            Action::Read,
+            "infra/iam/deployer-policy.json, printed with this config's names, the account and \
+             region filled in",
+        )),
     }
     Plan {
         command: request.command().to_owned(),
@@ -515,6 +603,70 @@ fn api(steps: &mut Vec<Step>, config: &DeployConfig, state: &State, rest: bool, 
     match &state.status.api {
         Some(a) if a.kind == kind => steps.push(step(Action::Update, format!("{what}: {}", a.url))),
         _ => steps.push(step(Action::Create, what)),
+    }
+}
+
+/// The step that stops a command needing `alias` on a function that has none.
+fn not_released(s: &FunctionStatus, alias: &str, command: &str) -> Step {
+    step(
+        Action::Stop,
+        format!(
+            "{} has no {alias} alias, so there is nothing to {command}: release it first \
+             (deploy release --function {})",
+            s.name, s.function
+        ),
+    )
+}
+
+/// What `deploy tune` changes (and puts back): one version and alias per size, then the
+/// function as it was; `--apply` then releases the pick as `deploy release` would.
+fn tune(
+    steps: &mut Vec<Step>,
+    config: &DeployConfig,
+    s: &FunctionStatus,
+    sizes: &[u32],
+    invocations: u32,
+    strategy: crate::tune::Strategy,
+    apply: bool,
+) {
+    let alias = &config.release.alias;
+    let Some(live) = &s.live_version else {
+        steps.push(not_released(s, alias, "tune"));
+        return;
+    };
+    for &mb in sizes {
+        steps.push(step(
+            Action::Create,
+            format!(
+                "{}: {mb} MB, a version of what {alias} runs (version {live}) behind alias {}",
+                s.name,
+                super::tune::alias_name(mb)
+            ),
+        ));
+        steps.push(step(
+            Action::Run,
+            format!("invoke it {invocations} times, reading the REPORT lines"),
+        ));
+    }
+    let memory = s
+        .memory_mb
+        .map_or_else(|| "its memory".to_owned(), |mb| format!("{mb} MB"));
+    steps.push(step(
+        Action::Delete,
+        format!(
+            "the tune-* aliases and versions; {} back to {memory}",
+            s.name
+        ),
+    ));
+    steps.push(step(Action::Run, format!("recommend a size by {strategy}")));
+    if apply {
+        steps.push(step(
+            Action::Run,
+            format!(
+                "release the recommended size: publish a version, smoke-test it, then point \
+                 {alias} at it (a failed smoke test leaves {alias} as it is)"
+            ),
+        ));
     }
 }
 
@@ -828,5 +980,80 @@ mod tests {
         let p = plan(&r, &config(), &account(), &empty());
         assert!(!p.to_string().contains("API"), "{p}");
         assert!(!p.stops(), "{p}");
+    }
+
+    fn tune_request(apply: bool) -> Request {
+        Request::Tune {
+            function: Function::Predict,
+            sizes: vec![512, 1024],
+            invocations: 10,
+            strategy: crate::tune::Strategy::Cost,
+            apply,
+        }
+    }
+
+    #[test]
+    fn tune_and_invoke_stop_where_nothing_is_released() {
+        let c = config();
+        for r in [
+            tune_request(false),
+            Request::Invoke {
+                function: Function::Predict,
+            },
+        ] {
+            let p = plan(&r, &c, &account(), &empty());
+            assert_eq!(actions(&p), [Action::Stop], "{p}");
+            assert!(
+                p.to_string().contains("deploy release --function predict"),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn tune_plans_each_size_then_puts_the_function_back() {
+        let c = config();
+        let mut state = empty();
+        deployed(&mut state, "sha256:aa");
+        state.status.functions[0].memory_mb = Some(2048);
+        let p = plan(&tune_request(false), &c, &account(), &state);
+        use Action::*;
+        assert_eq!(actions(&p), [Create, Run, Create, Run, Delete, Run], "{p}");
+        let text = p.to_string();
+        for expected in [
+            "alias tune-512",
+            "alias tune-1024",
+            "back to 2048 MB",
+            "by cost",
+        ] {
+            assert!(text.contains(expected), "{expected}: {p}");
+        }
+        let applied = plan(&tune_request(true), &c, &account(), &state);
+        assert_eq!(actions(&applied).last(), Some(&Run), "{applied}");
+        assert_eq!(applied.steps.len(), p.steps.len() + 1);
+        assert!(!applied.stops());
+    }
+
+    #[test]
+    fn read_only_commands_only_read() {
+        let since = std::time::Duration::from_secs(3600);
+        let both = vec![Function::Predict, Function::Train];
+        for r in [
+            Request::Monitor {
+                functions: both.clone(),
+                since,
+            },
+            Request::Logs {
+                functions: both,
+                since,
+            },
+            Request::Status,
+            Request::Doctor,
+            Request::Policy,
+        ] {
+            let p = plan(&r, &config(), &account(), &empty());
+            assert!(!p.steps.is_empty(), "{p}");
+            assert!(p.steps.iter().all(|s| s.action == Action::Read), "{p}");
+        }
     }
 }

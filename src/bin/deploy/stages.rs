@@ -212,10 +212,33 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
             no_api: a.no_api,
             images_dir: a.target.images.display().to_string(),
         },
-        other => Request::ReadOnly {
-            command: command_name(other),
-            what: read_only_plan(other, cfg).join("; "),
+        Command::Tune(a) => Request::Tune {
+            function: a.function,
+            sizes: TuneInputs::sizes(a),
+            invocations: a.invocations,
+            strategy: a.strategy,
+            apply: a.apply,
         },
+        Command::Invoke(a) => Request::Invoke {
+            function: a.function,
+        },
+        Command::Monitor(a) => Request::Monitor {
+            functions: a.which.functions(),
+            since: a.since,
+        },
+        Command::Logs(a) => Request::Logs {
+            functions: a.which.functions(),
+            since: a.since,
+        },
+        Command::Status(_) => Request::Status,
+        Command::Doctor(_) => Request::Doctor,
+        Command::Policy(_) => Request::Policy,
+        Command::Batch(_)
+        | Command::Build(_)
+        | Command::Image(_)
+        | Command::Cost(_)
+        | Command::Compare(_)
+        | Command::Completions { .. } => unreachable!("planned elsewhere or run locally"),
     };
     let state = plan::read_state(&ctx.clients, cfg, &ctx.account).await?;
     let plan = plan::plan(&request, cfg, &ctx.account, &state);
@@ -224,79 +247,6 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
         bail!("the real run would stop where the plan says STOP");
     }
     Ok(())
-}
-
-fn command_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Monitor(_) => "monitor",
-        Command::Logs(_) => "logs",
-        Command::Status(_) => "status",
-        Command::Invoke(_) => "invoke",
-        Command::Doctor(_) => "doctor",
-        Command::Policy(_) => "policy",
-        Command::Tune(_) => "tune",
-        _ => "deploy",
-    }
-}
-
-/// What a command that changes nothing (or only invokes) would do, in words.
-fn read_only_plan(cmd: &Command, config: &DeployConfig) -> Vec<String> {
-    let names = |fs: &[Function]| {
-        fs.iter()
-            .map(|f| config.function(*f).name.clone())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let lines: Vec<String> = match cmd {
-        Command::Monitor(a) => vec![format!(
-            "read the REPORT lines of {} of the last {}",
-            names(&a.which.functions()),
-            humantime::format_duration(a.since)
-        )],
-        Command::Policy(_) => vec![
-            "print infra/iam/deployer-policy.json with this config's names, the account and region filled in"
-                .into(),
-        ],
-        Command::Doctor(_) => vec![
-            "read the account's identity, permissions, Lambda limits and \
-             the names the deploy takes (creating nothing)"
-                .into(),
-        ],
-        Command::Tune(a) => vec![
-            format!(
-                "for each of {:?} MB: set it on {}, publish a version behind alias tune-<MB>, \
-                 invoke it {} times reading the REPORT lines",
-                a.memory,
-                config.function(a.function).name,
-                a.invocations
-            ),
-            format!(
-                "remove those aliases and versions, restore the memory; recommend by {}{}",
-                a.strategy,
-                if a.apply {
-                    format!(
-                        ", then release the pick (smoke-tested) to {}",
-                        config.release.alias
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        ],
-        Command::Status(_) => vec!["read the functions, their live versions and the API (read-only)".into()],
-        Command::Invoke(a) => vec![format!(
-            "invoke {}:{} once",
-            config.function(a.function).name,
-            config.release.alias
-        )],
-        Command::Logs(a) => vec![format!(
-            "read the log lines of {} of the last {}",
-            names(&a.which.functions()),
-            humantime::format_duration(a.since)
-        )],
-        _ => vec![],
-    };
-    lines
 }
 
 async fn connect(
@@ -994,10 +944,16 @@ struct TuneInputs {
 }
 
 impl TuneInputs {
-    fn read(args: &TuneArgs) -> Result<Self> {
+    /// `--memory`, ascending, once each.
+    fn sizes(args: &TuneArgs) -> Vec<u32> {
         let mut sizes = args.memory.clone();
         sizes.sort_unstable();
         sizes.dedup();
+        sizes
+    }
+
+    fn read(args: &TuneArgs) -> Result<Self> {
+        let sizes = Self::sizes(args);
         lambda_cnn::pipeline::tune::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
         Ok(TuneInputs {
             sizes,
