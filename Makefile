@@ -190,6 +190,8 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	$(CARGO) clippy --release --locked --features deploy --lib --tests -- -D warnings
 	@# The boundary: without its `ml` feature the library builds and links neither candle nor AWS.
 	$(CARGO) check --no-default-features --lib --locked
+	@! $(CARGO) tree -e normal -p lambda-cnn-core --locked | grep -E 'candle|aws-sdk' \
+	  || { echo "the core (crates/core) depends on candle or an AWS SDK" >&2; exit 1; }
 	@! $(CARGO) tree --no-default-features -e normal -p lambda-cnn --locked | grep -E 'candle|aws-sdk' \
 	  || { echo "the core without 'ml' depends on candle or an AWS SDK" >&2; exit 1; }
 	@! $(CARGO) tree --no-default-features --features deploy -e normal -p lambda-cnn --locked | grep -E 'candle' \

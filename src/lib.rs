@@ -7,63 +7,23 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+// The core, which neither candle nor an AWS SDK reaches (`crates/core`), under the names it
+// always had here.
+pub use lambda_cnn_core::{
+    arch, batch, clip, cost, data, errors, output, report, routes, store, tune,
+};
+
 #[cfg(feature = "ml")]
 pub mod api;
-pub mod arch;
-pub mod batch;
-pub mod clip;
-pub mod cost;
-pub mod data;
-pub mod errors;
 pub mod metrics;
 pub mod optim;
-pub mod output;
 #[cfg(feature = "deploy")]
 pub mod pipeline;
-pub mod report;
-pub mod routes;
 pub mod simd;
-pub mod store;
-pub mod tune;
 
-/// The path of the shipped weights, as a literal (for `concat!`): see [`SHIPPED_WEIGHTS`].
-#[macro_export]
-macro_rules! shipped_weights_path {
-    () => {
-        "model-weights/mnist-cnn.safetensors"
-    };
-}
-
-/// The shipped weights, relative to the repository root (and to /var/task in an image): the
-/// one place the path is written.
-pub const SHIPPED_WEIGHTS: &str = shipped_weights_path!();
-
-/// The mark a function binary carries (`function_mark!("predict")`), so that `deploy image`
-/// can refuse to pack the train binary as the predict image: the functions write it into
-/// their binaries with [`mark_function!`], the image builder looks for it.
-#[macro_export]
-macro_rules! function_mark {
-    ($name:literal) => {
-        concat!("lambda-cnn-function=", $name, ";")
-    };
-}
-
-/// Writes [`function_mark!`] of `$name` into the binary (kept by `#[used]`).
-#[macro_export]
-macro_rules! mark_function {
-    ($name:literal) => {
-        #[used]
-        static LAMBDA_CNN_FUNCTION_MARK: &[u8] = $crate::function_mark!($name).as_bytes();
-    };
-}
-
-/// The version the tools print: the crate's and the git revision built from (`build.rs`).
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("LAMBDA_CNN_GIT_REV"),
-    ")"
-);
+pub use lambda_cnn_core::{
+    function_mark, mark_function, shipped_weights_path, SHIPPED_WEIGHTS, VERSION,
+};
 
 #[cfg(feature = "ml")]
 pub mod bench;

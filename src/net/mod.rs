@@ -5,10 +5,10 @@
 
 //!
 //! The description ([`spec`]) and the reading of a file's header ([`header`]) need no candle:
-//! the deploy binary checks a model with them before shipping it.
+//! they are the core's (`lambda_cnn_core::net`), so the deploy tooling checks a model with
+//! them before shipping it.
 
-pub mod header;
-pub mod spec;
+pub use lambda_cnn_core::net::{header, spec};
 
 #[cfg(feature = "ml")]
 mod engine;

@@ -200,7 +200,9 @@ mod tests {
 
     #[test]
     fn the_seeds_plain_weights_have_no_description_and_nothing_else_passes_for_them() {
-        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SHIPPED_WEIGHTS);
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(crate::SHIPPED_WEIGHTS);
         assert_eq!(
             describe_file(&std::fs::read(shipped).unwrap()).unwrap(),
             None

@@ -678,7 +678,7 @@ fn window_out(
 }
 
 /// The seed's network's sizes: the one home of the numbers its kernels
-/// (`crate::model`) are written for.
+/// (`lambda_cnn::model`) are written for.
 pub mod seed {
     /// The conv layer's filters.
     pub const FILTERS: usize = 32;
@@ -688,7 +688,7 @@ pub mod seed {
     pub const CLASSES: usize = 10;
 }
 
-/// The seed's description, in the names of its weights file (`crate::model::weights::TENSORS`):
+/// The seed's description, in the names of its weights file (`lambda_cnn::model::weights::TENSORS`):
 /// what a model file without a description is.
 pub fn seed_spec() -> ModelSpec {
     let same = |name: &str, units| Layer::Dense {
@@ -735,9 +735,11 @@ pub fn seed_spec() -> ModelSpec {
     }
 }
 
-/// Descriptions other modules' tests use.
-#[cfg(test)]
-pub(crate) mod tests_support {
+/// Descriptions other modules' tests use, here and in the crates above (their dev-dependency
+/// turns on `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod tests_support {
     use super::*;
 
     /// A 4×4×1 input, one dense layer of 2 units: tensors d.weight [2, 16], d.bias [2].

@@ -5,16 +5,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let git = Path::new(".git");
+    // This crate is crates/core of the repository.
+    let git = Path::new("../../.git");
     // Rebuild when HEAD moves: it names the branch, the branch's ref names the commit.
     if git.is_dir() {
-        println!("cargo:rerun-if-changed=.git/HEAD");
+        println!("cargo:rerun-if-changed=../../.git/HEAD");
         if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
             if let Some(r) = head.trim().strip_prefix("ref: ") {
-                println!("cargo:rerun-if-changed=.git/{r}");
+                println!("cargo:rerun-if-changed=../../.git/{r}");
             }
         }
-        println!("cargo:rerun-if-changed=.git/packed-refs");
+        println!("cargo:rerun-if-changed=../../.git/packed-refs");
     }
     println!("cargo:rerun-if-env-changed=LAMBDA_CNN_GIT_REV");
     let rev = std::env::var("LAMBDA_CNN_GIT_REV")
