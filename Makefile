@@ -82,8 +82,6 @@ help: ## list the targets
 
 build: build-tools $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build the library, the CLI, the functions, every test, and the deploy binary (ARCH=arm64: the arm64 functions too)
 	$(CARGO) build --release --workspace --all-targets --locked
-	@# Its own feature set, without candle: see Cargo.toml's [features].
-	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
 
 build-arm64: cross-tools ## cross-build the functions and the library's tests for arm64 (Graviton), into $(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu
 	$(CARGO) build --release --locked --target $(ARM64_TARGET) -p lambda-cnn-predict -p lambda-cnn-train
@@ -186,16 +184,14 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
-	$(CARGO) clippy --release --locked --no-default-features --features deploy --lib --bin deploy -- -D warnings
-	$(CARGO) clippy --release --locked --features deploy --lib --tests -- -D warnings
-	@# The boundary: without its `ml` feature the library builds and links neither candle nor AWS.
-	$(CARGO) check --no-default-features --lib --locked
+	@# The boundaries (docs/architecture.md): the core links neither candle nor an AWS SDK, the
+	@# deploy tooling never candle, the functions no deploy SDK.
 	@! $(CARGO) tree -e normal -p lambda-cnn-core --locked | grep -E 'candle|aws-sdk' \
 	  || { echo "the core (crates/core) depends on candle or an AWS SDK" >&2; exit 1; }
-	@! $(CARGO) tree --no-default-features -e normal -p lambda-cnn --locked | grep -E 'candle|aws-sdk' \
-	  || { echo "the core without 'ml' depends on candle or an AWS SDK" >&2; exit 1; }
-	@! $(CARGO) tree --no-default-features --features deploy -e normal -p lambda-cnn --locked | grep -E 'candle' \
-	  || { echo "the deploy build depends on candle" >&2; exit 1; }
+	@! $(CARGO) tree -e normal -p lambda-cnn-deploy --locked | grep -E 'candle' \
+	  || { echo "the deploy tooling (crates/deploy) depends on candle" >&2; exit 1; }
+	@! $(CARGO) tree -e normal -p lambda-cnn-predict -p lambda-cnn-train --locked | grep -E 'aws-sdk-(lambda|ecr|iam)' \
+	  || { echo "a function depends on the deploy SDKs" >&2; exit 1; }
 	$(CARGO) clippy --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --tests -- -D warnings
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 	@# The arm64 build's own tests under qemu-aarch64: the NEON kernels against the loops, the
@@ -204,8 +200,6 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
 	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
 	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
-	@# The pipeline's unit tests, in the deploy binary's feature set.
-	$(CARGO) test --release --locked --no-default-features --features deploy --lib
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
 	  else echo "skipped: none"; fi
 
@@ -218,7 +212,6 @@ lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -
 	$(CARGO) fmt --all
 	$(CARGO) clippy --release --workspace --all-targets --fix --allow-dirty --allow-staged
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --release --no-default-features --features deploy --lib --bin deploy -- -D warnings
 
 run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train (ARCH=arm64: arm64 images, run under qemu; MODEL=FILE: then release that imported model)
 	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
@@ -236,11 +229,11 @@ batch: build tools ## make run, then `deploy batch` over 200 real test digits an
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
 	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda
 
-deploy-cli: ## build the deploy binary alone, in its own feature set (no candle): what deploy and destroy need
-	$(CARGO) build --release --locked --no-default-features --features deploy --bin deploy
+deploy-cli: ## build the deploy binary alone (crates/deploy: no candle): what deploy and destroy need
+	$(CARGO) build --release --locked -p lambda-cnn-deploy --bin deploy
 
 install: ## put `deploy` on PATH (cargo install into ~/.cargo/bin)
-	$(CARGO) install --locked --path . --no-default-features --features deploy --bin deploy
+	$(CARGO) install --locked --path crates/deploy --bin deploy
 
 deploy: deploy-cli mnist ## deploy all into the AWS account of the standard config chain (AWS_PROFILE, AWS_REGION, ...); ARCH=arm64 for Graviton (default: infra/deploy.toml's)
 	$(DEPLOY) all $(if $(filter command line environment,$(origin ARCH)),--arch $(ARCH))

@@ -17,8 +17,6 @@ pub use lambda_cnn_core::{
 pub mod api;
 pub mod metrics;
 pub mod optim;
-#[cfg(feature = "deploy")]
-pub mod pipeline;
 pub mod simd;
 
 pub use lambda_cnn_core::{

@@ -3,7 +3,7 @@
 //! local data plane (moto's `MOTO_PORT`): each child invokes predict's released alias, run from
 //! its image by digest under AWS's RIE in Docker; everything else is relayed to moto. The map is
 //! written in the emulator's form (one key per STANDARD child); the AWS form is held to AWS's
-//! published rules by the unit tests of `pipeline::batch::definition`.
+//! published rules by the unit tests of `lambda_cnn_deploy::batch::definition`.
 
 mod common;
 

@@ -90,7 +90,7 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs the `deploy` binary (built by `make build` with `--features deploy`) with `args`.
+/// Runs the `deploy` binary (crates/deploy, built by `make build`) with `args`.
 pub fn deploy(args: &[&str]) -> Output {
     deploy_with_env(args, &[])
 }

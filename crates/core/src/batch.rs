@@ -1,6 +1,6 @@
 //! The batch event's wire format: what Step Functions' Distributed Map hands predict (its
 //! `ItemBatcher` shape), where the results go and what each result line says. The function
-//! (`api::batch`) reads and writes it; the deployer (`pipeline::batch`) builds the state machine
+//! (`api::batch`) reads and writes it; the deployer (`lambda_cnn_deploy::batch`) builds the state machine
 //! that sends it and reads the results back, so both sides name each field from here.
 //!
 //! The event:

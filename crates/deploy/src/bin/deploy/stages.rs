@@ -9,16 +9,16 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use oci_client::secrets::RegistryAuth;
 
-use lambda_cnn::cost::{self, Api};
-use lambda_cnn::pipeline::apigw::{self, ApiSpec, Auth};
-use lambda_cnn::pipeline::aws::Clients;
-use lambda_cnn::pipeline::aws::{self, Account};
-use lambda_cnn::pipeline::config::DeployConfig;
-use lambda_cnn::pipeline::image::{self, Function, Image};
-use lambda_cnn::pipeline::registry::{self, Destination, PushOutcome, PushReport};
-use lambda_cnn::pipeline::release::{self, ReleaseOutcome, ReleaseRequest};
-use lambda_cnn::pipeline::{ecr, lambda, logs};
-use lambda_cnn::report;
+use lambda_cnn_core::cost::{self, Api};
+use lambda_cnn_core::report;
+use lambda_cnn_deploy::apigw::{self, ApiSpec, Auth};
+use lambda_cnn_deploy::aws::Clients;
+use lambda_cnn_deploy::aws::{self, Account};
+use lambda_cnn_deploy::config::DeployConfig;
+use lambda_cnn_deploy::image::{self, Function, Image};
+use lambda_cnn_deploy::registry::{self, Destination, PushOutcome, PushReport};
+use lambda_cnn_deploy::release::{self, ReleaseOutcome, ReleaseRequest};
+use lambda_cnn_deploy::{ecr, lambda, logs};
 
 mod batch;
 
@@ -26,7 +26,7 @@ use super::{
     AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, InvokeArgs, LogsArgs, MonitorArgs,
     ReleaseArgs, RollbackArgs, StatusArgs, Target, TuneArgs,
 };
-use lambda_cnn::output::Output;
+use lambda_cnn_core::output::Output;
 
 #[derive(Clone)]
 struct Ctx {
@@ -100,9 +100,9 @@ pub fn run(
             // The doctor still prints its table: the identity FAIL, and every local check.
             Err(e) => match (&cmd, e.downcast_ref::<aws::AwsError>()) {
                 (Command::Doctor(a), Some(why)) => {
-                    let checks = lambda_cnn::pipeline::doctor::without_account(
+                    let checks = lambda_cnn_deploy::doctor::without_account(
                         &config,
-                        &lambda_cnn::pipeline::doctor::Local {
+                        &lambda_cnn_deploy::doctor::Local {
                             images: &a.target.images,
                             mnist_dir: &a.mnist_dir,
                             deployer_policy: "",
@@ -168,7 +168,7 @@ pub fn run(
 
 /// `--dry-run`: the plan of `cmd` from the account's state as it is now.
 async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
-    use lambda_cnn::pipeline::plan::{self, LocalImage, Request};
+    use lambda_cnn_deploy::plan::{self, LocalImage, Request};
     let local = |target: &Target, functions: &[Function]| -> Vec<LocalImage> {
         functions
             .iter()
@@ -176,7 +176,7 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
                 function,
                 digest: read_image(target, function)
                     .map(|i| i.manifest_digest)
-                    .map_err(|e| lambda_cnn::errors::one_line(&e)),
+                    .map_err(|e| lambda_cnn_core::errors::one_line(&e)),
             })
             .collect()
     };
@@ -354,7 +354,7 @@ async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<
     for (&f, img) in functions.iter().zip(images) {
         let mut tags = vec![format!(
             "{f}-{}",
-            lambda_cnn::pipeline::plan::short_digest(&img.manifest_digest)
+            lambda_cnn_deploy::plan::short_digest(&img.manifest_digest)
         )];
         if let Some(rev) = git_revision() {
             tags.push(format!("{f}-git-{rev}"));
@@ -404,9 +404,9 @@ fn read_policy(config_dir: &Path, file: &str) -> Result<String> {
 /// A policy of `infra/iam/` with this deploy's names, account, region and partition.
 fn rendered_policy(ctx: &Ctx, file: &str) -> Result<String> {
     let a = &ctx.account;
-    Ok(lambda_cnn::pipeline::policy::render(
+    Ok(lambda_cnn_deploy::policy::render(
         &policy(ctx, file)?,
-        &lambda_cnn::pipeline::policy::vars(&ctx.config, &a.partition, &a.id, &a.region),
+        &lambda_cnn_deploy::policy::vars(&ctx.config, &a.partition, &a.id, &a.region),
     ))
 }
 
@@ -418,9 +418,9 @@ fn print_deployer_policy(
     region: &str,
     partition: &str,
 ) -> Result<()> {
-    let text = lambda_cnn::pipeline::policy::render(
+    let text = lambda_cnn_deploy::policy::render(
         &read_policy(config_dir, "deployer-policy.json")?,
-        &lambda_cnn::pipeline::policy::vars(config, partition, account, region),
+        &lambda_cnn_deploy::policy::vars(config, partition, account, region),
     );
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         format!(
@@ -467,7 +467,7 @@ async fn release_prerequisites(
     // The bucket first: a name another account holds stops the release before anything of
     // ours is created.
     let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
-    if lambda_cnn::pipeline::bucket::ensure(
+    if lambda_cnn_deploy::bucket::ensure(
         &ctx.clients.s3,
         &bucket,
         &ctx.account.region,
@@ -529,7 +529,7 @@ fn check_model_flag(model: Option<&str>) -> Result<Option<Vec<u8>>> {
     match model {
         None | Some("image") => Ok(None),
         Some(m) if m.starts_with("s3://") => {
-            m.parse::<lambda_cnn::store::S3Uri>().map_err(|e| {
+            m.parse::<lambda_cnn_core::store::S3Uri>().map_err(|e| {
                 anyhow::anyhow!("--model: {e} (or `image` for the weights in the image)")
             })?;
             Ok(None)
@@ -625,7 +625,7 @@ async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
         dns_suffix: ctx.account.dns_suffix().to_owned(),
     };
     let out = if args.rest {
-        lambda_cnn::pipeline::apigw_rest::ensure_rest_api(
+        lambda_cnn_deploy::apigw_rest::ensure_rest_api(
             &ctx.clients.rest_apis,
             &ctx.clients.lambda,
             &spec,
@@ -671,7 +671,7 @@ async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
     let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
     let to = args.to.map(|v| v.to_string());
     for f in args.which.functions() {
-        let outcome = lambda_cnn::pipeline::rollback::rollback(
+        let outcome = lambda_cnn_deploy::rollback::rollback(
             &ctx.clients,
             &ctx.config,
             &ctx.account,
@@ -736,17 +736,11 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
             bail!("nothing deleted");
         }
     }
-    lambda_cnn::pipeline::destroy::destroy(
-        &ctx.clients,
-        cfg,
-        &ctx.account,
-        args.all,
-        &mut |what| {
-            count += 1;
-            // Printing cannot fail for a String; a closed stdout is the caller's choice.
-            let _ = ctx.out.print(&Deleted { deleted: what });
-        },
-    )
+    lambda_cnn_deploy::destroy::destroy(&ctx.clients, cfg, &ctx.account, args.all, &mut |what| {
+        count += 1;
+        // Printing cannot fail for a String; a closed stdout is the caller's choice.
+        let _ = ctx.out.print(&Deleted { deleted: what });
+    })
     .await?;
     if count == 0 {
         say(format!(
@@ -827,8 +821,8 @@ async fn examine(
     target: &Target,
     mnist_dir: &Path,
     model: Option<&Path>,
-) -> Result<Vec<lambda_cnn::pipeline::doctor::Check>> {
-    use lambda_cnn::pipeline::doctor;
+) -> Result<Vec<lambda_cnn_deploy::doctor::Check>> {
+    use lambda_cnn_deploy::doctor;
     let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
     Ok(doctor::examine(
         &ctx.clients,
@@ -852,8 +846,8 @@ pub struct ProblemsFound {
     list: String,
 }
 
-fn fail_on(checks: &[lambda_cnn::pipeline::doctor::Check]) -> Result<()> {
-    use lambda_cnn::pipeline::doctor::Level;
+fn fail_on(checks: &[lambda_cnn_deploy::doctor::Check]) -> Result<()> {
+    use lambda_cnn_deploy::doctor::Level;
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| c.level == Level::Fail)
@@ -876,7 +870,7 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     let checks = examine(ctx, &args.target, &mnist_dir, None).await?;
     for c in checks
         .iter()
-        .filter(|c| c.level != lambda_cnn::pipeline::doctor::Level::Ok)
+        .filter(|c| c.level != lambda_cnn_deploy::doctor::Level::Ok)
     {
         if ctx.out.json {
             ctx.out.print(c)?;
@@ -891,9 +885,9 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     };
     // The plan, then (the first time in this account and region, on a terminal) a question.
     let state =
-        lambda_cnn::pipeline::plan::read_state(&ctx.clients, &ctx.config, &ctx.account).await?;
-    let plan = lambda_cnn::pipeline::plan::plan(
-        &lambda_cnn::pipeline::plan::Request::All {
+        lambda_cnn_deploy::plan::read_state(&ctx.clients, &ctx.config, &ctx.account).await?;
+    let plan = lambda_cnn_deploy::plan::plan(
+        &lambda_cnn_deploy::plan::Request::All {
             arch,
             no_api: args.no_api,
             images_dir: args.target.images.display().to_string(),
@@ -954,7 +948,7 @@ impl TuneInputs {
 
     fn read(args: &TuneArgs) -> Result<Self> {
         let sizes = Self::sizes(args);
-        lambda_cnn::pipeline::tune::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
+        lambda_cnn_deploy::tune::check_sizes(&sizes).map_err(anyhow::Error::msg)?;
         Ok(TuneInputs {
             sizes,
             payload: tune_payload(args.function, args.payload.as_deref())?,
@@ -968,7 +962,7 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
     match file {
         Some(path) => {
             // Lambda's limit for a synchronous request: a larger event fails every invocation.
-            const MAX: u64 = lambda_cnn::pipeline::invoke::MAX_SYNC_PAYLOAD as u64;
+            const MAX: u64 = lambda_cnn_deploy::invoke::MAX_SYNC_PAYLOAD as u64;
             let len = std::fs::metadata(path)
                 .with_context(|| format!("cannot read the payload {}", path.display()))?
                 .len();
@@ -989,15 +983,15 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
             Ok(bytes)
         }
         None => Ok(match f {
-            Function::Predict => lambda_cnn::pipeline::smoke::Smoke::Digit.payload(),
+            Function::Predict => lambda_cnn_deploy::smoke::Smoke::Digit.payload(),
             Function::Train => br#"{"epochs":1,"limit":1000}"#.to_vec(),
         }),
     }
 }
 
 async fn tune(ctx: &Ctx, args: &TuneArgs, inputs: TuneInputs) -> Result<()> {
-    use lambda_cnn::pipeline::tune as measuring;
-    use lambda_cnn::tune::{chart, TuneReport};
+    use lambda_cnn_core::tune::{chart, TuneReport};
+    use lambda_cnn_deploy::tune as measuring;
 
     let TuneInputs { sizes, payload } = inputs;
     let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
@@ -1135,7 +1129,7 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
     let cfg = &ctx.config;
     let name = cfg.function(f).name.clone();
     let alias = cfg.release.alias.clone();
-    let live = lambda_cnn::pipeline::tune::alias_target(&ctx.clients.lambda, &name, &alias)
+    let live = lambda_cnn_deploy::tune::alias_target(&ctx.clients.lambda, &name, &alias)
         .await?
         .with_context(|| {
             format!("{name} has no {alias} alias: release it first (deploy release)")
@@ -1172,7 +1166,7 @@ async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> 
 }
 
 async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
-    let status = lambda_cnn::pipeline::status::status(
+    let status = lambda_cnn_deploy::status::status(
         &ctx.clients,
         &ctx.config,
         &ctx.account,
@@ -1184,7 +1178,7 @@ async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
 
 /// The event `deploy invoke` sends, read and checked before connecting.
 fn invoke_event(args: &InvokeArgs) -> Result<Vec<u8>> {
-    use lambda_cnn::pipeline::invoke::{self, Input, MAX_SYNC_PAYLOAD};
+    use lambda_cnn_deploy::invoke::{self, Input, MAX_SYNC_PAYLOAD};
     let read = |path: &Path| -> Result<Vec<u8>> {
         let len = std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))?
@@ -1214,7 +1208,7 @@ fn invoke_event(args: &InvokeArgs) -> Result<Vec<u8>> {
 }
 
 async fn invoke(ctx: &Ctx, args: &InvokeArgs, event: Option<Vec<u8>>) -> Result<()> {
-    use lambda_cnn::pipeline::invoke::Answer;
+    use lambda_cnn_deploy::invoke::Answer;
     let event = match event {
         Some(e) => e,
         None => invoke_event(args)?,

@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_shipped_policies_render_to_json_naming_only_our_resources() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/iam");
         let vars: Vec<(&'static str, String)> = [
             ("partition", "aws"),
             ("account", "123456789012"),

@@ -158,7 +158,7 @@ pub enum Request {
         /// Invocations per size.
         invocations: u32,
         /// How the pick is made.
-        strategy: crate::tune::Strategy,
+        strategy: crate::judging::Strategy,
         /// `--apply`: release the pick.
         apply: bool,
     },
@@ -626,7 +626,7 @@ fn tune(
     s: &FunctionStatus,
     sizes: &[u32],
     invocations: u32,
-    strategy: crate::tune::Strategy,
+    strategy: crate::judging::Strategy,
     apply: bool,
 ) {
     let alias = &config.release.alias;
@@ -789,12 +789,12 @@ fn destroy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::history::History;
-    use crate::pipeline::status::Canary;
+    use crate::history::History;
+    use crate::status::Canary;
 
     fn config() -> DeployConfig {
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy.toml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/deploy.toml"),
         )
         .unwrap();
         DeployConfig::parse(&text).unwrap()
@@ -987,7 +987,7 @@ mod tests {
             function: Function::Predict,
             sizes: vec![512, 1024],
             invocations: 10,
-            strategy: crate::tune::Strategy::Cost,
+            strategy: crate::judging::Strategy::Cost,
             apply,
         }
     }

@@ -660,7 +660,7 @@ mod tests {
     #[test]
     fn the_deployer_policy_names_every_service_the_deploy_calls() {
         let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam/deployer-policy.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/iam/deployer-policy.json"),
         )
         .unwrap();
         let a = actions(&text);

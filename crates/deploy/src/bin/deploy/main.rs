@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use lambda_cnn::cost::Api;
-use lambda_cnn::pipeline::apigw::Auth;
-use lambda_cnn::pipeline::binary::Arch;
-use lambda_cnn::pipeline::build;
-use lambda_cnn::pipeline::image::{self, Function, Image, ImageInputs};
-use lambda_cnn::pipeline::layer::LayerCache;
+use lambda_cnn_core::cost::Api;
+use lambda_cnn_deploy::apigw::Auth;
+use lambda_cnn_deploy::binary::Arch;
+use lambda_cnn_deploy::build;
+use lambda_cnn_deploy::image::{self, Function, Image, ImageInputs};
+use lambda_cnn_deploy::layer::LayerCache;
 
 mod stages;
 
@@ -23,7 +23,7 @@ const DEFAULT_CONFIG: &str = "infra/deploy.toml";
 #[derive(Parser)]
 #[command(
     name = "deploy",
-    version = lambda_cnn::VERSION,
+    version = lambda_cnn_core::VERSION,
     about = "Ship the lambda-cnn functions to AWS Lambda: build, containerize, push, release, monitor",
     long_about = "Ship the lambda-cnn functions to AWS Lambda.\n\n\
         The pipeline runs build → image → push → release → api → monitor; each stage can run on \
@@ -96,11 +96,11 @@ enum Command {
     /// Point the functions at the pushed images (by digest), publish versions, smoke-test
     /// them, then move the `live` alias. A failed smoke test leaves `live` where it was.
     Release(ReleaseArgs),
-    // The routes come from their one table (lambda_cnn::routes), so the help cannot drift.
+    // The routes come from their one table (lambda_cnn_core::routes), so the help cannot drift.
     #[command(about = format!(
         "The HTTPS endpoint: an API Gateway HTTP API ({}) on predict's `live` alias, with \
         throttling, CORS and optional IAM/JWT auth. Prints the page's URL. Needs a release first.",
-        lambda_cnn::routes::summary()
+        lambda_cnn_core::routes::summary()
     ))]
     Api(ApiArgs),
     /// Ensure the functions' execution role (trust and least-privilege policies from
@@ -263,11 +263,11 @@ struct BatchArgs {
     follow: Option<BatchCommand>,
     /// The images: s3://bucket/prefix/ (every object under it; a trailing / is implied).
     #[arg(long, required = true)]
-    input: Option<lambda_cnn::pipeline::batch::S3Prefix>,
+    input: Option<lambda_cnn_deploy::batch::S3Prefix>,
     /// Where the results go, s3://bucket/prefix/ (not under --input). Default: the config's
     /// batch.output (in the models bucket).
     #[arg(long)]
-    output: Option<lambda_cnn::pipeline::batch::S3Prefix>,
+    output: Option<lambda_cnn_deploy::batch::S3Prefix>,
     /// Keys per invocation (1 to 1000). Default: the config's batch.batch_size.
     #[arg(long)]
     batch_size: Option<u32>,
@@ -282,8 +282,8 @@ struct BatchArgs {
     #[arg(long)]
     qualifier: Option<String>,
     /// The map's dialect: aws, or emulator (moto's interpreter).
-    #[arg(long, value_enum, default_value_t = lambda_cnn::pipeline::batch::definition::Form::Aws, env = "DEPLOY_BATCH_FORM")]
-    form: lambda_cnn::pipeline::batch::definition::Form,
+    #[arg(long, value_enum, default_value_t = lambda_cnn_deploy::batch::definition::Form::Aws, env = "DEPLOY_BATCH_FORM")]
+    form: lambda_cnn_deploy::batch::definition::Form,
     /// Start the run, print its ARN and return.
     #[arg(long)]
     no_wait: bool,
@@ -322,8 +322,8 @@ struct TuneArgs {
     #[arg(long)]
     parallel: bool,
     /// How to pick: cost, speed, or balanced (see --weight).
-    #[arg(long, value_enum, default_value_t = lambda_cnn::tune::Strategy::Cost)]
-    strategy: lambda_cnn::tune::Strategy,
+    #[arg(long, value_enum, default_value_t = lambda_cnn_core::tune::Strategy::Cost)]
+    strategy: lambda_cnn_core::tune::Strategy,
     /// For balanced: the weight of cost against speed, from 0 (speed only) to 1 (cost only).
     #[arg(long, default_value_t = 0.5, value_parser = parse_weight)]
     weight: f64,
@@ -341,7 +341,7 @@ struct TuneArgs {
 
 /// A memory size Lambda allows (its one range: `lambda::MEMORY_MB`).
 fn parse_memory_mb(s: &str) -> Result<u32, String> {
-    let range = lambda_cnn::pipeline::lambda::MEMORY_MB;
+    let range = lambda_cnn_deploy::lambda::MEMORY_MB;
     match s.trim().parse::<i32>() {
         Ok(mb) if range.contains(&mb) => Ok(mb as u32),
         _ => Err(format!(
@@ -395,7 +395,7 @@ struct DoctorArgs {
     #[command(flatten)]
     target: Target,
     /// The MNIST files the train image packs.
-    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
+    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn_core::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
     /// Also check this model file (one `lambda-cnn import` wrote) as `deploy release --model`
     /// will: its limits, its tensors, the memory predict needs for it.
@@ -675,10 +675,10 @@ struct ImageArgs {
 #[derive(Args, Clone)]
 struct ImageSources {
     /// Model weights for the predict image (the card beside it, *.json, goes in too).
-    #[arg(long, default_value = lambda_cnn::SHIPPED_WEIGHTS)]
+    #[arg(long, default_value = lambda_cnn_core::SHIPPED_WEIGHTS)]
     weights: PathBuf,
     /// The four MNIST files for the train image (checked before packing).
-    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn::data::DEFAULT_DIR)]
+    #[arg(long, env = "MNIST_DIR", default_value = lambda_cnn_core::data::DEFAULT_DIR)]
     mnist_dir: PathBuf,
     /// PEM certificates the functions trust for HTTPS. Default: this machine's CA bundle.
     #[arg(long)]
@@ -710,12 +710,12 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lambda_cnn::errors::init_stderr_logging_at(cli.verbose);
+    lambda_cnn_core::errors::init_stderr_logging_at(cli.verbose);
     stages::QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     let dry_run = cli.dry_run;
-    let output = lambda_cnn::output::Output { json: cli.json };
+    let output = lambda_cnn_core::output::Output { json: cli.json };
     let config_path = cli.config.clone();
-    let target = lambda_cnn::pipeline::aws::Target {
+    let target = lambda_cnn_deploy::aws::Target {
         profile: cli.profile,
         region: cli.region,
     };
@@ -773,7 +773,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", lambda_cnn::errors::one_line(&e));
+            eprintln!("error: {}", lambda_cnn_core::errors::one_line(&e));
             if let Some(hint) = aws_hint(&e) {
                 eprintln!("hint: {hint}");
             }
@@ -793,8 +793,8 @@ const DOCTOR_COULD_NOT_RUN: u8 = 3;
 
 /// What to do about the AWS error behind `e`, when it is one AWS documents.
 fn aws_hint(e: &anyhow::Error) -> Option<String> {
-    use lambda_cnn::pipeline::aws::AwsError;
-    use lambda_cnn::pipeline::release::ReleaseError;
+    use lambda_cnn_deploy::aws::AwsError;
+    use lambda_cnn_deploy::release::ReleaseError;
     e.chain().find_map(|c| {
         let aws =
             c.downcast_ref::<AwsError>()
@@ -802,7 +802,7 @@ fn aws_hint(e: &anyhow::Error) -> Option<String> {
                     Some(ReleaseError::Aws(a)) => Some(a),
                     _ => None,
                 })?;
-        lambda_cnn::pipeline::doctor::explain(aws)
+        lambda_cnn_deploy::doctor::explain(aws)
     })
 }
 
@@ -823,7 +823,7 @@ fn workspace_root() -> Result<PathBuf> {
 /// The architecture the config asks for; this machine's where the config cannot be read (the
 /// commands that need the config say why).
 fn config_arch(config_path: &Path) -> Arch {
-    lambda_cnn::pipeline::config::DeployConfig::load(config_path)
+    lambda_cnn_deploy::config::DeployConfig::load(config_path)
         .ok()
         .and_then(|c| c.arch().ok())
         .or(Arch::host())
@@ -851,7 +851,7 @@ fn run_image(
     args: ImageArgs,
     config_path: &Path,
     dry_run: bool,
-    output: lambda_cnn::output::Output,
+    output: lambda_cnn_core::output::Output,
 ) -> Result<()> {
     if dry_run {
         let out = args
@@ -1009,7 +1009,7 @@ struct CostInputs {
 /// the shipped one). A config that is there but broken, or one named that is not there, is an
 /// error, as for every other command.
 fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Result<CostInputs> {
-    use lambda_cnn::pipeline::config::DeployConfig;
+    use lambda_cnn_deploy::config::DeployConfig;
     let (config, from) = if config_path.exists() || config_path != Path::new(DEFAULT_CONFIG) {
         let c = DeployConfig::load(config_path).with_context(|| {
             format!(
@@ -1020,7 +1020,7 @@ fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Res
         })?;
         (c, config_path.display().to_string())
     } else {
-        let c = DeployConfig::parse(lambda_cnn::pipeline::config::SHIPPED)
+        let c = DeployConfig::parse(lambda_cnn_deploy::config::SHIPPED)
             .map_err(|e| anyhow::anyhow!("the shipped deploy.toml does not parse: {e}"))?;
         (c, format!("the shipped {DEFAULT_CONFIG}"))
     };
@@ -1056,8 +1056,8 @@ fn cost_inputs(args: &CostArgs, config_path: &Path, region: Option<&str>) -> Res
     })
 }
 
-fn run_compare(args: CompareArgs, output: lambda_cnn::output::Output) -> Result<()> {
-    use lambda_cnn::tune::compare::{Comparison, Side, Tuned};
+fn run_compare(args: CompareArgs, output: lambda_cnn_core::output::Output) -> Result<()> {
+    use lambda_cnn_core::tune::compare::{Comparison, Side, Tuned};
     let side = |name: &str, report: &Path, image: &Option<PathBuf>| -> Result<Side> {
         let text = std::fs::read_to_string(report)
             .with_context(|| format!("cannot read the tune report {}", report.display()))?;
@@ -1073,9 +1073,9 @@ fn run_compare(args: CompareArgs, output: lambda_cnn::output::Output) -> Result<
             )
         })?;
         let image_bytes = match image {
-            Some(dir) => Some(lambda_cnn::pipeline::image::layout_size(dir).with_context(
-                || format!("cannot size the image at {} (an OCI layout)", dir.display()),
-            )?),
+            Some(dir) => Some(lambda_cnn_deploy::image::layout_size(dir).with_context(|| {
+                format!("cannot size the image at {} (an OCI layout)", dir.display())
+            })?),
             None => None,
         };
         Ok(Side {
@@ -1111,9 +1111,9 @@ fn run_cost(
     args: CostArgs,
     config_path: &Path,
     region: Option<&str>,
-    output: lambda_cnn::output::Output,
+    output: lambda_cnn_core::output::Output,
 ) -> Result<()> {
-    use lambda_cnn::cost::{self, Usage};
+    use lambda_cnn_core::cost::{self, Usage};
     let CostInputs {
         region,
         memory_mb,

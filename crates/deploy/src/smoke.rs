@@ -6,7 +6,7 @@ use super::image::Function;
 
 /// A recorded API Gateway HTTP API event carrying a real MNIST test digit, a 7.
 const PREDICT_EVENT: &str =
-    include_str!("../../tests/fixtures/events/apigw-v2-predict-digit7.json");
+    include_str!("../../../tests/fixtures/events/apigw-v2-predict-digit7.json");
 const PREDICT_EXPECTED: u64 = 7;
 /// A short training run: enough to prove the data loads and the model learns.
 const TRAIN_EVENT: &str = r#"{"epochs":1,"limit":500}"#;

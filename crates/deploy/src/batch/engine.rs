@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::definition::{self, Form};
 use super::{grants, BatchSpec};
-use crate::pipeline::aws::{aws_err, Absent, AwsError};
-use crate::pipeline::iam;
+use crate::aws::{aws_err, Absent, AwsError};
+use crate::iam;
 
 /// What ensuring the state machine did.
 #[derive(Debug, Clone, Serialize)]

@@ -20,7 +20,7 @@ pub struct Repository {
 }
 
 /// The tag `deploy release` puts on the image a function's alias points at.
-pub fn live_tag(f: crate::pipeline::image::Function) -> String {
+pub fn live_tag(f: crate::image::Function) -> String {
     format!("live-{f}")
 }
 
@@ -31,7 +31,7 @@ pub fn live_tag(f: crate::pipeline::image::Function) -> String {
 /// matches the tagging requirements of a higher priority rule cannot be expired by a rule with
 /// a lower priority".
 pub fn lifecycle_policy(keep: u32) -> String {
-    use crate::pipeline::image::Function;
+    use crate::image::Function;
     let mut rules = vec![serde_json::json!({
         "rulePriority": 1,
         "description": "never expire what an alias points at",

@@ -50,7 +50,7 @@ pub struct DeployConfig {
 
 /// The config shipped with the deploy binary, `infra/deploy.toml`: the defaults where a
 /// section is missing, and what `deploy cost` prices where there is no config to read.
-pub const SHIPPED: &str = include_str!("../../infra/deploy.toml");
+pub const SHIPPED: &str = include_str!("../../../infra/deploy.toml");
 
 /// `[batch]`: `deploy batch`'s state machine and defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -247,11 +247,11 @@ impl DeployConfig {
             return Err("api.auth = \"jwt\" needs api.jwt_issuer and api.jwt_audience".into());
         }
         let b = &self.batch;
-        if !(1..=crate::batch::MAX_BATCH_ITEMS as u32).contains(&b.batch_size) {
+        if !(1..=crate::records::MAX_BATCH_ITEMS as u32).contains(&b.batch_size) {
             return Err(format!(
                 "batch.batch_size = {}: 1 to {}",
                 b.batch_size,
-                crate::batch::MAX_BATCH_ITEMS
+                crate::records::MAX_BATCH_ITEMS
             ));
         }
         if !(1..=10_000).contains(&b.concurrency) {
@@ -334,8 +334,10 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy.toml"))
-            .unwrap()
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/deploy.toml"),
+        )
+        .unwrap()
     }
 
     #[test]

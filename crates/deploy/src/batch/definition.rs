@@ -1,6 +1,6 @@
 //! The state machine of a batch run, in Amazon States Language: one Distributed Map over the
 //! objects under the input prefix, whose children invoke predict's alias with a batch of keys
-//! in the shape [`crate::batch`] reads.
+//! in the shape [`crate::records`] reads.
 //!
 //! Two forms, one switch ([`Form`]):
 //! - [`Form::Aws`], what runs on AWS: `ItemBatcher` hands each child up to `batch_size` keys,
@@ -20,7 +20,7 @@
 use serde_json::{json, Value};
 
 use super::BatchSpec;
-use crate::batch::{BatchInput, BATCH_INPUT, ITEMS};
+use crate::records::{BatchInput, BATCH_INPUT, ITEMS};
 
 /// Which dialect of Distributed Map the definition is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

@@ -53,7 +53,7 @@ impl FromStr for S3Prefix {
         if !prefix.is_empty() && prefix.split('/').any(|seg| matches!(seg, "" | "." | "..")) {
             return Err(bad("the prefix has an empty, `.` or `..` segment"));
         }
-        if prefix.len() > crate::batch::MAX_PREFIX_BYTES {
+        if prefix.len() > crate::records::MAX_PREFIX_BYTES {
             return Err(bad(
                 "the prefix is longer than a result key leaves room for",
             ));
@@ -166,11 +166,11 @@ impl BatchRequest {
                 self.output, self.input
             )));
         }
-        if !(1..=crate::batch::MAX_BATCH_ITEMS as u32).contains(&self.batch_size) {
+        if !(1..=crate::records::MAX_BATCH_ITEMS as u32).contains(&self.batch_size) {
             return Err(BadBatch(format!(
                 "--batch-size {}: 1 to {} keys a child (predict's limit per batch)",
                 self.batch_size,
-                crate::batch::MAX_BATCH_ITEMS
+                crate::records::MAX_BATCH_ITEMS
             )));
         }
         if !(1..=definition::MAX_CONCURRENCY).contains(&self.concurrency) {

@@ -14,9 +14,9 @@ use serde::Serialize;
 use super::definition::Form;
 use super::engine::{Counts, Progress};
 use super::S3Prefix;
-use crate::batch::{ItemResult, LISTED_KEYS, RESULT_PREFIX, RESULT_SUFFIX};
+use crate::aws::{aws_err, AwsError};
 use crate::cost::{self, Arch, Cost, Prices, StatesUsage};
-use crate::pipeline::aws::{aws_err, AwsError};
+use crate::records::{ItemResult, LISTED_KEYS, RESULT_PREFIX, RESULT_SUFFIX};
 use crate::report::Report;
 
 /// The most result objects a summary reads (1 M images at the default batch of 100); past

@@ -107,14 +107,14 @@ mod tests {
 
     fn deployer(config: &DeployConfig) -> String {
         let template = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/iam/deployer-policy.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/iam/deployer-policy.json"),
         )
         .unwrap();
         render(&template, &vars(config, "aws", "123456789012", "eu-west-1"))
     }
 
     fn shipped() -> DeployConfig {
-        DeployConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy.toml"))
+        DeployConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/deploy.toml"))
             .unwrap()
     }
 
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn renaming_a_resource_in_the_config_renames_it_in_the_policy() {
         let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/deploy.toml"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/deploy.toml"),
         )
         .unwrap()
         .replace(

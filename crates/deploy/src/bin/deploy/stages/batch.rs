@@ -6,13 +6,13 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
-use lambda_cnn::cost;
-use lambda_cnn::pipeline::batch::engine::{self, Progress};
-use lambda_cnn::pipeline::batch::summary::{self, Summary};
-use lambda_cnn::pipeline::batch::{BatchRequest, BatchSpec, S3Prefix};
-use lambda_cnn::pipeline::image::Function;
-use lambda_cnn::pipeline::{lambda, logs};
-use lambda_cnn::report;
+use lambda_cnn_core::cost;
+use lambda_cnn_core::report;
+use lambda_cnn_deploy::batch::engine::{self, Progress};
+use lambda_cnn_deploy::batch::summary::{self, Summary};
+use lambda_cnn_deploy::batch::{BatchRequest, BatchSpec, S3Prefix};
+use lambda_cnn_deploy::image::Function;
+use lambda_cnn_deploy::{lambda, logs};
 
 use super::{interrupted, say, Ctx};
 use crate::{BatchArgs, BatchCommand};
@@ -56,7 +56,7 @@ pub(super) fn spec(ctx: &Ctx, args: &BatchArgs) -> Result<BatchSpec> {
 
 /// `deploy batch --dry-run`: what would be made, as it would be made.
 pub(super) fn plan(ctx: &Ctx, args: &BatchArgs) -> Result<()> {
-    use lambda_cnn::pipeline::batch::{definition, grants};
+    use lambda_cnn_deploy::batch::{definition, grants};
     let spec = spec(ctx, args)?;
     let plan = serde_json::json!({
         "state_machine": spec.state_machine_arn(),

@@ -1,6 +1,6 @@
 //! `deploy tune`, the measuring half: for each memory size, set it on `$LATEST`, publish a
 //! version, point a temporary alias at it, invoke it with `LogType=Tail` and read each REPORT
-//! line from the log tail; then remove what it made and put `$LATEST` back. [`crate::tune`]
+//! line from the log tail; then remove what it made and put `$LATEST` back. [`crate::judging`]
 //! judges the figures.
 //!
 //! Cleanup runs whatever happens (an error, a failed invocation, Ctrl-C — the caller drops the
@@ -20,8 +20,8 @@ use base64::Engine;
 use super::aws::{aws_err, AwsError};
 use super::lambda;
 use crate::cost::{Arch, Prices};
+use crate::judging::SizeResult;
 use crate::report::{self, Report};
-use crate::tune::SizeResult;
 
 /// What an alias runs, to release it again at another size (`deploy tune --apply`).
 #[derive(Debug, Clone)]
