@@ -9,10 +9,21 @@ fn replay(target: &str, check: impl Fn(&[u8]) -> Result<(), String>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut inputs = 0;
     for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-            continue;
+        let folder = root.join(dir).join(target);
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            // No crash found yet leaves no regressions folder: said, not silently passed over.
+            Err(e) if dir == "regressions" && e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "{target}: no regression inputs ({} does not exist: no crash kept so far)",
+                    folder.display()
+                );
+                continue;
+            }
+            Err(e) => panic!("cannot read {}: {e}", folder.display()),
         };
-        for e in entries.flatten() {
+        for e in entries {
+            let e = e.unwrap_or_else(|e| panic!("cannot list {}: {e}", folder.display()));
             let data = std::fs::read(e.path()).unwrap();
             if let Err(what) = check(&data) {
                 panic!("{}: {what}", e.path().display());
