@@ -183,6 +183,33 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
     };
     let before = [PREDICT, TRAIN].map(|f| s.footprint(f));
 
+    // The dry run plans, per size, the version and alias the real run makes and removes, then
+    // $LATEST put back; it changes nothing.
+    let plan = last_json(&s.ok(
+        &[
+            "tune",
+            "--dry-run",
+            "--function",
+            "predict",
+            "--memory",
+            "1769,128,512",
+            "--json",
+        ],
+        "deploy tune --dry-run",
+    ));
+    let actions: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plan: {plan}"))
+        .iter()
+        .map(|step| step["action"].as_str().unwrap())
+        .collect();
+    let per_size = ["create", "run", "delete"];
+    let mut expected: Vec<&str> = per_size.repeat(3);
+    expected.extend(["update", "run"]);
+    assert_eq!(actions, expected, "{plan}");
+    assert!(plan.to_string().contains("alias tune-128"), "{plan}");
+    assert_eq!([PREDICT, TRAIN].map(|f| s.footprint(f)), before);
+
     // predict: about a millisecond of arithmetic per digit.
     let chart = s.dir.path().join("predict.svg");
     let o = s.ok(

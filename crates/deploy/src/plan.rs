@@ -618,8 +618,9 @@ fn not_released(s: &FunctionStatus, alias: &str, command: &str) -> Step {
     )
 }
 
-/// What `deploy tune` changes (and puts back): one version and alias per size, then the
-/// function as it was; `--apply` then releases the pick as `deploy release` would.
+/// What `deploy tune` changes (and puts back): one version and alias per size, each removed
+/// once measured, then `$LATEST` as it was; `--apply` then releases the pick as `deploy
+/// release` would.
 fn tune(
     steps: &mut Vec<Step>,
     config: &DeployConfig,
@@ -630,43 +631,66 @@ fn tune(
     apply: bool,
 ) {
     let alias = &config.release.alias;
-    let Some(live) = &s.live_version else {
-        steps.push(not_released(s, alias, "tune"));
+    if !s.deployed {
+        steps.push(step(
+            Action::Stop,
+            format!(
+                "there is no {} to tune: release it first (deploy release --function {})",
+                s.name, s.function
+            ),
+        ));
         return;
+    }
+    // What the real run measures (crate::tune::start): what the alias runs, $LATEST being
+    // brought to it first where it differs; without the alias, $LATEST as it is.
+    let what = match &s.live_version {
+        Some(live) => format!("what {alias} runs (version {live})"),
+        None => format!("$LATEST (there is no {alias} alias)"),
     };
     for &mb in sizes {
+        let temporary = super::tune::alias_name(mb);
         steps.push(step(
             Action::Create,
             format!(
-                "{}: {mb} MB, a version of what {alias} runs (version {live}) behind alias {}",
-                s.name,
-                super::tune::alias_name(mb)
+                "{}: {what} at {mb} MB, published behind alias {temporary}",
+                s.name
             ),
         ));
         steps.push(step(
             Action::Run,
-            format!("invoke it {invocations} times, reading the REPORT lines"),
+            format!("invoke {temporary} {invocations} times, reading the REPORT lines"),
+        ));
+        steps.push(step(
+            Action::Delete,
+            format!("alias {temporary} and the version it published"),
         ));
     }
-    let memory = s
-        .memory_mb
-        .map_or_else(|| "its memory".to_owned(), |mb| format!("{mb} MB"));
     steps.push(step(
-        Action::Delete,
+        Action::Update,
         format!(
-            "the tune-* aliases and versions; {} back to {memory}",
+            "{}: $LATEST back to the memory, image and settings it had",
             s.name
         ),
     ));
     steps.push(step(Action::Run, format!("recommend a size by {strategy}")));
     if apply {
-        steps.push(step(
-            Action::Run,
-            format!(
-                "release the recommended size: publish a version, smoke-test it, then point \
-                 {alias} at it (a failed smoke test leaves {alias} as it is)"
+        steps.push(match s.live_version {
+            Some(_) => step(
+                Action::Run,
+                format!(
+                    "release the recommended size: publish a version, smoke-test it, then point \
+                     {alias} at it (a failed smoke test leaves {alias} as it is)"
+                ),
             ),
-        ));
+            None => step(
+                Action::Stop,
+                format!(
+                    "--apply: {} has no {alias} alias to release the pick behind: release it \
+                     first (deploy release --function {})",
+                    s.name, s.function
+                ),
+            ),
+        });
     }
 }
 
@@ -1011,19 +1035,22 @@ mod tests {
     }
 
     #[test]
-    fn tune_plans_each_size_then_puts_the_function_back() {
+    fn tune_plans_each_size_then_puts_latest_back() {
         let c = config();
         let mut state = empty();
         deployed(&mut state, "sha256:aa");
-        state.status.functions[0].memory_mb = Some(2048);
         let p = plan(&tune_request(false), &c, &account(), &state);
         use Action::*;
-        assert_eq!(actions(&p), [Create, Run, Create, Run, Delete, Run], "{p}");
+        assert_eq!(
+            actions(&p),
+            [Create, Run, Delete, Create, Run, Delete, Update, Run],
+            "{p}"
+        );
         let text = p.to_string();
         for expected in [
-            "alias tune-512",
+            "what live runs (version 2) at 512 MB",
             "alias tune-1024",
-            "back to 2048 MB",
+            "$LATEST back",
             "by cost",
         ] {
             assert!(text.contains(expected), "{expected}: {p}");
@@ -1032,6 +1059,22 @@ mod tests {
         assert_eq!(actions(&applied).last(), Some(&Run), "{applied}");
         assert_eq!(applied.steps.len(), p.steps.len() + 1);
         assert!(!applied.stops());
+    }
+
+    #[test]
+    fn tune_without_the_alias_measures_latest_and_only_apply_stops() {
+        // A function whose first release failed its smoke test: it exists, with no alias.
+        let c = config();
+        let mut state = empty();
+        state.status.functions[0].deployed = true;
+        let p = plan(&tune_request(false), &c, &account(), &state);
+        assert!(!p.stops(), "{p}");
+        assert!(
+            p.to_string().contains("$LATEST (there is no live alias)"),
+            "{p}"
+        );
+        let applied = plan(&tune_request(true), &c, &account(), &state);
+        assert_eq!(actions(&applied).last(), Some(&Action::Stop), "{applied}");
     }
 
     #[test]
