@@ -85,7 +85,7 @@ build: build-tools $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build th
 
 build-arm64: cross-tools ## cross-build the functions and the library's tests for arm64 (Graviton), into $(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu
 	$(CARGO) build --release --locked --target $(ARM64_TARGET) -p lambda-cnn-predict -p lambda-cnn-train
-	$(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-run
+	$(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core --lib --no-run
 
 cross-tools: ## install what arm64 builds need: the Rust target, Debian's aarch64 gcc and libc, qemu-user (as root)
 	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
@@ -185,18 +185,22 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
 	@# The boundaries (docs/architecture.md): the core links neither candle nor an AWS SDK, the
-	@# deploy tooling never candle, the functions no deploy SDK.
-	@! $(CARGO) tree -e normal -p lambda-cnn-core --locked | grep -E 'candle|aws-sdk' \
+	@# deploy tooling never candle, the functions and the CLI nothing of the deploy tooling's.
+	@# (pipefail: a cargo tree that fails must not read as "nothing found".)
+	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn-core --locked | grep -E 'candle|aws-sdk' \
 	  || { echo "the core (crates/core) depends on candle or an AWS SDK" >&2; exit 1; }
-	@! $(CARGO) tree -e normal -p lambda-cnn-deploy --locked | grep -E 'candle' \
+	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn-deploy --locked | grep -E 'candle' \
 	  || { echo "the deploy tooling (crates/deploy) depends on candle" >&2; exit 1; }
-	@! $(CARGO) tree -e normal -p lambda-cnn-predict -p lambda-cnn-train --locked | grep -E 'aws-sdk-(lambda|ecr|iam)' \
-	  || { echo "a function depends on the deploy SDKs" >&2; exit 1; }
+	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn -p lambda-cnn-predict -p lambda-cnn-train --locked \
+	  | grep -E 'lambda-cnn-deploy|oci-client|aws-sdk-(lambda|ecr|iam|sfn|apigateway|cloudwatchlogs)' \
+	  || { echo "the functions or the CLI depend on the deploy tooling" >&2; exit 1; }
+	@# Without `ml`, the ML crate is the core and the optimizers: that still builds.
+	RUSTFLAGS="-D warnings" $(CARGO) check -p lambda-cnn --no-default-features --lib --locked
 	$(CARGO) clippy --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --tests -- -D warnings
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 	@# The arm64 build's own tests under qemu-aarch64: the NEON kernels against the loops, the
 	@# model, the optimizers (speed under emulation means nothing; correctness does).
-	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --no-fail-fast
+	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core --lib --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
 	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
 	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch

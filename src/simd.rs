@@ -179,7 +179,8 @@ macro_rules! isa_test {
 pub(crate) use isa_test;
 
 /// `a·b + c`, fused where the instruction set has FMA (a library call otherwise, so the
-/// portable build multiplies and adds).
+/// portable build multiplies and adds). Only the model's kernels (feature `ml`) use it.
+#[cfg(feature = "ml")]
 #[inline(always)]
 pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
