@@ -145,6 +145,34 @@ pub fn without_account(config: &DeployConfig, local: &Local<'_>, why: &AwsError)
     out
 }
 
+/// The doctor ran and found what would stop the deploy (`deploy doctor` exits 1; "could not
+/// run" is 3).
+#[derive(Debug, thiserror::Error)]
+#[error("deploy doctor found {count} problem(s): {list}")]
+pub struct ProblemsFound {
+    /// How many FAILs.
+    pub count: usize,
+    /// Each one's finding and fix, joined by "; ".
+    pub list: String,
+}
+
+/// An error naming every FAIL among `checks`, if any.
+pub fn fail_on(checks: &[Check]) -> Result<(), ProblemsFound> {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.level == Level::Fail)
+        .map(|c| format!("{} ({})", c.found, c.fix.as_deref().unwrap_or_default()))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ProblemsFound {
+            count: failed.len(),
+            list: failed.join("; "),
+        })
+    }
+}
+
 /// The most serious level found.
 pub fn worst(checks: &[Check]) -> Level {
     checks.iter().map(|c| c.level).max().unwrap_or(Level::Ok)

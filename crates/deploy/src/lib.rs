@@ -1,7 +1,9 @@
-//! The deploy pipeline, one module per stage: build → image → registry (+ ecr) → lambda
-//! (+ iam, smoke) → apigw → logs (monitor). A stage takes the previous one's outputs, never
-//! its internals; `release` chains lambda, iam, smoke and logs for one function, `doctor`
-//! reads what each would meet, and `destroy` removes what they made.
+//! The deploy pipeline. [`pipeline`] runs the seed article's list — build → containerize →
+//! upload → deploy → expose — over one module per service or stage: build, image, registry
+//! (+ ecr), release (lambda, iam, smoke, logs for one function), apigw; then monitor (logs,
+//! status). Beside them the operations: `doctor` reads what each step would meet, `tune`,
+//! `rollback`, and `destroy` removes what they made. A command runs in a [`session::Session`]
+//! (config, account, one handle for the clients).
 //!
 //! The crate `lambda-cnn-deploy` depends on the core (`lambda-cnn-core`) and never on candle:
 //! the deploy tooling cannot link the model even in a build of the whole workspace.
@@ -33,11 +35,14 @@ pub mod lambda;
 pub mod layer;
 pub mod libs;
 pub mod logs;
+pub mod monitor;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod registry;
 pub mod release;
 pub mod rollback;
+pub mod session;
 pub mod smoke;
 pub mod status;
 pub mod tune;

@@ -59,6 +59,13 @@ pub enum Function {
     Train,
 }
 
+/// As its name (`predict`, `train`), as everywhere else it is written.
+impl serde::Serialize for Function {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 impl Function {
     /// `predict` or `train`.
     pub fn name(self) -> &'static str {

@@ -12,8 +12,7 @@ use lambda_cnn_core::cost::Api;
 use lambda_cnn_deploy::apigw::Auth;
 use lambda_cnn_deploy::binary::Arch;
 use lambda_cnn_deploy::build;
-use lambda_cnn_deploy::image::{self, Function, Image, ImageInputs};
-use lambda_cnn_deploy::layer::LayerCache;
+use lambda_cnn_deploy::image::{self, Function, Image};
 
 mod stages;
 
@@ -691,6 +690,18 @@ struct ImageSources {
     cache_dir: Option<PathBuf>,
 }
 
+impl ImageSources {
+    fn read(&self) -> lambda_cnn_deploy::pipeline::Sources {
+        lambda_cnn_deploy::pipeline::Sources {
+            weights: self.weights.clone(),
+            mnist_dir: self.mnist_dir.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            source_date_epoch: self.source_date_epoch,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
 fn parse_function(s: &str) -> Result<Function, String> {
     s.parse()
 }
@@ -778,7 +789,10 @@ fn main() -> ExitCode {
                 eprintln!("hint: {hint}");
             }
             // The doctor tells "found problems" (1) from "could not run" (3).
-            if is_doctor && e.downcast_ref::<stages::ProblemsFound>().is_none() {
+            if is_doctor
+                && e.downcast_ref::<lambda_cnn_deploy::doctor::ProblemsFound>()
+                    .is_none()
+            {
                 ExitCode::from(DOCTOR_COULD_NOT_RUN)
             } else {
                 ExitCode::FAILURE
@@ -794,14 +808,16 @@ const DOCTOR_COULD_NOT_RUN: u8 = 3;
 /// What to do about the AWS error behind `e`, when it is one AWS documents.
 fn aws_hint(e: &anyhow::Error) -> Option<String> {
     use lambda_cnn_deploy::aws::AwsError;
+    use lambda_cnn_deploy::pipeline::StageError;
     use lambda_cnn_deploy::release::ReleaseError;
     e.chain().find_map(|c| {
-        let aws =
-            c.downcast_ref::<AwsError>()
-                .or_else(|| match c.downcast_ref::<ReleaseError>() {
-                    Some(ReleaseError::Aws(a)) => Some(a),
-                    _ => None,
-                })?;
+        let aws = c
+            .downcast_ref::<AwsError>()
+            .or_else(|| match c.downcast_ref::<ReleaseError>() {
+                Some(ReleaseError::Aws(a)) => Some(a),
+                _ => None,
+            })
+            .or_else(|| c.downcast_ref::<StageError>().and_then(StageError::aws))?;
         lambda_cnn_deploy::doctor::explain(aws)
     })
 }
@@ -837,14 +853,6 @@ fn run_build(arch: Arch) -> Result<build::Built> {
         root.display()
     );
     build::build_functions(&root, arch).context("deploy build failed")
-}
-
-fn default_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("lambda-cnn/layers")
 }
 
 fn run_image(
@@ -884,7 +892,12 @@ fn run_image(
         }
     };
     let start = Instant::now();
-    let img = assemble_image(args.function, binary, args.arch, &args.sources)?;
+    let img = lambda_cnn_deploy::pipeline::containerize(
+        args.function,
+        binary,
+        args.arch,
+        &args.sources.read(),
+    )?;
     let out = args
         .out
         .clone()
@@ -959,40 +972,6 @@ fn print_image(img: &Image, out: &Path, args: &ImageArgs, repo_tag: &str, second
             tar.display()
         );
     }
-}
-
-/// The image of function `f` around `binary`, from `sources`: the one way both `deploy image`
-/// and `deploy all` assemble one.
-fn assemble_image(
-    f: Function,
-    binary: PathBuf,
-    arch: Option<Arch>,
-    sources: &ImageSources,
-) -> Result<Image> {
-    let inputs = ImageInputs {
-        function: f,
-        binary,
-        arch,
-        weights: Some(sources.weights.clone()),
-        mnist_dir: Some(sources.mnist_dir.clone()),
-        ca_bundle: sources.ca_bundle.clone(),
-        source_date_epoch: sources.source_date_epoch,
-    };
-    let cache = LayerCache::new(sources.cache_dir.clone().unwrap_or_else(default_cache_dir));
-    image::assemble(&inputs, &cache).with_context(|| format!("cannot build the {f} image"))
-}
-
-/// `deploy all`'s image step: assemble, write the layout to `out`, say the digest.
-fn image_from(f: Function, binary: PathBuf, out: &Path, sources: &ImageSources) -> Result<()> {
-    let img = assemble_image(f, binary, None, sources)?;
-    image::write_layout(&img, out, "latest")
-        .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
-    println!(
-        "{f} image: {} ({} compressed)",
-        img.manifest_digest,
-        mb(img.compressed_size())
-    );
-    Ok(())
 }
 
 /// What `deploy cost` prices: the region, memory, /tmp and architecture (each flag, else the

@@ -3,39 +3,45 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use oci_client::secrets::RegistryAuth;
 
-use lambda_cnn_core::cost::{self, Api};
-use lambda_cnn_core::report;
-use lambda_cnn_deploy::apigw::{self, ApiSpec, Auth};
-use lambda_cnn_deploy::aws::Clients;
-use lambda_cnn_deploy::aws::{self, Account};
+use lambda_cnn_deploy::apigw::Auth;
+use lambda_cnn_deploy::aws;
 use lambda_cnn_deploy::config::DeployConfig;
-use lambda_cnn_deploy::image::{self, Function, Image};
-use lambda_cnn_deploy::registry::{self, Destination, PushOutcome, PushReport};
-use lambda_cnn_deploy::release::{self, ReleaseOutcome, ReleaseRequest};
-use lambda_cnn_deploy::{ecr, lambda, logs};
+use lambda_cnn_deploy::image::Function;
+use lambda_cnn_deploy::lambda;
+use lambda_cnn_deploy::pipeline::{self, Progress, Step};
+use lambda_cnn_deploy::session::{self, Session};
 
 mod batch;
 
 use super::{
     AllArgs, ApiArgs, Command, DestroyArgs, DoctorArgs, InvokeArgs, LogsArgs, MonitorArgs,
-    ReleaseArgs, RollbackArgs, StatusArgs, Target, TuneArgs,
+    PushArgs, ReleaseArgs, RollbackArgs, StatusArgs, Target, TuneArgs,
 };
 use lambda_cnn_core::output::Output;
 
+/// A connected session and where its results are printed.
 #[derive(Clone)]
 struct Ctx {
-    config: DeployConfig,
-    config_dir: PathBuf,
-    account: Account,
-    clients: Clients,
-    sdk: aws_config::SdkConfig,
+    session: Session,
     out: Output,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl Ctx {
+    fn printer(&self) -> Printer {
+        Printer { out: self.out }
+    }
 }
 
 pub fn run(
@@ -56,8 +62,8 @@ pub fn run(
         _ => None,
     };
     if let Command::Release(a) = &cmd {
-        refuse_model_without_predict(a.model.as_deref(), &a.which.functions())?;
-        check_model_flag(a.model.as_deref())?;
+        pipeline::deploy::refuse_model_without_predict(a.model.as_deref(), &a.which.functions())?;
+        pipeline::deploy::check_model_flag(a.model.as_deref())?;
     }
     let mut invoke_input = match &cmd {
         Command::Invoke(a) => Some(invoke_event(a)?),
@@ -95,11 +101,11 @@ pub fn run(
                 return print_deployer_policy(&config, &config_dir, account, &region, partition);
             }
         }
-        let ctx = match connect(config.clone(), config_dir.clone(), target, out).await {
-            Ok(ctx) => ctx,
+        let ctx = match Session::connect(config.clone(), config_dir.clone(), target).await {
+            Ok(session) => Ctx { session, out },
             // The doctor still prints its table: the identity FAIL, and every local check.
-            Err(e) => match (&cmd, e.downcast_ref::<aws::AwsError>()) {
-                (Command::Doctor(a), Some(why)) => {
+            Err(why) => match &cmd {
+                Command::Doctor(a) => {
                     let checks = lambda_cnn_deploy::doctor::without_account(
                         &config,
                         &lambda_cnn_deploy::doctor::Local {
@@ -108,14 +114,14 @@ pub fn run(
                             deployer_policy: "",
                             model: a.model.as_deref(),
                         },
-                        why,
+                        &why,
                     );
                     for c in &checks {
                         out.print(c)?;
                     }
-                    return fail_on(&checks);
+                    return Ok(lambda_cnn_deploy::doctor::fail_on(&checks)?);
                 }
-                _ => return Err(e),
+                _ => return Err(why.into()),
             },
         };
         // Where it acts, before it acts (doctor's first row says the same).
@@ -129,11 +135,9 @@ pub fn run(
             return dry_run_plan(&ctx, &cmd).await;
         }
         match cmd {
-            Command::Push(a) => push(&ctx, &a.which.functions(), &a.target)
-                .await
-                .map(|_| ()),
-            Command::Release(a) => release_stage(&ctx, &a).await.map(|_| ()),
-            Command::Api(a) => api(&ctx, &a).await.map(|_| ()),
+            Command::Push(a) => push(&ctx, &a).await,
+            Command::Release(a) => release(&ctx, &a).await,
+            Command::Api(a) => api(&ctx, &a).await,
             Command::Role => role(&ctx).await,
             Command::Rollback(a) => rollback(&ctx, &a).await,
             Command::Destroy(a) => destroy(&ctx, &a).await,
@@ -174,9 +178,9 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
             .iter()
             .map(|&function| LocalImage {
                 function,
-                digest: read_image(target, function)
+                digest: pipeline::read_image(&target.images, function)
                     .map(|i| i.manifest_digest)
-                    .map_err(|e| lambda_cnn_core::errors::one_line(&e)),
+                    .map_err(|e| lambda_cnn_core::errors::chain(&e)),
             })
             .collect()
     };
@@ -249,46 +253,61 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
     Ok(())
 }
 
-async fn connect(
-    config: DeployConfig,
-    config_dir: PathBuf,
-    target: &aws::Target,
+/// The binary's side of the pipeline's reports: progress lines on stderr (unless `--quiet`),
+/// bars on a terminal, results on stdout (Display, or JSON with `--json`).
+struct Printer {
     out: Output,
-) -> Result<Ctx> {
-    let conn = aws::connect(&config.region, target).await;
-    let account = aws::account(&conn).await?;
-    let sdk = conn.sdk;
-    Ok(Ctx {
-        clients: Clients::new(&sdk),
-        account,
-        config,
-        config_dir,
-        sdk,
-        out,
-    })
 }
 
-fn smoke_client(
-    sdk: &aws_config::SdkConfig,
-    endpoint: Option<&str>,
-) -> Option<aws_sdk_lambda::Client> {
-    endpoint.map(|url| {
-        aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(sdk)
-                .endpoint_url(url)
-                .build(),
+impl Progress for Printer {
+    fn say(&self, line: String) {
+        say(line);
+    }
+
+    fn bytes(&self, len: u64, what: String) -> ProgressBar {
+        bar(
+            len,
+            what,
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
         )
-    })
+    }
+
+    fn count(&self, len: u64, what: &'static str) -> ProgressBar {
+        bar(
+            len,
+            String::new(),
+            &format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {what}, {{elapsed}}"),
+        )
+    }
+
+    fn done(&self, step: Step) {
+        // Serializing these types cannot fail; a closed stdout is the caller's choice.
+        let _ = match step {
+            Step::Preflight(c) if !self.out.json => {
+                say(c.to_string());
+                Ok(())
+            }
+            Step::Preflight(c) => self.out.print(&c),
+            Step::Plan(plan) => {
+                say(plan.to_string());
+                Ok(())
+            }
+            Step::Image(i) => self.out.print(&i),
+            Step::Pushed(r) => self.out.print(&r),
+            Step::Released(o) => self.out.print(&o),
+            Step::Exposed(a) => self.out.print(&a),
+        };
+    }
 }
 
-fn bytes_bar(len: u64, what: String) -> ProgressBar {
+/// A bar drawn on a terminal only.
+fn bar(len: u64, what: String, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(what);
     bar
@@ -304,112 +323,6 @@ fn say(line: String) {
     }
 }
 
-fn git_revision() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
-    let rev = String::from_utf8(out.stdout).ok()?.trim().to_owned();
-    (out.status.success() && !rev.is_empty()).then_some(rev)
-}
-
-fn is_loopback(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
-}
-
-fn read_image(target: &Target, f: Function) -> Result<Image> {
-    let dir = target.images.join(f.name());
-    image::read_layout(&dir, f).with_context(|| format!("cannot read the {f} image"))
-}
-
-async fn push(ctx: &Ctx, functions: &[Function], target: &Target) -> Result<Vec<PushOutcome>> {
-    let cfg = &ctx.config;
-    // Every image read before anything is created: a missing one leaves no empty repository.
-    let images = functions
-        .iter()
-        .map(|&f| read_image(target, f))
-        .collect::<Result<Vec<_>>>()?;
-    let (repo, created) = ecr::ensure_repository(
-        &ctx.clients.ecr,
-        &cfg.repository.name,
-        cfg.repository.keep_images,
-        &ctx.account,
-    )
-    .await?;
-    if created {
-        say(format!("created ECR repository {}", repo.uri));
-    }
-    let (user, pass) = ecr::login(&ctx.clients.ecr).await?;
-    let dest = Destination {
-        registry: target
-            .registry
-            .clone()
-            .unwrap_or_else(|| repo.registry.clone()),
-        repository: repo.name.clone(),
-        plain_http: target.registry.as_deref().is_some_and(is_loopback),
-    };
-    let auth = RegistryAuth::Basic(user, pass);
-    let mut outcomes = Vec::new();
-    for (&f, img) in functions.iter().zip(images) {
-        let mut tags = vec![format!(
-            "{f}-{}",
-            lambda_cnn_deploy::plan::short_digest(&img.manifest_digest)
-        )];
-        if let Some(rev) = git_revision() {
-            tags.push(format!("{f}-git-{rev}"));
-        }
-        let bar = bytes_bar(img.compressed_size(), format!("pushing {f}"));
-        let outcome = registry::push(&img, &dest, &auth, &tags, &bar)
-            .await
-            .with_context(|| {
-                format!(
-                    "failed to push the {f} image to {}/{}",
-                    dest.registry, dest.repository
-                )
-            })?;
-        bar.finish_and_clear();
-        if target.registry.is_some() {
-            ecr::register_manifest(
-                &ctx.clients.ecr,
-                &repo.name,
-                &img.manifest,
-                &img.manifest_digest,
-                &tags[0],
-            )
-            .await?;
-        }
-        let report = PushReport {
-            function: f.name().to_owned(),
-            outcome,
-        };
-        ctx.out.print(&report)?;
-        let outcome = report.outcome;
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
-}
-
-fn policy(ctx: &Ctx, file: &str) -> Result<String> {
-    read_policy(&ctx.config_dir, file)
-}
-
-/// A policy template of `iam/` beside the deploy config.
-fn read_policy(config_dir: &Path, file: &str) -> Result<String> {
-    let path = config_dir.join("iam").join(file);
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the IAM policy {}", path.display()))
-}
-
-/// A policy of `infra/iam/` with this deploy's names, account, region and partition.
-fn rendered_policy(ctx: &Ctx, file: &str) -> Result<String> {
-    let a = &ctx.account;
-    Ok(lambda_cnn_deploy::policy::render(
-        &policy(ctx, file)?,
-        &lambda_cnn_deploy::policy::vars(&ctx.config, &a.partition, &a.id, &a.region),
-    ))
-}
-
 /// `deploy policy`: the deployer's least-privilege policy for this config, account and region.
 fn print_deployer_policy(
     config: &DeployConfig,
@@ -419,7 +332,7 @@ fn print_deployer_policy(
     partition: &str,
 ) -> Result<()> {
     let text = lambda_cnn_deploy::policy::render(
-        &read_policy(config_dir, "deployer-policy.json")?,
+        &session::read_policy(config_dir, "deployer-policy.json")?,
         &lambda_cnn_deploy::policy::vars(config, partition, account, region),
     );
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
@@ -435,207 +348,36 @@ fn print_deployer_policy(
     Ok(())
 }
 
-async fn release_stage(ctx: &Ctx, args: &ReleaseArgs) -> Result<Vec<ReleaseOutcome>> {
-    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
-    release_functions(
+async fn push(ctx: &Ctx, args: &PushArgs) -> Result<()> {
+    let images = pipeline::read_images(&args.target.images, &args.which.functions())?;
+    pipeline::upload(
         ctx,
-        &args.which.functions(),
-        &args.target,
-        args.canary,
-        args.model.as_deref(),
+        &images,
+        args.target.registry.as_deref(),
+        &ctx.printer(),
     )
-    .await
-}
-
-/// The same context with smoke tests sent to `endpoint` when given.
-fn with_smoke(ctx: &Ctx, endpoint: Option<&str>) -> Ctx {
-    let mut ctx = ctx.clone();
-    if let Some(client) = smoke_client(&ctx.sdk, endpoint) {
-        ctx.clients.smoke = client;
-    }
-    ctx
-}
-
-/// What every release needs first: the execution role (its ARN), the models bucket and the
-/// ECR repository.
-/// The bucket, role and repository a release needs; what it created goes into `created`.
-async fn release_prerequisites(
-    ctx: &Ctx,
-    cfg: &DeployConfig,
-    created: &mut Vec<String>,
-) -> Result<(String, ecr::Repository)> {
-    // The bucket first: a name another account holds stops the release before anything of
-    // ours is created.
-    let bucket = cfg.bucket_name(&ctx.account.id, &ctx.account.region);
-    if lambda_cnn_deploy::bucket::ensure(
-        &ctx.clients.s3,
-        &bucket,
-        &ctx.account.region,
-        &ctx.account.id,
-        Default::default(),
-        &say,
-    )
-    .await?
-    {
-        say(format!("created bucket {bucket} (private, encrypted)"));
-        created.push(format!("bucket {bucket}"));
-    }
-    let (role_arn, role_created) = release::ensure_role(
-        &ctx.clients,
-        cfg,
-        &ctx.account,
-        &policy(ctx, "trust-policy.json")?,
-        &policy(ctx, "execution-policy.json")?,
-    )
-    .await
-    .map_err(|e| made_before_failing(created, e.into()))?;
-    if role_created {
-        created.push(format!("role {}", cfg.role.name));
-    }
-    let (repo, _) = ecr::ensure_repository(
-        &ctx.clients.ecr,
-        &cfg.repository.name,
-        cfg.repository.keep_images,
-        &ctx.account,
-    )
-    .await
-    .map_err(|e| made_before_failing(created, e.into()))?;
-    Ok((role_arn, repo))
-}
-
-/// A failure after this run created `created`: said, with how to remove them.
-fn made_before_failing(created: &[String], e: anyhow::Error) -> anyhow::Error {
-    if created.is_empty() {
-        return e;
-    }
-    e.context(format!(
-        "failed after creating {} (kept for the next run, which picks up from here; `deploy \
-         destroy --all` removes them)",
-        created.join(" and ")
-    ))
-}
-
-/// `--model` names the model predict serves: a release without predict has no use for one.
-fn refuse_model_without_predict(model: Option<&str>, functions: &[Function]) -> Result<()> {
-    if model.is_some() && !functions.contains(&Function::Predict) {
-        bail!("--model is the model predict serves; train has none: drop --model, or release predict (--function predict)");
-    }
+    .await?;
     Ok(())
 }
 
-/// `--model`: `image`, an S3 URI, or a model file here (read and checked now, uploaded once
-/// the bucket exists).
-fn check_model_flag(model: Option<&str>) -> Result<Option<Vec<u8>>> {
-    match model {
-        None | Some("image") => Ok(None),
-        Some(m) if m.starts_with("s3://") => {
-            m.parse::<lambda_cnn_core::store::S3Uri>().map_err(|e| {
-                anyhow::anyhow!("--model: {e} (or `image` for the weights in the image)")
-            })?;
-            Ok(None)
-        }
-        Some(path) => Ok(Some(release::read_model_file(std::path::Path::new(path))?)),
-    }
-}
-
-async fn release_functions(
-    ctx: &Ctx,
-    functions: &[Function],
-    target: &Target,
-    canary: Option<f64>,
-    model: Option<&str>,
-) -> Result<Vec<ReleaseOutcome>> {
-    let cfg = &ctx.config;
-    refuse_model_without_predict(model, functions)?;
-    let local_model = check_model_flag(model)?;
+async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<()> {
+    let s = ctx.invoking_at(args.invoke_endpoint.as_deref());
     // The images first: a missing one stops the release before the role or bucket exist.
-    let images = functions
-        .iter()
-        .map(|&f| read_image(target, f))
-        .collect::<Result<Vec<_>>>()?;
-    let mut created = Vec::new();
-    let (role_arn, repo) = release_prerequisites(ctx, cfg, &mut created).await?;
-    let uploaded = match local_model {
-        Some(bytes) => Some(
-            release::upload_model(
-                &ctx.clients.s3,
-                &cfg.bucket_name(&ctx.account.id, &ctx.account.region),
-                &ctx.account.id,
-                bytes,
-                &say,
-            )
-            .await
-            .map_err(|e| made_before_failing(&created, e.into()))?,
-        ),
-        None => None,
-    };
-    let model = uploaded.as_deref().or(model);
-    let mut outcomes = Vec::new();
-    for (&f, img) in functions.iter().zip(images) {
-        let req = ReleaseRequest {
-            function: f,
-            repository_uri: &repo.uri,
-            repository: &repo.name,
-            digest: &img.manifest_digest,
-            model: release::Model::from_flag(model),
-            canary_percent: canary,
-            arch: img.arch,
-        };
-        let outcome = release::release(&ctx.clients, cfg, &ctx.account, &role_arn, &req, &say)
-            .await
-            .map_err(|e| made_before_failing(&created, e.into()))?;
-        ctx.out.print(&outcome)?;
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
+    let images = pipeline::read_images(&args.target.images, &args.which.functions())?;
+    pipeline::deploy(
+        &s,
+        &images,
+        args.canary,
+        args.model.as_deref(),
+        &ctx.printer(),
+    )
+    .await?;
+    Ok(())
 }
 
-async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<apigw::ApiOutcome> {
-    let cfg = &ctx.config;
-    // An API in front of nothing would answer 500s: predict's alias must exist first.
-    let predict = &cfg.function(Function::Predict).name;
-    if lambda::alias_version(&ctx.clients.lambda, predict, &cfg.release.alias)
-        .await?
-        .is_none()
-    {
-        bail!(
-            "{predict} has no {} alias yet, so the API would have nothing to call: run deploy \
-             release first (nothing was created)",
-            cfg.release.alias
-        );
-    }
-    let auth: Auth = match args.auth {
-        Some(a) => a,
-        None => cfg.api.auth.parse().map_err(anyhow::Error::msg)?,
-    };
-    let spec = ApiSpec {
-        name: cfg.api.name.clone(),
-        stage: cfg.api.stage.clone(),
-        throttle_rate: cfg.api.throttle_rate,
-        throttle_burst: cfg.api.throttle_burst,
-        cors_origins: cfg.api.cors_origins.clone(),
-        auth,
-        jwt_issuer: cfg.api.jwt_issuer.clone(),
-        jwt_audience: cfg.api.jwt_audience.clone(),
-        function_name: cfg.function(Function::Predict).name.clone(),
-        alias: cfg.release.alias.clone(),
-        region: ctx.account.region.clone(),
-        account: ctx.account.id.clone(),
-        partition: ctx.account.partition.clone(),
-        dns_suffix: ctx.account.dns_suffix().to_owned(),
-    };
-    let out = if args.rest {
-        lambda_cnn_deploy::apigw_rest::ensure_rest_api(
-            &ctx.clients.rest_apis,
-            &ctx.clients.lambda,
-            &spec,
-        )
-        .await?
-    } else {
-        apigw::ensure_http_api(&ctx.clients.http_apis, &ctx.clients.lambda, &spec).await?
-    };
-    ctx.out.print(&out)?;
-    Ok(out)
+async fn api(ctx: &Ctx, args: &ApiArgs) -> Result<()> {
+    pipeline::expose(ctx, args.auth, args.rest, &ctx.printer()).await?;
+    Ok(())
 }
 
 /// `deploy role`'s result.
@@ -652,12 +394,12 @@ impl std::fmt::Display for RoleReport {
 }
 
 async fn role(ctx: &Ctx) -> Result<()> {
-    let (arn, _) = release::ensure_role(
+    let (arn, _) = lambda_cnn_deploy::release::ensure_role(
         &ctx.clients,
         &ctx.config,
         &ctx.account,
-        &policy(ctx, "trust-policy.json")?,
-        &policy(ctx, "execution-policy.json")?,
+        &ctx.policy("trust-policy.json")?,
+        &ctx.policy("execution-policy.json")?,
     )
     .await?;
     ctx.out.print(&RoleReport {
@@ -668,13 +410,13 @@ async fn role(ctx: &Ctx) -> Result<()> {
 }
 
 async fn rollback(ctx: &Ctx, args: &RollbackArgs) -> Result<()> {
-    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
+    let s = ctx.invoking_at(args.invoke_endpoint.as_deref());
     let to = args.to.map(|v| v.to_string());
     for f in args.which.functions() {
         let outcome = lambda_cnn_deploy::rollback::rollback(
-            &ctx.clients,
-            &ctx.config,
-            &ctx.account,
+            &s.clients,
+            &s.config,
+            &s.account,
             f,
             to.as_deref(),
             &say,
@@ -752,52 +494,25 @@ async fn destroy(ctx: &Ctx, args: &DestroyArgs) -> Result<()> {
 }
 
 async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
-    let cfg = &ctx.config;
-    let config_arch = cfg.arch().map_err(anyhow::Error::msg)?;
-    // Priced by the architecture each function really runs on, which `deploy release` takes
-    // from its image, whatever the config says.
-    let mut archs = Vec::new();
-    for f in args.which.functions() {
-        let name = &cfg.function(f).name;
-        let arch = lambda::function_arch(&ctx.clients.lambda, name).await?;
-        archs.push(arch.unwrap_or(config_arch));
-    }
-    let api = args.api;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
-    let mut since: Vec<i64> = vec![now_ms - args.since.as_millis() as i64; 2];
-    let mut seen: Vec<Vec<report::Report>> = vec![Vec::new(), Vec::new()];
-    if let (_, Some(note)) = cost::prices_for(&ctx.account.region) {
+    use lambda_cnn_deploy::monitor::Monitor;
+    let mut monitor = Monitor::start(ctx, &args.which.functions(), args.since, args.api).await?;
+    if let Some(note) = &monitor.price_note {
         say(format!("note: {note}"));
     }
     loop {
-        for (i, f) in args.which.functions().into_iter().enumerate() {
-            let fc = cfg.function(f);
-            let group = logs::log_group(&fc.name);
-            let (reports, newest) = logs::reports(&ctx.clients.logs, &group, since[i]).await?;
-            since[i] = newest + 1;
-            seen[i].extend(reports);
-            let api = if f == Function::Predict {
-                api
-            } else {
-                Api::None
-            };
-            let (prices, _) = cost::prices_for(&ctx.account.region);
-            let s = report::summarize(&seen[i], archs[i], api, fc.ephemeral_mb as u32, prices);
+        for f in monitor.poll().await? {
             if ctx.out.json {
-                println!("{}", serde_json::json!({"function": fc.name, "summary": s}));
-            } else if s.invocations == 0 {
+                println!("{}", serde_json::to_string(&f)?);
+            } else if f.summary.invocations == 0 {
                 if !args.follow {
                     println!(
                         "{}: no invocations in the last {}",
-                        fc.name,
+                        f.function,
                         humantime::format_duration(args.since)
                     );
                 }
             } else {
-                println!("{}: {s}", fc.name);
+                println!("{}: {}", f.function, f.summary);
             }
         }
         if !args.follow {
@@ -809,124 +524,48 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
 
 /// Runs every check and prints them; an error when any FAILs.
 async fn doctor(ctx: &Ctx, args: &DoctorArgs) -> Result<()> {
-    let checks = examine(ctx, &args.target, &args.mnist_dir, args.model.as_deref()).await?;
-    for c in &checks {
-        ctx.out.print(c)?;
-    }
-    fail_on(&checks)
-}
-
-async fn examine(
-    ctx: &Ctx,
-    target: &Target,
-    mnist_dir: &Path,
-    model: Option<&Path>,
-) -> Result<Vec<lambda_cnn_deploy::doctor::Check>> {
     use lambda_cnn_deploy::doctor;
-    let deployer_policy = rendered_policy(ctx, "deployer-policy.json")?;
-    Ok(doctor::examine(
+    let checks = doctor::examine(
         &ctx.clients,
         &ctx.config,
         &ctx.account,
         &doctor::Local {
-            images: &target.images,
-            mnist_dir,
-            deployer_policy: &deployer_policy,
-            model,
+            images: &args.target.images,
+            mnist_dir: &args.mnist_dir,
+            deployer_policy: &ctx.rendered_policy("deployer-policy.json")?,
+            model: args.model.as_deref(),
         },
     )
-    .await)
-}
-
-/// The doctor ran and found what would stop the deploy (exit status 1; "could not run" is 3).
-#[derive(Debug, thiserror::Error)]
-#[error("deploy doctor found {count} problem(s): {list}")]
-pub struct ProblemsFound {
-    count: usize,
-    list: String,
-}
-
-fn fail_on(checks: &[lambda_cnn_deploy::doctor::Check]) -> Result<()> {
-    use lambda_cnn_deploy::doctor::Level;
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| c.level == Level::Fail)
-        .map(|c| format!("{} ({})", c.found, c.fix.as_deref().unwrap_or_default()))
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(ProblemsFound {
-            count: failed.len(),
-            list: failed.join("; "),
-        }
-        .into())
+    .await;
+    for c in &checks {
+        ctx.out.print(c)?;
     }
+    Ok(doctor::fail_on(&checks)?)
 }
 
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
-    // The preflight first: nothing is created when something would stop the deploy.
-    let mnist_dir = args.sources.mnist_dir.clone();
-    let checks = examine(ctx, &args.target, &mnist_dir, None).await?;
-    for c in checks
-        .iter()
-        .filter(|c| c.level != lambda_cnn_deploy::doctor::Level::Ok)
-    {
-        if ctx.out.json {
-            ctx.out.print(c)?;
-        } else {
-            say(c.to_string());
-        }
-    }
-    fail_on(&checks)?;
-    let arch = match args.arch {
-        Some(arch) => arch,
-        None => ctx.config.arch().map_err(anyhow::Error::msg)?,
+    let sources = args.sources.read();
+    let req = pipeline::AllRequest {
+        arch: args.arch,
+        no_api: args.no_api,
+        workspace: &super::workspace_root()?,
+        images: &args.target.images,
+        registry: args.target.registry.as_deref(),
+        sources: &sources,
     };
-    // The plan, then (the first time in this account and region, on a terminal) a question.
-    let state =
-        lambda_cnn_deploy::plan::read_state(&ctx.clients, &ctx.config, &ctx.account).await?;
-    let plan = lambda_cnn_deploy::plan::plan(
-        &lambda_cnn_deploy::plan::Request::All {
-            arch,
-            no_api: args.no_api,
-            images_dir: args.target.images.display().to_string(),
-        },
-        &ctx.config,
-        &ctx.account,
-        &state,
-    );
-    say(plan.to_string());
-    let first_time =
-        !state.repository && !state.role && state.status.functions.iter().all(|f| !f.deployed);
-    if first_time && !args.yes && std::io::stdin().is_terminal() {
+    // The first time in an account and region, on a terminal, a question after the plan.
+    let confirm = || {
+        if args.yes || !std::io::stdin().is_terminal() {
+            return true;
+        }
         eprint!(
             "nothing of lambda-cnn's is in account {} region {} yet: create all of the above? [y/N] ",
             ctx.account.id, ctx.account.region
         );
-        if !confirmed() {
-            bail!("nothing created (deploy all --yes skips this question)");
-        }
-    }
-    let built = super::run_build(arch)?;
-    for f in [Function::Predict, Function::Train] {
-        let out = args.target.images.join(f.name());
-        super::image_from(f, built.binary(f), &out, &args.sources)?;
-    }
-    let both = [Function::Predict, Function::Train];
-    push(ctx, &both, &args.target).await?;
-    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
-    release_functions(ctx, &both, &args.target, None, None).await?;
-    if !args.no_api {
-        api(
-            ctx,
-            &ApiArgs {
-                auth: None,
-                rest: false,
-            },
-        )
-        .await?;
-    }
+        confirmed()
+    };
+    let s = ctx.invoking_at(args.invoke_endpoint.as_deref());
+    pipeline::all(&s, &req, &confirm, &ctx.printer()).await?;
     Ok(())
 }
 
@@ -990,118 +629,19 @@ fn tune_payload(f: Function, file: Option<&Path>) -> Result<Vec<u8>> {
 }
 
 async fn tune(ctx: &Ctx, args: &TuneArgs, inputs: TuneInputs) -> Result<()> {
-    use lambda_cnn_core::tune::{chart, TuneReport};
-    use lambda_cnn_deploy::tune as measuring;
-
-    let TuneInputs { sizes, payload } = inputs;
-    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
-    let name = ctx.config.function(args.function).name.clone();
-    let (prices, note) = cost::prices_for(&ctx.account.region);
-    if let Some(note) = note {
-        say(format!("note: {note}"));
-    }
-    let tuner = measuring::start(
-        &ctx.clients.lambda,
-        &ctx.clients.smoke,
-        &ctx.clients.s3,
-        &ctx.account.id,
-        &name,
-        &ctx.config.release.alias,
-    )
-    .await
-    .map_err(|e| {
-        if e.is("ResourceNotFoundException") {
-            anyhow::anyhow!(
-                "{e}: there is no {name} to tune; release it first (deploy release --function {})",
-                args.function
-            )
-        } else {
-            e.into()
-        }
-    })?;
-    if let Some(note) = &tuner.measuring_alias {
-        say(note.clone());
-    }
-    let invocations = args.invocations as usize;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new((sizes.len() * invocations) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} invocations, {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
+    let s = ctx.invoking_at(args.invoke_endpoint.as_deref());
+    let req = lambda_cnn_deploy::tune::TuneRequest {
+        function: args.function,
+        sizes: &inputs.sizes,
+        invocations: args.invocations as usize,
+        payload: &inputs.payload,
+        parallel: args.parallel,
+        strategy: args.strategy,
+        weight: args.weight,
+        chart: args.chart.as_deref(),
+        apply: args.apply,
     };
-    say(format!(
-        "tuning {name} ({}): {} sizes × {invocations} invocations; it had {} MB",
-        tuner.arch,
-        sizes.len(),
-        tuner.previous_mb
-    ));
-    let progress = |_: measuring::Invocation| bar.inc(1);
-    let measured = async {
-        let mut results = Vec::new();
-        for &mb in &sizes {
-            bar.set_message(format!("{mb} MB"));
-            let r = tuner
-                .measure(mb, invocations, &payload, args.parallel, prices, &progress)
-                .await?;
-            let line = match &r.error {
-                Some(e) => format!("{mb} MB: not ranked: {e}"),
-                None => format!(
-                    "{mb} MB: mean {:.0} ms warm (p95 {:.0}), peak {} MB, ${:.2} per 1M",
-                    r.billed_mean_ms, r.billed_p95_ms, r.max_memory_used_mb, r.cost_per_million
-                ),
-            };
-            bar.suspend(|| say(line));
-            results.push(r);
-        }
-        anyhow::Ok(results)
-    };
-    let outcome = tokio::select! {
-        r = measured => r,
-        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
-    };
-    bar.finish_and_clear();
-    say(format!(
-        "cleaning up: removing the tune-* aliases and versions, {name} back to {} MB",
-        tuner.previous_mb
-    ));
-    if let Err(errors) = tuner.clean_up().await {
-        for e in &errors {
-            say(format!("error: cleanup: {e}"));
-        }
-        let first = errors
-            .into_iter()
-            .next()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        let why = match &outcome {
-            Err(e) => format!("{e}; and the cleanup failed too: {first}"),
-            Ok(_) => format!("the cleanup failed: {first}"),
-        };
-        bail!("{why} (run deploy tune again or remove the tune-* aliases by hand)");
-    }
-    let results = outcome?;
-    let mut report = TuneReport::new(
-        name.clone(),
-        tuner.arch,
-        args.strategy,
-        args.weight,
-        results,
-        tuner.previous_mb,
-    );
-    if let Some(path) = &args.chart {
-        std::fs::write(path, chart::svg(&report))
-            .with_context(|| format!("cannot write the chart to {}", path.display()))?;
-        report.chart = Some(path.display().to_string());
-    }
-    if args.apply {
-        if let Some(mb) = report.recommended_mb {
-            report.applied = Some(apply_memory(ctx, args.function, mb).await?);
-        }
-    }
+    let report = lambda_cnn_deploy::tune::run(&s, &req, interrupted(), &ctx.printer()).await?;
     ctx.out.print(&report)?;
     if report.recommended_mb.is_none() {
         bail!(
@@ -1121,48 +661,6 @@ async fn interrupted() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// Releases what `live` runs at `memory_mb`, through the normal path: the same image and
-/// model, a new version, the smoke test, then the alias.
-async fn apply_memory(ctx: &Ctx, f: Function, memory_mb: u32) -> Result<String> {
-    let cfg = &ctx.config;
-    let name = cfg.function(f).name.clone();
-    let alias = cfg.release.alias.clone();
-    let live = lambda_cnn_deploy::tune::alias_target(&ctx.clients.lambda, &name, &alias)
-        .await?
-        .with_context(|| {
-            format!("{name} has no {alias} alias: release it first (deploy release)")
-        })?;
-    let mut config = cfg.clone();
-    if let Some(fc) = config.functions.get_mut(f.name()) {
-        fc.memory_mb = memory_mb as i32;
-    }
-    let (role_arn, repo) = release_prerequisites(ctx, &config, &mut Vec::new()).await?;
-    let req = ReleaseRequest {
-        function: f,
-        repository_uri: &repo.uri,
-        repository: &repo.name,
-        digest: &live.digest,
-        model: live
-            .model_s3_uri
-            .as_deref()
-            .map_or(release::Model::Image, release::Model::S3),
-        canary_percent: None,
-        arch: live.arch,
-    };
-    let outcome = release::release(&ctx.clients, &config, &ctx.account, &role_arn, &req, &say)
-        .await
-        .with_context(|| format!("releasing {name} at {memory_mb} MB"))?;
-    say(format!(
-        "note: {memory_mb} MB is live; set functions.{}.memory_mb = {memory_mb} in the deploy config, or the next deploy release puts back {} MB",
-        f.name(),
-        cfg.function(f).memory_mb
-    ));
-    Ok(format!(
-        "version {} at {memory_mb} MB is {} ({})",
-        outcome.version, outcome.alias, outcome.smoke
-    ))
 }
 
 async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
@@ -1213,10 +711,10 @@ async fn invoke(ctx: &Ctx, args: &InvokeArgs, event: Option<Vec<u8>>) -> Result<
         Some(e) => e,
         None => invoke_event(args)?,
     };
-    let ctx = &with_smoke(ctx, args.invoke_endpoint.as_deref());
-    let name = &ctx.config.function(args.function).name;
-    let alias = &ctx.config.release.alias;
-    let invoked = lambda::invoke(&ctx.clients.smoke, name, Some(alias), &event)
+    let s = ctx.invoking_at(args.invoke_endpoint.as_deref());
+    let name = &s.config.function(args.function).name;
+    let alias = &s.config.release.alias;
+    let invoked = lambda::invoke(&s.clients.smoke, name, Some(alias), &event)
         .await
         .map_err(|e| {
             if e.is("ResourceNotFoundException") {
@@ -1242,38 +740,21 @@ async fn invoke(ctx: &Ctx, args: &InvokeArgs, event: Option<Vec<u8>>) -> Result<
 
 async fn follow_logs(ctx: &Ctx, args: &LogsArgs) -> Result<()> {
     let functions = args.which.functions();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
-    let mut since = vec![now_ms - args.since.as_millis() as i64; functions.len()];
+    let mut tail =
+        lambda_cnn_deploy::monitor::Tail::start(ctx, &functions, args.since, args.filter.clone());
     loop {
-        for (i, f) in functions.iter().enumerate() {
-            let name = &ctx.config.function(*f).name;
-            let group = logs::log_group(name);
-            let (lines, newest) = logs::lines(
-                &ctx.clients.logs,
-                &group,
-                since[i],
-                None,
-                args.filter.as_deref(),
-            )
-            .await?;
-            if !lines.is_empty() {
-                since[i] = newest + 1;
-            }
-            for l in &lines {
-                if ctx.out.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"function": name, "timestamp_ms": l.timestamp_ms,
-                            "stream": l.stream, "message": l.message})
-                    );
-                } else if functions.len() > 1 {
-                    println!("{} {l}", f.name());
-                } else {
-                    println!("{l}");
-                }
+        for t in tail.poll().await? {
+            let l = &t.line;
+            if ctx.out.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"function": t.name, "timestamp_ms": l.timestamp_ms,
+                        "stream": l.stream, "message": l.message})
+                );
+            } else if functions.len() > 1 {
+                println!("{} {l}", t.function.name());
+            } else {
+                println!("{l}");
             }
         }
         if !args.follow {

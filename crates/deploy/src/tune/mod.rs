@@ -10,6 +10,9 @@
 
 #![warn(missing_docs)]
 
+mod run;
+pub use run::{apply, run, TuneRequest};
+
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
