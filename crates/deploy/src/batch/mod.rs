@@ -12,7 +12,10 @@
 pub mod definition;
 pub mod engine;
 pub mod grants;
+mod run;
 pub mod summary;
+
+pub use run::{start, summarize};
 
 use std::fmt;
 use std::str::FromStr;

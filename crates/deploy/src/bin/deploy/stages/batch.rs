@@ -1,18 +1,13 @@
 //! `deploy batch`: parse, call the library's batch pipeline, print.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
-use lambda_cnn_core::cost;
-use lambda_cnn_core::report;
 use lambda_cnn_deploy::batch::engine::{self, Progress};
-use lambda_cnn_deploy::batch::summary::{self, Summary};
 use lambda_cnn_deploy::batch::{BatchRequest, BatchSpec, S3Prefix};
-use lambda_cnn_deploy::image::Function;
-use lambda_cnn_deploy::{lambda, logs};
 
 use super::{interrupted, say, Ctx};
 use crate::{BatchArgs, BatchCommand};
@@ -97,49 +92,7 @@ pub(super) async fn batch(ctx: &Ctx, args: &BatchArgs) -> Result<()> {
         return follow_and_summarize(ctx, arn).await;
     }
     let spec = spec(ctx, args)?;
-    let cfg = &ctx.config;
-    let predict = cfg.function(Function::Predict);
-    // The children invoke released code: an alias that exists (or a published version).
-    if !spec.qualifier.bytes().all(|b| b.is_ascii_digit())
-        && lambda::read_alias(&ctx.clients.lambda, &spec.function, &spec.qualifier)
-            .await?
-            .is_none()
-    {
-        bail!(
-            "{} has no alias {}: run `deploy release` first (a batch scores the released model)",
-            spec.function,
-            spec.qualifier
-        );
-    }
-    if let Some(reserved) = predict.reserved_concurrency {
-        if spec.concurrency as i32 > reserved {
-            say(format!(
-                "warning: --concurrency {} is over predict's reserved concurrency ({reserved}): \
-                 the extra invocations are throttled and retried, and the API shares those {reserved}",
-                spec.concurrency
-            ));
-        }
-    }
-    let made = engine::ensure(&ctx.clients.states, &ctx.clients.iam, &spec, &cfg.role.name)
-        .await
-        .context("failed to set up the batch state machine")?;
-    say(format!(
-        "state machine {} {} (role {}{}); scoring s3://{}/{}* with {} into {}",
-        spec.state_machine,
-        if made.created {
-            "created"
-        } else {
-            "up to date"
-        },
-        spec.role,
-        if made.role_created { ", created" } else { "" },
-        spec.input.bucket,
-        spec.input.prefix,
-        spec.function_arn,
-        spec.output
-    ));
-    let name = run_name();
-    let arn = engine::start(&ctx.clients.states, &made.state_machine_arn, &name).await?;
+    let arn = lambda_cnn_deploy::batch::start(ctx, &spec, &ctx.printer()).await?;
     if args.no_wait {
         if ctx.out.json {
             println!("{}", serde_json::json!({"execution_arn": arn}));
@@ -151,20 +104,6 @@ pub(super) async fn batch(ctx: &Ctx, args: &BatchArgs) -> Result<()> {
     }
     say(format!("run {arn} started"));
     follow_and_summarize(ctx, &arn).await
-}
-
-fn run_name() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    // Unique per start (the name is the execution's id): the time, to the millisecond.
-    let t = humantime::format_rfc3339_millis(UNIX_EPOCH + now).to_string();
-    format!(
-        "batch-{}",
-        t.replace([':', '.'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z')
-    )
 }
 
 async fn follow_and_summarize(ctx: &Ctx, arn: &str) -> Result<()> {
@@ -205,7 +144,7 @@ async fn follow_and_summarize(ctx: &Ctx, arn: &str) -> Result<()> {
     };
     let run = followed.with_context(|| format!("failed to follow run {arn}"))?;
     bar.finish_and_clear();
-    let summary = summarize(ctx, run).await?;
+    let summary = lambda_cnn_deploy::batch::summarize(ctx, run).await?;
     ctx.out.print(&summary)?;
     if summary.run.status != "SUCCEEDED" {
         bail!(
@@ -233,57 +172,4 @@ fn progress_bar() -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
-}
-
-async fn summarize(ctx: &Ctx, run: Progress) -> Result<Summary> {
-    let output: Option<S3Prefix> = run.output.as_deref().and_then(|o| o.parse().ok());
-    let results = match &output {
-        Some(out) => summary::read_results(&ctx.clients.s3, out, run.start_ms)
-            .await
-            .with_context(|| {
-                format!(
-                    "the run ended {}, but its results under {out} cannot be read (the deployer needs \
-                     s3:ListBucket and s3:GetObject there; the default output, in the models bucket, \
-                     has both)",
-                    run.status
-                )
-            })?,
-        None => summary::Tally::default(),
-    };
-    let stop_ms = run.stop_ms.unwrap_or(run.start_ms);
-    let function = &ctx.config.function(Function::Predict).name;
-    // Lambda writes a REPORT line when an invocation ends: a few seconds of slack after the
-    // run's stop.
-    let (lines, _) = logs::lines(
-        &ctx.clients.logs,
-        &logs::log_group(function),
-        run.start_ms,
-        Some(stop_ms + 10_000),
-        Some("REPORT"),
-    )
-    .await?;
-    let reports: Vec<report::Report> = lines
-        .iter()
-        .filter_map(|l| report::parse(&l.message))
-        .collect();
-    let arch = lambda::function_arch(&ctx.clients.lambda, function)
-        .await?
-        .unwrap_or(ctx.config.arch().map_err(anyhow::Error::msg)?);
-    let (prices, note) = cost::prices_for(&ctx.account.region);
-    let bill = summary::bill(&reports, &run.children, run.form, arch, prices);
-    let items_in_failed_batches = run.items.failed + run.items.timed_out + run.items.aborted;
-    Ok(Summary {
-        wall_s: (stop_ms - run.start_ms).max(0) as f64 / 1000.0,
-        priced: format!(
-            "{} prices of {} (Lambda) and {} (Step Functions){}",
-            prices.region,
-            prices.as_of,
-            prices.states_as_of,
-            note.map(|n| format!("; {n}")).unwrap_or_default()
-        ),
-        items_in_failed_batches,
-        results,
-        bill,
-        run,
-    })
 }
