@@ -7,15 +7,23 @@ use std::process::Command;
 fn main() {
     // This crate is crates/core of the repository.
     let git = Path::new("../../.git");
-    // Rebuild when HEAD moves: it names the branch, the branch's ref names the commit.
+    // Rebuild when HEAD moves: it names the branch, the branch's ref names the commit. Only
+    // files that exist are named: cargo takes a missing one as changed, and would rebuild this
+    // crate and everything above it on every build (a clone without packed-refs has none).
     if git.is_dir() {
-        println!("cargo:rerun-if-changed=../../.git/HEAD");
+        let watch = |path: &str| {
+            if git.join(path).exists() {
+                println!("cargo:rerun-if-changed=../../.git/{path}");
+            }
+        };
+        watch("HEAD");
         if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
             if let Some(r) = head.trim().strip_prefix("ref: ") {
-                println!("cargo:rerun-if-changed=../../.git/{r}");
+                watch(r);
             }
         }
-        println!("cargo:rerun-if-changed=../../.git/packed-refs");
+        // Where the ref is packed (a fresh clone's may be), a new commit rewrites this file.
+        watch("packed-refs");
     }
     println!("cargo:rerun-if-env-changed=LAMBDA_CNN_GIT_REV");
     let rev = std::env::var("LAMBDA_CNN_GIT_REV")
