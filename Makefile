@@ -202,7 +202,7 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	@# model, the optimizers (speed under emulation means nothing; correctness does).
 	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core --lib --no-fail-fast
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
-	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in tests/common/aws_emulator.rs)"
+	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in crates/test-kit/src/aws_emulator.rs)"
 	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
 	  else echo "skipped: none"; fi

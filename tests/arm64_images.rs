@@ -3,11 +3,11 @@
 //! — and runs the way Lambda runs it (unpacked root read-only, uid 993, nothing from the host)
 //! with qemu-user as the interpreter, against the real Runtime API emulator.
 
-mod common;
 use common::image_run::{
     assert_predict_image_serves_real_digits, deploy_image, train_image_accuracy, umoci_unpack,
 };
 use common::*;
+use lambda_cnn_test_kit as common;
 use std::path::{Path, PathBuf};
 
 /// The ELF machine of the file at `path`, if it is an ELF file.

@@ -2,9 +2,9 @@
 //! limit or a format, the claim is current: each is checked here against the code that
 //! enforces it, so the help cannot drift from the behaviour.
 
-mod common;
 use common::*;
 use lambda_cnn::train::TrainConfig;
+use lambda_cnn_test_kit as common;
 
 fn help_of(out: std::process::Output, what: &str) -> String {
     assert!(

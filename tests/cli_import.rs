@@ -1,8 +1,8 @@
 //! `lambda-cnn import`, then `predict --model` and `eval --model`: a Keras user's model and a
 //! PyTorch user's RGB model, end to end through the binary.
 
-mod common;
 use common::*;
+use lambda_cnn_test_kit as common;
 use std::path::Path;
 
 fn fixture(name: &str) -> String {

@@ -1,7 +1,7 @@
 //! `lambda-cnn predict` and `eval` with the shipped weights, on real test digits and bad input.
 
-mod common;
 use common::*;
+use lambda_cnn_test_kit as common;
 
 #[test]
 fn predicts_real_test_digits_from_files_and_stdin() {

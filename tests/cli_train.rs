@@ -1,7 +1,7 @@
 //! `lambda-cnn train`: a short real run learns, writes weights and a card, and ends in JSON.
 
-mod common;
 use common::*;
+use lambda_cnn_test_kit as common;
 
 #[test]
 fn short_run_on_2000_samples_reaches_80_percent_and_saves_weights_and_card() {

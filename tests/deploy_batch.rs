@@ -5,7 +5,7 @@
 //! written in the emulator's form (one key per STANDARD child); the AWS form is held to AWS's
 //! published rules by the unit tests of `lambda_cnn_deploy::batch::definition`.
 
-mod common;
+use lambda_cnn_test_kit as common;
 
 use common::aws_emulator::AwsStack;
 use common::call_recorder::Recorded;

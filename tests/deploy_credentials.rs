@@ -5,10 +5,10 @@
 //! SSO portal, a real process), and `deploy doctor` must print the identity it got and where
 //! the credentials and the region came from. Failures say what to do next.
 
-mod common;
 use common::moto::Moto;
 use common::sign_in::{assume_role, create_role, AwsHome, Keys, SsoPortal};
 use common::*;
+use lambda_cnn_test_kit as common;
 use std::process::Output;
 
 const ACCOUNT: &str = "123456789012";

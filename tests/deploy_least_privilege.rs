@@ -5,11 +5,11 @@
 //! AWS documents, in front of the AWS emulator); refused, naming the action and the resource,
 //! when one action is missing; and passed by the policy auditors (cloudsplaining, parliament).
 
-mod common;
 use common::iam_simulator::{evaluate, wildcard, Decision, IamSimulator};
 use common::moto::Moto;
 use common::sign_in::{assume_role, create_role};
 use common::*;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::process::Output;

@@ -4,7 +4,6 @@
 //! auth, and the Lambda Runtime API emulator running the functions from their images (under
 //! bubblewrap), which serves the smoke tests' invocations.
 
-mod common;
 use base64::Engine;
 use common::aws_emulator::AwsStack;
 use common::aws_states::AwsStates;
@@ -15,6 +14,7 @@ use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack}
 use common::registry::{Registry, ECR_PASSWORD, ECR_USER};
 use common::strict_lambda::{InvokeLayer, NewAccount, StrictLambda};
 use common::*;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -4,7 +4,7 @@
 //! the version's MemorySize. On this 2-core machine memory buys CPU as on Lambda (1 vCPU at 1769
 //! MB), so what the tune measures is physics, not a script.
 
-mod common;
+use lambda_cnn_test_kit as common;
 
 use common::aws_emulator::AwsStack;
 use common::call_recorder::Recorded;

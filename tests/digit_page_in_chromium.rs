@@ -4,9 +4,9 @@
 //! drawn as pointer strokes (mouse, pen and touch), pictures uploaded, a text file refused,
 //! dark mode and a phone-sized screen, and nothing failing that was not meant to.
 
-mod common;
 use common::emulator::venv_tool;
 use common::events::start_predict;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;

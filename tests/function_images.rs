@@ -3,13 +3,13 @@
 //! root, writable /tmp only, non-root, nothing from the host — against the real Runtime API
 //! emulator. Docker runs them too where an engine is available.
 
-mod common;
 use common::emulator::{free_port, wait_for_port, workspace_binary, Emulator};
 use common::image_run::{
     assert_predict_image_serves_real_digits, bwrap_command, correct_predictions, deploy_image,
     train_image_accuracy, umoci_unpack,
 };
 use common::*;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,11 +3,11 @@
 //! images a Distributed Map batch names are scored and written as JSON lines, one bad image
 //! fails its item only, and a retried batch overwrites its own result.
 
-mod common;
 use common::aws_emulator::AwsStack;
 use common::emulator::Emulator;
 use common::*;
 use lambda_cnn::api::batch::MAX_OBJECT_BYTES;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 
 fn start_predict(aws: &AwsStack) -> Emulator {

@@ -1,11 +1,11 @@
 //! The `train` and `predict` functions, release-built, as real runtime clients of the real
 //! Runtime API emulator (`cargo lambda watch`), invoked over HTTP the way Lambda invokes them.
 
-mod common;
 use base64::Engine;
 use common::emulator::Emulator;
 use common::events::{event, fixture, http, start_predict, Flavour};
 use common::*;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 
 #[test]

@@ -2,10 +2,10 @@
 //! `AWS_EMULATOR=localstack`): `train` writes weights and card to `MODEL_BUCKET`, `predict`
 //! loads them from `MODEL_S3_URI`.
 
-mod common;
 use common::aws_emulator::AwsStack;
 use common::emulator::Emulator;
 use common::*;
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! Runtime API emulator and predict, prints the page's address only once it answers, serves
 //! the page there, and stops everything on Ctrl-C.
 
-mod common;
 use common::emulator::{cargo_lambda, free_port, venv_tool, workspace_binary};
+use lambda_cnn_test_kit as common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

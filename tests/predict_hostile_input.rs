@@ -2,12 +2,12 @@
 //! Runtime API emulator: every request has a bounded cost, gets a 4xx with a small JSON error
 //! (never a 5xx or a crash), and the same process then answers a real digit right.
 
-mod common;
 use base64::Engine;
 use common::emulator::Emulator;
 use common::events::{event, http, start_predict, Flavour};
 use common::*;
 use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgba, RgbaImage};
+use lambda_cnn_test_kit as common;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

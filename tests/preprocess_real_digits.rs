@@ -1,11 +1,11 @@
 //! Real photos and drawings are not MNIST: digits drawn dark on light, scaled up and placed
 //! off-centre on a larger page must still be recognised after preprocessing.
 
-mod common;
 use common::*;
 use image::{GrayImage, Luma};
 use lambda_cnn::model::Cnn;
 use lambda_cnn::predict::{image_to_pixels, predict};
+use lambda_cnn_test_kit as common;
 
 fn as_drawing(digit: &[u8], scale: u32, page: (u32, u32), at: (u32, u32)) -> Vec<u8> {
     let big = GrayImage::from_fn(28 * scale, 28 * scale, |x, y| {

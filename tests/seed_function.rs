@@ -5,7 +5,7 @@
 //! Proof that `make bench-seed` runs what it says: the seed's image passes the same smoke tests
 //! as ours, trains to the seed's accuracy, and the comparison's rows are its logs' figures.
 
-mod common;
+use lambda_cnn_test_kit as common;
 
 use common::aws_emulator::AwsStack;
 use common::dataplane::{docker_or_skip, DataPlane, LocalLambda};

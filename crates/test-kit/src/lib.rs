@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: where the data is, running the CLI, test images.
-#![allow(dead_code)]
+//! The integration tests' kit, compiled once for every test binary (as a module of each, it
+//! was compiled once per binary): where the data is, running the binaries, the emulators and
+//! the strict layers in front of them, test images. A test file names it `common`:
+//! `use lambda_cnn_test_kit as common;`.
 
 pub mod aws_emulator;
 pub mod aws_states;
@@ -20,20 +22,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// The project's root (the workspace's top directory): where the fixtures, `.venv` and the
+/// binaries' `infra/` are.
+pub fn root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        // This crate is crates/test-kit of the workspace.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        root.canonicalize().unwrap_or(root)
+    })
+}
+
 /// The real MNIST files: `MNIST_DIR`, or `../shared/mnist` beside the project (as in CI).
 pub fn mnist_dir() -> PathBuf {
     std::env::var_os("MNIST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"))
+        .unwrap_or_else(|| crate::root().join("../shared/mnist"))
 }
 
 pub fn shipped_weights() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(lambda_cnn::SHIPPED_WEIGHTS)
+    crate::root().join(lambda_cnn::SHIPPED_WEIGHTS)
 }
 
 /// Runs `lambda-cnn` with `args`, feeding `stdin`, with no MNIST_DIR/MODEL_PATH inherited.
 pub fn cli(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lambda-cnn"))
+    let mut child = Command::new(emulator::workspace_binary("lambda-cnn"))
         .args(args)
         .env_remove("MNIST_DIR")
         .env_remove("MODEL_PATH")
@@ -49,7 +62,7 @@ pub fn cli(args: &[&str], stdin: &[u8]) -> Output {
 
 /// The imported-model fixtures (tests/fixtures/models, made by its make.py).
 pub fn model_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+    crate::root().join("tests/fixtures/models")
 }
 
 /// The RGB fixture's class labels, as its expect file's import flags name them.
@@ -99,7 +112,7 @@ pub fn deploy(args: &[&str]) -> Output {
 pub fn deploy_with_env(args: &[&str], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(emulator::workspace_binary("deploy"));
     cmd.args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::root())
         .env_remove("SOURCE_DATE_EPOCH")
         .env_remove("DEPLOY_REGISTRY")
         .env_remove("DEPLOY_INVOKE_ENDPOINT")
@@ -121,7 +134,7 @@ pub fn deploy_with_clean_aws_env(args: &[&str], env: &[(&str, String)]) -> Outpu
         }
     }
     cmd.args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::root())
         .env_remove("DEPLOY_REGISTRY")
         .env_remove("DEPLOY_INVOKE_ENDPOINT")
         .env("MNIST_DIR", mnist_dir())

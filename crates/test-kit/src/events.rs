@@ -7,9 +7,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 pub fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/events")
-        .join(name);
+    let path = crate::root().join("tests/fixtures/events").join(name);
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 

@@ -15,9 +15,7 @@ impl LocalStack {
     pub fn start() -> Self {
         let python = std::env::var_os("LOCALSTACK_PYTHON")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-localstack/bin/python")
-            });
+            .unwrap_or_else(|| crate::root().join(".venv-localstack/bin/python"));
         assert!(
             python.exists(),
             "{} not found: `make test` (or `make localstack`) installs localstack-core into .venv-localstack",

@@ -31,11 +31,7 @@ pub fn wait_for_port(port: u16, what: &str, timeout: Duration) {
 pub fn venv_tool(env_var: &str, name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os(env_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(".venv/bin")
-                .join(name)
-        });
+        .unwrap_or_else(|| crate::root().join(".venv/bin").join(name));
     assert!(
         path.exists(),
         "{} not found: run `make test`, which installs {package} from PyPI into .venv",
@@ -96,10 +92,7 @@ fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Proc {
 
 impl Emulator {
     pub fn start() -> Self {
-        Self::start_in(
-            Path::new(env!("CARGO_MANIFEST_DIR")),
-            tempfile::tempdir().unwrap(),
-        )
+        Self::start_in(crate::root(), tempfile::tempdir().unwrap())
     }
 
     /// An emulator that serves functions named `names` (cargo-lambda accepts only names of
@@ -192,7 +185,7 @@ impl Emulator {
         .env("RAYON_NUM_THREADS", "2")
         .env_remove("MODEL_S3_URI")
         .env_remove("MODEL_BUCKET")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        .current_dir(crate::root());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -4,7 +4,7 @@
 
 use super::emulator::{venv_tool, wait_for_port};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub fn docker(args: &[&str]) -> String {
 pub fn rie_dir() -> PathBuf {
     let dir = std::env::var_os("LAMBDA_CNN_RIE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".rie"));
+        .unwrap_or_else(|| crate::root().join(".rie"));
     assert!(
         dir.join("aws-lambda-rie-x86_64").exists(),
         "no Runtime Interface Emulator in {}: run `make tools`",
@@ -120,7 +120,7 @@ impl DataPlane {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dataplane.log");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/lambda_dataplane.py");
+        let script = crate::root().join("infra/local/lambda_dataplane.py");
         let mut child = Command::new(venv_tool("LAMBDA_CNN_PYTHON", "python", "moto[server]"))
             .arg(script)
             .args(["--lambda-endpoint", lambda_endpoint, "--registry", registry])

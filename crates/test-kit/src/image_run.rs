@@ -131,8 +131,7 @@ pub fn deploy_image(
 
 /// An API Gateway (HTTP API) event carrying `png` as the request body.
 pub fn predict_event(png: &[u8]) -> Value {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events/apigw-v2-predict.json");
+    let path = crate::root().join("tests/fixtures/events/apigw-v2-predict.json");
     let mut e: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     e["body"] = json!(base64::engine::general_purpose::STANDARD.encode(png));
     e["isBase64Encoded"] = json!(true);
