@@ -19,7 +19,13 @@ fn main() {
         watch("HEAD");
         if let Ok(head) = std::fs::read_to_string(git.join("HEAD")) {
             if let Some(r) = head.trim().strip_prefix("ref: ") {
-                watch(r);
+                if git.join(r).exists() {
+                    watch(r);
+                } else if let Some(dir) = Path::new(r).parent().and_then(Path::to_str) {
+                    // The branch is packed: its next commit writes the ref file into this
+                    // directory (cargo watches a directory's files).
+                    watch(dir);
+                }
             }
         }
         // Where the ref is packed (a fresh clone's may be), a new commit rewrites this file.

@@ -31,6 +31,24 @@ pub enum BuildError {
         target: &'static str,
         missing: String,
     },
+    #[error("cannot read the current directory: {0}")]
+    NoCurrentDir(std::io::Error),
+    #[error(
+        "{} is not inside the lambda-cnn project: run deploy from the project, or give the \
+         function binary with --binary",
+        cwd.display()
+    )]
+    NotInProject { cwd: PathBuf },
+}
+
+/// The lambda-cnn workspace the current directory is in (its `Cargo.toml` beside
+/// `functions/`): where the functions are built.
+pub fn workspace_root() -> Result<PathBuf, BuildError> {
+    let cwd = std::env::current_dir().map_err(BuildError::NoCurrentDir)?;
+    cwd.ancestors()
+        .find(|d| d.join("Cargo.toml").is_file() && d.join("functions").is_dir())
+        .map(Path::to_path_buf)
+        .ok_or(BuildError::NotInProject { cwd })
 }
 
 /// The Rust target a Lambda architecture is built for (glibc: what Lambda's hosts have and

@@ -69,6 +69,11 @@ pub fn write(img: &Image, dir: &Path, tag: &str) -> Result<ImageMade, StageError
     })
 }
 
+/// `bytes` as people read an image's size: `12.3 MB`.
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 /// An image written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageMade {
@@ -87,10 +92,10 @@ impl std::fmt::Display for ImageMade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} image: {} ({:.1} MB compressed)",
+            "{} image: {} ({} compressed)",
             self.function,
             self.digest,
-            self.compressed_size as f64 / 1e6
+            mb(self.compressed_size)
         )
     }
 }

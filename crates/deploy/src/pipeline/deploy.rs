@@ -42,14 +42,7 @@ pub async fn prerequisites(
         p.say(format!("created bucket {bucket} (private, encrypted)"));
         created.push(format!("bucket {bucket}"));
     }
-    let role = async {
-        let trust = s.policy("trust-policy.json")?;
-        let execution = s.policy("execution-policy.json")?;
-        Ok::<_, StageError>(
-            release::ensure_role(&s.clients, cfg, &s.account, &trust, &execution).await?,
-        )
-    };
-    let (role_arn, role_created) = role.await.map_err(|e| e.after_creating(created))?;
+    let (role_arn, role_created) = role(s, cfg, created).await?;
     if role_created {
         created.push(format!("role {}", cfg.role.name));
     }
@@ -65,6 +58,21 @@ pub async fn prerequisites(
         role_arn,
         repository,
     })
+}
+
+/// The execution role of `cfg`, made or brought up to date from the config's `iam/`
+/// templates: its ARN, and whether it was made. A failure says what `created` holds.
+pub async fn role(
+    s: &Session,
+    cfg: &DeployConfig,
+    created: &[String],
+) -> Result<(String, bool), StageError> {
+    // An unreadable template is refused as it is: nothing was made for it.
+    let trust = s.policy("trust-policy.json")?;
+    let execution = s.policy("execution-policy.json")?;
+    release::ensure_role(&s.clients, cfg, &s.account, &trust, &execution)
+        .await
+        .map_err(|e| StageError::from(e).after_creating(created))
 }
 
 /// `--model` names the model predict serves: a release without predict has no use for one.

@@ -49,6 +49,9 @@ pub enum StageError {
     Problems(#[from] ProblemsFound),
     #[error("deploy build failed")]
     Build(#[source] crate::build::BuildError),
+    /// Not run from the project, so there is nothing to build.
+    #[error(transparent)]
+    Workspace(crate::build::BuildError),
     #[error("cannot read the {function} image")]
     ReadImage {
         function: Function,
@@ -179,8 +182,6 @@ pub struct AllRequest<'a> {
     pub arch: Option<Arch>,
     /// Stop before the API.
     pub no_api: bool,
-    /// The workspace the functions are built in.
-    pub workspace: &'a Path,
     /// Where the images are written (`<images>/<function>`).
     pub images: &'a Path,
     /// A registry standing in for ECR's own (see `deploy push --help`).
@@ -198,18 +199,7 @@ pub async fn all(
     p: &dyn Progress,
 ) -> Result<(), StageError> {
     // The preflight first: nothing is created when something would stop the deploy.
-    let checks = crate::doctor::examine(
-        &s.clients,
-        &s.config,
-        &s.account,
-        &crate::doctor::Local {
-            images: req.images,
-            mnist_dir: &req.sources.mnist_dir,
-            deployer_policy: &s.rendered_policy("deployer-policy.json")?,
-            model: None,
-        },
-    )
-    .await;
+    let checks = preflight(s, req.images, &req.sources.mnist_dir, None).await?;
     for c in &checks {
         if c.level != crate::doctor::Level::Ok {
             p.done(Step::Preflight(c.clone()));
@@ -241,7 +231,8 @@ pub async fn all(
         ));
     }
     let both = [Function::Predict, Function::Train];
-    let built = build(req.workspace, arch, p)?;
+    let workspace = crate::build::workspace_root().map_err(StageError::Workspace)?;
+    let built = build(&workspace, arch, p)?;
     for f in both {
         let img = containerize(f, built.binary(f), None, req.sources)?;
         let made = containerize::write(&img, &req.images.join(f.name()), "latest")?;
@@ -255,6 +246,29 @@ pub async fn all(
         expose(s, None, false, p).await?;
     }
     Ok(())
+}
+
+/// Every check of `deploy doctor`, in the order a first deploy meets them: the account's
+/// (identity, permissions against the deployer policy, quotas, what exists) and the local
+/// files' (`images`, `mnist_dir`, and `model` when given).
+pub async fn preflight(
+    s: &Session,
+    images: &Path,
+    mnist_dir: &Path,
+    model: Option<&Path>,
+) -> Result<Vec<Check>, StageError> {
+    Ok(crate::doctor::examine(
+        &s.clients,
+        &s.config,
+        &s.account,
+        &crate::doctor::Local {
+            images,
+            mnist_dir,
+            deployer_policy: &s.rendered_policy("deployer-policy.json")?,
+            model,
+        },
+    )
+    .await)
 }
 
 /// Step 1: the functions' release build for `arch`, in the workspace at `root`.

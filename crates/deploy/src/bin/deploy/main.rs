@@ -13,6 +13,7 @@ use lambda_cnn_deploy::apigw::Auth;
 use lambda_cnn_deploy::binary::Arch;
 use lambda_cnn_deploy::build;
 use lambda_cnn_deploy::image::{self, Function, Image};
+use lambda_cnn_deploy::pipeline::containerize::mb;
 
 mod stages;
 
@@ -744,7 +745,7 @@ fn main() -> ExitCode {
                 println!("would run: {}", build::command_line(arch));
                 Ok(())
             } else {
-                run_build(arch).map(|built| {
+                run_build(arch, output).map(|built| {
                     let binaries = [Function::Predict, Function::Train]
                         .map(|f| (f.name(), built.binary(f).display().to_string()));
                     if output.json {
@@ -822,20 +823,6 @@ fn aws_hint(e: &anyhow::Error) -> Option<String> {
     })
 }
 
-fn workspace_root() -> Result<PathBuf> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    cwd.ancestors()
-        .find(|d| d.join("Cargo.toml").is_file() && d.join("functions").is_dir())
-        .map(Path::to_path_buf)
-        .with_context(|| {
-            format!(
-                "{} is not inside the lambda-cnn project: run deploy from the project, or give \
-                 the function binary with --binary",
-                cwd.display()
-            )
-        })
-}
-
 /// The architecture the config asks for; this machine's where the config cannot be read (the
 /// commands that need the config say why).
 fn config_arch(config_path: &Path) -> Arch {
@@ -846,13 +833,13 @@ fn config_arch(config_path: &Path) -> Arch {
         .unwrap_or(Arch::X86_64)
 }
 
-fn run_build(arch: Arch) -> Result<build::Built> {
-    let root = workspace_root()?;
-    eprintln!(
-        "building the functions for {arch} (release) in {}",
-        root.display()
-    );
-    build::build_functions(&root, arch).context("deploy build failed")
+fn run_build(arch: Arch, out: lambda_cnn_core::output::Output) -> Result<build::Built> {
+    let root = build::workspace_root()?;
+    Ok(lambda_cnn_deploy::pipeline::build(
+        &root,
+        arch,
+        &stages::Printer::new(out),
+    )?)
 }
 
 fn run_image(
@@ -888,7 +875,7 @@ fn run_image(
         Some(b) => b.clone(),
         None => {
             let arch = args.arch.unwrap_or_else(|| config_arch(config_path));
-            run_build(arch)?.binary(args.function)
+            run_build(arch, output)?.binary(args.function)
         }
     };
     let start = Instant::now();
@@ -902,8 +889,7 @@ fn run_image(
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(".local/images").join(args.function.name()));
-    image::write_layout(&img, &out, &args.tag)
-        .with_context(|| format!("cannot write the image layout to {}", out.display()))?;
+    lambda_cnn_deploy::pipeline::containerize::write(&img, &out, &args.tag)?;
     let repo_tag = format!("lambda-cnn-{}:{}", args.function, args.tag);
     if let Some(tar) = &args.tar {
         image::write_docker_archive(&img, tar, &repo_tag, args.sources.source_date_epoch)
@@ -937,10 +923,6 @@ fn image_json(img: &Image, out: &Path, tar: Option<&Path>, seconds: f64) -> serd
         "tar": tar,
         "seconds": seconds,
     })
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn print_image(img: &Image, out: &Path, args: &ImageArgs, repo_tag: &str, seconds: f64) {

@@ -255,8 +255,14 @@ async fn dry_run_plan(ctx: &Ctx, cmd: &Command) -> Result<()> {
 
 /// The binary's side of the pipeline's reports: progress lines on stderr (unless `--quiet`),
 /// bars on a terminal, results on stdout (Display, or JSON with `--json`).
-struct Printer {
+pub(crate) struct Printer {
     out: Output,
+}
+
+impl Printer {
+    pub(crate) fn new(out: Output) -> Self {
+        Printer { out }
+    }
 }
 
 impl Progress for Printer {
@@ -309,7 +315,10 @@ fn bar(len: u64, what: String, template: &str) -> ProgressBar {
     bar.set_style(
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    bar.set_message(what);
+    // A message draws the bar at once: only when there is one (tune's comes per size).
+    if !what.is_empty() {
+        bar.set_message(what);
+    }
     bar
 }
 
@@ -394,14 +403,7 @@ impl std::fmt::Display for RoleReport {
 }
 
 async fn role(ctx: &Ctx) -> Result<()> {
-    let (arn, _) = lambda_cnn_deploy::release::ensure_role(
-        &ctx.clients,
-        &ctx.config,
-        &ctx.account,
-        &ctx.policy("trust-policy.json")?,
-        &ctx.policy("execution-policy.json")?,
-    )
-    .await?;
+    let (arn, _) = pipeline::deploy::role(ctx, &ctx.config, &[]).await?;
     ctx.out.print(&RoleReport {
         role: ctx.config.role.name.clone(),
         arn,
@@ -502,7 +504,10 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
     loop {
         for f in monitor.poll().await? {
             if ctx.out.json {
-                println!("{}", serde_json::to_string(&f)?);
+                println!(
+                    "{}",
+                    serde_json::json!({"function": f.function, "summary": f.summary})
+                );
             } else if f.summary.invocations == 0 {
                 if !args.follow {
                     println!(
@@ -524,23 +529,17 @@ async fn monitor(ctx: &Ctx, args: &MonitorArgs) -> Result<()> {
 
 /// Runs every check and prints them; an error when any FAILs.
 async fn doctor(ctx: &Ctx, args: &DoctorArgs) -> Result<()> {
-    use lambda_cnn_deploy::doctor;
-    let checks = doctor::examine(
-        &ctx.clients,
-        &ctx.config,
-        &ctx.account,
-        &doctor::Local {
-            images: &args.target.images,
-            mnist_dir: &args.mnist_dir,
-            deployer_policy: &ctx.rendered_policy("deployer-policy.json")?,
-            model: args.model.as_deref(),
-        },
+    let checks = pipeline::preflight(
+        ctx,
+        &args.target.images,
+        &args.mnist_dir,
+        args.model.as_deref(),
     )
-    .await;
+    .await?;
     for c in &checks {
         ctx.out.print(c)?;
     }
-    Ok(doctor::fail_on(&checks)?)
+    Ok(lambda_cnn_deploy::doctor::fail_on(&checks)?)
 }
 
 async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
@@ -548,7 +547,6 @@ async fn all(ctx: &Ctx, args: &AllArgs) -> Result<()> {
     let req = pipeline::AllRequest {
         arch: args.arch,
         no_api: args.no_api,
-        workspace: &super::workspace_root()?,
         images: &args.target.images,
         registry: args.target.registry.as_deref(),
         sources: &sources,
