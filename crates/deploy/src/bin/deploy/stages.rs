@@ -40,7 +40,7 @@ impl std::ops::Deref for Ctx {
 
 impl Ctx {
     fn printer(&self) -> Printer {
-        Printer { out: self.out }
+        Printer::new(self.out)
     }
 }
 

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 
 use lambda_cnn_deploy::batch::engine::{self, Progress};
 use lambda_cnn_deploy::batch::{BatchRequest, BatchSpec, S3Prefix};
@@ -163,13 +162,12 @@ async fn follow_and_summarize(ctx: &Ctx, arn: &str) -> Result<()> {
 }
 
 fn progress_bar() -> ProgressBar {
-    if !std::io::stderr().is_terminal() || super::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+    if super::QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("scoring [{bar:30}] {pos}/{len} items, {msg}, {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+    super::bar(
+        1,
+        String::new(),
+        "scoring [{bar:30}] {pos}/{len} items, {msg}, {elapsed}",
+    )
 }
