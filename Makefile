@@ -10,6 +10,10 @@ export MNIST_DIR
 WEIGHTS := model-weights/mnist-cnn.safetensors
 CLI := $(CARGO_TARGET_DIR)/release/lambda-cnn
 DEPLOY := $(CARGO_TARGET_DIR)/release/deploy
+LOCAL := $(CARGO_TARGET_DIR)/release/local
+# The local stack's job (crates/local): make run, tune, batch and bench-seed are it with more flags.
+LOCAL_RUN = $(LOCAL) run --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict --train $(FUNCTIONS_DIR)/train \
+  --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)"
 CARGO := cargo
 MNIST_MIRRORS := https://ossci-datasets.s3.amazonaws.com/mnist https://storage.googleapis.com/cvdf-datasets/mnist
 MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
@@ -20,14 +24,14 @@ MNIST_FILES := train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-
 TOOL_CACHE ?= $(HOME)/.cache/lambda-cnn
 VENV := .venv
 PYTHON ?= python3
-TOOLS_STAMP := $(VENV)/.tools-3
-# bcrypt: the local registry's htpasswd accepts only bcrypt hashes. selenium: drives Debian's
-# Chromium through Debian's chromedriver (no browser download) for the digit page's test.
+TOOLS_STAMP := $(VENV)/.tools-4
+# selenium: drives Debian's Chromium through Debian's chromedriver (no browser download) for
+# the digit page's test.
 # cloudsplaining, parliament: the IAM policy auditors the deployer policy must pass.
-PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 bcrypt==4.3.0 selenium==4.50.0 cloudsplaining==0.9.1 parliament==1.6.4
+PY_TOOLS := cargo-lambda==1.9.2 moto[server]==5.2.5 selenium==4.50.0 cloudsplaining==0.9.1 parliament==1.6.4
 
-# AWS's Lambda Runtime Interface Emulator for the local data plane (infra/local/
-# lambda_dataplane.py): the two static binaries PyPI's aws-sam-cli ships, taken out of its wheel
+# AWS's Lambda Runtime Interface Emulator for the local data plane (`local dataplane`,
+# crates/local): the two static binaries PyPI's aws-sam-cli ships, taken out of its wheel
 # (SAM itself is not installed), cached in TOOL_CACHE by version, linked at .rie.
 RIE_FROM := aws-sam-cli==1.170.0
 RIE_DIR := .rie
@@ -218,20 +222,17 @@ lint: ## cargo fmt, then clippy applying the fixes it can (--fix), then clippy -
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 run: build tools $(if $(filter localstack,$(AWS_EMULATOR)),localstack) ## the main job on local stand-ins (no AWS account): build, image, push, release, api, predict, train (ARCH=arm64: arm64 images, run under qemu; MODEL=FILE: then release that imported model)
-	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
-	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" \
+	$(LOCAL_RUN) \
 	  $(if $(MODEL),--model "$(MODEL)")
 
 tune: build tools ## make run, then `deploy tune` of both functions on the local data plane (memory buys CPU there as on Lambda; needs Docker); charts into docs/
-	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
-	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" --tune docs
+	$(LOCAL_RUN) --tune docs
 
 batch: build tools ## make run, then `deploy batch` over 200 real test digits and 3 broken objects in the local S3: Step Functions' Distributed Map on moto, each child predict:live on the data plane (needs Docker); prints the summary
-	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
-	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" --batch 200 --batch-broken
+	$(LOCAL_RUN) --batch 200 --batch-broken
 
 serve: build tools ## the digit page on this machine (predict under the Runtime API emulator) at a printed http://127.0.0.1:PORT/ address, until Ctrl-C
-	$(VENV)/bin/python infra/local/serve.py --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda
+	$(LOCAL) serve --predict $(CARGO_TARGET_DIR)/release/predict --cargo-lambda $(VENV)/bin/cargo-lambda --weights $(WEIGHTS)
 
 deploy-cli: ## build the deploy binary alone (crates/deploy: no candle): what deploy and destroy need
 	$(CARGO) build --release --locked -p lambda-cnn-deploy --bin deploy
@@ -291,8 +292,7 @@ seed-images: system-tools mnist ## build the seed article's Python/TensorFlow fu
 	MNIST_DIR="$(MNIST_DIR)" SEED_PINS="$(SEED_PINS)" SEED_CACHE="$(TOOL_CACHE)/seed" PYTHON="$(PYTHON)" bash bench/seed/build.sh $(SEED_IMAGES)
 
 bench-seed: build tools seed-images ## lambda-cnn and the seed's Python/TensorFlow function on the same local Lambda (needs Docker): init, warm, peak memory, cost per memory size; table and charts into docs/seed.md
-	$(VENV)/bin/python infra/local/run.py --deploy $(DEPLOY) --predict $(FUNCTIONS_DIR)/predict \
-	  --train $(FUNCTIONS_DIR)/train --arch $(ARCH) --venv $(VENV) --mnist-dir "$(MNIST_DIR)" \
+	$(LOCAL_RUN) \
 	  --seed-images $(SEED_IMAGES) --bench-seed docs
 
 bench-peers: build $(PEERS_STAMP) ## ours vs the seed's Keras and PyTorch, alternating 3 times, median ratios; imported models (two conv layers) vs PyTorch

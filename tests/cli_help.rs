@@ -1,4 +1,4 @@
-//! Every `--help` of both binaries runs and explains itself, and where it names a default, a
+//! Every `--help` of the binaries runs and explains itself, and where it names a default, a
 //! limit or a format, the claim is current: each is checked here against the code that
 //! enforces it, so the help cannot drift from the behaviour.
 
@@ -36,6 +36,56 @@ fn every_subcommand_of_both_binaries_explains_itself() {
             assert!(text.contains(flag), "deploy {sub} --help lacks {flag}");
         }
     }
+}
+
+/// The local stack's binary: each subcommand explains itself and points at its doc; what it
+/// cannot work with is refused with what to do, before it starts anything.
+#[test]
+fn the_local_stack_explains_itself_and_refuses_what_it_cannot_run() {
+    // Arguments as one line: none of them has a space.
+    let local = |args: &str| {
+        std::process::Command::new(common::emulator::workspace_binary("local"))
+            .args(args.split_whitespace())
+            .current_dir(common::root())
+            .output()
+            .unwrap()
+    };
+    let top = help_of(local("--help"), "local");
+    assert!(top.contains("docs/local.md"), "{top}");
+    for sub in ["dataplane", "run", "serve"] {
+        help_of(local(&format!("{sub} --help")), &format!("local {sub}"));
+    }
+    let missing = local(
+        "run --deploy x --predict x --train x --mnist-dir x --model /nonexistent/model.safetensors",
+    );
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    let err = stderr(&missing);
+    assert!(
+        err.starts_with("error: MODEL=/nonexistent/model.safetensors: no such file")
+            && err.contains("lambda-cnn import"),
+        "{err}"
+    );
+    let dataplane = "dataplane --lambda-endpoint http://127.0.0.1:9 --registry 127.0.0.1:9 \
+                     --registry-password x";
+    let state = std::env::temp_dir().join("lambda-cnn-no-rie");
+    let no_rie = local(&format!(
+        "{dataplane} --rie-dir /nonexistent --state-dir {}",
+        state.display()
+    ));
+    assert_eq!(no_rie.status.code(), Some(1), "{}", stderr(&no_rie));
+    assert!(
+        stderr(&no_rie).contains("no Runtime Interface Emulator at /nonexistent/aws-lambda-rie-")
+            && stderr(&no_rie).contains("run `make tools`"),
+        "{}",
+        stderr(&no_rie)
+    );
+    // A forward service that is not SERVICE=URL is a usage error, named.
+    let bad = local(&format!(
+        "{dataplane} --state-dir {} --forward http://127.0.0.1:9 --forward-service s3",
+        state.display()
+    ));
+    let err = stderr(&bad);
+    assert!(err.contains("\"s3\" is not SERVICE=URL"), "{err}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use common::call_recorder::Recorded;
 use common::emulator::{workspace_binary, Emulator};
 use common::faulty_proxy::FaultyProxy;
 use common::image_run::{bwrap_command, deploy_image, image_config, umoci_unpack};
+use common::lambda_view::LambdaView;
 use common::registry::{Registry, ECR_PASSWORD, ECR_USER};
 use common::strict_lambda::{InvokeLayer, NewAccount, StrictLambda};
 use common::*;
@@ -190,15 +191,8 @@ impl Stack {
         );
     }
 
-    fn lambda(&self, path: &str) -> Value {
-        let (status, v) = self.aws.call("lambda", true, "GET", path, None, None);
-        // moto answers GetAlias with 201.
-        assert!((200..300).contains(&status), "GET {path}: {status} {v}");
-        v
-    }
-
     fn live_version(&self, function: &str) -> Value {
-        self.lambda(&format!("/2015-03-31/functions/{function}/aliases/live"))
+        self.aws.lambda().alias(function, "live")
     }
 }
 
@@ -272,7 +266,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
 
     // Lambda was given the image by the digest the registry really serves (moto's ECR would
     // report another one).
-    let f = s.lambda(&format!("/2015-03-31/functions/{PREDICT}"));
+    let f = s.aws.lambda().existing(PREDICT);
     let uri = f["Code"]["ImageUri"].as_str().unwrap();
     assert!(uri.ends_with(&format!("@{}", s.digests[0])), "{uri}");
     let short = &s.digests[0]["sha256:".len().."sha256:".len() + 12];
@@ -286,7 +280,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     let conf = &f["Configuration"];
     assert_eq!(conf["MemorySize"], 1024);
     assert_eq!(conf["PackageType"], "Image");
-    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    let train = s.aws.lambda().existing(TRAIN);
     // The bucket is named after the account STS reports (moto's or LocalStack's) and exists,
     // in whichever emulator serves S3.
     let bucket = train["Configuration"]["Environment"]["Variables"]["MODEL_BUCKET"]
@@ -403,8 +397,8 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     assert_ok(&model, "release --model");
     assert_eq!(last_json(&model)["version"], "2");
     let model_env = |s: &Stack| {
-        s.lambda(&format!("/2015-03-31/functions/{PREDICT}"))["Configuration"]["Environment"]
-            ["Variables"]["MODEL_S3_URI"]
+        s.aws.lambda().existing(PREDICT)["Configuration"]["Environment"]["Variables"]
+            ["MODEL_S3_URI"]
             .clone()
     };
     assert_eq!(model_env(&s), model_uri.as_str());
@@ -480,14 +474,7 @@ fn the_pipeline_deploys_by_the_real_digest_and_a_second_run_sends_nothing() {
     ] {
         assert!(out.contains(what), "{what} missing from:\n{out}");
     }
-    let (status, _) = s.aws.moto.call(
-        "lambda",
-        "GET",
-        &format!("/2015-03-31/functions/{PREDICT}"),
-        None,
-        None,
-    );
-    assert_eq!(status, 404);
+    assert!(s.aws.lambda().function(PREDICT).is_none());
     let again = s.deploy(&["destroy", "--yes", "--all"]);
     assert_ok(&again, "second deploy destroy");
     assert_eq!(stdout(&again).trim(), "", "nothing left to delete");
@@ -515,7 +502,7 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
         );
         assert_eq!(json_lines(&release).len(), 2, "{run}: both released");
     }
-    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    let train = s.aws.lambda().existing(TRAIN);
     assert_eq!(train["Configuration"]["MemorySize"], 3008);
     assert_eq!(s.live_version(TRAIN)["FunctionVersion"], "1");
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
@@ -563,7 +550,7 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
         err.contains("the image is x86_64, the config says arm64"),
         "{err}"
     );
-    let f = strict_get(&strict, &format!("/2015-03-31/functions/{PREDICT}"));
+    let f = LambdaView::at(&strict.endpoint()).existing(PREDICT);
     assert_eq!(
         f["Configuration"]["Architectures"],
         json!([HOST_ARCH]),
@@ -606,13 +593,7 @@ fn a_new_account_gets_train_at_its_memory_cap_and_predict_without_a_concurrency_
     assert_eq!(released[0]["change"], "updated", "{released:?}");
     let live = s.live_version(PREDICT)["FunctionVersion"].clone();
     assert_ne!(live, live_before, "a new version went live");
-    let v = strict_get(
-        &strict,
-        &format!(
-            "/2015-03-31/functions/{PREDICT}/configuration?Qualifier={}",
-            live.as_str().unwrap()
-        ),
-    );
+    let v = LambdaView::at(&strict.endpoint()).configuration(PREDICT, Some(live.as_str().unwrap()));
     assert_eq!(v["Architectures"], json!([HOST_ARCH]), "{v}");
     // Only the deliberate invocation failed: every smoke test ran on the right architecture.
     assert_eq!(invoke.failed.lock().unwrap().len(), 1);
@@ -634,17 +615,6 @@ fn post_json(url: &str, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// A GET through the strict layer (which keeps what moto forgets), asserting success.
-fn strict_get(strict: &StrictLambda, path: &str) -> Value {
-    let (status, v) =
-        common::moto::signed_call(&strict.endpoint(), "lambda", "GET", path, None, None);
-    assert!((200..300).contains(&status), "GET {path}: {status} {v}");
-    v
-}
-
-/// `deploy doctor` on a new account (strict layer: quota 10, 3008 MB cap) names what would
-/// bite, creating nothing; missing data is a FAIL that stops `deploy all` before anything is
-/// created; with the data there, `deploy all` completes.
 /// `CARGO_TARGET_DIR` for a `deploy` that builds: this build's own outputs.
 fn this_target_dir() -> (&'static str, String) {
     let target = workspace_binary("predict")
@@ -671,7 +641,7 @@ fn deploy_all_for_arm64_cross_builds_and_gives_the_functions_the_images_architec
     let err = String::from_utf8_lossy(&all.stderr);
     assert!(err.contains("building the functions for arm64"), "{err}");
     for name in [PREDICT, TRAIN] {
-        let conf = s.lambda(&format!("/2015-03-31/functions/{name}/configuration"));
+        let conf = s.aws.lambda().configuration(name, None);
         assert_eq!(conf["Architectures"], json!(["arm64"]), "{name}: {conf}");
         assert_eq!(s.live_version(name)["FunctionVersion"], "1", "{name}");
     }
@@ -682,6 +652,9 @@ fn deploy_all_for_arm64_cross_builds_and_gives_the_functions_the_images_architec
     }
 }
 
+/// `deploy doctor` on a new account (strict layer: quota 10, 3008 MB cap) names what would
+/// bite, creating nothing; missing data is a FAIL that stops `deploy all` before anything is
+/// created; with the data there, `deploy all` completes.
 #[test]
 fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     let s = Stack::start();
@@ -707,15 +680,10 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     ] {
         assert!(out.contains(expect), "{expect:?} not in:\n{out}");
     }
-    let (status, _) = s.aws.call(
-        "lambda",
-        true,
-        "GET",
-        &format!("/2015-03-31/functions/{PREDICT}"),
-        None,
-        None,
+    assert!(
+        s.aws.lambda().function(PREDICT).is_none(),
+        "doctor created nothing"
     );
-    assert_eq!(status, 404, "doctor created nothing");
     let json = deploy_with_env(
         &["doctor", "--json", "--images", images.to_str().unwrap()],
         &env,
@@ -810,15 +778,10 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
             .starts_with("error: deploy doctor found 1 problem(s)"),
         "{err}"
     );
-    let (status, _) = s.aws.call(
-        "lambda",
-        true,
-        "GET",
-        &format!("/2015-03-31/functions/{PREDICT}"),
-        None,
-        None,
+    assert!(
+        s.aws.lambda().function(PREDICT).is_none(),
+        "nothing created after a FAIL"
     );
-    assert_eq!(status, 404, "nothing created after a FAIL");
 
     // With the data: all of it, on the new account.
     let all = s.deploy_with(&["all"], env.clone());
@@ -831,7 +794,7 @@ fn doctor_names_what_a_new_account_lacks_and_deploy_all_then_completes() {
     );
     assert_eq!(s.live_version(PREDICT)["FunctionVersion"], "1");
     assert_eq!(s.live_version(TRAIN)["FunctionVersion"], "1");
-    let train = s.lambda(&format!("/2015-03-31/functions/{TRAIN}"));
+    let train = s.aws.lambda().existing(TRAIN);
     assert_eq!(train["Configuration"]["MemorySize"], 3008);
 }
 
@@ -1576,15 +1539,10 @@ fn a_dry_run_plans_what_the_real_run_then_does_and_status_shows_the_result() {
         "{}",
         stdout(&plan)
     );
-    let (status404, _) = s.aws.call(
-        "lambda",
-        true,
-        "GET",
-        &format!("/2015-03-31/functions/{PREDICT}"),
-        None,
-        None,
+    assert!(
+        s.aws.lambda().function(PREDICT).is_none(),
+        "a dry run created the function"
     );
-    assert_eq!(status404, 404, "a dry run created the function");
     assert_ok(&s.deploy(&["release"]), "deploy release");
     let after = status(&s, &[]);
     let predict = &after["functions"][0];
@@ -1838,15 +1796,10 @@ fn a_bucket_of_another_account_under_our_name_is_refused_before_anything_is_made
         "released into another account's bucket"
     );
     assert!(stderr(&o).contains("is not account"), "{}", stderr(&o));
-    let (status, _) = s.aws.call(
-        "lambda",
-        true,
-        "GET",
-        &format!("/2015-03-31/functions/{TRAIN}"),
-        None,
-        None,
+    assert!(
+        s.aws.lambda().function(TRAIN).is_none(),
+        "no function was created"
     );
-    assert_eq!(status, 404, "no function was created");
     assert!(s3.served("not-owner") >= 1);
 }
 

@@ -114,31 +114,13 @@ impl Stack {
         o
     }
 
-    fn lambda(&self, path: &str) -> Value {
-        let (status, v) = self.aws.call("lambda", true, "GET", path, None, None);
-        assert!((200..300).contains(&status), "GET {path}: {status} {v}");
-        v
-    }
-
     /// Aliases and published versions of `function`, and `$LATEST`'s memory.
     fn footprint(&self, function: &str) -> (Vec<String>, Vec<String>, i64) {
-        let path = format!("/2015-03-31/functions/{function}");
-        let names = |list: &str, field: &str, key: &str| -> Vec<String> {
-            self.lambda(&format!("{path}/{list}"))[field]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x[key].as_str().unwrap().to_owned())
-                .collect()
-        };
-        let memory = self.lambda(&format!("{path}/configuration"))["MemorySize"]
+        let lambda = self.aws.lambda();
+        let memory = lambda.configuration(function, None)["MemorySize"]
             .as_i64()
             .unwrap();
-        (
-            names("aliases", "Aliases", "Name"),
-            names("versions", "Versions", "Version"),
-            memory,
-        )
+        (lambda.aliases(function), lambda.versions(function), memory)
     }
 
     /// The images of the data plane's containers (`repository@sha256:…`).
@@ -155,11 +137,9 @@ impl Stack {
     }
 
     fn live(&self, function: &str) -> Value {
-        let alias = self.lambda(&format!("/2015-03-31/functions/{function}/aliases/live"));
-        let v = alias["FunctionVersion"].as_str().unwrap().to_owned();
-        self.lambda(&format!(
-            "/2015-03-31/functions/{function}/configuration?Qualifier={v}"
-        ))
+        let lambda = self.aws.lambda();
+        let alias = lambda.alias(function, "live");
+        lambda.configuration(function, Some(alias["FunctionVersion"].as_str().unwrap()))
     }
 }
 
@@ -295,8 +275,8 @@ fn tune_measures_what_memory_buys_and_leaves_nothing_behind() {
     assert_eq!(train["recommended_mb"], 3538, "{train}");
     // Regression (issue 23, item 9): the tune's training runs were measurements; the models
     // they wrote are deleted (the release's smoke run's too).
-    let bucket = s.lambda(&format!("/2015-03-31/functions/{TRAIN}/configuration"))["Environment"]
-        ["Variables"]["MODEL_BUCKET"]
+    let bucket = s.aws.lambda().configuration(TRAIN, None)["Environment"]["Variables"]
+        ["MODEL_BUCKET"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -631,7 +611,7 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     );
     assert!(!o.status.success(), "B was released: {}", stderr(&o));
     let latest_image = |s: &Stack| {
-        s.lambda(&format!("/2015-03-31/functions/{PREDICT}"))["Code"]["ImageUri"]
+        s.aws.lambda().existing(PREDICT)["Code"]["ImageUri"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -671,8 +651,8 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
     // check without loading them (NaN in a tensor) go through to the smoke test, which runs the
     // new version's image by digest, with its MODEL_S3_URI, on the data plane, and fails as it
     // would on Lambda; live stays where it was.
-    let bucket = s.lambda(&format!("/2015-03-31/functions/{TRAIN}/configuration"))["Environment"]
-        ["Variables"]["MODEL_BUCKET"]
+    let bucket = s.aws.lambda().configuration(TRAIN, None)["Environment"]["Variables"]
+        ["MODEL_BUCKET"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -734,8 +714,8 @@ fn tune_apply_moves_live_only_after_the_smoke_test_passes_and_runs_the_image_by_
         r["smoke"].as_str().unwrap().contains("stored sample"),
         "{r}"
     );
-    let env = s.lambda(&format!("/2015-03-31/functions/{PREDICT}/configuration"))["Environment"]
-        ["Variables"]["MODEL_S3_URI"]
+    let env = s.aws.lambda().configuration(PREDICT, None)["Environment"]["Variables"]
+        ["MODEL_S3_URI"]
         .as_str()
         .unwrap_or_default()
         .to_owned();

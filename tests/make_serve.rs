@@ -1,8 +1,8 @@
-//! `make serve` (infra/local/serve.py): on a fresh checkout after a build, it starts the
+//! `make serve` (`local serve`, crates/local): on a fresh checkout after a build, it starts the
 //! Runtime API emulator and predict, prints the page's address only once it answers, serves
 //! the page there, and stops everything on Ctrl-C.
 
-use common::emulator::{cargo_lambda, free_port, venv_tool, workspace_binary};
+use common::emulator::{cargo_lambda, free_port, workspace_binary};
 use lambda_cnn_test_kit as common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn serve_prints_the_page_address_serves_the_page_and_stops_on_ctrl_c() {
-    let python = venv_tool("LAMBDA_CNN_PYTHON", "python", "selenium");
     let port = free_port();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/local/serve.py");
-    let mut child = Command::new(python)
-        .arg(script)
+    let mut child = Command::new(workspace_binary("local"))
+        .arg("serve")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("--predict")
         .arg(workspace_binary("predict"))
         .arg("--cargo-lambda")
@@ -29,7 +28,7 @@ fn serve_prints_the_page_address_serves_the_page_and_stops_on_ctrl_c() {
     let url = loop {
         let line = lines
             .next()
-            .expect("serve.py printed the page's address before exiting")
+            .expect("`local serve` printed the page's address before exiting")
             .unwrap();
         if let Some(url) = line.strip_prefix("the digit page: ") {
             break url.trim().to_owned();

@@ -29,6 +29,30 @@ pub struct Report {
     pub init_ms: Option<f64>,
     /// `Status` when not a success (`error`, `timeout`).
     pub status: Option<String>,
+    /// `Error Type` beside a failed status (`Runtime.ExitError`, `Runtime.OutOfMemory`).
+    pub error_type: Option<String>,
+}
+
+/// The line as Lambda writes it: tab-separated fields in Lambda's order, a trailing tab;
+/// what [`parse`] reads back. Durations keep two decimals, the billed one none.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {:.0} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            self.request_id, self.duration_ms, self.billed_ms, self.memory_size_mb, self.max_memory_used_mb
+        )?;
+        if let Some(init) = self.init_ms {
+            write!(f, "Init Duration: {init:.2} ms\t")?;
+        }
+        if let Some(status) = &self.status {
+            write!(f, "Status: {status}\t")?;
+        }
+        if let Some(kind) = &self.error_type {
+            write!(f, "Error Type: {kind}\t")?;
+        }
+        Ok(())
+    }
 }
 
 /// Parses one log message; `None` when it is not a REPORT line or lacks a required field.
@@ -42,6 +66,7 @@ pub fn parse(line: &str) -> Option<Report> {
         max_memory_used_mb: 0,
         init_ms: None,
         status: None,
+        error_type: None,
     };
     for field in rest.split('\t').map(str::trim).filter(|f| !f.is_empty()) {
         let Some((name, value)) = field.split_once(": ") else {
@@ -56,6 +81,7 @@ pub fn parse(line: &str) -> Option<Report> {
             "Max Memory Used" => r.max_memory_used_mb = number()? as u32,
             "Init Duration" => r.init_ms = Some(number()?),
             "Status" if value.trim() != "success" => r.status = Some(value.trim().to_owned()),
+            "Error Type" => r.error_type = Some(value.trim().to_owned()),
             _ => {}
         }
     }
@@ -211,6 +237,23 @@ mod tests {
         let x = parse(XRAY).unwrap();
         assert_eq!(x.billed_ms, 120.0);
         assert_eq!(parse(TIMEOUT).unwrap().status.as_deref(), Some("timeout"));
+    }
+
+    #[test]
+    fn a_line_written_reads_back_the_same() {
+        for line in [COLD, WARM, TIMEOUT] {
+            let r = parse(line).unwrap();
+            assert_eq!(parse(&r.to_string()), Some(r.clone()), "{line}");
+        }
+        assert_eq!(parse(WARM).unwrap().to_string(), WARM);
+        assert_eq!(parse(COLD).unwrap().to_string(), COLD);
+        let crashed = "REPORT RequestId: unknown\tDuration: 0.00 ms\tBilled Duration: 0 ms\tMemory Size: 128 MB\tMax Memory Used: 128 MB\tStatus: error\tError Type: Runtime.ExitError\t";
+        let r = parse(crashed).unwrap();
+        assert_eq!(
+            (r.status.as_deref(), r.error_type.as_deref()),
+            (Some("error"), Some("Runtime.ExitError"))
+        );
+        assert_eq!(r.to_string(), crashed);
     }
 
     #[test]

@@ -174,6 +174,11 @@ impl AwsStack {
         )
     }
 
+    /// What the Lambda the functions are created in records (moto's, with either emulator).
+    pub fn lambda(&self) -> super::lambda_view::LambdaView {
+        super::lambda_view::LambdaView::at(&self.endpoint("lambda", true))
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         let (status, body) = self.call("s3", false, "PUT", &format!("/{bucket}"), None, None);
         assert!(

@@ -1,8 +1,8 @@
-//! The local Lambda data plane (infra/local/lambda_dataplane.py): AWS's Runtime Interface
+//! The local Lambda data plane (`local dataplane`, crates/local): AWS's Runtime Interface
 //! Emulator in Docker, one container per version and configuration, sized by MemorySize. Needs
 //! a Docker engine; [`docker_or_skip`] decides.
 
-use super::emulator::{venv_tool, wait_for_port};
+use super::emulator::{wait_for_port, workspace_binary};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -109,7 +109,7 @@ impl DataPlane {
         )
     }
 
-    /// [`DataPlane::start`] with more of the script's flags (`--port`, `--forward`, …).
+    /// [`DataPlane::start`] with more of `local dataplane`'s flags (`--port`, `--forward`, …).
     pub fn start_with(
         lambda_endpoint: &str,
         function_endpoint: &str,
@@ -120,9 +120,8 @@ impl DataPlane {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dataplane.log");
-        let script = crate::root().join("infra/local/lambda_dataplane.py");
-        let mut child = Command::new(venv_tool("LAMBDA_CNN_PYTHON", "python", "moto[server]"))
-            .arg(script)
+        let mut child = Command::new(workspace_binary("local"))
+            .arg("dataplane")
             .args(["--lambda-endpoint", lambda_endpoint, "--registry", registry])
             .args(["--function-endpoint", function_endpoint])
             .args(["--registry-user", user, "--registry-password", password])
@@ -135,7 +134,7 @@ impl DataPlane {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("python runs the data plane");
+            .expect("`local dataplane` runs");
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)

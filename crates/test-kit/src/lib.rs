@@ -12,6 +12,7 @@ pub mod events;
 pub mod faulty_proxy;
 pub mod iam_simulator;
 pub mod image_run;
+pub mod lambda_view;
 pub mod localstack;
 pub mod moto;
 pub mod registry;

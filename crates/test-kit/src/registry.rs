@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The login moto's ECR hands out (GetAuthorizationToken): the registry standing in for ECR
-/// takes the same, so that `deploy push` signs in as it would to ECR.
+/// takes the same, so that `deploy push` signs in as it would to ECR. The same pair as
+/// `lambda_cnn_local::stack::ECR_USER` (`make run`'s registry), which this kit does not link
+/// (see Cargo.toml).
 pub const ECR_USER: &str = "AWS";
 /// See [`ECR_USER`].
 pub const ECR_PASSWORD: &str = "123456789012-auth-token";
@@ -19,33 +21,16 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
-/// A bcrypt htpasswd line (the only scheme distribution accepts), from the venv's `bcrypt`;
-/// a low cost, since the registry checks it on every request.
-fn htpasswd(user: &str, password: &str) -> String {
-    let python = super::emulator::venv_tool("VENV_PYTHON", "python", "bcrypt");
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(rounds=5)).decode())",
-            password,
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("{user}:{}\n", String::from_utf8_lossy(&out.stdout).trim())
-}
-
 impl Registry {
     /// Accepts `user`/`password` (moto's ECR token is `AWS` / `123456789012-auth-token`).
     pub fn start(user: &str, password: &str) -> Self {
         let bin = system_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        std::fs::write(dir.path().join("htpasswd"), htpasswd(user, password)).unwrap();
+        // bcrypt, the only scheme distribution accepts, at a low cost: the registry checks it
+        // on every request.
+        let hash = bcrypt::hash(password, 5).unwrap();
+        std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: lambda-cnn-test\n    path: {htpasswd}\n",
             root = dir.path().join("data").display(),

@@ -356,6 +356,7 @@ mod tests {
             max_memory_used_mb: used,
             init_ms: init,
             status: None,
+            error_type: None,
         }
     }
 

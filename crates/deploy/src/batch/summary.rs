@@ -340,6 +340,7 @@ mod tests {
             max_memory_used_mb: 100,
             init_ms: None,
             status: None,
+            error_type: None,
         }
     }
 
