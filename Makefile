@@ -189,12 +189,15 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
 	@# The boundaries (docs/architecture.md): the core links neither candle nor an AWS SDK, the
-	@# deploy tooling never candle, the functions and the CLI nothing of the deploy tooling's.
+	@# deploy tooling never candle, the functions and the CLI nothing of the deploy tooling's,
+	@# the local stack neither candle nor the deploy crate (it runs the deploy binary).
 	@# (pipefail: a cargo tree that fails must not read as "nothing found".)
 	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn-core --locked | grep -E 'candle|aws-sdk' \
 	  || { echo "the core (crates/core) depends on candle or an AWS SDK" >&2; exit 1; }
 	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn-deploy --locked | grep -E 'candle' \
 	  || { echo "the deploy tooling (crates/deploy) depends on candle" >&2; exit 1; }
+	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn-local --locked | grep -E 'candle|lambda-cnn-deploy' \
+	  || { echo "the local stack (crates/local) depends on candle or the deploy crate" >&2; exit 1; }
 	@set -o pipefail; ! $(CARGO) tree -e normal -p lambda-cnn -p lambda-cnn-predict -p lambda-cnn-train --locked \
 	  | grep -E 'lambda-cnn-deploy|oci-client|aws-sdk-(lambda|ecr|iam|sfn|apigateway|cloudwatchlogs)' \
 	  || { echo "the functions or the CLI depend on the deploy tooling" >&2; exit 1; }
