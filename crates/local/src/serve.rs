@@ -109,16 +109,20 @@ async fn run(
 
 /// Waits until `url` answers 200, or a process exits, or `timeout` passes.
 async fn wait_ok(url: &str, procs: &mut Procs, timeout: Duration) -> anyhow::Result<()> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
     let started = Instant::now();
     while started.elapsed() < timeout {
         if let Some((name, status, log)) = procs.exited() {
             bail!("{name} exited ({status}); its log: {}", log.display());
         }
-        let answered = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await;
-        if matches!(answered, Ok(Ok(ref res)) if res.status() == 200) {
+        let answered = crate::http::request(
+            hyper::Method::GET,
+            url,
+            &[],
+            bytes::Bytes::new(),
+            Duration::from_secs(2),
+        )
+        .await;
+        if answered.is_ok_and(|a| a.status == 200) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -160,7 +160,7 @@ impl Environment {
             if !self.alive() {
                 return Err(InvokeError::service(format!(
                     "the execution environment did not start: {}",
-                    tail_chars(&self.text(), 2000)
+                    super::log_lines::tail(&self.text(), 2000)
                 )));
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", self.rie_port))
@@ -348,23 +348,12 @@ impl Environment {
     }
 }
 
-/// A port free on 127.0.0.1 now.
-pub fn free_port() -> Result<u16, InvokeError> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| InvokeError::service(format!("no free port on 127.0.0.1: {e}")))
+/// A port free on 127.0.0.1 now, failing as the data plane's own error.
+fn free_port() -> Result<u16, InvokeError> {
+    crate::procs::free_port().map_err(|e| InvokeError::service(format!("{e:#}")))
 }
 
 /// A poisoned lock still holds good data here (lines, a child handle): take it.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn tail_chars(s: &str, n: usize) -> &str {
-    let start = s.len().saturating_sub(n);
-    let start = (start..=s.len())
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(s.len());
-    &s[start..]
 }

@@ -24,6 +24,16 @@ pub fn is_rie_complaint(line: &str) -> bool {
     is_rie_line(line) && (line.contains("[ERROR]") || line.contains("[WARNING]"))
 }
 
+/// The last `n` bytes of `text` or a little fewer, cut at a character boundary: the end of a
+/// log, for an error message.
+pub fn tail(text: &str, n: usize) -> &str {
+    let start = text.len().saturating_sub(n);
+    let start = (start..=text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    &text[start..]
+}
+
 /// The init phase's duration the RIE logs on a cold start: `(rapid) INIT REPORT(durationMs: 123.45)`.
 pub fn init_ms(lines: &[String]) -> Option<f64> {
     lines.iter().find_map(|l| {
@@ -121,6 +131,14 @@ mod tests {
         let r = lambda_report(RIE_REPORT, Some(900.0), None).unwrap();
         assert_eq!((r.duration_ms, r.billed_ms), (0.0, 1.0));
         assert_eq!(lambda_report("START RequestId: 5b7f", None, None), None);
+    }
+
+    #[test]
+    fn a_tail_is_cut_at_a_character_boundary() {
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("ab", 10), "ab");
+        // "é" is two bytes: a cut inside it moves past it.
+        assert_eq!(tail("aéb", 2), "b");
     }
 
     #[test]

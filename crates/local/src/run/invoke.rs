@@ -100,13 +100,9 @@ pub async fn handler_ms(
     match tail.lines().rev().find_map(lambda_cnn_core::report::parse) {
         Some(r) => Ok(r.duration_ms),
         None => {
-            let start = tail.len().saturating_sub(500);
-            let start = (start..=tail.len())
-                .find(|&i| tail.is_char_boundary(i))
-                .unwrap_or(0);
             bail!(
                 "no REPORT line in the log tail of {name}: {}",
-                &tail[start..]
+                crate::dataplane::log_lines::tail(&tail, 500)
             )
         }
     }
