@@ -86,6 +86,40 @@ fn the_local_stack_explains_itself_and_refuses_what_it_cannot_run() {
     ));
     let err = stderr(&bad);
     assert!(err.contains("\"s3\" is not SERVICE=URL"), "{err}");
+
+    // Regression: with stdout gone (`local run | head`), the first progress line panicked, and
+    // what had started stayed up. Now the run goes on to its own error, and stops.
+    let work = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = std::process::Command::new(common::emulator::workspace_binary("local"))
+        .args([
+            "run",
+            "--deploy",
+            "x",
+            "--predict",
+            "x",
+            "--train",
+            "x",
+            "--mnist-dir",
+            "x",
+        ])
+        .arg("--venv")
+        .arg(work.path().join("no-venv"))
+        .arg("--work")
+        .arg(work.path())
+        .env("LAMBDA_CNN_NO_DOCKER", "1")
+        .current_dir(common::root())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = stderr(&closed);
+    assert_eq!(closed.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.starts_with("error: no moto at ") && err.contains("run `make tools`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,6 +10,25 @@
 //!
 //! The `local` binary parses and calls these; docs/local.md explains the stack.
 
+/// `println!` that cannot panic. Rust's panics when stdout is gone (`local run | head`, a closed
+/// terminal); a run must go on and stop what it started, so a lost line is only lost.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that cannot panic, for the same reason as [`outln!`].
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod dataplane;
 pub mod digits;
 pub mod http;

@@ -39,7 +39,7 @@ pub async fn serve(req: ServeRequest) -> anyhow::Result<()> {
         req.port
     } else {
         let free = procs::free_port()?;
-        println!("port {} is taken; using {free}", req.port);
+        crate::outln!("port {} is taken; using {free}", req.port);
         free
     };
     let work = std::env::temp_dir().join(format!("lambda-cnn-serve-{}", std::process::id()));
@@ -51,7 +51,7 @@ pub async fn serve(req: ServeRequest) -> anyhow::Result<()> {
         () = interrupted => Ok(()),
     };
     procs.stop_all(Duration::from_secs(5)).await;
-    println!("stopped");
+    crate::outln!("stopped");
     outcome
 }
 
@@ -61,7 +61,9 @@ async fn run(
     work: &std::path::Path,
     procs: &mut Procs,
 ) -> anyhow::Result<()> {
-    println!("starting the Runtime API emulator on 127.0.0.1:{port} and the predict function…");
+    crate::outln!(
+        "starting the Runtime API emulator on 127.0.0.1:{port} and the predict function…"
+    );
     let emulator =
         procs::runtime_api_command(&req.cargo_lambda, port, &work.join("stub"), &[FUNCTION])?;
     procs.start("cargo-lambda-watch", emulator)?;
@@ -94,7 +96,7 @@ async fn run(
     procs.start(FUNCTION, predict)?;
     let base = format!("http://127.0.0.1:{port}/lambda-url/{FUNCTION}/");
     wait_ok(&format!("{base}health"), procs, Duration::from_secs(120)).await?;
-    println!(
+    crate::outln!(
         "\nthe digit page: {base}\n(draw a digit; Ctrl-C stops; logs in {})",
         work.display()
     );

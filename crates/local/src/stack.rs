@@ -113,7 +113,7 @@ impl Stack {
                 ));
                 let names: Vec<&str> = NAMES.iter().map(|(_, n)| *n).collect();
                 let cmd = crate::procs::runtime_api_command(
-                    &tools.venv.join("bin/cargo-lambda"),
+                    &installed(&tools.venv.join("bin/cargo-lambda"), "cargo-lambda")?,
                     self.runtime_port,
                     &self.state.join("runtime-api"),
                     &names,
@@ -179,7 +179,7 @@ impl Stack {
 
     async fn start_moto(&mut self, tools: &Tools, say: &impl Fn(&str)) -> anyhow::Result<()> {
         say(&format!("starting moto on 127.0.0.1:{}", self.moto_port));
-        let mut cmd = Command::new(tools.venv.join("bin/moto_server"));
+        let mut cmd = Command::new(installed(&tools.venv.join("bin/moto_server"), "moto")?);
         cmd.args(["-H", "127.0.0.1", "-p", &self.moto_port.to_string()])
             .env("MOTO_LAMBDA_STUB_ECR", "false");
         if self.runner == Runner::DataPlane {
@@ -364,6 +364,15 @@ pub fn sandbox(rootfs: &Path, arch: &str, host_arch: &str) -> anyhow::Result<Com
     }
     cmd.arg("/var/runtime/bootstrap");
     Ok(cmd)
+}
+
+/// `path`, when it is there; else what to do.
+fn installed(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        Ok(path.to_owned())
+    } else {
+        bail!("no {what} at {}: run `make tools`", path.display())
+    }
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {

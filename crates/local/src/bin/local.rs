@@ -159,7 +159,7 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            lambda_cnn_local::errln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -184,10 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(&a.state_dir)
                 .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
             let settings = Settings {
-                function_endpoint: Some(
-                    a.function_endpoint
-                        .unwrap_or_else(|| a.lambda_endpoint.clone()),
-                ),
+                function_endpoint: a
+                    .function_endpoint
+                    .unwrap_or_else(|| a.lambda_endpoint.clone()),
                 lambda_endpoint: a.lambda_endpoint,
                 logs_endpoint: a.logs_endpoint,
                 registry: a.registry,

@@ -214,10 +214,11 @@ impl Environment {
             env.retain(|(name, _)| name != k);
             env.push((k.to_owned(), v));
         }
-        if let Some(endpoint) = &settings.function_endpoint {
-            env.retain(|(name, _)| name != "AWS_ENDPOINT_URL");
-            env.push(("AWS_ENDPOINT_URL".into(), endpoint.clone()));
-        }
+        env.retain(|(name, _)| name != "AWS_ENDPOINT_URL");
+        env.push((
+            "AWS_ENDPOINT_URL".into(),
+            settings.function_endpoint.clone(),
+        ));
         env
     }
 

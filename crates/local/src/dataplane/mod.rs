@@ -58,7 +58,7 @@ pub fn host_arch() -> &'static str {
 
 /// Prints one line of the data plane's own log (stderr).
 pub fn log(msg: &str) {
-    eprintln!("[dataplane] {msg}");
+    crate::errln!("[dataplane] {msg}");
 }
 
 /// How the data plane is set up: its control plane, its registry, its limits.
@@ -69,7 +69,7 @@ pub struct Settings {
     /// CloudWatch Logs, when not at `lambda_endpoint`.
     pub logs_endpoint: Option<String>,
     /// `AWS_ENDPOINT_URL` inside the functions.
-    pub function_endpoint: Option<String>,
+    pub function_endpoint: String,
     /// The local registry that stands for ECR: `127.0.0.1:PORT`.
     pub registry: String,
     pub registry_user: String,
@@ -101,6 +101,9 @@ pub struct DataPlane {
     pulled: Mutex<HashSet<String>>,
     pulling: tokio::sync::Mutex<()>,
     docker_config: PathBuf,
+    /// Set by [`DataPlane::stop_all`]: connections still in flight then start no container,
+    /// which nothing would be left to remove.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl DataPlane {
@@ -138,6 +141,7 @@ impl DataPlane {
             client,
             envs: Mutex::default(),
             pool_changed: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             counter: AtomicU64::new(0),
             pulled: Mutex::default(),
             pulling: tokio::sync::Mutex::new(()),
@@ -314,6 +318,10 @@ impl DataPlane {
             let changed = self.pool_changed.notified();
             {
                 let mut envs = lock(&self.envs);
+                // Read under the pool's lock, which stop_all takes after setting it.
+                if self.stopping.load(Ordering::SeqCst) {
+                    return Err(stopping());
+                }
                 envs.retain(|e| e.starting() || e.alive());
                 if let Some(e) = envs.iter().find(|e| {
                     &e.spec == spec
@@ -355,7 +363,12 @@ impl DataPlane {
                 .await;
             Ok::<_, InvokeError>(())
         };
-        if let Err(e) = started.await {
+        let started = match started.await {
+            // stop_all ran while this one started: it did not see the container.
+            Ok(()) if self.stopping.load(Ordering::SeqCst) => Err(stopping()),
+            started => started,
+        };
+        if let Err(e) = started {
             self.release(&env, true).await;
             return Err(e);
         }
@@ -399,7 +412,11 @@ impl DataPlane {
     /// after this run's registry port, so left behind each run would add names to the user's
     /// `docker images` (the layers themselves are shared).
     pub async fn stop_all(&self) {
-        let envs: Vec<Arc<Environment>> = lock(&self.envs).drain(..).collect();
+        let envs: Vec<Arc<Environment>> = {
+            let mut envs = lock(&self.envs);
+            self.stopping.store(true, Ordering::SeqCst);
+            envs.drain(..).collect()
+        };
         for e in envs {
             e.stop().await;
         }
@@ -432,6 +449,10 @@ impl DataPlane {
     }
 }
 
+fn stopping() -> InvokeError {
+    InvokeError::service("the local data plane is stopping")
+}
+
 /// Serves the Invoke API on 127.0.0.1:`port` (0: a free one) until SIGTERM or SIGINT, then
 /// stops every environment. Prints `listening on http://127.0.0.1:PORT` once it serves: what
 /// a caller that asked for a free port reads.
@@ -451,7 +472,7 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("the listener has no address")?;
-    println!("listening on http://{address}");
+    crate::outln!("listening on http://{address}");
     std::io::stdout().flush().ok();
     let reaper = tokio::spawn(plane.clone().reap());
     let server = tokio::spawn(server::serve(listener, plane.clone(), forward));

@@ -177,11 +177,13 @@ pub async fn measure_batch_sizes(
     scored: &Scored,
     template: &Value,
 ) -> anyhow::Result<()> {
-    println!();
-    println!("batch scoring, measured here (predict:live on the data plane, warm, median of 3 REPORT durations)");
-    println!(
+    crate::outln!();
+    crate::outln!("batch scoring, measured here (predict:live on the data plane, warm, median of 3 REPORT durations)");
+    crate::outln!(
         "  {:>10}  {:>12}  {:>24}",
-        "batch size", "ms per batch", "images/s per environment"
+        "batch size",
+        "ms per batch",
+        "images/s per environment"
     );
     let mut at_100 = f64::NAN;
     for size in [1usize, 10, 100, 200] {
@@ -200,7 +202,7 @@ pub async fn measure_batch_sizes(
         if size == 100 {
             at_100 = ms;
         }
-        println!(
+        crate::outln!(
             "  {size:>10}  {ms:>12.1}  {:>24.0}",
             size as f64 / ms * 1000.0
         );
@@ -213,12 +215,12 @@ pub async fn measure_batch_sizes(
     let png = base64::engine::general_purpose::STANDARD.encode(digits::png(&pixels)?);
     let event = super::predict_event(template, json!(png), true, "image/png");
     let api_ms = median_ms(rt, &event).await?;
-    println!(
+    crate::outln!(
         "  {:>10}  {api_ms:>12.1}  {:>24.0}",
         "API, 1 PNG",
         1.0 / api_ms * 1000.0
     );
-    println!("on AWS, on paper from these durations: at batch size 100, 1000 at once (Lambda's default quota)");
+    crate::outln!("on AWS, on paper from these durations: at batch size 100, 1000 at once (Lambda's default quota)");
     for images in [1_000_000u64, 10_000_000] {
         let n = images.to_string();
         let w = deploy
@@ -251,7 +253,7 @@ pub async fn measure_batch_sizes(
             .clone();
         let api_wall = images as f64 * api_ms / 1000.0 / 1000.0;
         let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-        println!(
+        crate::outln!(
             "  {:>10} images: deploy batch ${:.2} (Lambda ${:.2} + Step Functions ${:.2}), {:.0} s of invocations; \
              through the HTTPS API one by one ({api_ms:.0} ms each) ${:.2}, {api_wall:.0} s",
             thousands(images),
@@ -270,7 +272,7 @@ pub fn print_summary(scored: &Scored) {
     let s = &scored.summary;
     let res = &s["results"];
     let total = &s["run"]["items"]["total"];
-    println!(
+    crate::outln!(
         "  batch: {}/{} stored images scored by `deploy batch` (Step Functions' Distributed Map on moto, each \
          child on the data plane) in {:.1} s, {} right, {} failed; into {}",
         res["succeeded"],
@@ -285,9 +287,9 @@ pub fn print_summary(scored: &Scored) {
             .iter()
             .map(|(why, n)| format!("{n} × {why}"))
             .collect();
-        println!("    failed: {}", reasons.join("; "));
+        crate::outln!("    failed: {}", reasons.join("; "));
         for failure in res["failures"].as_array().into_iter().flatten().take(5) {
-            println!("      {}: {}", text(&failure[0]), text(&failure[1]));
+            crate::outln!("      {}: {}", text(&failure[0]), text(&failure[1]));
         }
     }
     if let Some(labels) = res["labels"].as_object() {
@@ -295,11 +297,11 @@ pub fn print_summary(scored: &Scored) {
             .iter()
             .map(|(label, n)| format!("{label}: {n}"))
             .collect();
-        println!("    labels: {}", labels.join(", "));
+        crate::outln!("    labels: {}", labels.join(", "));
     }
     let bill = &s["bill"];
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    println!(
+    crate::outln!(
         "    {:.1} images/s over the run's {:.1} s (at concurrency 2, one image per child: the emulator's form); \
          cost ${:.6} = Lambda ${:.6} ({} invocations) + Step Functions ${:.6} ({} transitions)",
         f(total) / f(&s["wall_s"]).max(1e-9),

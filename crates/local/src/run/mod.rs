@@ -55,7 +55,7 @@ pub struct RunRequest {
 }
 
 pub fn say(msg: &str) {
-    println!("==> {msg}");
+    crate::outln!("==> {msg}");
 }
 
 /// Whether Docker answers here (and is not turned off with `LAMBDA_CNN_NO_DOCKER`).
@@ -126,6 +126,28 @@ pub async fn run(req: RunRequest) -> anyhow::Result<()> {
     stack.stop().await;
     say("stopped the stand-ins");
     outcome
+}
+
+/// `deploy release` on this stack: the images built here, pushed to its registry, each new
+/// version smoke-tested through `rt`; `narrow` picks what is released (`--function`, `--model`).
+fn release_args<'a>(
+    registry: &'a str,
+    images: &'a str,
+    rt: &'a str,
+    narrow: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["release"];
+    args.extend_from_slice(narrow);
+    args.extend([
+        "--registry",
+        registry,
+        "--images",
+        images,
+        "--invoke-endpoint",
+        rt,
+        "--json",
+    ]);
+    args
 }
 
 /// The API Gateway (HTTP API) event a request to the page or to POST /predict makes.
@@ -235,16 +257,7 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
         }
     ));
     let released = deploy
-        .json_lines(&[
-            "release",
-            "--registry",
-            &registry,
-            "--images",
-            &images_arg,
-            "--invoke-endpoint",
-            &rt,
-            "--json",
-        ])
+        .json_lines(&release_args(&registry, &images_arg, &rt, &[]))
         .await?;
     say("deploy api");
     let api = deploy.last_json(&["api", "--json"]).await?;
@@ -318,7 +331,7 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
         durations.push(invoked.ms);
         predict_version = invoked.version;
         right += usize::from(digit == u64::from(*label));
-        println!(
+        crate::outln!(
             "    test digit {i}: label {label}, predicted {digit} ({:.1} ms)",
             invoked.ms
         );
@@ -353,20 +366,12 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
                  version must answer the sample stored at import, on the data plane)"
             ));
             let mut release = deploy
-                .json_lines(&[
-                    "release",
-                    "--function",
-                    "predict",
-                    "--model",
-                    &model_arg,
-                    "--registry",
+                .json_lines(&release_args(
                     &registry,
-                    "--images",
                     &images_arg,
-                    "--invoke-endpoint",
                     &rt,
-                    "--json",
-                ])
+                    &["--function", "predict", "--model", &model_arg],
+                ))
                 .await?
                 .pop()
                 .context("deploy release printed no result")?;
@@ -410,9 +415,9 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
     } else {
         "the images as built, under bubblewrap: memory, timeout and the released version not emulated".into()
     };
-    println!();
-    println!("summary");
-    println!(
+    crate::outln!();
+    crate::outln!("summary");
+    crate::outln!(
         "  digit page: {} once deployed to AWS (`make serve` serves it here: {page_bytes} bytes of HTML)",
         text(&api["page"])
     );
@@ -422,7 +427,7 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
         } else {
             ""
         };
-        println!(
+        crate::outln!(
             "  {:8} {}  pushed {} bytes, skipped {}{note}",
             text(&p["function"]),
             text(&p["digest"]),
@@ -431,7 +436,7 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
         );
     }
     for r in &released {
-        println!(
+        crate::outln!(
             "  {:20} version {} is {} ({}); smoke: {}",
             text(&r["function"]),
             text(&r["version"]),
@@ -440,30 +445,30 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
             text(&r["smoke"])
         );
     }
-    println!(
+    crate::outln!(
         "  API {}: {}/predict (moto records it; it does not serve it)",
         text(&api["api_id"]),
         text(&api["url"])
     );
     if let Some(rest) = &rest {
-        println!(
+        crate::outln!(
             "  REST API {}: {}/predict (on LocalStack)",
             text(&rest["api_id"]),
             text(&rest["url"])
         );
     }
-    println!("  ran: {ran}");
-    println!(
+    crate::outln!("  ran: {ran}");
+    crate::outln!(
         "  predictions: {right}/{} right, {mean_ms:.1} ms mean round trip",
         req.digits
     );
-    println!(
+    crate::outln!(
         "  training: {} in {:.1} s",
         text(&trained.answer["body"]),
         trained.ms / 1000.0
     );
     if let (Some(imported), Some(model)) = (&imported, &req.model) {
-        println!(
+        crate::outln!(
             "  imported model {}: {} version {} is {} ({}); smoke: {}; its page: {} bytes",
             model.file_name().map_or("".into(), |n| n.to_string_lossy()),
             text(&imported["function"]),
@@ -476,11 +481,11 @@ async fn pipeline(req: &RunRequest, stack: &mut Stack) -> anyhow::Result<()> {
     }
     match &scored {
         Some(scored) => batch::print_summary(scored),
-        None => println!(
+        None => crate::outln!(
             "  batch: not run (predict's batch event needs the data plane: Docker, and images of this machine's architecture)"
         ),
     }
-    println!(
+    crate::outln!(
         "  cost of 1M predictions at that duration, 1024 MB, {}, HTTP API: ${:.2}{}",
         req.arch,
         cost["cost"]["total"].as_f64().unwrap_or(f64::NAN),
@@ -631,7 +636,8 @@ async fn tune(deploy: &DeployCli, stack: &Stack, dir: &Path) -> anyhow::Result<(
             "deploy tune --function {f} (memory {memory} MB, {invocations} invocations each)"
         ));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        print!("{}", deploy.output(&args).await?);
+        let report = deploy.output(&args).await?;
+        crate::outln!("{}", report.trim_end());
     }
     Ok(())
 }

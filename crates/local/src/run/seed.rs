@@ -59,7 +59,7 @@ pub async fn bench_seed(
         ])
         .await?
     {
-        println!(
+        crate::outln!(
             "  {:24} version {} is {}; smoke: {}",
             text(&r["function"]),
             text(&r["version"]),
@@ -146,7 +146,7 @@ pub async fn bench_seed(
                 &title,
             ])
             .await?;
-        println!("{table}");
+        crate::outln!("{table}");
         let n = invocations;
         let what = if f == "predict" {
             format!("predict: one real test digit through API Gateway's event, {n} invocations a size (the first cold)")
