@@ -53,6 +53,12 @@ ARM64_TARGET := aarch64-unknown-linux-gnu
 ARM64_DIR := $(CARGO_TARGET_DIR)/$(ARM64_TARGET)/release
 # command-or-file:Debian package
 CROSS_TOOLS := aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.so.6:libc6-dev-arm64-cross qemu-aarch64-static:qemu-user-static
+# The library's tests on arm64, selected with the functions and without `import` so that cargo
+# resolves the same features as for the functions' build (tokio's, serde's, zip's...): they
+# then share every dependency, instead of compiling candle and the AWS SDK a second time
+# (5 min cold). `import` reads files on the user's machine, in portable Rust: x86_64 tests it.
+ARM64_LIB_TESTS := --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core -p lambda-cnn-predict -p lambda-cnn-train \
+  --no-default-features --lib --bins
 ifeq ($(ARCH),arm64)
 FUNCTIONS_DIR := $(ARM64_DIR)
 else ifeq ($(ARCH),x86_64)
@@ -79,7 +85,7 @@ PEERS_STAMP := $(PEERS_VENV)/.peers-2
 # With the exporters `make fixtures` uses (ONNX from torch and from tf2onnx, safetensors).
 PEERS := $(TF_PIN) torch==2.15.0 onnx==1.23.2 onnxscript==0.7.2 tf2onnx==1.17.0 safetensors==0.8.0
 
-.PHONY: seed-images bench-seed help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: test-arm64 seed-images bench-seed help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -89,7 +95,7 @@ build: build-tools $(if $(filter arm64,$(ARCH)),build-arm64) ## release-build th
 
 build-arm64: cross-tools ## cross-build the functions and the library's tests for arm64 (Graviton), into $(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu
 	$(CARGO) build --release --locked --target $(ARM64_TARGET) -p lambda-cnn-predict -p lambda-cnn-train
-	$(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core --lib --no-run
+	$(CARGO) test --release --locked $(ARM64_LIB_TESTS) --no-run
 
 cross-tools: ## install what arm64 builds need: the Rust target, Debian's aarch64 gcc and libc, qemu-user (as root)
 	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
@@ -175,6 +181,11 @@ $(RIE_DIR)/aws-lambda-rie-x86_64: $(TOOLS_STAMP)
 	fi; \
 	rm -rf $(RIE_DIR); ln -s $$real $(RIE_DIR)
 
+# The test runner: cargo-nextest where it is installed (this project's machines have it), each
+# test in a process of its own and several at once, as .config/nextest.toml says; else cargo
+# test, one test binary at a time. The same tests either way.
+TEST_RUN := $(if $(shell $(CARGO) nextest --version 2>/dev/null),$(CARGO) nextest run --cargo-quiet,$(CARGO) test)
+
 # What make check and make test both hold the code to.
 FMT_CHECK := $(CARGO) fmt --all -- --check
 CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
@@ -202,17 +213,20 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	  | grep -E 'lambda-cnn-deploy|oci-client|aws-sdk-(lambda|ecr|iam|sfn|apigateway|cloudwatchlogs)' \
 	  || { echo "the functions or the CLI depend on the deploy tooling" >&2; exit 1; }
 	@# Without `ml`, the ML crate is the core and the optimizers: that still builds.
-	RUSTFLAGS="-D warnings" $(CARGO) check -p lambda-cnn --no-default-features --lib --locked
-	$(CARGO) clippy --release --locked --target $(ARM64_TARGET) -p lambda-cnn --lib --tests -- -D warnings
-	$(CARGO) test --release --workspace --locked --no-fail-fast
-	@# The arm64 build's own tests under qemu-aarch64: the NEON kernels against the loops, the
-	@# model, the optimizers (speed under emulation means nothing; correctness does).
-	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked --target $(ARM64_TARGET) -p lambda-cnn -p lambda-cnn-core --lib --no-fail-fast
+	$(CARGO) clippy --release -p lambda-cnn --no-default-features --lib --locked -- -D warnings
+	@# The arm64 code (the NEON kernels) and its unit tests: the test profile checks with cfg(test).
+	$(CARGO) clippy --profile test --locked $(ARM64_LIB_TESTS) -- -D warnings
+	$(TEST_RUN) --release --workspace --locked --no-fail-fast
+	@$(MAKE) --no-print-directory test-arm64
 	@# The suites that talk to an AWS emulator, once more against LocalStack (moto serving what it lacks).
 	@echo "AWS_EMULATOR=localstack: LocalStack serves S3, STS, IAM, API Gateway v1; moto serves ECR, image Lambdas, API Gateway v2, Logs (LOCALSTACK_LACKS in crates/test-kit/src/aws_emulator.rs)"
-	AWS_EMULATOR=localstack $(CARGO) test --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
+	AWS_EMULATOR=localstack $(TEST_RUN) --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
 	  else echo "skipped: none"; fi
+
+test-arm64: build-arm64 ## the library's tests as arm64 code under qemu-aarch64: the NEON kernels against the loops, the model, the optimizers (make test runs them)
+	@# Speed under emulation means nothing; correctness does.
+	LAMBDA_CNN_REQUIRE=neon $(CARGO) test --release --locked $(ARM64_LIB_TESTS) --no-fail-fast
 
 check: build-tools ## the inner loop, under a minute warm: cargo fmt --check, clippy -D warnings, the library's unit tests (make test runs everything)
 	$(FMT_CHECK)

@@ -22,7 +22,8 @@ use std::sync::Mutex;
 
 const STATE_MACHINE: &str = "lambda-cnn-batch";
 
-/// One stack at a time: each runs containers on this machine's 2 cores.
+/// One stack at a time: each runs containers on this machine's 2 cores. (Under `cargo test`;
+/// nextest's `data-plane` group in `.config/nextest.toml` does it across processes.)
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Stack {

@@ -25,6 +25,7 @@ const PREDICT: &str = "lambda-cnn-predict";
 const TRAIN: &str = "lambda-cnn-train";
 
 /// One stack at a time: the timings are the point, and two tunes would share the 2 cores.
+/// (Under `cargo test`; nextest runs each test alone, as `.config/nextest.toml` says.)
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Stack {
