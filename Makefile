@@ -51,6 +51,23 @@ LOCALSTACK_PKGS := localstack-core[runtime]==2026.3.0 cbor2<6 pyopenssl==25.3.0 
 ARCH ?= $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 ARM64_TARGET := aarch64-unknown-linux-gnu
 ARM64_DIR := $(CARGO_TARGET_DIR)/$(ARM64_TARGET)/release
+# Installs what `$(1)` lists (`command-or-/file:Debian-package` items) and this machine lacks:
+# with apt-get, as root, one apt-get at a time (make test installs while it builds); else runs
+# `$(2)` with `$$missing` set to the packages.
+define debian_packages
+	@missing=""; for t in $(1); do \
+	  what=$${t%%:*}; if [ "$${what:0:1}" = / ]; then [ -e "$$what" ]; else command -v $$what >/dev/null; fi || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing from Debian:$$missing"; mkdir -p $(TOOL_CACHE); \
+	    flock $(TOOL_CACHE)/apt.lock sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null"; \
+	  else $(2); fi; \
+	fi
+endef
+NO_PROTOC = echo "missing: protoc — install it (e.g. sudo apt-get install protobuf-compiler, or set PROTOC), then run make again" >&2; exit 1
+MISSING_STOPS = echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1
+
 # command-or-file:Debian package
 CROSS_TOOLS := aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu /usr/aarch64-linux-gnu/lib/libc.so.6:libc6-dev-arm64-cross qemu-aarch64-static:qemu-user-static
 # The library's tests on arm64, selected with the functions and without `import` so that cargo
@@ -85,7 +102,7 @@ PEERS_STAMP := $(PEERS_VENV)/.peers-2
 # With the exporters `make fixtures` uses (ONNX from torch and from tf2onnx, safetensors).
 PEERS := $(TF_PIN) torch==2.15.0 onnx==1.23.2 onnxscript==0.7.2 tf2onnx==1.17.0 safetensors==0.8.0
 
-.PHONY: test-arm64 seed-images bench-seed help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
+.PHONY: test-setup test-arm64 seed-images bench-seed help fixtures build-tools run batch tune deploy deploy-cli install destroy mnist test check build build-arm64 cross-tools tools localstack system-tools browser-tools serve image lint data train eval bench bench-peers load fuzz fuzz-tools clean-local
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -99,15 +116,7 @@ build-arm64: cross-tools ## cross-build the functions and the library's tests fo
 
 cross-tools: ## install what arm64 builds need: the Rust target, Debian's aarch64 gcc and libc, qemu-user (as root)
 	@rustup target list --installed 2>/dev/null | grep -qx $(ARM64_TARGET) || rustup target add $(ARM64_TARGET)
-	@missing=""; for t in $(CROSS_TOOLS); do \
-	  what=$${t%%:*}; if [ "$${what:0:1}" = / ]; then [ -e "$$what" ]; else command -v $$what >/dev/null; fi || missing="$$missing $${t##*:}"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing from Debian:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
-	fi
+	$(call debian_packages,$(CROSS_TOOLS),$(MISSING_STOPS))
 
 tools: $(TOOLS_STAMP) $(RIE_DIR)/aws-lambda-rie-x86_64 system-tools browser-tools ## install what the tests use: emulators (cargo-lambda, moto, AWS's Runtime Interface Emulator), image tools from Debian
 
@@ -116,31 +125,16 @@ tools: $(TOOLS_STAMP) $(RIE_DIR)/aws-lambda-rie-x86_64 system-tools browser-tool
 SYSTEM_TOOLS := skopeo:skopeo umoci:umoci bwrap:bubblewrap docker-registry:docker-registry debootstrap:debootstrap
 # The digit page's test runs Debian's Chromium: installed when root may, else that test says
 # SKIPPED with the reason (the rest of `make test` does not need a browser).
-BROWSER_TOOLS := chromium chromium-driver
+BROWSER_TOOLS := chromium:chromium chromedriver:chromium-driver
+NO_BROWSER = echo "note: no Chromium and no root to install it: the digit page's browser test will be SKIPPED (apt-get install$$missing)" >&2
 browser-tools: ## install Debian's Chromium and chromedriver for the digit page's browser test (as root; else that test is SKIPPED)
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing from Debian: $(BROWSER_TOOLS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_TOOLS) >/dev/null; \
-	  else echo "note: no Chromium and no root to install it: the digit page's browser test will be SKIPPED (apt-get install $(BROWSER_TOOLS))" >&2; fi; \
-	fi
+	$(call debian_packages,$(BROWSER_TOOLS),$(NO_BROWSER))
 
 build-tools: ## install protoc (Debian's protobuf-compiler), which `lambda-cnn import`'s ONNX reader (candle-onnx) is built with (as root)
-	@if ! command -v protoc >/dev/null && [ -z "$$PROTOC" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing from Debian: protobuf-compiler"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; \
-	  else echo "missing: protoc — install it (e.g. sudo apt-get install protobuf-compiler, or set PROTOC), then run make again" >&2; exit 1; fi; \
-	fi
+	$(if $(PROTOC),,$(call debian_packages,protoc:protobuf-compiler,$(NO_PROTOC)))
 
 system-tools: ## install the image tools the tests use from Debian (skopeo, umoci, bubblewrap, docker-registry, debootstrap; as root)
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing from Debian:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "missing:$$missing — install these packages (e.g. sudo apt-get install$$missing), then run make again" >&2; exit 1; fi; \
-	fi
+	$(call debian_packages,$(SYSTEM_TOOLS),$(MISSING_STOPS))
 
 localstack: $(LOCALSTACK_STAMP) ## install LocalStack (community) into .venv-localstack, for AWS_EMULATOR=localstack
 
@@ -195,7 +189,7 @@ CLIPPY_CHECK := $(CARGO) clippy --release --workspace --all-targets --locked -- 
 SKIP_LOG := $(CURDIR)/.local/skipped.log
 test: export LAMBDA_CNN_SKIP_LOG := $(SKIP_LOG)
 test: export LAMBDA_CNN_SEED_IMAGES := $(abspath $(SEED_IMAGES))
-test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
+test: test-setup ## format and lint checks, then every unit and integration test (and the library's on arm64, under qemu)
 	@mkdir -p "$(dir $(SKIP_LOG))" && rm -f "$(SKIP_LOG)"
 	$(FMT_CHECK)
 	$(CLIPPY_CHECK)
@@ -223,6 +217,13 @@ test: build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images) ## f
 	AWS_EMULATOR=localstack $(TEST_RUN) --release --locked --no-fail-fast --test functions_s3_store --test functions_batch --test deploy_pipeline --test deploy_tune --test deploy_batch
 	@if [ -s "$(SKIP_LOG)" ]; then echo "skipped: $$(wc -l < "$(SKIP_LOG)") time(s) for want of something (LAMBDA_CNN_REQUIRE=$(LAMBDA_CNN_REQUIRE)):"; sort "$(SKIP_LOG)" | uniq -c; \
 	  else echo "skipped: none"; fi
+
+# What make test needs, made four at a time: the builds take the CPU while the installs (venvs,
+# Debian's packages, the seed's images) mostly wait on the network and the disk. -Oline: each
+# line whole.
+TEST_SETUP := build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images)
+test-setup:
+	@$(MAKE) --no-print-directory -j4 -Oline $(TEST_SETUP)
 
 test-arm64: build-arm64 ## the library's tests as arm64 code under qemu-aarch64: the NEON kernels against the loops, the model, the optimizers (make test runs them)
 	@# Speed under emulation means nothing; correctness does.
