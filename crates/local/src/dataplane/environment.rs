@@ -50,6 +50,8 @@ pub struct Environment {
     rie_port: u16,
     child: Mutex<Option<Child>>,
     started: AtomicBool,
+    /// Set by [`Environment::stop`] under `child`'s lock: a container not yet run never is.
+    stopped: AtomicBool,
     container_id: Mutex<Option<String>>,
     lines: Arc<Mutex<Vec<String>>>,
     wrote: Arc<Notify>,
@@ -71,6 +73,7 @@ impl Environment {
             rie_port: free_port()?,
             child: Mutex::new(None),
             started: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             container_id: Mutex::new(None),
             lines: Arc::default(),
             wrote: Arc::default(),
@@ -121,39 +124,49 @@ impl Environment {
             "cold start of {}:{} ({} MB, {cpus:.2} vCPU, timeout {} s) from {image} as {}",
             s.function, s.version, s.memory, s.timeout, self.name
         ));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| InvokeError::service(format!("cannot run docker: {e}")))?;
-        // Both streams into one list of lines, in the order they come.
-        for out in [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .flatten()
+        // Under the child's lock, which stop() takes to set `stopped`: stopped before its
+        // container runs (the data plane stopping while the image was pulled), it never runs.
         {
-            let (lines, wrote) = (self.lines.clone(), self.wrote.clone());
-            tokio::spawn(async move {
-                // Bytes, not lines of UTF-8: a function may print anything, and a reader that
-                // stopped would close the pipe under the docker client.
-                let mut reader = BufReader::new(out);
-                let mut buf = Vec::new();
-                while matches!(reader.read_until(b'\n', &mut buf).await, Ok(n) if n > 0) {
-                    let line = String::from_utf8_lossy(&buf);
-                    lock(&lines).push(line.trim_end_matches(['\n', '\r']).to_owned());
-                    buf.clear();
+            let mut slot = lock(&self.child);
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(InvokeError::service(
+                    "the execution environment was stopped before it started",
+                ));
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| InvokeError::service(format!("cannot run docker: {e}")))?;
+            // Both streams into one list of lines, in the order they come.
+            for out in [
+                child
+                    .stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                child
+                    .stderr
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (lines, wrote) = (self.lines.clone(), self.wrote.clone());
+                tokio::spawn(async move {
+                    // Bytes, not lines of UTF-8: a function may print anything, and a reader that
+                    // stopped would close the pipe under the docker client.
+                    let mut reader = BufReader::new(out);
+                    let mut buf = Vec::new();
+                    while matches!(reader.read_until(b'\n', &mut buf).await, Ok(n) if n > 0) {
+                        let line = String::from_utf8_lossy(&buf);
+                        lock(&lines).push(line.trim_end_matches(['\n', '\r']).to_owned());
+                        buf.clear();
+                        wrote.notify_waiters();
+                    }
                     wrote.notify_waiters();
-                }
-                wrote.notify_waiters();
-            });
+                });
+            }
+            *slot = Some(child);
         }
-        *lock(&self.child) = Some(child);
         self.started.store(true, Ordering::SeqCst);
         let started = Instant::now();
         loop {
@@ -292,7 +305,7 @@ impl Environment {
 
     /// Not started yet: in the pool, its container coming.
     pub fn starting(&self) -> bool {
-        !self.started.load(Ordering::SeqCst)
+        !self.started.load(Ordering::SeqCst) && !self.stopped.load(Ordering::SeqCst)
     }
 
     pub fn idle_for(&self) -> Duration {
@@ -330,22 +343,32 @@ impl Environment {
 
     /// Removes its container (idle, evicted, dead, or the data plane stopping).
     pub async fn stop(&self) {
-        let child = lock(&self.child).take();
+        let child = {
+            let mut slot = lock(&self.child);
+            self.stopped.store(true, Ordering::SeqCst);
+            slot.take()
+        };
         let Some(mut child) = child else { return };
-        if matches!(child.try_wait(), Ok(None)) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        // Just after `docker run`, the daemon may not have created the container yet: the first
+        // `rm` then finds nothing and the container comes after; the second removes it.
+        for _ in 0..2 {
             let _ = Command::new("docker")
                 .args(["rm", "-f", &self.name])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status()
                 .await;
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
                 .await
-                .is_err()
+                .is_ok()
             {
-                let _ = child.kill().await;
+                return;
             }
         }
+        let _ = child.kill().await;
     }
 }
 

@@ -318,7 +318,7 @@ impl DataPlane {
             let changed = self.pool_changed.notified();
             {
                 let mut envs = lock(&self.envs);
-                // Read under the pool's lock, which stop_all takes after setting it.
+                // Read under the pool's lock, which stop_all holds while it sets the flag.
                 if self.stopping.load(Ordering::SeqCst) {
                     return Err(stopping());
                 }
@@ -364,7 +364,7 @@ impl DataPlane {
             Ok::<_, InvokeError>(())
         };
         let started = match started.await {
-            // stop_all ran while this one started: it did not see the container.
+            // stop_all ran while this one started, and stopped it.
             Ok(()) if self.stopping.load(Ordering::SeqCst) => Err(stopping()),
             started => started,
         };
@@ -417,6 +417,8 @@ impl DataPlane {
             self.stopping.store(true, Ordering::SeqCst);
             envs.drain(..).collect()
         };
+        // Callers waiting for room learn that there will be none.
+        self.pool_changed.notify_waiters();
         for e in envs {
             e.stop().await;
         }
