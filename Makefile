@@ -219,11 +219,11 @@ test: test-setup ## format and lint checks, then every unit and integration test
 	  else echo "skipped: none"; fi
 
 # What make test needs, made four at a time: the builds take the CPU while the installs (venvs,
-# Debian's packages, the seed's images) mostly wait on the network and the disk. -Oline: each
-# line whole.
+# Debian's packages, the seed's images) mostly wait on the network and the disk. Their lines
+# interleave as they come (an output-sync mode would hold a 10-minute build's until it ends).
 TEST_SETUP := build build-arm64 tools localstack $(if $(SEED_TESTABLE),seed-images)
 test-setup:
-	@$(MAKE) --no-print-directory -j4 -Oline $(TEST_SETUP)
+	@$(MAKE) --no-print-directory -j4 $(TEST_SETUP)
 
 test-arm64: build-arm64 ## the library's tests as arm64 code under qemu-aarch64: the NEON kernels against the loops, the model, the optimizers (make test runs them)
 	@# Speed under emulation means nothing; correctness does.
@@ -270,7 +270,7 @@ mnist: ## make sure MNIST_DIR holds MNIST (make data downloads it when MNIST_DIR
 	  || { [ "$(MNIST_DIR)" = "$(abspath data/mnist)" ] && $(MAKE) --no-print-directory data; } \
 	  || { echo "MNIST is not in MNIST_DIR=$(MNIST_DIR): run \`make data\` (downloads into data/mnist) or point MNIST_DIR at a copy" >&2; exit 1; }
 
-data: ## download MNIST from the public mirrors into data/mnist and verify the checksums
+data: build-tools ## download MNIST from the public mirrors into data/mnist and verify the checksums
 	@mkdir -p data/mnist
 	@for f in $(MNIST_FILES); do \
 	  [ -s data/mnist/$$f.gz ] && continue; \
@@ -280,8 +280,10 @@ data: ## download MNIST from the public mirrors into data/mnist and verify the c
 	  done; \
 	  [ -s data/mnist/$$f.gz ] || { echo "could not download $$f.gz from any mirror ($(MNIST_MIRRORS))" >&2; exit 1; }; \
 	done
+	@# The binaries as deploy build and make build resolve them (the same units: no rebuild).
+	$(CARGO) build --release --locked --workspace --bins
 	@# A file that fails its check is not kept, so that running `make data` again fetches it anew.
-	$(CARGO) run --release --locked --bin lambda-cnn -- check-data --mnist-dir data/mnist \
+	$(CLI) check-data --mnist-dir data/mnist \
 	  || { rm -rf data/mnist; echo "removed data/mnist: run \`make data\` again to download it anew" >&2; exit 1; }
 
 train: build ## retrain the shipped weights (5 epochs, Adam 1e-3, batch 32) and their card

@@ -735,9 +735,10 @@ pub fn seed_spec() -> ModelSpec {
     }
 }
 
-/// Descriptions other modules' tests use, here and in the crates above (their dev-dependency
-/// turns on `test-support`).
-#[cfg(any(test, feature = "test-support"))]
+/// Descriptions other modules' tests use, here and in the crates above. Always compiled (a few
+/// lines): behind a feature that only the tests turn on, `cargo build --bins` (what `deploy
+/// build` runs) and `make build` (tests too) would resolve the core differently and rebuild
+/// everything above it, each undoing the other's binaries.
 #[doc(hidden)]
 pub mod tests_support {
     use super::*;
