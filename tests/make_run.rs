@@ -96,7 +96,8 @@ fn run_releases_both_functions_predicts_trains_scores_a_batch_and_stops_its_stan
             "{what} still listens on {port}"
         );
     }
-    // (Test binaries run one at a time: no other data plane runs now.)
+    // No other data plane runs now: cargo test runs one test binary at a time, and nextest
+    // runs the tests that start one in its `data-plane` group, one at a time.
     let containers = common::dataplane::docker(&[
         "ps",
         "-a",

@@ -39,12 +39,16 @@ impl AwsError {
     }
 }
 
-/// A call whose "not there" answer is an answer, not an error: `Ok(Some(v))`, `Ok(None)`
-/// where the service answered `code` (e.g. `NoSuchEntity`), else the error. The one home of
-/// the find-before-create and delete-if-there idiom.
+/// A call where one refusal is an answer, not an error: `Ok(Some(v))`, `Ok(None)` where the
+/// service answered `code`, else the error. The one home of the find-before-create,
+/// delete-if-there and create-if-missing idioms.
 pub trait Absent<T> {
-    /// See [`Absent`].
+    /// "Not there" (`NoSuchEntity`, `ResourceNotFoundException`) is `Ok(None)`.
     fn absent_if(self, code: &str) -> Result<Option<T>, AwsError>;
+
+    /// "Already so" (`ResourceAlreadyExistsException`, `ImageAlreadyExistsException`) is
+    /// `Ok(None)`: creating what is already there changed nothing.
+    fn already_if(self, code: &str) -> Result<Option<T>, AwsError>;
 }
 
 impl<T> Absent<T> for Result<T, AwsError> {
@@ -54,6 +58,10 @@ impl<T> Absent<T> for Result<T, AwsError> {
             Err(e) if e.is(code) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn already_if(self, code: &str) -> Result<Option<T>, AwsError> {
+        self.absent_if(code)
     }
 }
 
@@ -497,6 +505,21 @@ mod tests {
         );
         assert_eq!(not_there().absent_if("NoSuchEntity").unwrap(), None);
         assert!(not_there().absent_if("ResourceNotFoundException").is_err());
+    }
+
+    #[test]
+    fn already_there_is_an_answer_and_other_errors_stay_errors() {
+        let exists = || -> Result<u8, AwsError> {
+            Err(AwsError {
+                action: "creating".into(),
+                code: Some("ResourceAlreadyExistsException".into()),
+                message: "exists".into(),
+            })
+        };
+        let code = "ResourceAlreadyExistsException";
+        assert_eq!(Ok::<u8, AwsError>(1).already_if(code).unwrap(), Some(1));
+        assert_eq!(exists().already_if(code).unwrap(), None);
+        assert!(exists().already_if("ImageAlreadyExistsException").is_err());
     }
 
     #[test]

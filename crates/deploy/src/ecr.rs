@@ -107,12 +107,8 @@ pub async fn tag_image(
         .send()
         .await
         .map_err(aws_err(action));
-    match sent {
-        Ok(_) => Ok(()),
-        // The tag is already on this image.
-        Err(e) if e.is("ImageAlreadyExistsException") => Ok(()),
-        Err(e) => Err(e),
-    }
+    // ImageAlreadyExists: the tag is already on this image.
+    sent.already_if("ImageAlreadyExistsException").map(|_| ())
 }
 
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -240,11 +236,7 @@ pub async fn register_manifest(
         .map_err(aws_err(format!(
             "registering {digest} as {repository}:{tag} with ECR"
         )));
-    match sent {
-        Ok(_) => Ok(()),
-        Err(e) if e.is("ImageAlreadyExistsException") => Ok(()),
-        Err(e) => Err(e),
-    }
+    sent.already_if("ImageAlreadyExistsException").map(|_| ())
 }
 
 #[cfg(test)]

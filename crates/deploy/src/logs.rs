@@ -17,17 +17,12 @@ pub async fn ensure_log_group(
     group: &str,
     retention_days: i32,
 ) -> Result<(), AwsError> {
-    match logs
-        .create_log_group()
+    logs.create_log_group()
         .log_group_name(group)
         .send()
         .await
         .map_err(aws_err(format!("creating log group {group}")))
-    {
-        Ok(_) => {}
-        Err(e) if e.is("ResourceAlreadyExistsException") => {}
-        Err(e) => return Err(e),
-    }
+        .already_if("ResourceAlreadyExistsException")?;
     logs.put_retention_policy()
         .log_group_name(group)
         .retention_in_days(retention_days)
