@@ -64,9 +64,10 @@ GLIBC=$("$ROOTFS"/usr/bin/ldd --version 2>/dev/null | sed -n 1p | grep -o '[0-9]
 PLATFORMS=""
 for minor in $(seq 17 "${GLIBC#2.}"); do PLATFORMS="$PLATFORMS --platform manylinux_2_${minor}_x86_64"; done
 PIP_ARGS="--quiet --disable-pip-version-check --root-user-action=ignore --only-binary=:all: \
-  --implementation cp --python-version $PY_VERSION $PLATFORMS --platform manylinux2014_x86_64 \
-  -c $HERE/constraints.txt"
+  --implementation cp --python-version $PY_VERSION $PLATFORMS --platform manylinux2014_x86_64"
+# Keyed by the constraints' contents, not their path: a clone elsewhere (CI's) reuses the step.
 SITE=$CACHE/python-$( { echo "$SEED_PINS $PIP_ARGS"; cat "$HERE/constraints.txt"; } | key)
+PIP_ARGS="$PIP_ARGS -c $HERE/constraints.txt"
 MODEL=$CACHE/model-$( { echo "$SITE"; cat "$HERE/train.py"; (cd "$MNIST_DIR" && sha256sum $MNIST_FILES); } | key)
 IMAGES=$CACHE/images-$( { echo "$ROOTFS $SITE $MODEL"; cat "$0" "$HERE"/*.py; } | key)
 

@@ -363,10 +363,12 @@ impl DataPlane {
                 .await;
             Ok::<_, InvokeError>(())
         };
-        let started = match started.await {
-            // stop_all ran while this one started, and stopped it.
-            Ok(()) if self.stopping.load(Ordering::SeqCst) => Err(stopping()),
-            started => started,
+        let started = started.await;
+        // stop_all ran while this one started, and stopped it: say so, whatever start saw.
+        let started = if self.stopping.load(Ordering::SeqCst) {
+            Err(stopping())
+        } else {
+            started
         };
         if let Err(e) = started {
             self.release(&env, true).await;
@@ -419,9 +421,16 @@ impl DataPlane {
         };
         // Callers waiting for room learn that there will be none.
         self.pool_changed.notify_waiters();
+        // All at once: each may take 10 s (Environment::stop), and SIGKILL follows SIGTERM
+        // after 10 s.
+        let mut stops = tokio::task::JoinSet::new();
         for e in envs {
-            e.stop().await;
+            stops.spawn(async move { e.stop().await });
         }
+        while stops.join_next().await.is_some() {}
+        // A container the daemon created only after both of stop()'s removals.
+        let me = std::process::id();
+        remove_containers(|owner| owner == me).await;
         let pulled: Vec<String> = lock(&self.pulled).drain().collect();
         for reference in pulled {
             let mut why = None;
@@ -488,6 +497,11 @@ pub async fn run(
 /// Removes the containers an earlier data plane left when it was killed: those whose owner
 /// (the process id on their label) is gone.
 pub async fn remove_orphans() {
+    remove_containers(|owner| !std::path::Path::new(&format!("/proc/{owner}")).exists()).await;
+}
+
+/// Removes the data plane's containers whose owner (the process id on their label) `matches`.
+async fn remove_containers(matches: impl Fn(u32) -> bool) {
     let format = format!("{{{{.ID}}}} {{{{.Label \"{}\"}}}}", environment::LABEL);
     let Ok(out) = tokio::process::Command::new("docker")
         .args([
@@ -506,10 +520,7 @@ pub async fn remove_orphans() {
         let Some((id, pid)) = line.split_once(' ') else {
             continue;
         };
-        let gone = pid
-            .parse::<u32>()
-            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if gone {
+        if pid.parse::<u32>().is_ok_and(&matches) {
             let _ = tokio::process::Command::new("docker")
                 .args(["rm", "-f", id])
                 .output()
