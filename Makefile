@@ -178,7 +178,8 @@ $(RIE_DIR)/aws-lambda-rie-x86_64: $(TOOLS_STAMP)
 # The test runner: cargo-nextest where it is installed (this project's machines have it), each
 # test in a process of its own and several at once, as .config/nextest.toml says; else cargo
 # test, one test binary at a time. The same tests either way.
-TEST_RUN := $(if $(shell $(CARGO) nextest --version 2>/dev/null),$(CARGO) nextest run --cargo-quiet,$(CARGO) test)
+# (Recursive `=`: asked only by the targets that run tests, not by every make.)
+TEST_RUN = $(if $(shell $(CARGO) nextest --version 2>/dev/null),$(CARGO) nextest run --cargo-quiet,$(CARGO) test)
 
 # What make check and make test both hold the code to.
 FMT_CHECK := $(CARGO) fmt --all -- --check
@@ -285,8 +286,9 @@ data: build-tools ## download MNIST from the public mirrors into data/mnist and 
 	  done; \
 	  [ -s data/mnist/$$f.gz ] || { echo "could not download $$f.gz from any mirror ($(MNIST_MIRRORS))" >&2; exit 1; }; \
 	done
-	@# The binaries as deploy build and make build resolve them (the same units: no rebuild).
-	$(CARGO) build --release --locked --workspace --bins
+	@# The CLI, resolved over the workspace as deploy build and make build resolve it (the same
+	@# units: no rebuild either way).
+	$(CARGO) build --release --locked --workspace --bin lambda-cnn
 	@# A file that fails its check is not kept, so that running `make data` again fetches it anew.
 	$(CLI) check-data --mnist-dir data/mnist \
 	  || { rm -rf data/mnist; echo "removed data/mnist: run \`make data\` again to download it anew" >&2; exit 1; }
